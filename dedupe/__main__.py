@@ -1,0 +1,93 @@
+"""The command line: `python -m dedupe run PATH... [--out DIR]`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dedupe.config import Config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn a day's scrape of news into one clean story per event.")
+console = Console(stderr=False)
+
+# Prefect settings we default (the user's own environment always wins): no telemetry, and room
+# for the embedded server's first start on a fresh machine, which takes ~18 s against a 20 s limit.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+
+@app.callback()
+def main() -> None:
+    """dedupe: cleanup, near-duplicates and stories for scraped news."""
+
+
+@app.command()
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively) of articles.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs.")] = Path("out"),
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set num_perm=256 (repeatable).")
+    ] = None,
+) -> None:
+    """Read, clean, match duplicates and group stories in PATHS; write the outputs to --out."""
+    config = _config(settings or [])
+    missing = [str(path) for path in paths if not path.exists() and not path.is_symlink()]
+    if missing:
+        raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
+
+    summary = dedupe_flow(paths=[str(path) for path in paths], out=str(out), config=config)
+    _print_summary(summary, out)
+    if summary.records == summary.status["rejected"]:
+        console.print(f"[bold red]error:[/] nothing could be read from {', '.join(map(str, paths))}: "
+                      f"{summary.records} records, all rejected (reasons in {out / 'report.md'})")
+        raise typer.Exit(code=1)
+
+
+def _config(settings: list[str]) -> Config:
+    defaults = Config()
+    overrides: dict[str, object] = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep or not hasattr(defaults, name):
+            raise typer.BadParameter(f"{setting!r}: expected FIELD=VALUE with a field of:\n{defaults}", param_hint="--set")
+        try:
+            overrides[name] = type(getattr(defaults, name))(value)
+        except ValueError:
+            raise typer.BadParameter(f"{setting!r}: {value!r} is not a valid {type(getattr(defaults, name)).__name__}",
+                                     param_hint="--set") from None
+    return defaults.with_overrides(**overrides)
+
+
+def _print_summary(summary: object, out: Path) -> None:
+    from dedupe.write import Summary
+
+    assert isinstance(summary, Summary)
+    table = Table(title=f"dedupe: {summary.records} records from {summary.files} files", show_header=True)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for status, count in summary.status.items():
+        table.add_row(f"articles {status}", str(count))
+    table.add_row("duplicate groups", str(summary.duplicate_groups))
+    table.add_row("stories", str(summary.stories))
+    for rule, count in summary.removed_lines.items():
+        table.add_row(f"lines removed: {rule}", str(count))
+    for reason, count in list(summary.rejected_reasons.items())[:5]:
+        table.add_row(f"rejected: {reason}", str(count))
+    console.print(table)
+    for story in summary.largest_stories[:5]:
+        console.print(f"  {story['n_articles']:>5}  {story['headline'] or '(no headline)'}")
+    console.print(f"outputs in {out}/: articles.parquet, stories.parquet, pairs.parquet, report.md")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,91 @@
+"""MinHash signatures and LSH candidate pairs (datasketch).
+
+Candidate generation is what keeps the work near-linear: an article is compared only with the
+articles that share an LSH band bucket with it, never with all others.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import polars as pl
+import xxhash
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+from dedupe.config import Config
+from dedupe.schema import CANDIDATES, CLEANED, check
+
+_WORD = re.compile(r"\w+")
+# Function words say nothing about which event a headline covers; leaving them out keeps two
+# unrelated headlines from looking alike through "the", "to" and "of".
+STOP_WORDS = frozenset(
+    """a an and are as at be by for from has have he her his in is it its of on or she that the their
+    this to was were will with after over new says said s""".split()
+)
+
+
+def words(text: str | None) -> list[str]:
+    """Lower case word tokens: punctuation, quotes and case never make two copies differ."""
+    return _WORD.findall(text.casefold()) if text else []
+
+
+def shingles(text: str | None, size: int) -> set[bytes]:
+    """Word `size`-grams; a text shorter than `size` words is one shingle."""
+    tokens = words(text)
+    if len(tokens) <= size:
+        return {" ".join(tokens).encode()} if tokens else set()
+    return {" ".join(tokens[i : i + size]).encode() for i in range(len(tokens) - size + 1)}
+
+
+def keywords(text: str | None) -> set[bytes]:
+    """The content words of a headline, as a set."""
+    return {word.encode() for word in words(text) if word not in STOP_WORDS}
+
+
+def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, dict[str, set[bytes]]]:
+    """Candidate duplicate pairs among the records not rejected, and the shingle set of each.
+
+    Duplicates are matched on the text's word n-grams, or on the headline's words when the record
+    has little or no text (a headline-only feed)."""
+    check(cleaned, CLEANED, "duplicate candidates input")
+    matched = cleaned.filter(pl.col("status") == "ok")
+    sets = {}
+    for article_id, headline, text in matched.select("article_id", "headline", "text").iter_rows():
+        if len(words(text)) >= config.min_text_words:
+            sets[article_id] = shingles(text, config.shingle_words)
+        else:
+            sets[article_id] = shingles(text or headline, 1)
+    return candidates(sets, config.duplicate_lsh_threshold, "duplicate", config), sets
+
+
+def story_candidates(headlines: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, dict[str, set[bytes]]]:
+    """Candidate story pairs between duplicate groups (`duplicate_group`, `headline`), matched
+    on the keywords of the headline that speaks for each group."""
+    sets = {group: keywords(headline) for group, headline in headlines.select("duplicate_group", "headline").iter_rows()}
+    return candidates(sets, config.story_lsh_threshold, "story", config), sets
+
+
+def signatures(shingle_sets: Sequence[set[bytes]], config: Config) -> list[LeanMinHash]:
+    """One MinHash per set (an empty set gets an empty signature and matches nothing)."""
+    hashed = MinHash.bulk(shingle_sets, num_perm=config.num_perm, seed=config.seed, hashfunc=xxhash.xxh32_intdigest)
+    return [LeanMinHash(minhash) for minhash in hashed]
+
+
+def candidates(shingle_sets: Mapping[str, set[bytes]], threshold: float, level: str, config: Config) -> pl.DataFrame:
+    """Pairs (a < b) whose signatures share at least one LSH band at `threshold`: found in time
+    linear in the number of articles plus the number of candidates. Empty sets match nothing."""
+    ids = [article_id for article_id, shingle_set in shingle_sets.items() if shingle_set]
+    minhashes = signatures([shingle_sets[article_id] for article_id in ids], config)
+    lsh = MinHashLSH(threshold=threshold, num_perm=config.num_perm)
+    with lsh.insertion_session() as session:
+        for article_id, minhash in zip(ids, minhashes):
+            session.insert(article_id, minhash, check_duplication=False)
+    pairs = {
+        (min(article_id, other), max(article_id, other))
+        for article_id, minhash in zip(ids, minhashes)
+        for other in lsh.query(minhash)
+        if other != article_id
+    }
+    frame = pl.DataFrame(sorted(pairs), schema={"article_id_a": pl.String, "article_id_b": pl.String}, orient="row")
+    return check(frame.with_columns(level=pl.lit(level)), CANDIDATES, f"{level} candidates")

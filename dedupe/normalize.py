@@ -1,0 +1,92 @@
+"""Normalize text: HTML entities, mojibake and Unicode forms (ftfy), control characters, whitespace.
+
+`normalize_text` is idempotent: normalizing twice changes nothing (a property test holds it to that).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Callable
+from functools import lru_cache
+
+import ftfy
+import polars as pl
+
+from dedupe.schema import NORMALIZED, READ, check
+
+# Curly quotes are content, not noise: we keep them (ftfy would straighten them).
+_FTFY = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, explain=False)
+# ftfy is slow on long clean text, so it only sees lines that could hold what it fixes: mojibake
+# always has a character of U+0080-U+00FF (Ã, Â, â, ¬, C1 controls), and ftfy also folds
+# ligatures, fullwidth forms and lone surrogates. On aeb this is 2.6% of lines, 10x faster.
+_FTFY_SUSPECT = re.compile("[\x80-\xff\ufb00-\ufb06\uff01-\uff5e\ud800-\udfff]")
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\u200b-\u200d\u2060\ufeff\u00ad]")
+_HORIZONTAL_SPACE = re.compile(r"\s+")  # within one line, so every run of whitespace
+_MAX_PASSES = 8
+
+
+def normalize(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add normalized `title` (one line) and `text`; reject records left with neither."""
+    check(frame, READ, "normalize input")
+    title = pl.Series("title", [normalize_title(t) for t in frame["title_raw"]], dtype=pl.String)
+    text = pl.Series("text", [normalize_text(t) for t in frame["text_raw"]], dtype=pl.String)
+    empty = (pl.col("status") == "ok") & pl.col("title").is_null() & pl.col("text").is_null()
+    out = frame.with_columns(title, text).with_columns(
+        status=pl.when(empty).then(pl.lit("rejected")).otherwise("status"),
+        reason=pl.when(empty)
+        .then(pl.format("{}:{}: empty record (no title and no text)", "source_file", "line"))
+        .otherwise("reason"),
+    )
+    return check(out, NORMALIZED, "normalize output")
+
+
+def normalize_text(text: str | None) -> str | None:
+    """Entities decoded, mojibake fixed, NFC, no control or zero-width characters, one space
+    between words, stripped lines, at most one blank line between paragraphs. Empty -> None.
+
+    Run to a fixed point: a fix can expose another (an entity inside an entity, or text that ftfy
+    reads as mojibake only once the spaces around it are gone)."""
+    return _fixed_point(_normalize_once, text)
+
+
+def normalize_title(title: str | None) -> str | None:
+    """A title is one line: `normalize_text` with line breaks turned into spaces."""
+    return _fixed_point(_title_once, title)
+
+
+def _fixed_point(step: Callable[[str | None], str | None], text: str | None) -> str | None:
+    for _ in range(_MAX_PASSES):
+        previous, text = text, step(text)
+        if text == previous or text is None:
+            break
+    return text
+
+
+def _title_once(title: str | None) -> str | None:
+    text = _normalize_once(title)
+    return " ".join(text.split()) if text else None
+
+
+def _normalize_once(text: str | None) -> str | None:
+    if not text:
+        return None
+    text = unicodedata.normalize("NFC", html.unescape(text))
+    paragraphs: list[str] = []
+    blank = False
+    for line in text.splitlines():  # splits on every Unicode line break, not only "\n"
+        line = _normalize_line(line)
+        if line:
+            if blank and paragraphs:
+                paragraphs.append("")
+            paragraphs.append(line)
+        blank = not line
+    return "\n".join(paragraphs) or None
+
+
+@lru_cache(maxsize=1 << 16)  # wire copy repeats the same lines across many records
+def _normalize_line(line: str) -> str:
+    if _FTFY_SUSPECT.search(line):
+        line = ftfy.fix_text(line, _FTFY)
+    return _HORIZONTAL_SPACE.sub(" ", _INVISIBLE.sub("", line)).strip()

@@ -1,0 +1,90 @@
+"""The frame schemas that pass between stages, written once and checked at every boundary."""
+
+from __future__ import annotations
+
+import polars as pl
+
+REMOVED_LINE = pl.Struct({"line": pl.Int32, "text": pl.String, "rule": pl.String})
+TIMESTAMP = pl.Datetime("us", "UTC")
+
+READ = {
+    "article_id": pl.String,
+    "source_file": pl.String,
+    "line": pl.Int64,  # 1-based line (or record number) of the record in its file
+    "title_raw": pl.String,
+    "text_raw": pl.String,
+    "url": pl.String,
+    "source": pl.String,
+    "published_at": TIMESTAMP,
+    "status": pl.String,  # "ok" until grouped; "rejected" with a reason
+    "reason": pl.String,
+}
+
+NORMALIZED = READ | {"title": pl.String, "text": pl.String}
+
+CLEANED = NORMALIZED | {"headline": pl.String, "removed_lines": pl.List(REMOVED_LINE)}
+
+CANDIDATES = {"article_id_a": pl.String, "article_id_b": pl.String, "level": pl.String}
+
+PAIRS = {
+    "article_id_a": pl.String,
+    "article_id_b": pl.String,
+    "jaccard": pl.Float64,
+    "similarity": pl.Float64,
+    "relation": pl.String,  # "duplicate" or "same_story"
+}
+
+GROUPS = {
+    "article_id": pl.String,
+    "duplicate_group": pl.String,
+    "duplicate_of": pl.String,
+    "story_id": pl.String,
+}
+
+ARTICLES = {
+    "article_id": pl.String,
+    "source_file": pl.String,
+    "line": pl.Int64,
+    "title_raw": pl.String,
+    "headline": pl.String,
+    "text": pl.String,
+    "url": pl.String,
+    "source": pl.String,
+    "published_at": TIMESTAMP,
+    "status": pl.String,  # "kept", "duplicate" or "rejected"
+    "reason": pl.String,
+    "duplicate_of": pl.String,
+    "duplicate_group": pl.String,
+    "story_id": pl.String,
+    "removed_lines": pl.List(REMOVED_LINE),
+}
+
+STORIES = {
+    "story_id": pl.String,
+    "headline": pl.String,
+    "representative_id": pl.String,
+    "article_ids": pl.List(pl.String),
+    "n_articles": pl.UInt32,
+    "sources": pl.List(pl.String),
+    "first_seen": TIMESTAMP,
+    "last_seen": TIMESTAMP,
+}
+
+
+class SchemaError(ValueError):
+    """A frame crossing a stage boundary does not have the agreed columns and types."""
+
+
+def check(frame: pl.DataFrame, schema: dict[str, pl.DataType], boundary: str) -> pl.DataFrame:
+    """Return `frame` unchanged if it has exactly `schema`'s columns, in order, with its dtypes."""
+    actual = dict(frame.schema)
+    if list(actual) != list(schema):
+        raise SchemaError(f"{boundary}: columns {list(actual)} != expected {list(schema)}")
+    wrong = [f"{name}: {actual[name]} != {dtype}" for name, dtype in schema.items() if actual[name] != dtype]
+    if wrong:
+        raise SchemaError(f"{boundary}: wrong dtypes: {'; '.join(wrong)}")
+    return frame
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)

@@ -1,0 +1,78 @@
+"""Verify LSH candidates: exact shingle overlap first, rapidfuzz where overlap alone is unsure.
+
+Containment (the share of the smaller shingle set found in the larger) is what tells a clean body
+and the same body inside a page dump apart from two articles that share a site's template: on
+aeb, same-article pairs have median containment 0.99, different-article candidates 0.84.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import polars as pl
+from rapidfuzz import fuzz, process
+
+from dedupe.config import Config
+from dedupe.schema import CANDIDATES, CLEANED, PAIRS, check
+
+
+def overlap(candidates: pl.DataFrame, shingle_sets: Mapping[str, set[bytes]]) -> pl.DataFrame:
+    """Exact Jaccard and containment of each candidate pair's shingle sets."""
+    check(candidates, CANDIDATES, "overlap input")
+    jaccard, containment = [], []
+    for a, b in candidates.select("article_id_a", "article_id_b").iter_rows():
+        first, second = shingle_sets[a], shingle_sets[b]
+        shared = len(first & second)
+        jaccard.append(shared / (len(first) + len(second) - shared) if shared else 0.0)
+        containment.append(shared / min(len(first), len(second)) if shared else 0.0)
+    return candidates.with_columns(
+        pl.Series("jaccard", jaccard, dtype=pl.Float64), pl.Series("containment", containment, dtype=pl.Float64)
+    )
+
+
+def verify_duplicates(
+    cleaned: pl.DataFrame, candidates: pl.DataFrame, shingle_sets: Mapping[str, set[bytes]], config: Config
+) -> pl.DataFrame:
+    """PAIRS of confirmed duplicates. Containment >= `duplicate_containment` confirms a pair on
+    its own; between `duplicate_unsure_containment` and that, rapidfuzz's token-set ratio of the
+    texts must reach `duplicate_similarity` (it forgives junk around a copy, not other words).
+    `similarity` is null where containment alone decided."""
+    check(cleaned, CLEANED, "verify duplicates input")
+    scored = overlap(candidates, shingle_sets)
+    unsure = scored.filter(
+        pl.col("containment").is_between(config.duplicate_unsure_containment, config.duplicate_containment, closed="left")
+    )
+    texts = dict(cleaned.select("article_id", pl.coalesce("text", "headline", pl.lit(""))).iter_rows())
+    similarity = similarities(unsure, texts)
+    confirmed = pl.concat(
+        [
+            scored.filter(pl.col("containment") >= config.duplicate_containment).with_columns(
+                similarity=pl.lit(None, pl.Float64)
+            ),
+            unsure.with_columns(similarity=similarity).filter(pl.col("similarity") >= config.duplicate_similarity),
+        ]
+    )
+    out = confirmed.select("article_id_a", "article_id_b", "jaccard", "similarity", relation=pl.lit("duplicate"))
+    return check(out.sort("article_id_a", "article_id_b"), PAIRS, "duplicate pairs")
+
+
+def verify_stories(
+    headlines: pl.DataFrame, candidates: pl.DataFrame, keyword_sets: Mapping[str, set[bytes]], config: Config
+) -> pl.DataFrame:
+    """PAIRS of duplicate groups (named by their canonical articles) whose headlines cover one
+    event: rapidfuzz token-set ratio of the headlines reaches `story_similarity`."""
+    by_group = dict(headlines.select("duplicate_group", "headline").iter_rows())
+    scored = overlap(candidates, keyword_sets).with_columns(similarity=similarities(candidates, by_group))
+    confirmed = scored.filter(pl.col("similarity") >= config.story_similarity)
+    out = confirmed.select("article_id_a", "article_id_b", "jaccard", "similarity", relation=pl.lit("same_story"))
+    return check(out.sort("article_id_a", "article_id_b"), PAIRS, "story pairs")
+
+
+def similarities(pairs: pl.DataFrame, texts: Mapping[str, str]) -> pl.Series:
+    """rapidfuzz token-set ratio (0-100) of each pair's texts, on all cores."""
+    firsts: Sequence[str] = [texts[a] for a in pairs["article_id_a"]]
+    seconds: Sequence[str] = [texts[b] for b in pairs["article_id_b"]]
+    if not firsts:
+        return pl.Series("similarity", [], dtype=pl.Float64)
+    scores = process.cpdist(firsts, seconds, scorer=fuzz.token_set_ratio, processor=str.casefold, workers=-1)
+    return pl.Series("similarity", scores, dtype=pl.Float64)
