@@ -46,17 +46,25 @@ def keywords(text: str | None) -> set[bytes]:
 def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, dict[str, set[bytes]]]:
     """Candidate duplicate pairs among the records not rejected, and the shingle set of each.
 
-    Duplicates are matched on the text's word n-grams, or on the headline's words when the record
-    has little or no text (a headline-only feed)."""
+    Articles are matched on their text's word n-grams (level "text"); records with little or no
+    text (a headline-only feed) on the words of their headline (level "headline"), at a higher
+    threshold since a few shared words are common between unrelated headlines."""
     check(cleaned, CLEANED, "duplicate candidates input")
     matched = cleaned.filter(pl.col("status") == "ok")
-    sets = {}
+    long_sets: dict[str, set[bytes]] = {}
+    short_sets: dict[str, set[bytes]] = {}
     for article_id, headline, text in matched.select("article_id", "headline", "text").iter_rows():
         if len(words(text)) >= config.min_text_words:
-            sets[article_id] = shingles(text, config.shingle_words)
+            long_sets[article_id] = shingles(text, config.shingle_words)
         else:
-            sets[article_id] = shingles(text or headline, 1)
-    return candidates(sets, config.duplicate_lsh_threshold, "duplicate", config), sets
+            short_sets[article_id] = shingles(text or headline, 1)
+    pairs = pl.concat(
+        [
+            candidates(long_sets, config.duplicate_lsh_threshold, "text", config),
+            candidates(short_sets, config.headline_duplicate_lsh_threshold, "headline", config),
+        ]
+    )
+    return pairs, long_sets | short_sets
 
 
 def story_candidates(headlines: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, dict[str, set[bytes]]]:

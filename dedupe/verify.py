@@ -7,7 +7,7 @@ aeb, same-article pairs have median containment 0.99, different-article candidat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 from rapidfuzz import fuzz, process
@@ -33,23 +33,34 @@ def overlap(candidates: pl.DataFrame, shingle_sets: Mapping[str, set[bytes]]) ->
 def verify_duplicates(
     cleaned: pl.DataFrame, candidates: pl.DataFrame, shingle_sets: Mapping[str, set[bytes]], config: Config
 ) -> pl.DataFrame:
-    """PAIRS of confirmed duplicates. Containment >= `duplicate_containment` confirms a pair on
-    its own; between `duplicate_unsure_containment` and that, rapidfuzz's token-set ratio of the
-    texts must reach `duplicate_similarity` (it forgives junk around a copy, not other words).
-    `similarity` is null where containment alone decided."""
+    """PAIRS of confirmed duplicates.
+
+    Articles ("text" candidates): containment >= `duplicate_containment` confirms a pair on its
+    own; between `duplicate_unsure_containment` and that, rapidfuzz's token-set ratio of the texts
+    must reach `duplicate_similarity` (it forgives junk around a copy, not other words).
+    `similarity` is null where containment alone decided.
+    Short records ("headline" candidates): rapidfuzz's ratio must reach
+    `headline_duplicate_similarity`; the token-set ratio would call any headline a duplicate of a
+    longer one that contains its words."""
     check(cleaned, CLEANED, "verify duplicates input")
+    texts = dict(cleaned.select("article_id", pl.coalesce("text", "headline", pl.lit(""))).iter_rows())
     scored = overlap(candidates, shingle_sets)
-    unsure = scored.filter(
+    articles = scored.filter(pl.col("level") == "text")
+    unsure = articles.filter(
         pl.col("containment").is_between(config.duplicate_unsure_containment, config.duplicate_containment, closed="left")
     )
-    texts = dict(cleaned.select("article_id", pl.coalesce("text", "headline", pl.lit(""))).iter_rows())
-    similarity = similarities(unsure, texts)
+    short = scored.filter(pl.col("level") == "headline")
     confirmed = pl.concat(
         [
-            scored.filter(pl.col("containment") >= config.duplicate_containment).with_columns(
+            articles.filter(pl.col("containment") >= config.duplicate_containment).with_columns(
                 similarity=pl.lit(None, pl.Float64)
             ),
-            unsure.with_columns(similarity=similarity).filter(pl.col("similarity") >= config.duplicate_similarity),
+            unsure.with_columns(similarity=similarities(unsure, texts, fuzz.token_set_ratio)).filter(
+                pl.col("similarity") >= config.duplicate_similarity
+            ),
+            short.with_columns(similarity=similarities(short, texts, fuzz.ratio)).filter(
+                pl.col("similarity") >= config.headline_duplicate_similarity
+            ),
         ]
     )
     out = confirmed.select("article_id_a", "article_id_b", "jaccard", "similarity", relation=pl.lit("duplicate"))
@@ -60,19 +71,20 @@ def verify_stories(
     headlines: pl.DataFrame, candidates: pl.DataFrame, keyword_sets: Mapping[str, set[bytes]], config: Config
 ) -> pl.DataFrame:
     """PAIRS of duplicate groups (named by their canonical articles) whose headlines cover one
-    event: rapidfuzz token-set ratio of the headlines reaches `story_similarity`."""
+    event: rapidfuzz token-sort ratio of the headlines reaches `story_similarity` (the
+    token-set ratio calls any short headline the same story as a longer one with its words)."""
     by_group = dict(headlines.select("duplicate_group", "headline").iter_rows())
-    scored = overlap(candidates, keyword_sets).with_columns(similarity=similarities(candidates, by_group))
+    scored = overlap(candidates, keyword_sets).with_columns(similarity=similarities(candidates, by_group, fuzz.token_sort_ratio))
     confirmed = scored.filter(pl.col("similarity") >= config.story_similarity)
     out = confirmed.select("article_id_a", "article_id_b", "jaccard", "similarity", relation=pl.lit("same_story"))
     return check(out.sort("article_id_a", "article_id_b"), PAIRS, "story pairs")
 
 
-def similarities(pairs: pl.DataFrame, texts: Mapping[str, str]) -> pl.Series:
-    """rapidfuzz token-set ratio (0-100) of each pair's texts, on all cores."""
+def similarities(pairs: pl.DataFrame, texts: Mapping[str, str], scorer: Callable[..., float]) -> pl.Series:
+    """rapidfuzz `scorer` (0-100) of each pair's texts, case folded, on all cores."""
     firsts: Sequence[str] = [texts[a] for a in pairs["article_id_a"]]
     seconds: Sequence[str] = [texts[b] for b in pairs["article_id_b"]]
     if not firsts:
         return pl.Series("similarity", [], dtype=pl.Float64)
-    scores = process.cpdist(firsts, seconds, scorer=fuzz.token_set_ratio, processor=str.casefold, workers=-1)
+    scores = process.cpdist(firsts, seconds, scorer=scorer, processor=str.casefold, workers=-1)
     return pl.Series("similarity", scores, dtype=pl.Float64)
