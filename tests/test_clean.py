@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dedupe.clean import clean, clean_headline, clean_text
+from dedupe.normalize import normalize
+from dedupe.read import read
+from dedupe.schema import CLEANED
+from tests.conftest import SEED_ARTICLE
+
+GOLDEN = Path(__file__).parent / "golden" / "seed_article.json"
+SEED_TITLE = "Iraq-Syria Airstrikes: President Biden Orders 2nd Attack On Iran Backed Militias"
+
+
+def test_seed_article_matches_its_golden_file() -> None:
+    row = clean(normalize(read([SEED_ARTICLE]))).row(0, named=True)
+    assert {key: row[key] for key in ("headline", "text", "removed_lines")} == json.loads(GOLDEN.read_text())
+
+
+def test_seed_article_loses_the_repeated_kicker_and_keeps_its_subhead() -> None:
+    row = clean(normalize(read([SEED_ARTICLE]))).row(0, named=True)
+    assert row["headline"] == SEED_TITLE
+    assert row["text"].startswith("For the second time")
+    lines = row["text"].split("\n")
+    assert "Iraq-Syria Airstrikes" not in lines
+    assert "Iraq-Syria Airstrikes Against Militia Weapons Storage And Operational Facilities" in lines
+    assert row["removed_lines"] == [
+        {"line": 1, "text": "Iraq-Syria Airstrikes", "rule": "repeated_headline"},
+        {"line": 2, "text": "Iraq-Syria Airstrikes", "rule": "repeated_headline"},
+    ]
+
+
+def test_the_headline_repeated_as_the_first_line_goes() -> None:
+    # trafilatura's output of an aeb page starts with the page title
+    title = "Google Stadia, Microsoft xCloud, Apple Arcade: So Many Ways to Play…and Pay"
+    text = f"{title}\nThere are more devices, platforms and services to choose from than ever before. Here's how."
+    body, removed = clean_text(text, title)
+    assert body.startswith("There are more devices")
+    assert [r.rule for r in removed] == ["repeated_headline"]
+
+
+def test_piece_of_the_title_far_into_the_body_stays() -> None:
+    text = "A first paragraph that is long enough to start the article body for real.\nIraq-Syria Airstrikes"
+    body, removed = clean_text(text, SEED_TITLE)
+    assert removed == [] and body == text
+
+
+def test_boilerplate_links_and_menus_from_real_page_dumps() -> None:
+    # lines taken from the html2text and inscriptis dumps in aeb
+    text = "\n".join(
+        [
+            "Skip to main content",
+            "* Facebook",
+            "* Twitter",
+            "* Barron's (https://www.barrons.com)",
+            "Advertisement",
+            "Gaming used to be so simple. We'd buy a game, sit down in front of a console or PC, grind our way to the end.",
+            "Sign up for our daily newsletter",
+            "Now we spend money over and over on virtual perks.",
+            "News",
+            "Business",
+            "Opinion",
+            "Sports",
+            "Copyright © 2019 Dow Jones & Company, Inc. All Rights Reserved",
+        ]
+    )
+    body, removed = clean_text(text)
+    assert body.split("\n") == [
+        "Gaming used to be so simple. We'd buy a game, sit down in front of a console or PC, grind our way to the end.",
+        "Now we spend money over and over on virtual perks.",
+    ]
+    assert {r.text: r.rule for r in removed} == {
+        "Skip to main content": "boilerplate",
+        "* Facebook": "boilerplate",
+        "* Twitter": "boilerplate",
+        "* Barron's (https://www.barrons.com)": "link",
+        "Advertisement": "boilerplate",
+        "Sign up for our daily newsletter": "boilerplate",
+        "News": "navigation",
+        "Business": "navigation",
+        "Opinion": "navigation",
+        "Sports": "navigation",
+        "Copyright © 2019 Dow Jones & Company, Inc. All Rights Reserved": "boilerplate",
+    }
+
+
+def test_repeated_lines_and_symbol_lines() -> None:
+    body, removed = clean_text("A sentence that says something.\n* * *\nA sentence that says something.")
+    assert body == "A sentence that says something."
+    assert [(r.line, r.rule) for r in removed] == [(2, "no_words"), (3, "repeated_line")]
+
+
+def test_headlines_lose_site_names_and_truncation_marks_only() -> None:
+    assert clean_headline("ECB unlikely to end sterilisation of SMP purchases - traders", "Interactive Investor") == (
+        "ECB unlikely to end sterilisation of SMP purchases - traders"
+    )
+    assert clean_headline("Europe reaches crunch point on banking union - Reuters", "Reuters") == (
+        "Europe reaches crunch point on banking union"
+    )
+    assert clean_headline("Sbarro files for bankruptcy | Business Insider", None, "http://www.businessinsider.com/x") == (
+        "Sbarro files for bankruptcy"
+    )
+    assert clean_headline("Apple releases iOS 7.1 with CarPlay, Siri  ...", "CNET") == "Apple releases iOS 7.1 with CarPlay, Siri"
+    assert clean_headline("Fed holds rates - WSJ.com") == "Fed holds rates"
+    assert clean_headline("Play…and Pay") == "Play…and Pay"
+    assert clean_headline(None) is None
+
+
+def test_frame_schema_and_rejects_records_with_nothing_left() -> None:
+    frame = read([SEED_ARTICLE]).with_columns(title_raw=pl.lit(None, pl.String), text_raw=pl.lit("Advertisement\nShare"))
+    out = clean(normalize(frame))
+    assert dict(out.schema) == CLEANED
+    assert out["status"][0] == "rejected"
+    assert "nothing left after cleanup" in out["reason"][0]
+    assert [r["rule"] for r in out["removed_lines"][0]] == ["boilerplate", "boilerplate"]
+
+
+lines = st.one_of(
+    st.sampled_from(["", "Advertisement", "* Home", "News", "Iraq-Syria Airstrikes", "* * *", "https://x.com/a"]),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=80).map(lambda s: " ".join(s.split())),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(lines, max_size=30), st.sampled_from([None, SEED_TITLE, "News"]))
+def test_cleaning_a_cleaned_text_removes_nothing(body_lines: list[str], title: str | None) -> None:
+    once, _ = clean_text("\n".join(body_lines), title)
+    twice, removed = clean_text(once, title)
+    assert removed == [] and twice == once

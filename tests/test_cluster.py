@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dedupe.cluster import components, duplicate_groups, story_ids
+from dedupe.config import Config
+from dedupe.minhash import duplicate_candidates
+from dedupe.schema import GROUPS, PAIRS
+from dedupe.verify import verify_duplicates
+from tests.conftest import SEEDS, cleaned_frame
+
+
+def test_components_are_named_by_their_smallest_id() -> None:
+    assert components(["d", "c", "b", "a", "e"], [("c", "d"), ("b", "d"), ("a", "e")]) == {
+        "a": "a", "b": "b", "c": "b", "d": "b", "e": "a"
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), max_size=60), st.randoms())
+def test_components_do_not_depend_on_order(edges: list[tuple[int, int]], random) -> None:
+    ids = [str(i) for i in range(31)]
+    pairs = [(str(a), str(b)) for a, b in edges]
+    expected = components(ids, pairs)
+    random.shuffle(ids)
+    random.shuffle(pairs)
+    assert components(ids, [(b, a) for a, b in pairs]) == expected
+
+
+def groups_of(frame: pl.DataFrame) -> pl.DataFrame:
+    candidates, sets = duplicate_candidates(frame, Config())
+    pairs = verify_duplicates(frame, candidates, sets, Config())
+    no_stories = pl.DataFrame(schema=PAIRS)
+    return story_ids(duplicate_groups(frame, pairs), no_stories)
+
+
+def test_duplicate_groups_have_one_canonical_article() -> None:
+    groups = groups_of(cleaned_frame(SEEDS / "aeb-sample.jsonl"))
+    assert dict(groups.schema) == GROUPS
+    canonical = groups.filter(pl.col("duplicate_of").is_null())
+    assert (canonical["article_id"] == canonical["duplicate_group"]).all()
+    assert set(canonical["article_id"]) == set(groups["duplicate_group"])
+    members = groups.filter(pl.col("duplicate_of").is_not_null())
+    assert (members["duplicate_of"] == members["duplicate_group"]).all()
+    # the four pages of the sample are four groups, with few versions left on their own
+    sizes = groups.group_by("duplicate_group").len().sort("len", descending=True)
+    assert sizes.head(4)["len"].sum() > 0.8 * groups.height
+
+
+def test_shuffled_input_gives_the_same_groups_and_story_ids() -> None:
+    frame = cleaned_frame(SEEDS / "aeb-sample.jsonl", SEEDS / "headlines-sample.csv")
+    expected = groups_of(frame).sort("article_id")
+    shuffled = groups_of(frame.sample(fraction=1.0, shuffle=True, seed=7)).sort("article_id")
+    assert shuffled.equals(expected)

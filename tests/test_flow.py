@@ -1,0 +1,102 @@
+"""End to end: the CLI runs the Prefect flow on Prefect's embedded API, as a new user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import ROOT, SEEDS
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def run_cli(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "dedupe", "run", *map(str, args)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory: pytest.TempPathFactory, prefect_home: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("out")
+    return run_cli("seeds/", "--out", out, home=prefect_home), out
+
+
+def test_seed_run_succeeds_cleanly(seed_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    result, out = seed_run
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    assert "telemetry" not in output.lower() and "analytics" not in output.lower()
+    assert "Finished in state Completed()" in output
+    assert "articles kept" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["articles.parquet", "pairs.parquet", "report.md", "stories.parquet"]
+
+
+def test_seed_run_accounts_for_every_record(seed_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    _, out = seed_run
+    articles = pl.read_parquet(out / "articles.parquet")
+    jsonl_ids = [json.loads(line)["id"] for line in (SEEDS / "aeb-sample.jsonl").read_text().splitlines()]
+    csv_ids = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)["id"].to_list()
+    expected = len(jsonl_ids) + len(csv_ids) + 2  # the seed article and one HTML page
+    assert articles.height == expected == articles["article_id"].n_unique()
+    assert set(jsonl_ids + csv_ids) <= set(articles["article_id"])
+
+
+def test_seed_run_shows_real_duplicates_and_stories(seed_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    _, out = seed_run
+    articles = pl.read_parquet(out / "articles.parquet")
+    stories = pl.read_parquet(out / "stories.parquet")
+    pairs = pl.read_parquet(out / "pairs.parquet")
+    assert articles.filter(pl.col("status") == "duplicate").height > 100
+    assert set(pairs["relation"]) == {"duplicate", "same_story"}
+    assert stories.filter(pl.col("n_articles") >= 20).height >= 6
+    seed = articles.filter(pl.col("source_file").str.ends_with("000_dc6af5a75e8b8c84.txt")).row(0, named=True)
+    assert seed["headline"] == "Iraq-Syria Airstrikes: President Biden Orders 2nd Attack On Iran Backed Militias"
+    assert seed["text"].startswith("For the second time")
+    assert [r["rule"] for r in seed["removed_lines"]] == ["repeated_headline", "repeated_headline"]
+    report = (out / "report.md").read_text()
+    assert "## Largest stories" in report and "repeated_headline" in report
+
+
+def test_nothing_readable_exits_non_zero_with_a_clear_message(tmp_path: Path, prefect_home: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.json").write_text("{nope")
+    (tmp_path / "in" / "empty.txt").write_text("\n")
+    result = run_cli(tmp_path / "in", "--out", tmp_path / "out", home=prefect_home)
+    assert result.returncode == 1
+    assert "nothing could be read" in result.stdout
+    assert pl.read_parquet(tmp_path / "out" / "articles.parquet")["status"].to_list() == ["rejected", "rejected"]
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, prefect_home: Path) -> None:
+    missing = run_cli(tmp_path / "nope", home=prefect_home)
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+    bad_setting = run_cli("seeds/", "--set", "num_perms=3", home=prefect_home)
+    assert bad_setting.returncode == 2 and "expected FIELD=VALUE" in bad_setting.stderr
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
+def test_dev_data_runs_and_every_input_id_is_there_once(tmp_path: Path, prefect_home: Path) -> None:
+    aeb = SHARED_DATA / "aeb" / "articles.jsonl"
+    headlines = SHARED_DATA / "news-aggregator" / "headlines.csv"
+    result = run_cli(aeb, headlines, "--out", tmp_path, home=prefect_home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    articles = pl.read_parquet(tmp_path / "articles.parquet")
+    ids = [json.loads(line)["id"] for line in aeb.read_text().splitlines()]
+    ids += pl.read_csv(headlines, infer_schema=False)["id"].to_list()
+    assert sorted(articles["article_id"].to_list()) == sorted(ids)

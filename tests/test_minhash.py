@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import polars as pl
+
+from dedupe.config import Config
+from dedupe.minhash import candidates, duplicate_candidates, keywords, shingles
+from dedupe.schema import CANDIDATES
+from tests.conftest import SEEDS, cleaned_frame
+
+
+def test_shingles_are_word_ngrams_of_folded_text() -> None:
+    assert shingles("The Fed, the FED!", 2) == {b"the fed", b"fed the"}
+    assert shingles("Two words", 3) == {b"two words"}
+    assert shingles("", 3) == set()
+    assert keywords("Apple to release the new iPhone") == {b"apple", b"release", b"iphone"}
+
+
+def test_versions_of_one_page_are_candidates_and_other_pages_mostly_not() -> None:
+    frame = cleaned_frame(SEEDS / "aeb-sample.jsonl")
+    pairs, sets = duplicate_candidates(frame, Config())
+    assert dict(pairs.schema) == CANDIDATES
+    assert set(sets) == set(frame.filter(pl.col("status") == "ok")["article_id"])
+    page = pl.col("article_id_a").str.slice(0, 12) == pl.col("article_id_b").str.slice(0, 12)
+    same_page = pairs.filter(page).height
+    assert same_page > 0.8 * sum(n * (n - 1) // 2 for n in frame.group_by(pl.col("article_id").str.slice(0, 12)).len()["len"])
+    assert pairs.filter(~page).height < 0.05 * pairs.height
+
+
+def test_empty_sets_match_nothing_and_pairs_are_ordered() -> None:
+    sets = {"b": {b"x y z", b"y z w"}, "a": {b"x y z", b"y z w"}, "c": set()}
+    pairs = candidates(sets, 0.5, "text", Config())
+    assert pairs.rows() == [("a", "b", "text")]

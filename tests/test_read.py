@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dedupe.read import InputError, decode, parse_timestamp, read
+from dedupe.schema import READ
+from tests.conftest import SEED_ARTICLE, SEEDS
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def test_seed_folder_reads_every_format_and_keeps_the_schema() -> None:
+    frame = read([SEEDS])
+    assert dict(frame.schema) == READ
+    files = set(frame["source_file"].map_elements(lambda p: Path(p).suffix, return_dtype=pl.String))
+    assert files == {".txt", ".jsonl", ".csv", ".html"}
+    assert frame["article_id"].n_unique() == frame.height
+    assert (frame["status"] == "ok").all()
+
+
+def test_text_file_title_is_first_nonempty_line(tmp_path: Path) -> None:
+    frame = read([SEED_ARTICLE])
+    row = frame.row(0, named=True)
+    assert row["title_raw"] == "Iraq-Syria Airstrikes: President Biden Orders 2nd Attack On Iran Backed Militias"
+    assert row["text_raw"].startswith("Iraq-Syria Airstrikes\nIraq-Syria Airstrikes\n\nFor the second time")
+    markdown = read([write(tmp_path / "a.md", "\n\n# A title\n\nBody text.")]).row(0, named=True)
+    assert (markdown["title_raw"], markdown["text_raw"], markdown["line"]) == ("A title", "Body text.", 3)
+
+
+def test_ids_are_stable_and_independent_of_the_working_directory(tmp_path: Path) -> None:
+    first = read([write(tmp_path / "one" / "feed" / "a.txt", "Title\nBody")])
+    second = read([write(tmp_path / "two" / "feed" / "a.txt", "Title\nBody")])
+    assert first["article_id"].to_list() == second["article_id"].to_list()
+    assert first["article_id"].to_list() != read([write(tmp_path / "b.txt", "Title\nBody")])["article_id"].to_list()
+    # the same folder name and relative path give the same id, wherever the folder is
+    assert read([tmp_path / "one" / "feed"])["article_id"].to_list() == read([tmp_path / "two" / "feed"])["article_id"].to_list()
+
+
+def test_columns_by_alias_and_missing_columns(tmp_path: Path) -> None:
+    csv_file = write(tmp_path / "h.csv", "Headline,Publisher,Link,Date\nA headline,Reuters,http://x.com/a,2014-03-10T16:55:01Z\n")
+    row = read([csv_file]).row(0, named=True)
+    assert (row["title_raw"], row["source"], row["url"], row["text_raw"]) == ("A headline", "Reuters", "http://x.com/a", None)
+    assert row["published_at"].isoformat() == "2014-03-10T16:55:01+00:00"
+    records = [{"body": "Only a body."}, {"id": 7, "title": None, "content": "x"}]
+    frame = read([write(tmp_path / "r.json", json.dumps(records, indent=2))])
+    assert frame["text_raw"].to_list() == ["Only a body.", "x"]
+    assert frame["article_id"][1] == "7"
+    assert frame["line"].to_list() == [2, 5]
+
+
+def test_parquet_input(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    pl.DataFrame({"id": ["a", "b"], "title": ["T1", None], "body": ["x", "y"]}).write_parquet(path)
+    frame = read([path])
+    assert frame["article_id"].to_list() == ["a", "b"]
+    assert frame["title_raw"].to_list() == ["T1", None]
+    assert frame["line"].to_list() == [1, 2]
+
+
+def test_bad_records_are_rejected_with_file_and_line_and_the_rest_is_read(tmp_path: Path) -> None:
+    lines = ['{"id": "1", "title": "ok"}', "", '{"id": "2", "title": broken}', "[1, 2]", '{"id": "3", "text": "fine"}', '{"id": "4"']
+    jsonl = write(tmp_path / "feed.jsonl", "\n".join(lines))
+    frame = read([jsonl]).sort("line")
+    assert frame["status"].to_list() == ["ok", "rejected", "rejected", "ok", "rejected"]
+    reasons = frame.filter(pl.col("status") == "rejected")["reason"].to_list()
+    assert reasons[0].startswith(f"{jsonl}:3: malformed JSON line")
+    assert reasons[1] == f"{jsonl}:4: JSON record is an array, not an object"
+    assert reasons[2].startswith(f"{jsonl}:6: malformed JSON line")
+
+
+def test_ragged_csv_rows_are_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path / "h.csv", 'id,title\n1,One\n2,Two,extra\n3,"Three, quoted"\n\n4,Four\n')
+    frame = read([path])
+    assert frame["status"].to_list() == ["ok", "rejected", "ok", "ok"]
+    assert frame["reason"][1] == f"{path}:3: CSV row has 3 fields, the header has 2"
+    assert frame["title_raw"][2] == "Three, quoted"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.txt", b"  \n\n ", "empty file"),
+        ("empty.json", b"", "empty file"),
+        ("binary.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content (NUL bytes), not text"),
+        ("scalar.json", b'"just a string"', "JSON top level is a string, not an object or array"),
+        ("broken.json", b'{"title": "a",\n "text": }', "malformed JSON: Expecting value (column 10)"),
+        ("bad.parquet", b"not parquet at all", "unreadable Parquet"),
+        ("nocolumns.csv", b"foo,bar\n1,2\n", "no known column"),
+        ("notes.doc", b"whatever", "unsupported file type '.doc'"),
+    ],
+)
+def test_unreadable_files_become_one_rejected_row(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
+    path = write(tmp_path / name, content)
+    frame = read([path])
+    assert frame.height == 1
+    row = frame.row(0, named=True)
+    assert row["status"] == "rejected"
+    assert row["reason"].startswith(f"{path}:")
+    assert reason in row["reason"]
+
+
+def test_a_bad_file_never_stops_the_others(tmp_path: Path) -> None:
+    write(tmp_path / "in" / "a.txt", "Good title\nGood body")
+    write(tmp_path / "in" / "b.json", "{nope")
+    write(tmp_path / "in" / "c.csv", "title\nAnother\n")
+    frame = read([tmp_path / "in"])
+    assert frame["status"].to_list() == ["ok", "rejected", "ok"]
+
+
+def test_repeated_ids_are_kept_and_made_unique(tmp_path: Path) -> None:
+    write(tmp_path / "in" / "a.jsonl", '{"id": "x", "title": "one"}\n{"id": "x", "title": "two"}')
+    write(tmp_path / "in" / "b.csv", "id,title\nx,three\n")
+    frame = read([tmp_path / "in"])
+    assert frame["article_id"].to_list() == ["x", "x~2", "x~3"]
+
+
+def test_encodings() -> None:
+    assert decode("café".encode("utf-16")) == "café"
+    assert decode(b"\xef\xbb\xbfcaf\xc3\xa9") == "café"
+    assert decode("café – “quoted”".encode("cp1252")) == "café – “quoted”"
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file or folder"):
+        read([tmp_path / "nope"])
+
+
+def test_hidden_and_unknown_files_in_folders_are_skipped(tmp_path: Path) -> None:
+    write(tmp_path / "in" / ".hidden" / "a.txt", "T\nB")
+    write(tmp_path / "in" / "image.png", b"\x89PNG")
+    write(tmp_path / "in" / "gz.txt.gz", gzip.compress(b"T\nB"))
+    assert read([tmp_path / "in"]).height == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2014-03-10T16:55:01.265000+00:00", "2014-03-10T16:55:01.265000+00:00"),
+        ("2014-03-10", "2014-03-10T00:00:00+00:00"),
+        ("Mon, 10 Mar 2014 16:55:01 +0100", "2014-03-10T15:55:01+00:00"),
+        ("yesterday", None),
+        (None, None),
+    ],
+)
+def test_parse_timestamp(value: str | None, expected: str | None) -> None:
+    parsed = parse_timestamp(value)
+    assert (parsed.isoformat() if parsed else None) == expected

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import polars as pl
+
+from dedupe.config import Config
+from dedupe.minhash import duplicate_candidates
+from dedupe.schema import CANDIDATES, PAIRS
+from dedupe.verify import overlap, verify_duplicates, verify_stories
+from tests.conftest import SEEDS, cleaned_frame
+
+
+def test_overlap_is_exact_jaccard_and_containment() -> None:
+    candidates = pl.DataFrame({"article_id_a": ["a"], "article_id_b": ["b"], "level": ["text"]}, schema=CANDIDATES)
+    scored = overlap(candidates, {"a": {b"1", b"2"}, "b": {b"1", b"2", b"3", b"4"}})
+    assert scored.select("jaccard", "containment").row(0) == (0.5, 1.0)
+
+
+def test_confirmed_duplicates_are_versions_of_one_page() -> None:
+    frame = cleaned_frame(SEEDS / "aeb-sample.jsonl")
+    candidates, sets = duplicate_candidates(frame, Config())
+    pairs = verify_duplicates(frame, candidates, sets, Config())
+    assert dict(pairs.schema) == PAIRS
+    assert 0 < pairs.height <= candidates.height
+    assert (pairs["article_id_a"].str.slice(0, 12) == pairs["article_id_b"].str.slice(0, 12)).all()
+    unsure = pairs.filter(pl.col("similarity").is_not_null())
+    assert (unsure["similarity"] >= Config().duplicate_similarity).all()
+
+
+def test_headline_duplicates_need_near_identical_wording() -> None:
+    frame = cleaned_frame(SEEDS / "headlines-sample.csv")
+    candidates, sets = duplicate_candidates(frame, Config())
+    pairs = verify_duplicates(frame, candidates, sets, Config())
+    assert (candidates["level"] == "headline").all()
+    assert (pairs["similarity"] >= Config().headline_duplicate_similarity).all()
+
+
+def test_story_pairs_need_similar_headlines() -> None:
+    headlines = pl.DataFrame(
+        {
+            "duplicate_group": ["a", "b", "c"],
+            "headline": ["Sbarro files for bankruptcy", "Sbarro files for bankruptcy again", "Apple releases iOS 7.1"],
+        }
+    )
+    candidates = pl.DataFrame(
+        {"article_id_a": ["a", "a"], "article_id_b": ["b", "c"], "level": ["story", "story"]}, schema=CANDIDATES
+    )
+    keywords = {"a": {b"sbarro"}, "b": {b"sbarro", b"again"}, "c": {b"apple"}}
+    pairs = verify_stories(headlines, candidates, keywords, Config())
+    assert pairs.select("article_id_a", "article_id_b", "relation").rows() == [("a", "b", "same_story")]

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from dedupe.config import Config
+from dedupe.schema import ARTICLES, GROUPS, PAIRS, STORIES
+from dedupe.stories import build_stories
+from dedupe.write import assemble_articles, render_report, summarize, write_outputs
+from tests.conftest import SEED_ARTICLE, cleaned_frame
+
+
+def test_every_record_once_with_its_status(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "title": "A title"}\nnot json\n')
+    cleaned = cleaned_frame(SEED_ARTICLE, bad)
+    ok = cleaned.filter(pl.col("status") == "ok")["article_id"]
+    groups = pl.DataFrame(
+        {
+            "article_id": ok,
+            "duplicate_group": [ok[0]] * len(ok),
+            "duplicate_of": [None] + [ok[0]] * (len(ok) - 1),
+            "story_id": ["story-1"] * len(ok),
+        },
+        schema=GROUPS,
+    )
+    articles = assemble_articles(cleaned, groups)
+    assert dict(articles.schema) == ARTICLES
+    assert articles["article_id"].to_list() == cleaned["article_id"].to_list()
+    assert articles["status"].to_list() == ["kept", "duplicate", "rejected"]
+    stories = build_stories(articles)
+    summary = summarize(articles, stories, pl.DataFrame(schema=PAIRS), {"text": 0}, {"read": 0.1}, Config().top_stories)
+    assert summary.status == {"kept": 1, "duplicate": 1, "rejected": 1}
+    assert summary.rejected_reasons == {"malformed JSON line: Expecting value (column 1)": 1}
+    assert summary.removed_lines == {"repeated_headline": 2}
+    written = write_outputs(tmp_path / "out", articles, stories, pl.DataFrame(schema=PAIRS), summary)
+    assert [path.name for path in written] == ["articles.parquet", "stories.parquet", "pairs.parquet", "report.md"]
+    assert pl.read_parquet(tmp_path / "out" / "articles.parquet").equals(articles)
+    assert dict(pl.read_parquet(tmp_path / "out" / "stories.parquet").schema) == STORIES
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report == render_report(summary)
+    assert "| repeated_headline" not in report and "lines removed: repeated_headline | 2" in report
+    assert not list((tmp_path / "out").glob(".*.tmp"))
