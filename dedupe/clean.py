@@ -7,12 +7,15 @@ what is left. Cleaning is idempotent: cleaning a cleaned text removes nothing.
 from __future__ import annotations
 
 import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import polars as pl
 from rapidfuzz import fuzz
 
+from dedupe.config import Config
 from dedupe.schema import CLEANED, NORMALIZED, check
 
 # Whole lines that are page furniture, compared after folding (lower case, words only), so that
@@ -57,6 +60,14 @@ DOMAIN = re.compile(r"\b[\w-]+\.(com|org|net|co\.uk|co|uk|io|news|info|de|fr|ca|
 SITE_NAME_SIMILARITY = 85.0
 
 
+WEAK_RULES = frozenset({"link", "short_bullet", "repeated_line", "navigation", "no_words"})
+"""Rules that guess from a line's shape; the copies of an article overrule them (see `clean_text`)."""
+LONG_LINE = 400
+"""Lines longer than this are judged sentence by sentence against the copies: a page dump with
+no line breaks holds menu, article and footer in one line."""
+SENTENCE_BREAK = re.compile(r"(?<=[.!?\"”])\s+(?=[\"“‘'(\[]?[A-Z0-9])")
+
+
 @dataclass(frozen=True)
 class Removal:
     line: int  # 1-based, in the normalized text
@@ -64,23 +75,27 @@ class Removal:
     rule: str
 
 
-def clean(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add the cleaned `headline`, replace `text` by its cleaned version, record `removed_lines`;
-    reject records with nothing left."""
-    check(frame, NORMALIZED, "clean input")
-    headlines, texts, removed = [], [], []
-    for title, text, source, url in frame.select("title", "text", "source", "url").iter_rows():
-        headline = clean_headline(title, source, url)
-        body, removals = clean_text(text, title)
-        headlines.append(headline)
-        texts.append(body)
+Shared = Callable[[str], bool]
+"""Whether a piece of text is shared by most copies of its article (see `shared_by_copies`)."""
+
+
+def clean(frame: pl.DataFrame, shared: Mapping[str, Shared] | None = None) -> pl.DataFrame:
+    """Add the cleaned `headline` and `body` and the `removed_lines`; reject records with nothing
+    left. `shared` maps article ids to what their copies share (second pass, after grouping)."""
+    check(frame, NORMALIZED if "body" not in frame.columns else CLEANED, "clean input")
+    shared = shared or {}
+    headlines, bodies, removed = [], [], []
+    for article_id, title, text, source, url in frame.select("article_id", "title", "text", "source", "url").iter_rows():
+        body, removals = clean_text(text, title, shared.get(article_id))
+        headlines.append(clean_headline(title, source, url))
+        bodies.append(body)
         removed.append([{"line": r.line, "text": r.text, "rule": r.rule} for r in removals])
-    out = frame.with_columns(
-        pl.Series("text", texts, dtype=pl.String),
+    out = frame.select(list(NORMALIZED)).with_columns(
         pl.Series("headline", headlines, dtype=pl.String),
+        pl.Series("body", bodies, dtype=pl.String),
         pl.Series("removed_lines", removed, dtype=CLEANED["removed_lines"]),
     )
-    emptied = (pl.col("status") == "ok") & pl.col("headline").is_null() & pl.col("text").is_null()
+    emptied = (pl.col("status") == "ok") & pl.col("headline").is_null() & pl.col("body").is_null()
     out = out.with_columns(
         status=pl.when(emptied).then(pl.lit("rejected")).otherwise("status"),
         reason=pl.when(emptied)
@@ -90,19 +105,90 @@ def clean(frame: pl.DataFrame) -> pl.DataFrame:
     return check(out, CLEANED, "clean output")
 
 
-def clean_text(text: str | None, title: str | None = None) -> tuple[str | None, list[Removal]]:
-    """The text without artifact lines, and the removed lines with their rule."""
+def clean_with_copies(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """Clean again, now that duplicate groups are known: in a group of at least
+    `consensus_min_copies`, what most copies share is the article. What one copy has before the
+    first or after the last shared piece is its site's template (rule `outside_shared_body`), and
+    a line the copies share is kept even if its shape looks like an artifact."""
+    check(cleaned, CLEANED, "clean with copies input")
+    texts = cleaned.select("article_id", "text").join(groups.select("article_id", "duplicate_group"), on="article_id")
+    shared: dict[str, Shared] = {}
+    for (_group,), members in texts.group_by("duplicate_group"):
+        if members.height >= config.consensus_min_copies:
+            predicate = shared_by_copies(members["text"].drop_nulls().to_list(), config)
+            shared.update(dict.fromkeys(members["article_id"], predicate))
+    return clean(cleaned, shared)
+
+
+def shared_by_copies(texts: list[str], config: Config) -> Shared:
+    """A piece of text is shared when most of its word 3-grams occur in at least
+    `consensus_share` of the copies."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(set(_trigrams(text)))
+    needed = config.consensus_share * len(texts)
+
+    def shared(piece: str) -> bool:
+        grams = _trigrams(piece)
+        return bool(grams) and sum(counts[gram] >= needed for gram in grams) >= 0.5 * len(grams)
+
+    return shared
+
+
+def clean_text(
+    text: str | None, title: str | None = None, shared: Shared | None = None
+) -> tuple[str | None, list[Removal]]:
+    """The text without artifact lines, and the removed lines (or pieces of lines) with their rule.
+
+    With `shared` (what the copies of this article share): pieces outside the shared body go, and
+    weak rules never remove a line that holds a shared piece."""
     if not text:
         return None, []
     lines = text.split("\n")
+    rules = _line_rules(lines, fold(title or ""))
+    kept = list(lines)
+    removals: list[Removal] = []
+    if shared is not None:
+        rules = _apply_copies(lines, rules, shared, kept, removals)
+    for index, rule in rules.items():
+        if kept[index]:
+            removals.append(Removal(index + 1, kept[index], rule))
+            kept[index] = ""
+    dropped = {removal.line - 1 for removal in removals if not kept[removal.line - 1]}
+    body = "\n".join(line for index, line in enumerate(kept) if index not in dropped)
+    body = re.sub(r"\n{3,}", "\n\n", body).strip("\n") or None
+    return body, sorted(removals, key=lambda removal: removal.line)
+
+
+def _apply_copies(
+    lines: list[str], rules: dict[int, str], shared: Shared, kept: list[str], removals: list[Removal]
+) -> dict[int, str]:
+    """Cut what lies outside the shared body (updating `kept` and `removals`); return the line
+    rules that still stand."""
+    pieces = [(index, piece) for index, line in enumerate(lines) for piece in _pieces(line)]
+    flags = [shared(piece) for _, piece in pieces]
+    if not any(flags):
+        return rules
+    first, last = flags.index(True), len(flags) - 1 - flags[::-1].index(True)
+    inside: dict[int, list[str]] = defaultdict(list)
+    outside: dict[int, list[str]] = defaultdict(list)
+    for position, (index, piece) in enumerate(pieces):
+        (inside if first <= position <= last else outside)[index].append(piece)
+    for index, removed in outside.items():
+        removals.append(Removal(index + 1, " ".join(removed), "outside_shared_body"))
+        kept[index] = " ".join(inside.get(index, []))
+    protected = {index for (index, _), flag in zip(pieces, flags) if flag}
+    return {index: rule for index, rule in rules.items() if not (rule in WEAK_RULES and index in protected)}
+
+
+def _line_rules(lines: list[str], folded_title: str) -> dict[int, str]:
     rules: dict[int, str] = {}
     leading = True
-    folded_title = fold(title or "")
     seen: set[str] = set()
     for index, line in enumerate(lines):
-        folded = fold(line)
         if not line:
             continue
+        folded = fold(line)
         rule = _line_rule(line, folded, folded_title, leading, seen)
         if rule:
             rules[index] = rule
@@ -110,10 +196,20 @@ def clean_text(text: str | None, title: str | None = None) -> tuple[str | None, 
             leading = False
         seen.add(line)
     rules.update(_navigation_runs(lines, rules))
-    kept = [line for index, line in enumerate(lines) if index not in rules]
-    body = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip("\n") or None
-    removals = [Removal(index + 1, lines[index], rule) for index, rule in sorted(rules.items())]
-    return body, removals
+    return rules
+
+
+def _pieces(line: str) -> list[str]:
+    if len(line) <= LONG_LINE:
+        return [line] if line else []
+    return [piece for piece in SENTENCE_BREAK.split(line) if piece]
+
+
+def _trigrams(text: str) -> list[str]:
+    words = fold(text).split()
+    if len(words) < 3:
+        return [" ".join(words)] if words else []
+    return [" ".join(words[i : i + 3]) for i in range(len(words) - 2)]
 
 
 def _line_rule(line: str, folded: str, folded_title: str, leading: bool, seen: set[str]) -> str | None:

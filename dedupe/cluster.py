@@ -49,13 +49,13 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame
         .agg(centrality=pl.col("jaccard").sum())
     )
     ranked = (
-        articles.select("article_id", "headline", "text")
+        articles.select("article_id", "headline", "body")
         .with_columns(component=pl.col("article_id").replace_strict(component))
         .join(centrality, on="article_id", how="left")
         .with_columns(
             pl.col("centrality").fill_null(0.0),
             has_headline=pl.col("headline").is_not_null(),
-            length=pl.col("text").str.len_chars().fill_null(0),
+            length=pl.col("body").str.len_chars().fill_null(0),
         )
         .sort(
             ["component", "centrality", "has_headline", "length", "article_id"],

@@ -45,6 +45,12 @@ class Config:
     news-aggregator, connected components over such pairs give story ARI 0.576 (token-set ratio
     at its best threshold, 70: 0.53; keyword Jaccard 0.3: 0.50)."""
 
+    # --- clean with copies -------------------------------------------------------------------
+    consensus_min_copies: int = 3
+    """Duplicate groups this large teach the cleaner what is article and what is template."""
+    consensus_share: float = 0.5
+    """A 3-gram in at least this share of a group's copies is part of the shared article."""
+
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
     """Largest stories listed in report.md and in the printed summary."""

@@ -53,7 +53,7 @@ def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.Data
     matched = cleaned.filter(pl.col("status") == "ok")
     long_sets: dict[str, set[bytes]] = {}
     short_sets: dict[str, set[bytes]] = {}
-    for article_id, headline, text in matched.select("article_id", "headline", "text").iter_rows():
+    for article_id, headline, text in matched.select("article_id", "headline", "body").iter_rows():
         if len(words(text)) >= config.min_text_words:
             long_sets[article_id] = shingles(text, config.shingle_words)
         else:

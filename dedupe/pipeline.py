@@ -56,6 +56,7 @@ def run(
         f"{duplicate_candidates.height} duplicate candidates, {duplicate_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups"
     )
+    cleaned = stage("clean with copies", clean.clean_with_copies, cleaned, groups, config)
     headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
     story_candidates, keywords = stage("minhash stories", minhash.story_candidates, headlines, config)
     story_pairs = stage("verify stories", verify.verify_stories, headlines, story_candidates, keywords, config)

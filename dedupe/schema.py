@@ -22,7 +22,8 @@ READ = {
 
 NORMALIZED = READ | {"title": pl.String, "text": pl.String}
 
-CLEANED = NORMALIZED | {"headline": pl.String, "removed_lines": pl.List(REMOVED_LINE)}
+# `text` stays the normalized text (what `removed_lines` numbers refer to); `body` is the cleaned text.
+CLEANED = NORMALIZED | {"headline": pl.String, "body": pl.String, "removed_lines": pl.List(REMOVED_LINE)}
 
 CANDIDATES = {"article_id_a": pl.String, "article_id_b": pl.String, "level": pl.String}
 

@@ -43,7 +43,7 @@ def verify_duplicates(
     `headline_duplicate_similarity`; the token-set ratio would call any headline a duplicate of a
     longer one that contains its words."""
     check(cleaned, CLEANED, "verify duplicates input")
-    texts = dict(cleaned.select("article_id", pl.coalesce("text", "headline", pl.lit(""))).iter_rows())
+    texts = dict(cleaned.select("article_id", pl.coalesce("body", "headline", pl.lit(""))).iter_rows())
     scored = overlap(candidates, shingle_sets)
     articles = scored.filter(pl.col("level") == "text")
     unsure = articles.filter(

@@ -44,7 +44,8 @@ def assemble_articles(cleaned: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFra
         .then(pl.lit("duplicate"))
         .otherwise(pl.lit("kept"))
     )
-    return check(joined.with_columns(status=status).select(list(ARTICLES)), ARTICLES, "articles")
+    articles = joined.with_columns(status=status, text=pl.col("body")).select(list(ARTICLES))
+    return check(articles, ARTICLES, "articles")
 
 
 def concat_pairs(*pairs: pl.DataFrame) -> pl.DataFrame:
