@@ -60,7 +60,7 @@ DOMAIN = re.compile(r"\b[\w-]+\.(com|org|net|co\.uk|co|uk|io|news|info|de|fr|ca|
 SITE_NAME_SIMILARITY = 85.0
 
 
-WEAK_RULES = frozenset({"link", "short_bullet", "repeated_line", "navigation", "no_words"})
+WEAK_RULES = frozenset({"link", "short_bullet", "navigation", "no_words"})
 """Rules that guess from a line's shape; the copies of an article overrule them (see `clean_text`)."""
 LONG_LINE = 400
 """Lines longer than this are judged sentence by sentence against the copies: a page dump with
@@ -184,17 +184,15 @@ def _apply_copies(
 def _line_rules(lines: list[str], folded_title: str) -> dict[int, str]:
     rules: dict[int, str] = {}
     leading = True
-    seen: set[str] = set()
     for index, line in enumerate(lines):
         if not line:
             continue
         folded = fold(line)
-        rule = _line_rule(line, folded, folded_title, leading, seen)
+        rule = _line_rule(line, folded, folded_title, leading)
         if rule:
             rules[index] = rule
         elif len(folded.split()) >= LEADING_BLOCK_MIN_WORDS:
             leading = False
-        seen.add(line)
     rules.update(_navigation_runs(lines, rules))
     return rules
 
@@ -212,7 +210,7 @@ def _trigrams(text: str) -> list[str]:
     return [" ".join(words[i : i + 3]) for i in range(len(words) - 2)]
 
 
-def _line_rule(line: str, folded: str, folded_title: str, leading: bool, seen: set[str]) -> str | None:
+def _line_rule(line: str, folded: str, folded_title: str, leading: bool) -> str | None:
     if folded_title and _repeats_title(folded, folded_title, leading):
         return "repeated_headline"
     if not folded:
@@ -225,8 +223,6 @@ def _line_rule(line: str, folded: str, folded_title: str, leading: bool, seen: s
         return "link"
     if BULLET.match(line) and len(folded.split()) <= SHORT_BULLET_MAX_WORDS:
         return "short_bullet"
-    if line in seen:
-        return "repeated_line"
     return None
 
 

@@ -90,10 +90,12 @@ def test_boilerplate_links_and_menus_from_real_page_dumps() -> None:
     }
 
 
-def test_repeated_lines_and_symbol_lines() -> None:
+def test_symbol_lines_go_and_repeated_lines_stay() -> None:
+    # a line repeated in one article is as often a recipe's or a list's as a menu's: on aeb,
+    # removing repeats cost clean versions 0.7 points of recall and gained nothing on dumps
     body, removed = clean_text("A sentence that says something.\n* * *\nA sentence that says something.")
-    assert body == "A sentence that says something."
-    assert [(r.line, r.rule) for r in removed] == [(2, "no_words"), (3, "repeated_line")]
+    assert body == "A sentence that says something.\nA sentence that says something."
+    assert [(r.line, r.rule) for r in removed] == [(2, "no_words")]
 
 
 def test_headlines_lose_site_names_and_truncation_marks_only() -> None:
