@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -58,6 +58,11 @@ TITLE_SEPARATOR = re.compile(r"\s+(?:[|\-–—·:»«]{1,2}|::)\s+")
 TRUNCATION = re.compile(r"\s*(\.{3,}|…)\s*$")
 DOMAIN = re.compile(r"\b[\w-]+\.(com|org|net|co\.uk|co|uk|io|news|info|de|fr|ca|au|in)\b", re.IGNORECASE)
 SITE_NAME_SIMILARITY = 85.0
+DECORATION_MIN_TITLES = 3
+DECORATION_MAX_WORDS = 4
+"""Site names and section labels are short: "NBC 5 Dallas-Fort Worth", "pv magazine International"."""
+DECORATION_MAX_TITLES_PER_GROUP = 200
+"""Distinct titles compared within one group, so a huge group costs O(200^2) at most."""
 
 
 WEAK_RULES = frozenset({"link", "short_bullet", "navigation", "no_words"})
@@ -79,15 +84,20 @@ Shared = Callable[[str], bool]
 """Whether a piece of text is shared by most copies of its article (see `shared_by_copies`)."""
 
 
-def clean(frame: pl.DataFrame, shared: Mapping[str, Shared] | None = None) -> pl.DataFrame:
+def clean(
+    frame: pl.DataFrame, shared: Mapping[str, Shared] | None = None, decorations: Decorations | None = None
+) -> pl.DataFrame:
     """Add the cleaned `headline` and `body` and the `removed_lines`; reject records with nothing
-    left. `shared` maps article ids to what their copies share (second pass, after grouping)."""
+    left. Second pass, after grouping: `shared` maps article ids to what their copies share, and
+    `decorations` what the titles taught about decoration."""
     check(frame, NORMALIZED if "body" not in frame.columns else CLEANED, "clean input")
     shared = shared or {}
+    decorations = decorations or Decorations()
     headlines, bodies, removed = [], [], []
     for article_id, title, text, source, url in frame.select("article_id", "title", "text", "source", "url").iter_rows():
         body, removals = clean_text(text, title, shared.get(article_id))
-        headlines.append(clean_headline(title, source, url))
+        title = decorations.bare_titles.get(article_id, title)
+        headlines.append(clean_headline(title, source, url, decorations.pieces))
         bodies.append(body)
         removed.append([{"line": r.line, "text": r.text, "rule": r.rule} for r in removals])
     out = frame.select(list(NORMALIZED)).with_columns(
@@ -117,7 +127,7 @@ def clean_with_copies(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Confi
         if members.height >= config.consensus_min_copies:
             predicate = shared_by_copies(members["text"].drop_nulls().to_list(), config)
             shared.update(dict.fromkeys(members["article_id"], predicate))
-    return clean(cleaned, shared)
+    return clean(cleaned, shared, headline_decorations(cleaned, groups.select("article_id", "duplicate_group")))
 
 
 def shared_by_copies(texts: list[str], config: Config) -> Shared:
@@ -252,8 +262,11 @@ def _navigation_runs(lines: list[str], rules: dict[int, str]) -> dict[int, str]:
     return found
 
 
-def clean_headline(title: str | None, source: str | None = None, url: str | None = None) -> str | None:
-    """The title without a truncation mark or a site name glued to its end or start."""
+def clean_headline(
+    title: str | None, source: str | None = None, url: str | None = None, decorations: frozenset[str] = frozenset()
+) -> str | None:
+    """The title without a truncation mark or a site name glued to its end or start: one that
+    matches the record's source or URL, looks like a domain, or is a known decoration."""
     if not title:
         return None
     headline = TRUNCATION.sub("", title)
@@ -262,9 +275,9 @@ def clean_headline(title: str | None, source: str | None = None, url: str | None
         parts = TITLE_SEPARATOR.split(headline)
         if len(parts) < 2:
             break
-        if _is_site_name(parts[-1], names):
+        if _is_site_name(parts[-1], names, decorations):
             headline = headline[: headline.rfind(parts[-1])].rstrip(" |-–—·:»«")
-        elif _is_site_name(parts[0], names):
+        elif _is_site_name(parts[0], names, decorations):
             headline = headline[len(parts[0]) :].lstrip(" |-–—·:»«")
         else:
             break
@@ -280,10 +293,84 @@ def _site_names(source: str | None, url: str | None) -> list[str]:
     return [name for name in names if name]
 
 
-def _is_site_name(piece: str, names: list[str]) -> bool:
+@dataclass(frozen=True)
+class Decorations:
+    """What the day's titles teach about decoration (see `headline_decorations`)."""
+
+    pieces: frozenset[str] = frozenset()
+    """Folded title pieces that are decoration wherever they appear."""
+    bare_titles: Mapping[str, str] = field(default_factory=dict)
+    """article_id -> a copy's title that this record's title extends with `|`-separated decoration."""
+
+
+def headline_decorations(cleaned: pl.DataFrame, groups: pl.DataFrame) -> Decorations:
+    """Decoration learnt from the titles themselves.
+
+    - A title that is another title plus decoration ("Crash kills 3 | Asia News | Al Jazeera"
+      beside "Crash kills 3") is that title (see `_bare_titles`), unless the record's URL path
+      spells the rest out ("Titanfall Review - Mechs and the City" is a subtitle).
+    - A piece glued to copies' titles in two or more groups ("- Houston Chronicle") is decoration
+      everywhere.
+    - A title suffix of a few words, not all lower case, that ends `DECORATION_MIN_TITLES`
+      different titles (" - Analyst Blog") is decoration; "- traders" or "- study" stay."""
+    titles = cleaned.select("article_id", "title", "url").drop_nulls("title").join(groups, on="article_id")
+    titles_of_group = dict(titles.group_by("duplicate_group").agg(pl.col("title").unique()).iter_rows())
+    bare_of = _bare_titles(titles_of_group)
+    glued: dict[str, set[str]] = defaultdict(set)
+    suffix_heads: dict[str, set[str]] = defaultdict(set)
+    for title, group in titles.select("title", "duplicate_group").unique().iter_rows():
+        if title in bare_of:
+            glued[fold(title[len(bare_of[title]) :])].add(group)
+        separators = list(TITLE_SEPARATOR.finditer(title))
+        if separators and separators[-1].group().strip() != ":":
+            head, tail = title[: separators[-1].start()], title[separators[-1].end() :]
+            if len(tail.split()) <= DECORATION_MAX_WORDS and not tail.islower():
+                suffix_heads[fold(tail)].add(fold(head))
+    pieces = {piece for piece, seen_in in glued.items() if len(seen_in) >= 2}
+    pieces.update(tail for tail, heads in suffix_heads.items() if len(heads) >= DECORATION_MIN_TITLES)
+    bare_titles = {
+        article_id: bare_of[title]
+        for article_id, title, url in titles.select("article_id", "title", "url").iter_rows()
+        if title in bare_of and not _in_url_path(title[len(bare_of[title]) :], url)
+    }
+    return Decorations(frozenset(piece for piece in pieces if piece), bare_titles)
+
+
+def _bare_titles(titles_of_group: Mapping[str, list[str]]) -> dict[str, str]:
+    """title -> the bare title it extends with decoration, where some record carries that bare
+    title. The rest after the separator must not stand elsewhere in a title of the same group
+    (in "Germany's gas risks - Polish PM" beside "Polish PM: Germany's gas risks", "Polish PM" is
+    an attribution, not decoration). A lookup per separator: linear in the number of titles."""
+    known = {title for titles in titles_of_group.values() for title in titles}
+    bare_of: dict[str, str] = {}
+    for titles in titles_of_group.values():
+        for title in titles:
+            for separator in TITLE_SEPARATOR.finditer(title):
+                bare = title[: separator.start()]
+                piece = fold(title[separator.start() :])
+                if bare not in known or not piece:
+                    continue
+                if any(len(part.split()) > DECORATION_MAX_WORDS for part in TITLE_SEPARATOR.split(title[separator.end() :])):
+                    break
+                if not any(piece in fold(other) for other in titles if not other.startswith(bare)):
+                    bare_of[title] = bare
+                break
+    return bare_of
+
+
+def _in_url_path(piece: str, url: str | None) -> bool:
+    """Whether the URL's path spells out `piece`: then it is part of the headline (a subtitle in
+    the slug), not the site's name, which lives in the host."""
+    folded = fold(piece)
+    return bool(url and folded) and f" {folded} " in f" {fold(urlsplit(url).path)} "
+
+
+def _is_site_name(piece: str, names: list[str], decorations: frozenset[str]) -> bool:
     folded = fold(piece)
     if not folded:
         return False
+    if folded in decorations:
+        return True
     if DOMAIN.search(piece) and len(folded.split()) <= 3:
         return True
     squashed = folded.replace(" ", "")

@@ -7,7 +7,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe.clean import clean, clean_headline, clean_text
+from dedupe.clean import clean, clean_headline, clean_text, headline_decorations
 from dedupe.normalize import normalize
 from dedupe.read import read
 from dedupe.schema import CLEANED
@@ -135,3 +135,50 @@ def test_cleaning_a_cleaned_text_removes_nothing(body_lines: list[str], title: s
     once, _ = clean_text("\n".join(body_lines), title)
     twice, removed = clean_text(once, title)
     assert removed == [] and twice == once
+
+
+def titles_frame(rows: list[tuple[str, str, str | None]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(cleaned, groups) frames for (article_id, title, url) rows, each id its own group but
+    those sharing a letter prefix: "a1", "a2" are copies."""
+    cleaned = pl.DataFrame(
+        {"article_id": [r[0] for r in rows], "title": [r[1] for r in rows], "url": [r[2] for r in rows]},
+        schema={"article_id": pl.String, "title": pl.String, "url": pl.String},
+    )
+    groups = cleaned.select("article_id", duplicate_group=pl.col("article_id").str.slice(0, 1))
+    return cleaned, groups
+
+
+def test_decoration_is_learnt_from_copies_titles() -> None:
+    # real titles from aeb and news-aggregator
+    cleaned, groups = titles_frame(
+        [
+            ("a1", "US service members killed in Afghanistan helicopter crash", None),
+            ("a2", "US service members killed in Afghanistan helicopter crash | Afghanistan News | Al Jazeera", None),
+            ("b1", "Germany's dependence on Russian gas poses risks for Europe - Polish PM", None),
+            ("b2", "Germany's dependence on Russian gas poses risks for Europe", None),
+            ("b3", "Polish PM: Germany's dependence on Russian gas poses risks for Europe", None),
+            ("c1", "Titanfall Review", None),
+            ("d1", "Titanfall Review - Mechs and the City", "http://www.escapistmagazine.com/11098-Titanfall-Review-Mechs-and-the-City"),
+            ("e1", "Esper accuses China of intimidating smaller Asian nations - Houston Chronicle", None),
+            ("e2", "Esper accuses China of intimidating smaller Asian nations", None),
+            ("f1", "New car sales plunge 10 percent in October - Houston Chronicle", None),
+            ("f2", "New car sales plunge 10 percent in October", None),
+        ]
+    )
+    decorations = headline_decorations(cleaned, groups)
+    assert decorations.bare_titles == {
+        "a2": "US service members killed in Afghanistan helicopter crash",
+        "e1": "Esper accuses China of intimidating smaller Asian nations",
+        "f1": "New car sales plunge 10 percent in October",
+    }
+    assert "houston chronicle" in decorations.pieces and "polish pm" not in decorations.pieces
+    assert clean_headline("Sheriff says - Houston Chronicle", decorations=decorations.pieces) == "Sheriff says"
+
+
+def test_a_few_title_case_words_ending_many_titles_are_decoration() -> None:
+    cleaned, groups = titles_frame(
+        [(f"{letter}1", f"Stock number {letter} looks cheap - Analyst Blog", None) for letter in "abc"]
+        + [(f"{letter}1", f"Bond number {letter} rallies - traders", None) for letter in "def"]
+    )
+    pieces = headline_decorations(cleaned, groups).pieces
+    assert pieces == {"analyst blog"}
