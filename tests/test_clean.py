@@ -7,7 +7,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe.clean import clean, clean_headline, clean_text, headline_decorations
+from dedupe.clean import clean, clean_headline, clean_text, clean_with_copies, headline_decorations
 from dedupe.normalize import normalize
 from dedupe.read import read
 from dedupe.schema import CLEANED
@@ -67,6 +67,7 @@ def test_boilerplate_links_and_menus_from_real_page_dumps() -> None:
             "Business",
             "Opinion",
             "Sports",
+            "Politics",
             "Copyright © 2019 Dow Jones & Company, Inc. All Rights Reserved",
         ]
     )
@@ -86,8 +87,27 @@ def test_boilerplate_links_and_menus_from_real_page_dumps() -> None:
         "Business": "navigation",
         "Opinion": "navigation",
         "Sports": "navigation",
+        "Politics": "navigation",
         "Copyright © 2019 Dow Jones & Company, Inc. All Rights Reserved": "boilerplate",
     }
+
+
+def test_lists_inside_the_article_stay() -> None:
+    # from the trafilatura extraction of an aeb recipe page: a list between paragraphs
+    text = "\n".join(
+        [
+            "This homemade jam is easy to make and keeps for weeks in the fridge, if it lasts that long.",
+            "- 6 tbsp fruit pectin powder",
+            "- 1 tsp cinnamon",
+            "Workout Supplement",
+            "Drink during your workout",
+            "Beachbody Performance Hydrate",
+            "Post-Workout Supplement",
+            "Nighttime Supplement",
+            "Stir the fruit and the pectin together, then bring the pot to a full boil for one minute.",
+        ]
+    )
+    assert clean_text(text) == (text, [])
 
 
 def test_symbol_lines_go_and_repeated_lines_stay() -> None:
@@ -182,3 +202,24 @@ def test_a_few_title_case_words_ending_many_titles_are_decoration() -> None:
     )
     pieces = headline_decorations(cleaned, groups).pieces
     assert pieces == {"analyst blog"}
+
+
+def test_copies_teach_what_is_article_and_what_is_template() -> None:
+    from dedupe.cluster import duplicate_groups
+    from dedupe.config import Config
+    from dedupe.minhash import duplicate_candidates
+    from dedupe.verify import verify_duplicates
+    from tests.conftest import SEEDS, cleaned_frame
+
+    config = Config()
+    cleaned = cleaned_frame(SEEDS / "aeb-sample.jsonl")
+    candidates, sets = duplicate_candidates(cleaned, config)
+    groups = duplicate_groups(cleaned, verify_duplicates(cleaned, candidates, sets, config))
+    again = clean_with_copies(cleaned, groups, config)
+    assert dict(again.schema) == CLEANED
+    dump = again.filter(pl.col("article_id") == "14cc2a0ca59c-html-text").row(0, named=True)
+    first_pass = cleaned.filter(pl.col("article_id") == "14cc2a0ca59c-html-text").row(0, named=True)
+    assert any(r["rule"] == "outside_shared_body" for r in dump["removed_lines"])
+    assert len(dump["body"]) < 0.8 * len(first_pass["body"])
+    reference = again.filter(pl.col("article_id") == "14cc2a0ca59c-reference").row(0, named=True)
+    assert len(reference["body"]) > 0.9 * len(reference["text"])
