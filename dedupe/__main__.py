@@ -53,6 +53,30 @@ def run(
         raise typer.Exit(code=1)
 
 
+@app.command("eval")
+def evaluate_run(
+    out: Annotated[Path, typer.Argument(help="A run's output folder (or its articles.parquet).", exists=True)],
+    labels: Annotated[Path, typer.Option("--labels", help="CSV or Parquet with columns id, cluster.", exists=True)],
+    level: Annotated[str, typer.Option("--level", help="duplicates or stories.")] = "stories",
+) -> None:
+    """Score a run's duplicate groups or stories against labels: pairwise, B-cubed, ARI."""
+    from dedupe.evaluate import LEVEL_COLUMNS, evaluate, predicted_clusters, read_labels
+
+    if level not in LEVEL_COLUMNS:
+        raise typer.BadParameter(f"{level!r}: expected one of {', '.join(LEVEL_COLUMNS)}", param_hint="--level")
+    try:
+        truth = read_labels(labels)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--labels") from None
+    scores = evaluate(predicted_clusters(out, level), truth)
+    table = Table(title=f"{level} of {out} against {labels} ({scores.n} labelled records)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in scores.rows():
+        table.add_row(name.replace("_", " "), f"{value:.4f}")
+    console.print(table)
+
+
 def _config(settings: list[str]) -> Config:
     defaults = Config()
     overrides: dict[str, object] = {}
