@@ -10,6 +10,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -89,18 +90,28 @@ def clean(
     frame: pl.DataFrame, shared: Mapping[str, Shared] | None = None, decorations: Decorations | None = None
 ) -> pl.DataFrame:
     """Add the cleaned `headline` and `body` and the `removed_lines`; reject records with nothing
-    left. Second pass, after grouping: `shared` maps article ids to what their copies share, and
-    `decorations` what the titles taught about decoration."""
-    check(frame, NORMALIZED if "body" not in frame.columns else CLEANED, "clean input")
+    left. Second pass, on a cleaned frame after grouping: `shared` maps article ids to what their
+    copies share (the other bodies stay as they were), and `decorations` is what the titles
+    taught about decoration."""
+    second_pass = "body" in frame.columns
+    check(frame, CLEANED if second_pass else NORMALIZED, "clean input")
     shared = shared or {}
     decorations = decorations or Decorations()
+    previous = (
+        frame.select("body", "removed_lines")
+        if second_pass
+        else pl.DataFrame({"body": [None] * frame.height, "removed_lines": [None] * frame.height})
+    )
     headlines, bodies, removed = [], [], []
-    for article_id, title, text, source, url in frame.select("article_id", "title", "text", "source", "url").iter_rows():
-        body, removals = clean_text(text, title, shared.get(article_id))
+    rows = frame.select("article_id", "title", "text", "source", "url").iter_rows()
+    for (article_id, title, text, source, url), (body, removals) in zip(rows, previous.iter_rows()):
+        if not second_pass or article_id in shared:
+            body, found = clean_text(text, title, shared.get(article_id))
+            removals = [{"line": r.line, "text": r.text, "rule": r.rule} for r in found]
         title = decorations.bare_titles.get(article_id, title)
         headlines.append(clean_headline(title, source, url, decorations.pieces))
         bodies.append(body)
-        removed.append([{"line": r.line, "text": r.text, "rule": r.rule} for r in removals])
+        removed.append(removals)
     out = frame.select(list(NORMALIZED)).with_columns(
         pl.Series("headline", headlines, dtype=pl.String),
         pl.Series("body", bodies, dtype=pl.String),
@@ -134,11 +145,12 @@ def clean_with_copies(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Confi
 def shared_by_copies(texts: list[str], config: Config) -> Shared:
     """A piece of text is shared when most of its word 3-grams occur in at least
     `consensus_share` of the copies."""
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(set(_trigrams(text)))
+    counts: Counter[tuple[str, ...]] = Counter()
+    for text in texts:  # piece by piece, as `_apply_copies` will ask, so the cache serves both
+        counts.update({gram for line in text.split("\n") for piece in _pieces(line) for gram in _trigrams(piece)})
     needed = config.consensus_share * len(texts)
 
+    @lru_cache(maxsize=None)  # the copies ask about the same pieces; the cache lives with the group
     def shared(piece: str) -> bool:
         grams = _trigrams(piece)
         return bool(grams) and sum(counts[gram] >= needed for gram in grams) >= 0.5 * len(grams)
@@ -221,11 +233,12 @@ def _pieces(line: str) -> list[str]:
     return [piece for piece in SENTENCE_BREAK.split(line) if piece]
 
 
-def _trigrams(text: str) -> list[str]:
+@lru_cache(maxsize=1 << 18)  # copies repeat the same lines
+def _trigrams(text: str) -> tuple[tuple[str, ...], ...]:
     words = fold(text).split()
     if len(words) < 3:
-        return [" ".join(words)] if words else []
-    return [" ".join(words[i : i + 3]) for i in range(len(words) - 2)]
+        return (tuple(words),) if words else ()
+    return tuple(zip(words, words[1:], words[2:]))
 
 
 def _line_rule(line: str, folded: str, folded_title: str, leading: bool) -> str | None:
@@ -388,6 +401,7 @@ def _is_site_name(piece: str, names: list[str], decorations: frozenset[str]) -> 
     )
 
 
+@lru_cache(maxsize=1 << 17)  # copies repeat the same lines
 def fold(text: str) -> str:
     """Lower case words only, one space apart: how lines and titles are compared."""
     return " ".join(_WORD.findall(text.casefold()))

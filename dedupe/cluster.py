@@ -6,11 +6,15 @@ input order (every group is named by its smallest member, every choice broken by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 
 import polars as pl
 import xxhash
 
+from dedupe import minhash
+from dedupe.config import Config
 from dedupe.schema import CLEANED, GROUPS, PAIRS, check
 
 
@@ -70,12 +74,91 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame
     )
 
 
-def story_ids(groups: pl.DataFrame, story_pairs: pl.DataFrame) -> pl.DataFrame:
-    """GROUPS: the duplicate groups joined into stories by verified story pairs between canonical
-    articles. A story id is a hash of its smallest canonical article id: the same articles always
-    give the same id, whatever their order."""
+def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """GROUPS: the duplicate groups joined into stories, first by verified story pairs between
+    canonical articles, then by attaching small stories to larger ones (`attach_stories`).
+    A story id is a hash of its smallest canonical article id: the same articles always give
+    the same id, whatever their order."""
+    check(cleaned, CLEANED, "story ids input")
     canonical = groups["duplicate_group"].unique().sort().to_list()
     story_of = components(canonical, story_pairs.select("article_id_a", "article_id_b").iter_rows())
-    names = {group: f"story-{xxhash.xxh3_64_hexdigest(root.encode())[:12]}" for group, root in story_of.items()}
+    headline_of = dict(cleaned.select("article_id", "headline").iter_rows())
+    keywords_of = {article_id: set(minhash.keywords(headline_of.get(article_id))) for article_id in groups["article_id"]}
+    members: dict[str, list[str]] = defaultdict(list)
+    for article_id, group in groups.select("article_id", "duplicate_group").iter_rows():
+        members[story_of[group]].append(article_id)
+    story_of_root = attach_stories(members, keywords_of, config)
+    names = {
+        group: f"story-{xxhash.xxh3_64_hexdigest(story_of_root[root].encode())[:12]}" for group, root in story_of.items()
+    }
     out = groups.with_columns(story_id=pl.col("duplicate_group").replace_strict(names, return_dtype=pl.String))
     return check(out, GROUPS, "groups")
+
+
+def attach_stories(
+    members: Mapping[str, list[str]], keywords_of: Mapping[str, set[bytes]], config: Config
+) -> dict[str, str]:
+    """story -> the story it ends in, after attaching each story to a larger one that its
+    headlines' keywords fit.
+
+    Pairs of headlines miss what an aggregator calls one story: "Titanfall reviewed" and
+    "Microsoft's hopes 'Titanfall' shows off Xbox One" share one word, but a rare one that most
+    of the larger story's headlines carry. A story's fit to a larger one is the IDF-weighted share
+    of its keywords, each counted by how many of the larger story's headlines carry it; it moves
+    to the best fit of at least `story_attach_fit`, and rounds repeat until nothing moves. Only
+    stories that share a keyword carried by `story_profile_share` of a story's headlines are
+    compared (an inverted index), so the work stays near-linear. Every move is decided from the
+    same snapshot and ties go to the larger, then smaller-named story: order does not matter.
+    The end story of a chain is named by its smallest member story."""
+    document_frequency = Counter(word for keywords in keywords_of.values() for word in keywords)
+    total = max(len(keywords_of), 1)
+    idf = {word: math.log(total / (1 + count)) for word, count in document_frequency.items()}
+    stories = {story: list(articles) for story, articles in members.items()}
+    parent: dict[str, str] = {}
+    for _ in range(config.story_attach_rounds):
+        moves = _attachments(stories, keywords_of, idf, config)
+        if not moves:
+            break
+        for story in sorted(moves, key=lambda name: (len(stories[name]), name)):
+            target = moves[story]
+            while target in moves:  # moves only go to larger stories, so chains end
+                target = moves[target]
+            stories[target].extend(stories.pop(story))
+            parent[story] = target
+    end_of = {}
+    for story in members:
+        end = story
+        while end in parent:
+            end = parent[end]
+        end_of[story] = end
+    name_of_end: dict[str, str] = {}
+    for story, end in sorted(end_of.items()):
+        name_of_end.setdefault(end, story)
+    return {story: name_of_end[end] for story, end in end_of.items()}
+
+
+def _attachments(
+    stories: Mapping[str, list[str]], keywords_of: Mapping[str, set[bytes]], idf: Mapping[bytes, float], config: Config
+) -> dict[str, str]:
+    """story -> the larger story it fits best this round, where the fit is high enough."""
+    counts = {story: Counter(word for a in articles for word in keywords_of[a]) for story, articles in stories.items()}
+    index: dict[bytes, set[str]] = defaultdict(set)
+    for story, words in counts.items():
+        for word, count in words.items():
+            if count >= config.story_profile_share * len(stories[story]):
+                index[word].add(story)
+    moves = {}
+    for story, words in counts.items():
+        weight = sum(idf[word] * n for word, n in words.items())
+        size = len(stories[story])
+        options = []
+        for other in set().union(*(index.get(word, set()) for word in words)) - {story}:
+            other_size = len(stories[other])
+            if other_size >= config.story_attach_size_ratio * size and weight > 0:
+                shares = counts[other]
+                fit = sum(idf[word] * n * shares.get(word, 0) for word, n in words.items()) / (weight * other_size)
+                if fit >= config.story_attach_fit:
+                    options.append((-fit, -other_size, other))
+        if options:
+            moves[story] = min(options)[2]
+    return moves

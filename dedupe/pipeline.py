@@ -60,7 +60,7 @@ def run(
     headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
     story_candidates, keywords = stage("minhash stories", minhash.story_candidates, headlines, config)
     story_pairs = stage("verify stories", verify.verify_stories, headlines, story_candidates, keywords, config)
-    groups = stage("cluster stories", cluster.story_ids, groups, story_pairs)
+    groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
     articles = stage("assemble", write.assemble_articles, cleaned, groups)
     story_table = stage("build stories", stories.build_stories, articles)
     log(f"{story_candidates.height} story candidates, {story_pairs.height} confirmed, {story_table.height} stories")

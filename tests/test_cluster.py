@@ -33,7 +33,7 @@ def groups_of(frame: pl.DataFrame) -> pl.DataFrame:
     candidates, sets = duplicate_candidates(frame, Config())
     pairs = verify_duplicates(frame, candidates, sets, Config())
     no_stories = pl.DataFrame(schema=PAIRS)
-    return story_ids(duplicate_groups(frame, pairs), no_stories)
+    return story_ids(frame, duplicate_groups(frame, pairs), no_stories, Config())
 
 
 def test_duplicate_groups_have_one_canonical_article() -> None:

@@ -31,7 +31,7 @@ def test_stories_of_the_headline_sample() -> None:
     groups = duplicate_groups(frame, verify_duplicates(frame, candidates, sets, config))
     headlines = group_headlines(frame, groups)
     pairs_candidates, keywords = story_candidates(headlines, config)
-    groups = story_ids(groups, verify_stories(headlines, pairs_candidates, keywords, config))
+    groups = story_ids(frame, groups, verify_stories(headlines, pairs_candidates, keywords, config), config)
     articles = assemble_articles(frame, groups)
     stories = build_stories(articles)
     assert dict(stories.schema) == STORIES
