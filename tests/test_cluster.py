@@ -4,9 +4,9 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe.cluster import components, duplicate_groups, story_ids
+from dedupe.cluster import attach_stories, components, duplicate_groups, story_ids
 from dedupe.config import Config
-from dedupe.minhash import duplicate_candidates
+from dedupe.minhash import duplicate_candidates, keywords
 from dedupe.schema import GROUPS, PAIRS
 from dedupe.verify import verify_duplicates
 from tests.conftest import SEEDS, cleaned_frame
@@ -54,3 +54,19 @@ def test_shuffled_input_gives_the_same_groups_and_story_ids() -> None:
     expected = groups_of(frame).sort("article_id")
     shuffled = groups_of(frame.sample(fraction=1.0, shuffle=True, seed=7)).sort("article_id")
     assert shuffled.equals(expected)
+
+
+def test_small_stories_attach_to_a_much_larger_one_they_fit() -> None:
+    # a story of ten Titanfall headlines, and two real headlines from news-aggregator
+    big = [f"Titanfall launch headline number {i}" for i in range(10)]
+    members = {"big": [f"b{i}" for i in range(10)], "small": ["s1"], "other": ["o1"]}
+    members |= {f"unrelated{i}": [f"u{i}"] for i in range(40)}
+    keywords_of = {f"b{i}": keywords(text) for i, text in enumerate(big)}
+    keywords_of |= {f"u{i}": keywords(f"unrelated event {i}") for i in range(40)}
+    keywords_of["s1"] = keywords("Titanfall reviewed")
+    keywords_of["o1"] = keywords("Sbarro files for bankruptcy")
+    ends = attach_stories(members, keywords_of, Config())
+    assert (ends["big"], ends["small"], ends["other"]) == ("big", "big", "other")
+    # two stories of similar size stay apart, however much they share
+    members = {"a": ["b0", "b1", "b2"], "b": ["b3", "b4", "b5", "b6"]}
+    assert attach_stories(members, keywords_of, Config()) == {"a": "a", "b": "b"}

@@ -100,3 +100,23 @@ def test_dev_data_runs_and_every_input_id_is_there_once(tmp_path: Path, prefect_
     ids = [json.loads(line)["id"] for line in aeb.read_text().splitlines()]
     ids += pl.read_csv(headlines, infer_schema=False)["id"].to_list()
     assert sorted(articles["article_id"].to_list()) == sorted(ids)
+
+
+def test_eval_scores_the_seed_run(seed_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+    _, out = seed_run
+    ids = [json.loads(line)["id"] for line in (SEEDS / "aeb-sample.jsonl").read_text().splitlines()]
+    labels = tmp_path / "labels.csv"
+    pl.DataFrame({"id": ids, "cluster": [i[:12] for i in ids]}).write_csv(labels)
+    result = subprocess.run(
+        [sys.executable, "-m", "dedupe", "eval", str(out), "--labels", str(labels), "--level", "duplicates"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "bcubed f1" in result.stdout and "ari" in result.stdout
+    ari = float(next(line for line in result.stdout.splitlines() if "│ ari" in line).split("│")[2])
+    assert ari > 0.8
+    bad = subprocess.run(
+        [sys.executable, "-m", "dedupe", "eval", str(out), "--labels", str(labels), "--level", "topics"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 2 and "expected one of" in bad.stderr
