@@ -10,6 +10,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+import networkx as nx
 import polars as pl
 import xxhash
 
@@ -35,7 +36,7 @@ def components(ids: Sequence[str], pairs: Iterable[tuple[str, str]]) -> dict[str
     return {article_id: root(article_id) for article_id in ids}
 
 
-def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
     """article_id, duplicate_group, duplicate_of for the records not rejected.
 
     The canonical article of a group is its medoid: the member most similar to the others (sum of
@@ -46,7 +47,8 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame
     articles = cleaned.filter(pl.col("status") == "ok")
     ids = articles["article_id"].to_list()
     duplicates = pairs.filter(pl.col("relation") == "duplicate")
-    component = components(ids, duplicates.select("article_id_a", "article_id_b").iter_rows())
+    edges = list(duplicates.select("article_id_a", "article_id_b").iter_rows())
+    component = components(ids, without_weak_bridges(ids, edges, config.duplicate_bridge_min_group))
     centrality = (
         pl.concat([duplicates.select("jaccard", article_id=side) for side in ("article_id_a", "article_id_b")])
         .group_by("article_id")
@@ -72,6 +74,25 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame
         "duplicate_group",
         duplicate_of=pl.when(pl.col("article_id") != pl.col("duplicate_group")).then("duplicate_group"),
     )
+
+
+def without_weak_bridges(ids: Sequence[str], edges: list[tuple[str, str]], min_group: int) -> list[tuple[str, str]]:
+    """The edges less those that alone join two well-knit groups of at least `min_group` articles.
+
+    Copies of one article confirm each other many ways; one pair between two such groups is
+    usually two failed extractions of one site that both kept only its template (on aeb: a
+    justext and a boilerpipe version of two different pages of one blog). Bridges come from
+    networkx, in linear time."""
+    bridges = {frozenset(edge) for edge in nx.bridges(nx.Graph(edges))}
+    if not bridges:
+        return edges
+    knit = components(ids, (edge for edge in edges if frozenset(edge) not in bridges))
+    size = Counter(knit.values())
+    return [
+        edge
+        for edge in edges
+        if frozenset(edge) not in bridges or min(size[knit[edge[0]]], size[knit[edge[1]]]) < min_group
+    ]
 
 
 def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:

@@ -51,7 +51,7 @@ def run(
     cleaned = stage("clean", clean.clean, normalized)
     duplicate_candidates, shingles = stage("minhash duplicates", minhash.duplicate_candidates, cleaned, config)
     duplicate_pairs = stage("verify duplicates", verify.verify_duplicates, cleaned, duplicate_candidates, shingles, config)
-    groups = stage("cluster duplicates", cluster.duplicate_groups, cleaned, duplicate_pairs)
+    groups = stage("cluster duplicates", cluster.duplicate_groups, cleaned, duplicate_pairs, config)
     log(
         f"{duplicate_candidates.height} duplicate candidates, {duplicate_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups"

@@ -216,7 +216,7 @@ def test_copies_teach_what_is_article_and_what_is_template() -> None:
     config = Config()
     cleaned = cleaned_frame(SEEDS / "aeb-sample.jsonl")
     candidates, sets = duplicate_candidates(cleaned, config)
-    groups = duplicate_groups(cleaned, verify_duplicates(cleaned, candidates, sets, config))
+    groups = duplicate_groups(cleaned, verify_duplicates(cleaned, candidates, sets, config), config)
     again = clean_with_copies(cleaned, groups, config)
     assert dict(again.schema) == CLEANED
     dump = again.filter(pl.col("article_id") == "14cc2a0ca59c-html-text").row(0, named=True)

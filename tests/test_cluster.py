@@ -4,7 +4,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe.cluster import attach_stories, components, duplicate_groups, story_ids
+from dedupe.cluster import attach_stories, components, duplicate_groups, story_ids, without_weak_bridges
 from dedupe.config import Config
 from dedupe.minhash import duplicate_candidates, keywords
 from dedupe.schema import GROUPS, PAIRS
@@ -33,7 +33,7 @@ def groups_of(frame: pl.DataFrame) -> pl.DataFrame:
     candidates, sets = duplicate_candidates(frame, Config())
     pairs = verify_duplicates(frame, candidates, sets, Config())
     no_stories = pl.DataFrame(schema=PAIRS)
-    return story_ids(frame, duplicate_groups(frame, pairs), no_stories, Config())
+    return story_ids(frame, duplicate_groups(frame, pairs, Config()), no_stories, Config())
 
 
 def test_duplicate_groups_have_one_canonical_article() -> None:
@@ -70,3 +70,13 @@ def test_small_stories_attach_to_a_much_larger_one_they_fit() -> None:
     # two stories of similar size stay apart, however much they share
     members = {"a": ["b0", "b1", "b2"], "b": ["b3", "b4", "b5", "b6"]}
     assert attach_stories(members, keywords_of, Config()) == {"a": "a", "b": "b"}
+
+
+def test_one_pair_does_not_join_two_well_knit_groups() -> None:
+    ring = [("a1", "a2"), ("a2", "a3"), ("a3", "a4"), ("a4", "a5"), ("a5", "a1")]
+    other = [(a.replace("a", "b"), b.replace("a", "b")) for a, b in ring]
+    tail = [("a1", "t1")]
+    ids = sorted({node for edge in ring + other + tail for node in edge})
+    kept = without_weak_bridges(ids, [*ring, *other, *tail, ("a3", "b3")], min_group=5)
+    assert ("a3", "b3") not in kept and ("a1", "t1") in kept
+    assert len(kept) == len(ring) + len(other) + len(tail)

@@ -28,7 +28,7 @@ def test_stories_of_the_headline_sample() -> None:
     config = Config()
     frame = cleaned_frame(SEEDS / "headlines-sample.csv")
     candidates, sets = duplicate_candidates(frame, config)
-    groups = duplicate_groups(frame, verify_duplicates(frame, candidates, sets, config))
+    groups = duplicate_groups(frame, verify_duplicates(frame, candidates, sets, config), config)
     headlines = group_headlines(frame, groups)
     pairs_candidates, keywords = story_candidates(headlines, config)
     groups = story_ids(frame, groups, verify_stories(headlines, pairs_candidates, keywords, config), config)
