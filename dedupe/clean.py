@@ -106,7 +106,8 @@ def clean(
     rows = frame.select("article_id", "title", "text", "source", "url").iter_rows()
     for (article_id, title, text, source, url), (body, removals) in zip(rows, previous.iter_rows()):
         if not second_pass or article_id in shared:
-            body, found = clean_text(text, title, shared.get(article_id))
+            line_rules = _first_pass_rules(removals) if second_pass else None
+            body, found = clean_text(text, title, shared.get(article_id), line_rules)
             removals = [{"line": r.line, "text": r.text, "rule": r.rule} for r in found]
         title = decorations.bare_titles.get(article_id, title)
         headlines.append(clean_headline(title, source, url, decorations.pieces))
@@ -159,7 +160,7 @@ def shared_by_copies(texts: list[str], config: Config) -> Shared:
 
 
 def clean_text(
-    text: str | None, title: str | None = None, shared: Shared | None = None
+    text: str | None, title: str | None = None, shared: Shared | None = None, line_rules: dict[int, str] | None = None
 ) -> tuple[str | None, list[Removal]]:
     """The text without artifact lines, and the removed lines (or pieces of lines) with their rule.
 
@@ -168,7 +169,7 @@ def clean_text(
     if not text:
         return None, []
     lines = text.split("\n")
-    rules = _line_rules(lines, fold(title or ""))
+    rules = dict(line_rules) if line_rules is not None else _line_rules(lines, fold(title or ""))
     kept = list(lines)
     removals: list[Removal] = []
     if shared is not None:
@@ -181,6 +182,13 @@ def clean_text(
     body = "\n".join(line for index, line in enumerate(kept) if index not in dropped)
     body = re.sub(r"\n{3,}", "\n\n", body).strip("\n") or None
     return body, sorted(removals, key=lambda removal: removal.line)
+
+
+def _first_pass_rules(removals: list[dict[str, object]] | None) -> dict[int, str] | None:
+    """The line rules of a first pass, read back from its removals (0-based line -> rule), so the
+    second pass need not find them again; None if the removals are not a first pass's."""
+    rules = {int(r["line"]) - 1: str(r["rule"]) for r in removals or []}
+    return None if "outside_shared_body" in rules.values() else rules
 
 
 def _apply_copies(

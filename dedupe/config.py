@@ -26,6 +26,9 @@ class Config:
     """LSH Jaccard threshold on headline keyword sets for story candidates: reworded headlines
     about one event share only a few words. On news-aggregator 0.3 scores as well as 0.1 (story
     ARI 0.576 vs 0.580) with a third of the candidates."""
+    lsh_max_bucket: int = 200
+    """An LSH bucket with more articles than this links them to one member, not to each other,
+    so the candidate pairs stay linear in the articles (a wire story copied 10,000 times)."""
     min_text_words: int = 20
     """Below this many words a record is matched on its headline, not its text."""
 

@@ -30,3 +30,10 @@ def test_empty_sets_match_nothing_and_pairs_are_ordered() -> None:
     sets = {"b": {b"x y z", b"y z w"}, "a": {b"x y z", b"y z w"}, "c": set()}
     pairs = candidates(sets, 0.5, "text", Config())
     assert pairs.rows() == [("a", "b", "text")]
+
+
+def test_a_huge_bucket_links_every_member_to_its_smallest_id() -> None:
+    sets = {f"copy{i:03}": {b"the same wire story", b"copied many times"} for i in range(30)}
+    pairs = candidates(sets, 0.5, "text", Config(lsh_max_bucket=10))
+    assert pairs.height == 29
+    assert set(pairs["article_id_a"]) == {"copy000"}
