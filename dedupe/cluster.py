@@ -48,7 +48,7 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame, config: Config)
     ids = articles["article_id"].to_list()
     duplicates = pairs.filter(pl.col("relation") == "duplicate")
     edges = list(duplicates.select("article_id_a", "article_id_b").iter_rows())
-    component = components(ids, without_weak_bridges(ids, edges, config.duplicate_bridge_min_group))
+    component = components(ids, without_weak_bridges(ids, edges, config.bridge_min_group))
     centrality = (
         pl.concat([duplicates.select("jaccard", article_id=side) for side in ("article_id_a", "article_id_b")])
         .group_by("article_id")
@@ -97,12 +97,14 @@ def without_weak_bridges(ids: Sequence[str], edges: list[tuple[str, str]], min_g
 
 def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
     """GROUPS: the duplicate groups joined into stories, first by verified story pairs between
-    canonical articles, then by attaching small stories to larger ones (`attach_stories`).
+    canonical articles (less weak bridges, see `without_weak_bridges`), then by attaching small
+    stories to larger ones (`attach_stories`).
     A story id is a hash of its smallest canonical article id: the same articles always give
     the same id, whatever their order."""
     check(cleaned, CLEANED, "story ids input")
     canonical = groups["duplicate_group"].unique().sort().to_list()
-    story_of = components(canonical, story_pairs.select("article_id_a", "article_id_b").iter_rows())
+    edges = list(story_pairs.select("article_id_a", "article_id_b").iter_rows())
+    story_of = components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
     headline_of = dict(cleaned.select("article_id", "headline").iter_rows())
     keywords_of = {article_id: set(minhash.keywords(headline_of.get(article_id))) for article_id in groups["article_id"]}
     members: dict[str, list[str]] = defaultdict(list)
