@@ -31,9 +31,10 @@ def words(text: str | None) -> list[str]:
     return _WORD.findall(text.casefold()) if text else []
 
 
-def shingles(text: str | None, size: int) -> set[bytes]:
-    """Word `size`-grams; a text shorter than `size` words is one shingle."""
-    tokens = words(text)
+def shingles(text: str | None, size: int, tokens: list[str] | None = None) -> set[bytes]:
+    """Word `size`-grams (of `tokens` when the caller has them); a text shorter than `size` words
+    is one shingle."""
+    tokens = words(text) if tokens is None else tokens
     if len(tokens) <= size:
         return {" ".join(tokens).encode()} if tokens else set()
     return {" ".join(tokens[i : i + size]).encode() for i in range(len(tokens) - size + 1)}
@@ -55,8 +56,9 @@ def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.Data
     long_sets: dict[str, set[bytes]] = {}
     short_sets: dict[str, set[bytes]] = {}
     for article_id, headline, text in matched.select("article_id", "headline", "body").iter_rows():
-        if len(words(text)) >= config.min_text_words:
-            long_sets[article_id] = shingles(text, config.shingle_words)
+        tokens = words(text)
+        if len(tokens) >= config.min_text_words:
+            long_sets[article_id] = shingles(text, config.shingle_words, tokens)
         else:
             short_sets[article_id] = shingles(text or headline, 1)
     pairs = pl.concat(
