@@ -172,14 +172,15 @@ def _attachments(
                 index[word].add(story)
     moves = {}
     for story, words in counts.items():
-        weight = sum(idf[word] * n for word, n in words.items())
+        # fsum: exactly rounded whatever the order, so the input order cannot tip a tie
+        weight = math.fsum(idf[word] * n for word, n in words.items())
         size = len(stories[story])
         options = []
         for other in set().union(*(index.get(word, set()) for word in words)) - {story}:
             other_size = len(stories[other])
             if other_size >= config.story_attach_size_ratio * size and weight > 0:
                 shares = counts[other]
-                fit = sum(idf[word] * n * shares.get(word, 0) for word, n in words.items()) / (weight * other_size)
+                fit = math.fsum(idf[word] * n * shares.get(word, 0) for word, n in words.items()) / (weight * other_size)
                 if fit >= config.story_attach_fit:
                     options.append((-fit, -other_size, other))
         if options:
