@@ -81,6 +81,8 @@ def read_file(path: Path, key: str) -> list[dict[str, Any]]:
         rows.append(_rejected(path, key, error.line, error.reason))
     except OSError as error:
         rows.append(_rejected(path, key, 1, f"cannot read file: {error.strerror or error}"))
+    except (RecursionError, ValueError, LookupError) as error:  # parsers' own limits: nesting, encodings
+        rows.append(_rejected(path, key, 1, f"unreadable: {type(error).__name__}: {error}"))
     return rows
 
 

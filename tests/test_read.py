@@ -154,3 +154,16 @@ def test_hidden_and_unknown_files_in_folders_are_skipped(tmp_path: Path) -> None
 def test_parse_timestamp(value: str | None, expected: str | None) -> None:
     parsed = parse_timestamp(value)
     assert (parsed.isoformat() if parsed else None) == expected
+
+
+def test_deeply_nested_json_is_rejected_not_fatal(tmp_path: Path) -> None:
+    path = write(tmp_path / "deep.json", "[" * 100_000 + "]" * 100_000)
+    frame = read([path, write(tmp_path / "ok.txt", "Title\nBody")])
+    assert frame["status"].to_list() == ["rejected", "ok"]
+    assert "RecursionError" in frame["reason"][0]
+
+
+def test_broken_html_is_read_or_rejected_never_fatal(tmp_path: Path) -> None:
+    broken = write(tmp_path / "broken.html", "<html><body><div><p>Unclosed " + "<div>" * 5000 + "text &bogus; &#xD800;")
+    frame = read([broken])
+    assert frame.height == 1 and frame["status"][0] in {"ok", "rejected"}
