@@ -1,7 +1,10 @@
 """Strip scraper artifacts from article text and headlines, recording every removed line and why.
 
-Line rules run first, each on its own line (`LINE_RULES`, in order); then block rules look at
-what is left. Cleaning is idempotent: cleaning a cleaned text removes nothing.
+First pass (`clean`): line rules (`_line_rule`, in order), then runs of short lines; rules that
+only guess from a line's shape hold outside the article's prose. Second pass, once duplicate
+groups are known (`clean_with_copies`): what most copies of an article share is the article,
+and the titles of the day teach which title pieces are decoration. Cleaning is idempotent:
+cleaning a cleaned text removes nothing.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ DECORATION_MIN_TITLES = 3
 DECORATION_MAX_WORDS = 4
 """Site names and section labels are short: "NBC 5 Dallas-Fort Worth", "pv magazine International"."""
 DECORATION_MAX_TITLES_PER_GROUP = 200
-"""Distinct titles compared within one group, so a huge group costs O(200^2) at most."""
+"""Titles of one group read to tell decoration from attribution, so a huge group costs O(200) a title."""
 
 
 WEAK_RULES = frozenset({"link", "short_bullet", "navigation", "no_words"})
@@ -369,10 +372,12 @@ def _bare_titles(titles_of_group: Mapping[str, list[str]]) -> dict[str, str]:
     """title -> the bare title it extends with decoration, where some record carries that bare
     title. The rest after the separator must not stand elsewhere in a title of the same group
     (in "Germany's gas risks - Polish PM" beside "Polish PM: Germany's gas risks", "Polish PM" is
-    an attribution, not decoration). A lookup per separator: linear in the number of titles."""
+    an attribution, not decoration). A lookup per separator, and at most
+    `DECORATION_MAX_TITLES_PER_GROUP` titles of a group read for that check: linear in titles."""
     known = {title for titles in titles_of_group.values() for title in titles}
     bare_of: dict[str, str] = {}
     for titles in titles_of_group.values():
+        others = sorted(titles)[:DECORATION_MAX_TITLES_PER_GROUP]
         for title in titles:
             for separator in TITLE_SEPARATOR.finditer(title):
                 bare = title[: separator.start()]
@@ -381,7 +386,7 @@ def _bare_titles(titles_of_group: Mapping[str, list[str]]) -> dict[str, str]:
                     continue
                 if any(len(part.split()) > DECORATION_MAX_WORDS for part in TITLE_SEPARATOR.split(title[separator.end() :])):
                     break
-                if not any(piece in fold(other) for other in titles if not other.startswith(bare)):
+                if not any(piece in fold(other) for other in others if not other.startswith(bare)):
                     bare_of[title] = bare
                 break
     return bare_of
