@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dedupe.config import Config
+from dedupe.write import Summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn a day's scrape of news into one clean story per event.")
 console = Console(stderr=False)
@@ -92,10 +93,7 @@ def _config(settings: list[str]) -> Config:
     return defaults.with_overrides(**overrides)
 
 
-def _print_summary(summary: object, out: Path) -> None:
-    from dedupe.write import Summary
-
-    assert isinstance(summary, Summary)
+def _print_summary(summary: Summary, out: Path) -> None:
     table = Table(title=f"dedupe: {summary.records} records from {summary.files} files", show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")

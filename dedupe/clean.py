@@ -319,7 +319,7 @@ def clean_headline(
 def _site_names(source: str | None, url: str | None) -> list[str]:
     names = [fold(source)] if source else []
     if url:
-        host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
+        host = url_host(url) or ""
         labels = [label for label in host.split(".") if label not in {"www", "m", "com", "co", "uk", "org", "net"}]
         names.extend(labels)
     return [name for name in names if name]
@@ -397,6 +397,11 @@ def _in_url_path(piece: str, url: str | None) -> bool:
     the slug), not the site's name, which lives in the host."""
     folded = fold(piece)
     return bool(url and folded) and f" {folded} " in f" {fold(urlsplit(url).path)} "
+
+
+def url_host(url: str) -> str | None:
+    """The host of a URL, with or without its scheme ("reuters.com/x" works too)."""
+    return urlsplit(url if "//" in url else f"//{url}").hostname
 
 
 def _is_site_name(piece: str, names: list[str], decorations: frozenset[str]) -> bool:

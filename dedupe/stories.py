@@ -6,11 +6,10 @@ merely the first; its representative article is the best member carrying that he
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import polars as pl
 from rapidfuzz import fuzz, process
 
+from dedupe.clean import url_host
 from dedupe.schema import CLEANED, STORIES, check
 
 CENTRAL_HEADLINE_CANDIDATES = 200
@@ -85,5 +84,5 @@ def _headlines_by_story(members: pl.DataFrame) -> list[tuple[str, list[str]]]:
 
 
 def _host(url: str) -> str | None:
-    host = urlsplit(url if "//" in url else f"//{url}").hostname
+    host = url_host(url)
     return host.removeprefix("www.") if host else None
