@@ -2,9 +2,9 @@
 
 - Duplicates, aeb: our duplicate groups vs a datasketch MinHashLSH baseline (word 3-grams of the
   raw text, threshold 0.5, connected components).
-- Stories, news-aggregator: our stories vs datasketch MinHashLSH on headline words (threshold
-  0.5, connected components) and TF-IDF + average-linkage clustering (scikit-learn, if
-  installed: `pip install -e '.[bench]'`).
+- Stories, news-aggregator: our stories with each story model (keywords, and minilm: sentence
+  embeddings) vs datasketch MinHashLSH on headline words (threshold 0.5, connected components)
+  and TF-IDF + average-linkage clustering (scikit-learn). `pip install -e '.[bench]'` first.
 
     python benchmarks/quality.py [--data ../shared/data]
 """
@@ -21,7 +21,7 @@ from datasketch import MinHash, MinHashLSH
 
 from dedupe import pipeline
 from dedupe.cluster import components
-from dedupe.config import Config
+from dedupe.config import STORY_MODELS, Config
 from dedupe.evaluate import Scores, evaluate, read_labels
 from dedupe.minhash import shingles
 
@@ -58,9 +58,19 @@ def show(name: str, scores: Scores, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    data = parser.parse_args().data
-    config = Config()
+    parser.add_argument("--only", choices=["duplicates", "stories"], help="Run one of the two data sets.")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                        help="Override a config field, as `dedupe run --set` does (repeatable).")
+    args = parser.parse_args()
+    data, config = args.data, Config().with_settings(args.settings)
+    chosen = any(setting.startswith("story_model=") for setting in args.settings)
+    if args.only != "stories":
+        duplicates(data, config)
+    if args.only != "duplicates":
+        stories(data, config, [config.story_model] if chosen else list(STORY_MODELS))
 
+
+def duplicates(data: Path, config: Config) -> None:
     print("## Duplicate groups: aeb (2,819 versions of 89 pages)\n")
     labels = read_labels(data / "aeb/labels.csv")
     records = [json.loads(line) for line in open(data / "aeb/articles.jsonl")]
@@ -71,13 +81,17 @@ def main() -> None:
     baseline = datasketch_baseline([r["id"] for r in records], [r["text"] or "" for r in records], 3, 0.5)
     show("datasketch LSH, raw word 3-grams, 0.5", evaluate(baseline, labels), time.perf_counter() - started)
 
+
+def stories(data: Path, config: Config, models: list[str]) -> None:
     print("\n## Stories: news-aggregator (2,821 headlines in 39 stories)\n")
     labels = read_labels(data / "news-aggregator/labels.csv")
     headlines = pl.read_csv(data / "news-aggregator/headlines.csv", infer_schema=False)
     ids, titles = headlines["id"].to_list(), headlines["title"].fill_null("").to_list()
-    started = time.perf_counter()
-    ours = pipeline.run([data / "news-aggregator/headlines.csv"], config).articles
-    show("dedupe", evaluate(ours.select(id="article_id", cluster="story_id"), labels), time.perf_counter() - started)
+    for model in models:
+        started = time.perf_counter()
+        ours = pipeline.run([data / "news-aggregator/headlines.csv"], config.with_overrides(story_model=model)).articles
+        scores = evaluate(ours.select(id="article_id", cluster="story_id"), labels)
+        show(f"dedupe, story_model={model}", scores, time.perf_counter() - started)
     started = time.perf_counter()
     show("datasketch LSH, headline words, 0.5", evaluate(datasketch_baseline(ids, titles, 1, 0.5), labels), time.perf_counter() - started)
     for distance in (0.8, 0.9):

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dedupe.config import Config
+from dedupe.verify import SEMANTIC_INSTALL, missing_semantic_packages
 from dedupe.write import Summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn a day's scrape of news into one clean story per event.")
@@ -83,18 +84,14 @@ def evaluate_run(
 
 
 def _config(settings: list[str]) -> Config:
-    defaults = Config()
-    overrides: dict[str, object] = {}
-    for setting in settings:
-        name, sep, value = setting.partition("=")
-        if not sep or not hasattr(defaults, name):
-            raise typer.BadParameter(f"{setting!r}: expected FIELD=VALUE with a field of:\n{defaults}", param_hint="--set")
-        try:
-            overrides[name] = type(getattr(defaults, name))(value)
-        except ValueError:
-            raise typer.BadParameter(f"{setting!r}: {value!r} is not a valid {type(getattr(defaults, name)).__name__}",
-                                     param_hint="--set") from None
-    return defaults.with_overrides(**overrides)
+    try:
+        config = Config().with_settings(settings)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--set") from None
+    missing = missing_semantic_packages() if config.story_model == "minilm" else []
+    if missing:
+        raise typer.BadParameter(f"story_model=minilm needs {', '.join(missing)}: {SEMANTIC_INSTALL}", param_hint="--set")
+    return config
 
 
 def _print_summary(summary: Summary, out: Path) -> None:

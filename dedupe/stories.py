@@ -6,30 +6,69 @@ merely the first; its representative article is the best member carrying that he
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 import polars as pl
 from rapidfuzz import fuzz, process
 
 from dedupe.clean import url_host
-from dedupe.schema import CLEANED, STORIES, check
+from dedupe.schema import CLEANED, GROUP_HEADLINES, STORIES, check
 
 CENTRAL_HEADLINE_CANDIDATES = 200
 """Only the most frequent distinct headlines compete, so a huge story costs O(200^2), not O(n^2)."""
+SLUG_MIN_WORDS = 3
+"""A URL path segment of at least this many words is a slug ("mens-wearhouse-buying-rival"),
+not a section ("business") or an id."""
+_SLUG_SEPARATOR = re.compile(r"[-_+]")
+_PAGE_SUFFIX = re.compile(r"\.(s?html?|php|aspx?|cms|jsp)$", re.IGNORECASE)
+
+
+def slug_words(url: str | None) -> list[str]:
+    """The words of a URL's slug: sites spell the story out in the path, often more fully than
+    the headline ("Maybe ban these instead?" under ".../dont-ban-bossy-sheryl-sandberg-...").
+    On news-aggregator (benchmarks/quality.py) they lift story ARI 0.811 -> 0.847."""
+    if not url:
+        return []
+    try:
+        path = urlsplit(url if "//" in url else f"//{url}").path
+    except ValueError:
+        return []
+    best: list[str] = []
+    for segment in path.split("/"):
+        words = [word for word in _SLUG_SEPARATOR.split(_PAGE_SUFFIX.sub("", segment)) if word.isalpha()]
+        if len(words) >= SLUG_MIN_WORDS and len(words) > len(best):
+            best = words
+    return [word.lower() for word in best]
+
+
+def story_text(headline: str | None, url: str | None) -> str | None:
+    """What story matching reads of an article: its clean headline and its URL's slug words."""
+    if not headline:
+        return None
+    slug = slug_words(url)
+    return f"{headline} {' '.join(slug)}" if slug else headline
 
 
 def group_headlines(cleaned: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
-    """duplicate_group -> the headline that speaks for it in story matching: its canonical
-    article's, else its members' most common one. Groups without any headline are left out."""
+    """duplicate_group -> the headline that speaks for it in story matching (its canonical
+    article's, else its members' most common one) and that article's `story_text`. Groups
+    without any headline are left out."""
     check(cleaned, CLEANED, "group headlines input")
-    return (
-        groups.join(cleaned.select("article_id", "headline"), on="article_id")
+    speakers = (
+        groups.join(cleaned.select("article_id", "headline", "url"), on="article_id")
         .filter(pl.col("headline").is_not_null())
-        .with_columns(is_canonical=pl.col("duplicate_of").is_null())
-        .group_by("duplicate_group", "headline")
-        .agg(canonical=pl.col("is_canonical").any(), count=pl.len())
-        .sort(["duplicate_group", "canonical", "count", "headline"], descending=[False, True, True, False])
+        .with_columns(canonical=pl.col("duplicate_of").is_null(), count=pl.len().over("duplicate_group", "headline"))
+        .sort(
+            ["duplicate_group", "canonical", "count", "headline", "article_id"],
+            descending=[False, True, True, False, False],
+        )
         .group_by("duplicate_group", maintain_order=True)
-        .agg(pl.col("headline").first())
+        .agg(pl.col("headline").first(), pl.col("url").first())
     )
+    texts = [story_text(headline, url) for headline, url in speakers.select("headline", "url").iter_rows()]
+    out = speakers.select("duplicate_group", "headline", story_text=pl.Series(texts, dtype=pl.String))
+    return check(out, GROUP_HEADLINES, "group headlines")
 
 
 def build_stories(articles: pl.DataFrame) -> pl.DataFrame:

