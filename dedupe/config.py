@@ -10,6 +10,19 @@ from dataclasses import dataclass, fields, replace
 
 @dataclass(frozen=True)
 class Config:
+    # --- read --------------------------------------------------------------------------------
+    max_record_bytes: int = 32 * 2**20
+    """A record (a line of JSONL or CSV, a text or HTML file) larger than this is rejected unread,
+    so one runaway line cannot take the machine's memory. The largest record in the dev data is
+    an HTML page of 1.5 MB (aeb; its largest JSONL line is 0.5 MB): 32 MiB is 20 times that."""
+    max_json_bytes: int = 256 * 2**20
+    """A `.json` document is parsed whole, so it is refused above this size; JSONL, CSV and text
+    stream record by record and have no file size limit."""
+    max_gzip_ratio: int = 100
+    """A `.gz` file may decompress to this many times its size (or `max_record_bytes`, if more)
+    before it is refused as a gzip bomb. The dev data compresses 3.3x (news-aggregator CSV) to
+    8.7x (aeb JSONL); a bomb of repeated bytes compresses about 1000x."""
+
     # --- minhash -----------------------------------------------------------------------------
     num_perm: int = 128
     """Permutations per signature: 128 keeps the Jaccard estimate within about +-0.05."""

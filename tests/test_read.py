@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dedupe.read import InputError, decode, parse_timestamp, read
+from dedupe.read import InputError, guess_encoding, parse_timestamp, read
 from dedupe.schema import READ
 from tests.conftest import SEED_ARTICLE, SEEDS
 
@@ -90,7 +90,7 @@ def test_ragged_csv_rows_are_rejected(tmp_path: Path) -> None:
     [
         ("empty.txt", b"  \n\n ", "empty file"),
         ("empty.json", b"", "empty file"),
-        ("binary.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content (NUL bytes), not text"),
+        ("binary.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content (control bytes such as NUL), not text"),
         ("scalar.json", b'"just a string"', "JSON top level is a string, not an object or array"),
         ("broken.json", b'{"title": "a",\n "text": }', "malformed JSON: Expecting value (column 10)"),
         ("bad.parquet", b"not parquet at all", "unreadable Parquet"),
@@ -123,10 +123,30 @@ def test_repeated_ids_are_kept_and_made_unique(tmp_path: Path) -> None:
     assert frame["article_id"].to_list() == ["x", "x~2", "x~3"]
 
 
-def test_encodings() -> None:
-    assert decode("café".encode("utf-16")) == "café"
-    assert decode(b"\xef\xbb\xbfcaf\xc3\xa9") == "café"
-    assert decode("café – “quoted”".encode("cp1252")) == "café – “quoted”"
+@pytest.mark.parametrize(
+    ("text", "encoding", "codec", "guessed"),
+    [
+        ("café", "utf-16", "utf-16", False),
+        ("café", "utf-8-sig", "utf-8-sig", False),
+        ("café", "utf-8", "utf-8", False),
+        ("Café owners – “new rules” cost €2,000.", "cp1252", "cp1252", True),
+        ("Le ministre a déclaré que la réforme était nécessaire.", "latin-1", "cp1252", True),
+        ("Президент России заявил в понедельник, что новые санкции не повлияют.", "cp1251", "cp1251", True),
+        ("A headline that has no BOM\n", "utf-16-le", "utf-16-le", True),
+    ],
+)
+def test_encodings_are_guessed_and_the_guess_noted(text: str, encoding: str, codec: str, guessed: bool) -> None:
+    found, note = guess_encoding(text.encode(encoding))
+    assert found == codec
+    assert text.encode(encoding).decode(found) == text
+    assert (note is not None) == guessed
+
+
+def test_a_guessed_encoding_is_recorded_in_the_note(tmp_path: Path) -> None:
+    path = write(tmp_path / "feed.jsonl", '{"title": "Президент России заявил в понедельник"}\n'.encode("cp1251"))
+    row = read([path]).row(0, named=True)
+    assert row["title_raw"] == "Президент России заявил в понедельник"
+    assert row["note"] == "encoding guessed: cp1251 (not UTF-8; by charset-normalizer)"
 
 
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
@@ -137,7 +157,7 @@ def test_missing_path_is_an_error(tmp_path: Path) -> None:
 def test_hidden_and_unknown_files_in_folders_are_skipped(tmp_path: Path) -> None:
     write(tmp_path / "in" / ".hidden" / "a.txt", "T\nB")
     write(tmp_path / "in" / "image.png", b"\x89PNG")
-    write(tmp_path / "in" / "gz.txt.gz", gzip.compress(b"T\nB"))
+    write(tmp_path / "in" / "archive.tar.gz", gzip.compress(b"T\nB"))
     assert read([tmp_path / "in"]).height == 0
 
 
