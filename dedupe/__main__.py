@@ -109,6 +109,8 @@ def _print_summary(summary: Summary, out: Path) -> None:
         table.add_row(f"lines removed: {rule}", str(count))
     for reason, count in list(summary.rejected_reasons.items())[:5]:
         table.add_row(f"rejected: {reason}", str(count))
+    for kind, count in summary.notes.items():
+        table.add_row(f"note: {kind}", str(count))
     console.print(table)
     for story in summary.largest_stories[:5]:
         console.print(f"  {story['n_articles']:>5}  {story['headline'] or '(no headline)'}")

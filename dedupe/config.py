@@ -15,6 +15,10 @@ class Config:
     """A record (a line of JSONL or CSV, a text or HTML file) larger than this is rejected unread,
     so one runaway line cannot take the machine's memory. The largest record in the dev data is
     an HTML page of 1.5 MB (aeb; its largest JSONL line is 0.5 MB): 32 MiB is 20 times that."""
+    max_html_tags: int = 50_000
+    """An HTML page with more tags than this (counted as `<`) is rejected unread: trafilatura
+    takes about 0.13 ms per element (100,000 paragraphs: 13 s), so a 32 MiB page of tags would
+    hold the run for many minutes. The aeb pages have 1,544 tags in the median, 3,229 at most."""
     max_json_bytes: int = 256 * 2**20
     """A `.json` document is parsed whole, so it is refused above this size; JSONL, CSV and text
     stream record by record and have no file size limit."""

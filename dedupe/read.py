@@ -50,7 +50,7 @@ _CHUNK_ROWS = 50_000  # rows held as Python dicts before they become a compact p
 _DRAIN_CHARS = 1 << 20
 # Bytes that do not occur in text, for the binary test: C0 controls but tab, newlines, form feed, escape.
 _BINARY_BYTES = bytes(set(range(32)) - {9, 10, 12, 13, 27}) + b"\x7f"
-_BINARY_SHARE = 0.01  # text files with a stray NUL or two stay text; images and archives are far above
+_BINARY_SHARE = 0.05  # random (compressed) bytes have 11% of them, text with a stray NUL or bell far less
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # from JSON escapes such as "\ud800": not storable
 _FALLBACK_ENCODING = "cp1252"
@@ -170,7 +170,9 @@ class _BoundedStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        count = self._stream.readinto(buffer)
+        data = self._stream.read1(len(buffer))  # read1: what is decompressed so far is kept when the input ends early
+        count = len(data)
+        buffer[:count] = data
         self._produced += count
         if self._produced > self._limit:
             raise FileRejected(
@@ -192,11 +194,13 @@ def read_file(path: Path, key: str, config: Config = Config()) -> Iterator[dict[
     if reader is None:
         yield source.rejected(1, f"unsupported file type {''.join(path.suffixes[-2:]) or '(none)'!r}")
         return
-    last_line = 0
+    last_line, rows = 0, 0
     try:
         for row in reader(source):
-            last_line = row["line"]
+            last_line, rows = row["line"], rows + 1
             yield row
+        if rows == 0:  # every file is accounted for, even one with nothing in it
+            yield source.rejected(1, "empty file (no records)")
     except FileRejected as error:
         yield source.rejected(error.line or last_line + 1, error.reason)
     except (OSError, EOFError, zlib.error) as error:  # also a truncated or corrupt gzip stream
@@ -220,9 +224,9 @@ def guess_encoding(sample: bytes) -> tuple[str, str | None]:
     utf16 = _utf16_without_bom(sample)
     if utf16:
         return utf16, f"encoding guessed: {utf16} (NUL bytes in every other place, no BOM)"
-    if len(sample.translate(None, delete=_BINARY_BYTES)) < len(sample) * (1 - _BINARY_SHARE):
+    if _looks_binary(sample):
         raise FileRejected("binary content (control bytes such as NUL), not text", 1)
-    if _is_utf8(sample):
+    if _mostly_utf8(sample):
         return "utf-8", None
     western = sample.decode(_FALLBACK_ENCODING, errors="replace")
     letters = [c for c in western if c.isalpha()]
@@ -246,12 +250,16 @@ def _utf16_without_bom(sample: bytes) -> str | None:
     return None
 
 
-def _is_utf8(sample: bytes) -> bool:
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)  # a cut last character is fine
-    except UnicodeDecodeError:
-        return False
-    return True
+def _looks_binary(sample: bytes) -> bool:
+    return len(sample.translate(None, delete=_BINARY_BYTES)) < len(sample) * (1 - _BINARY_SHARE)
+
+
+def _mostly_utf8(sample: bytes) -> bool:
+    """UTF-8, or UTF-8 with fewer bad bytes than good non-ASCII characters (a feed with a few
+    Latin-1 records pasted in: those records are repaired one by one, see `_Text.repair`)."""
+    decoded = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(sample, final=False)
+    bad = len(_ESCAPED_BYTE.findall(decoded))
+    return bad == 0 or sum(not c.isascii() for c in decoded) - bad > bad
 
 
 @dataclass
@@ -291,12 +299,23 @@ class _Text:
 
 
 def _open_text(source: Source) -> _Text:
-    with source.open() as stream:
-        sample = stream.read(_SNIFF_BYTES)
-    codec, note = guess_encoding(sample)
+    codec, note = guess_encoding(_sample(source))
     errors = "surrogateescape" if codec.startswith("utf-8") else "replace"
     stream = io.TextIOWrapper(source.open(), encoding=codec, errors=errors, newline="")
     return _Text(stream, note, source.config.max_record_bytes)
+
+
+def _sample(source: Source) -> bytes:
+    """The file's first bytes, or as many as can be read: the stream read after meets the same
+    error (a truncated gzip) at the record it hits, so the records before it are kept."""
+    chunks: list[bytes] = []
+    with source.open() as stream:
+        try:
+            while sum(map(len, chunks)) < _SNIFF_BYTES and (chunk := stream.read(4096)):
+                chunks.append(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile):
+            pass
+    return b"".join(chunks)
 
 
 def _read_whole(source: Source, limit: int, name: str) -> tuple[str, str | None]:
@@ -332,8 +351,11 @@ def _read_html(source: Source) -> Iterator[dict[str, Any]]:
     if len(data) > limit:
         raise FileRejected(f"file is larger than max_record_bytes ({limit:,} bytes): not read", 1)
     sample = data[:_SNIFF_BYTES]
-    if not _utf16_without_bom(sample) and len(sample.translate(None, delete=_BINARY_BYTES)) < len(sample) * 0.99:
+    if not _utf16_without_bom(sample) and _looks_binary(sample):
         raise FileRejected("binary content (control bytes such as NUL), not HTML", 1)
+    tags = data.count(b"<")
+    if tags > source.config.max_html_tags:
+        raise FileRejected(f"HTML has {tags:,} tags, more than max_html_tags ({source.config.max_html_tags:,}): not read", 1)
     document = trafilatura.bare_extraction(data, with_metadata=True, include_comments=False)
     if document is None or not (document.text or document.title):
         yield source.rejected(1, "no article text found in the HTML")
@@ -478,7 +500,9 @@ def _reread_csv_lines(
     count: its first line is rejected, the lines after it are read on their own (those past the
     record size limit were not kept, and are rejected)."""
     first, physical, count = record
-    why = f"malformed CSV row: {error}" if error else "a quote opened here runs over the next lines"
+    why = f"malformed CSV row: {error}" if error else "CSV row has the wrong number of fields"
+    if count > 1:
+        why += f"; a quote opened here runs to line {first + count - 1}, whose lines are read on their own"
     yield source.rejected(first, why)
     for number, line in enumerate(physical[1:count], start=first + 1):
         try:
@@ -599,8 +623,7 @@ def _text(value: object) -> str | None:
         text = json.dumps(value, ensure_ascii=False)
     else:
         text = str(value)
-    if _LONE_SURROGATE.search(text):  # also bytes of a file name that were not UTF-8
-        text = text.encode("utf-8", "surrogatepass").decode("utf-8", errors="replace")
+    text = _LONE_SURROGATE.sub("\ufffd", text)  # also bytes of a file name that were not UTF-8
     return text if text.strip() else None
 
 
