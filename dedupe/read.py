@@ -593,7 +593,7 @@ def unique_ids(frame: pl.DataFrame) -> pl.DataFrame:
         occurrence = pl.int_range(pl.len()).over("article_id")
         first = pl.format("{}:{}", "source_file", "line").first().over("article_id")
         renamed = pl.col("article_id") + "~" + (occurrence + 1).cast(pl.String)
-        clash = pl.format("id clash: {} is also the id of {}; renamed {}", "article_id", first, renamed)
+        clash = pl.format("id clash: {} is also the id of {}, renamed {}", "article_id", first, renamed)
         frame = frame.with_columns(
             article_id=pl.when(occurrence == 0).then("article_id").otherwise(renamed),
             note=pl.when(occurrence == 0)

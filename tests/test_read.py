@@ -235,7 +235,7 @@ def test_id_clashes_are_renamed_and_noted(tmp_path: Path) -> None:
     write(tmp_path / "in" / "b.jsonl", '{"id": "x", "title": "two"}')
     frame = read([tmp_path / "in"])
     assert frame["article_id"].to_list() == ["x", "x~2"]
-    assert frame["note"].to_list() == [None, f"id clash: x is also the id of {tmp_path / 'in' / 'a.jsonl'}:1; renamed x~2"]
+    assert frame["note"].to_list() == [None, f"id clash: x is also the id of {tmp_path / 'in' / 'a.jsonl'}:1, renamed x~2"]
 
 
 def test_files_that_are_not_regular_are_rejected_without_blocking(tmp_path: Path) -> None:
