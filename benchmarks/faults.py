@@ -418,6 +418,33 @@ def read_memory(megabytes: int) -> None:
               f"{(peak - before) / size:.2f} MiB per MiB read")
 
 
+ENCODING_SAMPLES = [
+    ("cp1252", "Café owners say the “new rules” – announced Monday – will cost €2,000 a year. Naïve, says Zoë."),
+    ("latin-1", "Le ministre a déclaré que la réforme était nécessaire à l'économie française, selon Le Monde."),
+    ("cp1251", "Президент России заявил в понедельник, что новые санкции не повлияют на экономику страны."),
+    ("shift_jis", "東京都は月曜日、新しい規則を発表した。経済への影響が懸念されている。"),
+    ("utf-16-le", "A headline without a byte order mark, in UTF-16."),
+]
+
+
+def print_encodings() -> None:
+    """Does the text decode back as it was written: charset-normalizer alone, and our guess."""
+    import charset_normalizer
+
+    from dedupe.read import guess_encoding
+
+    def decodes(data: bytes, codec: str | None, text: str) -> str:
+        return "yes" if codec and data.decode(codec, errors="replace") == text else "no"
+
+    print(f"\n{'written as':<11} {'charset-normalizer':<24} {'dedupe.read.guess_encoding':<28}")
+    for encoding, text in ENCODING_SAMPLES:
+        data = text.encode(encoding)
+        alone = charset_normalizer.from_bytes(data).best()
+        ours, _ = guess_encoding(data)
+        alone_name = alone.encoding if alone else None
+        print(f"{encoding:<11} {f'{alone_name}: {decodes(data, alone_name, text)}':<24} {f'{ours}: {decodes(data, ours, text)}':<28}")
+
+
 def print_table(outcomes: list[Outcome]) -> None:
     header = f"{'case':<12} {'records in':>10} {'rows out':>9} {'rejected':>8} {'peak MiB':>9} {'s':>6}  result"
     print(header)
@@ -447,6 +474,7 @@ def main() -> None:
         print(f"{case.name}: {case.what}", file=sys.stderr)
     outcomes = [run_isolated(case) for case in cases]
     print_table(outcomes)
+    print_encodings()
     sys.exit(0 if all(o.passed for o in outcomes) else 1)
 
 

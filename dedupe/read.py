@@ -13,6 +13,7 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import re
@@ -279,7 +280,7 @@ class _Text:
 
     def lines(self) -> Iterator[tuple[int, str | None, int]]:
         """(line number, line, length); a line longer than the limit is skipped unread: None."""
-        for number in range(1, 1 << 62):
+        for number in itertools.count(1):
             line = self.stream.readline(self.limit)
             if not line:
                 return
