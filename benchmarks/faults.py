@@ -1,7 +1,7 @@
 """Bad input, case by case: every case runs the whole pipeline and writes the outputs, in its own
 process, and the table says records in, rows out, rejected, peak memory and pass/fail.
 
-    python benchmarks/faults.py                  # every case (the big ones write 2.6 GB to /tmp)
+    python benchmarks/faults.py                  # every case (the big ones write 2.7 GB to /tmp)
     python benchmarks/faults.py --small          # without the 200 MB and 2 GB cases
     python benchmarks/faults.py --case gzip-bomb # one case
     python benchmarks/faults.py --read-memory 512  # peak memory of reading 512 MB of valid JSONL

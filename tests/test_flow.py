@@ -17,6 +17,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dedupe import pipeline
+from dedupe.config import Config
 from tests.conftest import ROOT, SEEDS
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -161,13 +163,11 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 
 def test_losing_the_prefect_server_mid_run_keeps_the_outputs_and_the_next_run_recovers(tmp_path: Path) -> None:
-    undisturbed = run_cli("seeds/", "--out", tmp_path / "undisturbed", home=tmp_path / "embedded")
-    assert undisturbed.returncode == 0, undisturbed.stdout + undisturbed.stderr
     with prefect_server(tmp_path / "server-home") as (url, server):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env |= {"PREFECT_HOME": str(tmp_path / "client-home"), "PREFECT_API_URL": url}
         run = subprocess.Popen(
-            [sys.executable, "-m", "dedupe", "run", "seeds/", "--out", str(tmp_path / "out")],
+            [sys.executable, "-m", "dedupe", "run", str(SEEDS), "--out", str(tmp_path / "out")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert run.stdout is not None
@@ -181,7 +181,8 @@ def test_losing_the_prefect_server_mid_run_keeps_the_outputs_and_the_next_run_re
     text = "".join(output)
     assert run.returncode == 0, text
     assert f"lost {url} during the run" in text
-    for name in ("articles.parquet", "stories.parquet", "pairs.parquet"):
-        assert pl.read_parquet(tmp_path / "out" / name).equals(pl.read_parquet(tmp_path / "undisturbed" / name)), name
-    rerun = run_cli("seeds/", "--out", tmp_path / "out", home=tmp_path / "embedded")
+    undisturbed = pipeline.run([SEEDS], Config())
+    for name, frame in (("articles", undisturbed.articles), ("stories", undisturbed.stories), ("pairs", undisturbed.pairs)):
+        assert pl.read_parquet(tmp_path / "out" / f"{name}.parquet").equals(frame), name
+    rerun = run_cli(SEEDS, "--out", tmp_path / "out", home=tmp_path / "embedded")
     assert rerun.returncode == 0 and "lost" not in rerun.stdout, rerun.stdout + rerun.stderr
