@@ -2,14 +2,16 @@
 process, and the table says records in, rows out, rejected, peak memory and pass/fail.
 
     python benchmarks/faults.py                  # every case (the big ones write 2.7 GB to /tmp)
-    python benchmarks/faults.py --small          # without the 200 MB and 2 GB cases
+    python benchmarks/faults.py --quick          # without the slow ones (200 MB, 2 GB, Prefect server)
     python benchmarks/faults.py --case gzip-bomb # one case
     python benchmarks/faults.py --read-memory 512  # peak memory of reading 512 MB of valid JSONL
 
+Peak memory is the case's own process (for the Prefect case, the harness around the CLI).
 A case passes when rows out = records in (each counted by construction), the rejected rows are
 the expected number and each names its file and line, ids are unique, nothing is written but the
 outputs in `--out`, and the case's own check finds nothing. To add a case, append a `Case` to
-CASES: a function that writes its input files under a folder, and what it expects.
+CASES: a function that writes its input files under a folder, what it expects, and, if it is not
+a plain run of the pipeline, how to run it (`Case.run`).
 tests/test_faults.py runs every case too.
 """
 
@@ -20,12 +22,16 @@ import gzip
 import json
 import os
 import resource
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,7 +59,12 @@ class Case:
     check: Callable[[pl.DataFrame], list[str]] = lambda _: []
     """Problems beyond the common invariants, from the articles frame."""
     settings: dict[str, int] = field(default_factory=dict)
-    big: bool = False
+    slow: bool = False
+    """Minutes or gigabytes: run in a process of its own by the tests, skipped by --quick."""
+    run: Callable[[Path, list[Path], Config], Path] | None = None
+    """Runs the case on (folder, paths, config) and returns the output folder. None: the
+    pipeline in this process (`run_pipeline`); a case about state (SIGKILL at a stage, two runs
+    at once) runs the CLI its own way, and the same invariants are checked on what it left."""
 
 
 @dataclass
@@ -163,6 +174,7 @@ def control_characters(folder: Path) -> list[Path]:
     escaped = b'{"title": "Escaped \\u0000 NUL", "text": "zero\\u200bwidth and \\ud800 lone surrogate"}\n'
     put(folder, "controls.jsonl", raw + escaped)
     put(folder, "controls.txt", b"Title with \x00 NUL\nBody \x01\x02 " + ARTICLE.encode())
+    put(folder, "controls.csv", b'id,title,text\nn1,NUL\x00 in a CSV cell,"\x07' + ARTICLE.encode() + b'"\n')
     return [folder]
 
 
@@ -302,13 +314,90 @@ def record_limit(folder: Path) -> list[Path]:
     return [folder]
 
 
+@contextmanager
+def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `prefect server start` on 127.0.0.1 and a free port, with its own PREFECT_HOME;
+    stopped by its process group id."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield url, server
+    finally:
+        stop_server(server)
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def cli(paths: list[Path], out: Path, env: dict[str, str], server: subprocess.Popen[bytes] | None = None) -> str:
+    """`python -m dedupe run`'s output; with `server`, that server is stopped as the flow begins.
+    A non-zero exit raises."""
+    command = [sys.executable, "-m", "dedupe", "run", *map(str, paths), "--out", str(out)]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert run.stdout is not None
+    output = []
+    for line in run.stdout:
+        output.append(line)
+        if server is not None and "Beginning flow run" in line:
+            stop_server(server)
+            break
+    output.append(run.communicate(timeout=600)[0])
+    if run.returncode != 0:
+        raise RuntimeError(f"exit {run.returncode}: {''.join(output)[-500:]}")
+    return "".join(output)
+
+
+def run_losing_the_prefect_api(folder: Path, paths: list[Path], config: Config) -> Path:
+    """The CLI against a real Prefect server stopped as soon as the flow begins: it must finish
+    with a warning and the outputs of an undisturbed run; the next run must need nothing special."""
+    out = folder / "run" / "out"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    with tempfile.TemporaryDirectory(prefix="faults-prefect-") as homes:
+        with prefect_server(Path(homes) / "server") as (url, server):
+            output = cli(paths, out, base | {"PREFECT_HOME": f"{homes}/client", "PREFECT_API_URL": url}, server)
+        if f"warning: lost {url} during the run" not in " ".join(output.split()):  # rich wraps lines
+            raise RuntimeError(f"no warning that the API was lost: {output[-500:]}")
+        undisturbed = pipeline.run(paths, config)
+        for name in ("articles", "stories", "pairs"):
+            if not pl.read_parquet(out / f"{name}.parquet").equals(getattr(undisturbed, name)):
+                raise RuntimeError(f"{name}.parquet differs from an undisturbed run's")
+        rerun = cli(paths, out, base | {"PREFECT_HOME": f"{homes}/embedded"})
+        if "warning: lost" in rerun:
+            raise RuntimeError(f"the next run did not recover: {rerun[-500:]}")
+    return out
+
+
+def feed_with_a_bad_line(folder: Path) -> list[Path]:
+    put(folder, "feed.jsonl", jsonl(article(1), article(2), {"id": "s", "title": "Another story", "text": "Short."})
+        + b"{broken\n")
+    return [folder]
+
+
 CASES = [
     Case("binary", "binary files with .txt, .jsonl, .csv names", binary_files, 3, 3, expect_reasons("binary content")),
     Case("empty", "empty files, blank lines only, whitespace-only records", empty_input, 7, 7,
          expect_reasons("empty file", "empty record")),
     Case("encodings", "Latin-1, cp1252, cp1251, Shift-JIS, UTF-16 with and without BOM, bad UTF-8 lines",
          encodings, 8, 0, all_of(titles_decoded, expect_notes("encoding guessed: cp1251", "invalid UTF-8"))),
-    Case("controls", "NUL bytes, control characters, lone surrogates", control_characters, 3, 0, no_control_characters),
+    Case("controls", "NUL bytes and control characters in JSONL, CSV and text; lone surrogates",
+         control_characters, 4, 0, no_control_characters),
     Case("jsonl", "malformed lines in the middle, a truncated last line", broken_jsonl, 6, 4,
          expect_reasons("feed.jsonl:2: malformed JSON line", "feed.jsonl:3: JSON record is an array",
                         "feed.jsonl:6: malformed JSON line")),
@@ -334,23 +423,30 @@ CASES = [
     Case("path-ids", "ids such as ../../etc/passwd", path_ids, 7, 0),
     Case("long-line", "a 200 MB line in JSONL and CSV, a 200 MB text file", long_line, 7, 3,
          expect_reasons("feed.jsonl:2: record of 209,715,2", "feed.csv:3: record of", "page.txt:1: file is larger"),
-         big=True),
+         slow=True),
     Case("2GB", "a 2 GB JSONL file: 1,000 records and 50 of 40 MiB", two_gigabytes, 1050, 50,
-         expect_reasons("day.jsonl:2: record of"), big=True),
+         expect_reasons("day.jsonl:2: record of"), slow=True),
+    Case("prefect-api-lost", "the Prefect server stopped as the flow begins; then a rerun", feed_with_a_bad_line,
+         4, 1, expect_reasons("feed.jsonl:4: malformed JSON line"), slow=True, run=run_losing_the_prefect_api),
 ]
 
 
 # --- running a case -----------------------------------------------------------------------------
 
+def run_pipeline(folder: Path, paths: list[Path], config: Config) -> Path:
+    out = folder / "run" / "out"
+    result = pipeline.run(paths, config)
+    write.write_outputs(out, result.articles, result.stories, result.pairs, result.summary)
+    return out
+
+
 def run_case(case: Case, folder: Path) -> Outcome:
-    """Build the case's input in `folder`, run the pipeline and write to `folder/run/out`; check."""
+    """Build the case's input in `folder/in`, run it, and check what it wrote."""
     inputs = folder / "in"
     inputs.mkdir(parents=True)
     paths = case.build(inputs)
-    out = folder / "run" / "out"
     started = time.perf_counter()
-    result = pipeline.run(paths, Config().with_overrides(**case.settings))
-    write.write_outputs(out, result.articles, result.stories, result.pairs, result.summary)
+    out = (case.run or run_pipeline)(folder, paths, Config().with_overrides(**case.settings))
     seconds = time.perf_counter() - started
     articles = pl.read_parquet(out / "articles.parquet")
     rejected = articles.filter(pl.col("status") == "rejected")
@@ -446,19 +542,19 @@ def print_encodings() -> None:
 
 
 def print_table(outcomes: list[Outcome]) -> None:
-    header = f"{'case':<12} {'records in':>10} {'rows out':>9} {'rejected':>8} {'peak MiB':>9} {'s':>6}  result"
+    header = f"{'case':<17} {'records in':>10} {'rows out':>9} {'rejected':>8} {'peak MiB':>9} {'s':>6}  result"
     print(header)
     print("-" * len(header))
     for o in outcomes:
         result = "pass" if o.passed else "FAIL: " + "; ".join(o.problems)
-        print(f"{o.case:<12} {o.records:>10,} {o.rows:>9,} {o.rejected:>8,} {o.peak_mib:>9,.0f} {o.seconds:>6.1f}  {result}")
+        print(f"{o.case:<17} {o.records:>10,} {o.rows:>9,} {o.rejected:>8,} {o.peak_mib:>9,.0f} {o.seconds:>6.1f}  {result}")
     print(f"\n{sum(o.passed for o in outcomes)} of {len(outcomes)} cases pass")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", action="append", help="run only this case (repeatable)")
-    parser.add_argument("--small", action="store_true", help="skip the 200 MB and 2 GB cases")
+    parser.add_argument("--quick", action="store_true", help="skip the slow cases: a 200 MB line, a 2 GB file, a Prefect server")
     parser.add_argument("--read-memory", type=int, metavar="MB", help="measure the read stage on MB of valid JSONL")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -469,7 +565,7 @@ def main() -> None:
     if args.read_memory:
         read_memory(args.read_memory)
         return
-    cases = [c for c in CASES if (not args.case or c.name in args.case) and not (args.small and c.big)]
+    cases = [c for c in CASES if (not args.case or c.name in args.case) and not (args.quick and c.slow)]
     for case in cases:
         print(f"{case.name}: {case.what}", file=sys.stderr)
     outcomes = [run_isolated(case) for case in cases]

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from dedupe import pipeline
-from dedupe.config import Config
 from tests.conftest import ROOT, SEEDS
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -129,60 +121,3 @@ def test_eval_scores_the_seed_run(seed_run: tuple[subprocess.CompletedProcess[st
     )
     assert bad.returncode == 2 and "expected one of" in bad.stderr
 
-
-@contextmanager
-def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real `prefect server start` on 127.0.0.1 and a free port, with its own PREFECT_HOME;
-    stopped by its process group id."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        yield url, server
-    finally:
-        stop(server)
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-
-
-def test_losing_the_prefect_server_mid_run_keeps_the_outputs_and_the_next_run_recovers(tmp_path: Path) -> None:
-    with prefect_server(tmp_path / "server-home") as (url, server):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env |= {"PREFECT_HOME": str(tmp_path / "client-home"), "PREFECT_API_URL": url}
-        run = subprocess.Popen(
-            [sys.executable, "-m", "dedupe", "run", str(SEEDS), "--out", str(tmp_path / "out")],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        assert run.stdout is not None
-        output = []
-        for line in run.stdout:
-            output.append(line)
-            if "Beginning flow run" in line:
-                stop(server)
-                break
-        output.append(run.communicate(timeout=600)[0])
-    text = "".join(output)
-    assert run.returncode == 0, text
-    assert f"lost {url} during the run" in text
-    undisturbed = pipeline.run([SEEDS], Config())
-    for name, frame in (("articles", undisturbed.articles), ("stories", undisturbed.stories), ("pairs", undisturbed.pairs)):
-        assert pl.read_parquet(tmp_path / "out" / f"{name}.parquet").equals(frame), name
-    rerun = run_cli(SEEDS, "--out", tmp_path / "out", home=tmp_path / "embedded")
-    assert rerun.returncode == 0 and "lost" not in rerun.stdout, rerun.stdout + rerun.stderr

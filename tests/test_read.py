@@ -230,6 +230,11 @@ def test_lone_surrogates_and_control_characters_are_kept_as_text(tmp_path: Path)
     assert (row["status"], row["title_raw"], row["text_raw"]) == ("ok", "a\ufffdb", "raw\x00nul\x07")
 
 
+def test_unicode_line_separators_inside_a_jsonl_record_do_not_split_it(tmp_path: Path) -> None:
+    path = write(tmp_path / "u.jsonl", '{"title": "a\u2028b\x85c"}\r\n{"title": "two"}\r{"title": "three"}')
+    assert read([path]).select("line", "title_raw").rows() == [(1, "a\u2028b\x85c"), (2, "two"), (3, "three")]
+
+
 def test_id_clashes_are_renamed_and_noted(tmp_path: Path) -> None:
     write(tmp_path / "in" / "a.jsonl", '{"id": "x", "title": "one"}')
     write(tmp_path / "in" / "b.jsonl", '{"id": "x", "title": "two"}')
