@@ -5,6 +5,7 @@ process, and the table says records in, rows out, rejected, peak memory and pass
     python benchmarks/faults.py --quick          # without the slow ones (200 MB, 2 GB, Prefect server)
     python benchmarks/faults.py --case gzip-bomb # one case
     python benchmarks/faults.py --read-memory 512  # peak memory of reading 512 MB of valid JSONL
+    python benchmarks/faults.py --pipeline-memory ../shared/data/aeb/articles.jsonl  # whole pipeline
 
 Peak memory is the case's own process (for the Prefect case, the harness around the CLI).
 A case passes when rows out = records in (each counted by construction), the rejected rows are
@@ -514,6 +515,17 @@ def read_memory(megabytes: int) -> None:
               f"{(peak - before) / size:.2f} MiB per MiB read")
 
 
+def pipeline_memory(paths: list[Path]) -> None:
+    """Peak memory of the whole pipeline (no Prefect) on `paths`, against their size."""
+    size = sum(path.stat().st_size for given in paths for path in ([given] if given.is_file() else given.rglob("*"))
+               if path.is_file()) / MIB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = pipeline.run(paths, Config())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"pipeline on {size:,.1f} MiB ({result.articles.height:,} records): peak RSS {peak:,.0f} MiB "
+          f"(before {before:,.0f} MiB), {(peak - before) / size:.1f} MiB per MiB of input")
+
+
 ENCODING_SAMPLES = [
     ("cp1252", "Café owners say the “new rules” – announced Monday – will cost €2,000 a year. Naïve, says Zoë."),
     ("latin-1", "Le ministre a déclaré que la réforme était nécessaire à l'économie française, selon Le Monde."),
@@ -556,6 +568,8 @@ def main() -> None:
     parser.add_argument("--case", action="append", help="run only this case (repeatable)")
     parser.add_argument("--quick", action="store_true", help="skip the slow cases: a 200 MB line, a 2 GB file, a Prefect server")
     parser.add_argument("--read-memory", type=int, metavar="MB", help="measure the read stage on MB of valid JSONL")
+    parser.add_argument("--pipeline-memory", nargs="+", type=Path, metavar="PATH",
+                        help="measure the whole pipeline on these inputs")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -564,6 +578,9 @@ def main() -> None:
         return
     if args.read_memory:
         read_memory(args.read_memory)
+        return
+    if args.pipeline_memory:
+        pipeline_memory(args.pipeline_memory)
         return
     cases = [c for c in CASES if (not args.case or c.name in args.case) and not (args.quick and c.slow)]
     for case in cases:
