@@ -21,11 +21,14 @@ console = Console(stderr=False)
 # the embedded server's first start on a fresh machine, which takes ~18 s against a 20 s limit;
 # and quiet server loggers: when the temporary server is stopped while its task-run recorder is
 # still flushing, that recorder logs a traceback (seen once in CI) though the run is complete.
-# A server the user started runs in its own process and keeps its own logging.
+# A server the user started runs in its own process and keeps its own logging. Two API client
+# retries, not five: each failed request backs off 2, 4, 8, 16, 32 s, so a server stopped mid-run
+# held the seeds run 151 s before it could finish without Prefect (see `_run_flow`).
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    "PREFECT_CLIENT_MAX_RETRIES": "2",
 }
 
 
@@ -49,14 +52,53 @@ def run(
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
-
-    summary = dedupe_flow(paths=[str(path) for path in paths], out=str(out), config=config)
+    summary, lost_api = _run_flow(paths, out, config)
     _print_summary(summary, out)
+    code = 0
     if summary.records == summary.status["rejected"]:
         console.print(f"[bold red]error:[/] nothing could be read from {', '.join(map(str, paths))}: "
                       f"{summary.records} records, all rejected (reasons in {out / 'report.md'})")
-        raise typer.Exit(code=1)
+        code = 1
+    if lost_api:
+        # Prefect's event worker would retry each undelivered event ~7 s at exit (2.5 min measured
+        # after a mid-run server stop); the outputs are written, so leave without it.
+        console.file.flush()
+        os._exit(code)
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _run_flow(paths: list[Path], out: Path, config: Config) -> tuple[Summary, bool]:
+    """(summary, whether the Prefect API was lost). A run whose Prefect API goes away finishes
+    without Prefect: the stages are pure, so it writes what the flow would have written."""
+    from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
+
+    try:
+        return dedupe_flow(paths=[str(path) for path in paths], out=str(out), config=config), False
+    except Exception as error:
+        lost = _transport_error(error)
+        if lost is None:
+            raise
+    from dedupe import pipeline, write
+
+    api = os.environ.get("PREFECT_API_URL", "the embedded Prefect API")
+    console.print(f"[bold yellow]warning:[/] lost {api} during the run ({type(lost).__name__}: {lost}); "
+                  "finishing it without Prefect, so it will not show in the Prefect UI")
+    result = pipeline.run(paths, config)
+    write.write_outputs(out, result.articles, result.stories, result.pairs, result.summary)
+    return result.summary, True
+
+
+def _transport_error(error: BaseException) -> BaseException | None:
+    """The connection error (httpx) behind `error`, if the API could not be reached."""
+    import httpx
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (httpx.TransportError, ConnectionError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @app.command("eval")
@@ -106,6 +148,8 @@ def _print_summary(summary: Summary, out: Path) -> None:
         table.add_row(f"lines removed: {rule}", str(count))
     for reason, count in list(summary.rejected_reasons.items())[:5]:
         table.add_row(f"rejected: {reason}", str(count))
+    for kind, count in summary.notes.items():
+        table.add_row(f"note: {kind}", str(count))
     console.print(table)
     for story in summary.largest_stories[:5]:
         console.print(f"  {story['n_articles']:>5}  {story['headline'] or '(no headline)'}")

@@ -12,6 +12,23 @@ STORY_MODELS = ("keywords", "minilm")
 
 @dataclass(frozen=True)
 class Config:
+    # --- read --------------------------------------------------------------------------------
+    max_record_bytes: int = 32 * 2**20
+    """A record (a line of JSONL or CSV, a text or HTML file) larger than this is rejected unread,
+    so one runaway line cannot take the machine's memory. The largest record in the dev data is
+    an HTML page of 1.5 MB (aeb; its largest JSONL line is 0.5 MB): 32 MiB is 20 times that."""
+    max_html_tags: int = 50_000
+    """An HTML page with more tags than this (counted as `<`) is rejected unread: trafilatura
+    takes about 0.13 ms per element (100,000 paragraphs: 13 s), so a 32 MiB page of tags would
+    hold the run for many minutes. The aeb pages have 1,544 tags in the median, 3,229 at most."""
+    max_json_bytes: int = 256 * 2**20
+    """A `.json` document is parsed whole, so it is refused above this size; JSONL, CSV and text
+    stream record by record and have no file size limit."""
+    max_gzip_ratio: int = 100
+    """A `.gz` file may decompress to this many times its size (or `max_record_bytes`, if more)
+    before it is refused as a gzip bomb. The dev data compresses 3.3x (news-aggregator CSV) to
+    8.7x (aeb JSONL); a bomb of repeated bytes compresses about 1000x."""
+
     # --- minhash -----------------------------------------------------------------------------
     num_perm: int = 128
     """Permutations per signature: 128 keeps the Jaccard estimate within about +-0.05."""

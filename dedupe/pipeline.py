@@ -45,7 +45,7 @@ def run(
         timings[name] = time.perf_counter() - started
         return result
 
-    records = stage("read", read.read, list(paths))
+    records = stage("read", read.read, list(paths), config)
     log(f"read {records.height} records from {records['source_file'].n_unique()} files")
     normalized = stage("normalize", normalize.normalize, records)
     cleaned = stage("clean", clean.clean, normalized)

@@ -18,6 +18,7 @@ READ = {
     "published_at": TIMESTAMP,
     "status": pl.String,  # "ok" until grouped; "rejected" with a reason
     "reason": pl.String,
+    "note": pl.String,  # what reading did that is worth knowing: a guessed encoding, a renamed id
 }
 
 NORMALIZED = READ | {"title": pl.String, "text": pl.String}
@@ -57,6 +58,7 @@ ARTICLES = {
     "published_at": TIMESTAMP,
     "status": pl.String,  # "kept", "duplicate" or "rejected"
     "reason": pl.String,
+    "note": pl.String,
     "duplicate_of": pl.String,
     "duplicate_group": pl.String,
     "story_id": pl.String,

@@ -30,6 +30,10 @@ class Summary:
     stories: int
     largest_stories: list[dict[str, object]]
     timings: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
+    """Notes on read records by kind ("id clash", "encoding guessed", "invalid UTF-8")."""
+    id_clashes: list[str] = field(default_factory=list)
+    """The first id clashes in full, which say where each id was first used."""
 
 
 def assemble_articles(cleaned: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
@@ -68,6 +72,8 @@ def summarize(
         why=pl.col("reason").str.replace(r"^.*?:\d+: ", "")
     )
     removed = articles.select(pl.col("removed_lines").explode().struct.field("rule")).drop_nulls()
+    notes = articles.select(pl.col("note").str.split("; ").explode()).drop_nulls()
+    kinds = notes.select(kind=pl.col("note").str.extract(r"^([^:]+):")).drop_nulls()
     largest = stories.head(top).select("story_id", "headline", "n_articles", n_sources=pl.col("sources").list.len())
     return Summary(
         records=articles.height,
@@ -81,6 +87,8 @@ def summarize(
         stories=stories.height,
         largest_stories=largest.to_dicts(),
         timings=dict(timings),
+        notes=counts(kinds, "kind"),
+        id_clashes=notes.filter(pl.col("note").str.starts_with("id clash:"))["note"].head(top).to_list(),
     )
 
 
@@ -127,6 +135,12 @@ def render_report(summary: Summary) -> str:
         "## Rejected records",
         "",
         *(_table(["reason", "records"], summary.rejected_reasons.items()) if summary.rejected_reasons else ["None."]),
+        "",
+        "## Notes on read records",
+        "",
+        *(_table(["note", "records"], summary.notes.items()) if summary.notes else ["None."]),
+        *(["", "First id clashes (both records kept):", "", *(f"- {clash}" for clash in summary.id_clashes)]
+          if summary.id_clashes else []),
         "",
         "## Timings",
         "",

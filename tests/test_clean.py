@@ -225,3 +225,20 @@ def test_copies_teach_what_is_article_and_what_is_template() -> None:
     assert len(dump["body"]) < len(first_pass["body"])
     reference = again.filter(pl.col("article_id") == "14cc2a0ca59c-reference").row(0, named=True)
     assert len(reference["body"]) > 0.9 * len(reference["text"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(st.characters(), max_size=120), st.text(st.characters(), max_size=600)), max_size=6))
+def test_cleaning_any_unicode_never_raises_and_keeps_every_row(records: list[tuple[str, str]]) -> None:
+    frame = read([SEED_ARTICLE]).clear(len(records)).with_columns(
+        article_id=pl.Series([str(i) for i in range(len(records))], dtype=pl.String),
+        source_file=pl.lit("any.jsonl"),
+        line=pl.int_range(1, len(records) + 1, dtype=pl.Int64),
+        title_raw=pl.Series([title for title, _ in records], dtype=pl.String),
+        text_raw=pl.Series([text for _, text in records], dtype=pl.String),
+        status=pl.lit("ok"),
+    )
+    out = clean(normalize(frame))
+    assert out.height == len(records)
+    kept = out.filter(pl.col("status") == "ok")
+    assert kept.filter(pl.col("headline").is_null() & pl.col("body").is_null()).height == 0

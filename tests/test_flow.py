@@ -123,3 +123,4 @@ def test_eval_scores_the_seed_run(seed_run: tuple[subprocess.CompletedProcess[st
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "expected one of" in bad.stderr
+

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dedupe import pipeline
 from dedupe.config import Config
 from dedupe.schema import ARTICLES, GROUPS, PAIRS, STORIES
 from dedupe.stories import build_stories
@@ -42,3 +43,13 @@ def test_every_record_once_with_its_status(tmp_path: Path) -> None:
     assert report == render_report(summary)
     assert "| repeated_headline" not in report and "lines removed: repeated_headline | 2" in report
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_id_clashes_and_encoding_guesses_are_counted_and_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"id": "x", "title": "One"}\n')
+    (tmp_path / "b.jsonl").write_bytes('{"id": "x", "title": "Caf\xe9 two"}\n'.encode("cp1252"))
+    result = pipeline.run([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], Config())
+    assert result.summary.notes == {"encoding guessed": 1, "id clash": 1}
+    assert result.summary.id_clashes == [f"id clash: x is also the id of {tmp_path / 'a.jsonl'}:1, renamed x~2"]
+    report = render_report(result.summary)
+    assert "| id clash | 1 |" in report and f"- id clash: x is also the id of {tmp_path / 'a.jsonl'}:1" in report
