@@ -27,6 +27,8 @@ CLEANED = NORMALIZED | {"headline": pl.String, "body": pl.String, "removed_lines
 
 CANDIDATES = {"article_id_a": pl.String, "article_id_b": pl.String, "level": pl.String}
 
+BAND_KEYS = {"article_id": pl.String, "band": pl.UInt16, "key": pl.UInt64}  # one LSH band of one article
+
 PAIRS = {
     "article_id_a": pl.String,
     "article_id_b": pl.String,
