@@ -1,21 +1,25 @@
 """The whole pipeline as plain calls: the one place that says which stage feeds which.
 
-The Prefect flow runs this same sequence with each stage as a task (its `call`); benchmarks and
-tests run it directly.
+`run` takes one batch alone; `update` matches a batch against the history of earlier runs
+(dedupe/state.py) and gives the same groups and stories as `run` over all batches at once.
+The Prefect flow runs these same sequences with each stage as a task (its `call`); benchmarks and
+tests run them directly.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from dedupe import clean, cluster, minhash, normalize, read, stories, verify, write
+from dedupe import clean, cluster, minhash, normalize, read, state, stories, verify, write
 from dedupe.config import Config
+from dedupe.schema import READ
 
 Call = Callable[..., Any]
 """call(stage_name, function, *args) runs one stage and returns its result."""
@@ -69,3 +73,89 @@ def run(
     candidates = {"duplicate": duplicate_candidates.height, "story": story_candidates.height}
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     return Result(articles, story_table, pairs, summary)
+
+
+def update(
+    paths: Sequence[str | Path],
+    history: state.History,
+    config: Config,
+    run_at: datetime,
+    call: Call = direct,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[Result, state.Update | None]:
+    """`run` for the records of `paths` not in `history`, matched against all of it; None for
+    the update when nothing is new (the history and its outputs stand as they are).
+
+    Per-record work (normalize, first cleaning, shingles, band keys, verifying candidates) is done
+    for the new records only. The steps that decide between groups (duplicate groups, headline
+    decoration, stories) run again over the stored compact tables, so that the result is the
+    one a single run over everything would give; cleaning with copies runs again only for the
+    groups whose members changed."""
+    timings: dict[str, float] = {}
+
+    def stage(name: str, function: Callable[..., Any], *args: object) -> Any:
+        started = time.perf_counter()
+        result = call(name, function, *args)
+        timings[name] = time.perf_counter() - started
+        return result
+
+    records_read = stage("read", read.read, list(paths))
+    fresh = stage("new records", state.new_records, records_read, history)
+    log(f"read {records_read.height} records, {fresh.height} new, {records_read.height - fresh.height} seen before")
+    if fresh.height == 0:
+        return Result(history.articles, history.stories, history.pairs, _unchanged(history, records_read, timings, config)), None
+    normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
+    records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
+    matched = stage("minhash duplicates", state.new_candidates, records, history, config)
+    new_pairs = stage("verify duplicates", verify.verify_duplicates, matched.involved, matched.candidates, matched.shingles, config)
+    everything = state.all_records(history, records)
+    # in the order a single run gives them: group centralities are float sums, summed in this order
+    duplicate_pairs = pl.concat([history.duplicate_pairs, new_pairs]).sort("article_id_a", "article_id_b")
+    groups = stage("cluster duplicates", cluster.duplicate_groups, everything, duplicate_pairs, config)
+    changed = state.changed_groups(groups, history)
+    log(
+        f"{matched.candidates.height} new duplicate candidates, {new_pairs.height} confirmed, "
+        f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
+    )
+    cleaned = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
+    headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
+    story_candidates, keywords = stage("minhash stories", minhash.story_candidates, headlines, config)
+    story_pairs = stage("verify stories", verify.verify_stories, headlines, story_candidates, keywords, config)
+    groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
+    story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
+    articles = stage("assemble", write.assemble_articles, cleaned, story_ids.groups)
+    story_table = stage("build stories", stories.build_stories, articles)
+    counts = state.run_counts(records_read.height, records, articles, story_table, story_ids, history)
+    log(
+        f"{story_table.height} stories: {counts['stories_opened']} opened, {counts['stories_updated']} updated, "
+        f"{counts['stories_merged']} merged into older ones"
+    )
+    pairs = write.concat_pairs(duplicate_pairs, story_pairs)
+    candidates = {"duplicate": matched.candidates.height, "story": story_candidates.height}
+    summary = replace(write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories), run=counts)
+    result = Result(articles, story_table, pairs, summary)
+    run = {"run_at": run_at, **counts}
+    new_update = state.Update(
+        records, matched.band_keys, new_pairs, articles, story_table, pairs, story_ids.registry, story_ids.merges,
+        run, write.render_report(summary),
+    )
+    return result, new_update
+
+
+def _clean_changed(
+    records: pl.DataFrame, groups: pl.DataFrame, changed: pl.DataFrame, history: state.History, config: Config
+) -> pl.DataFrame:
+    """`clean.clean_with_copies` for the changed groups; the others keep their cleaning. Headline
+    decoration is learnt again from all titles (a new title can teach a new site suffix)."""
+    shared = clean.shared_in_groups(records, changed, config)
+    decorations = clean.headline_decorations(records, groups.select("article_id", "duplicate_group"))
+    return clean.clean(state.with_kept_cleaning(records, changed, history), shared, decorations)
+
+
+def _unchanged(
+    history: state.History, records_read: pl.DataFrame, timings: dict[str, float], config: Config
+) -> write.Summary:
+    """The last run's summary with this run's counts: nothing new."""
+    counts = dict.fromkeys(state.RUN_COUNTS, 0) | {"records_in": records_read.height, "already_seen": records_read.height}
+    summary = write.summarize(history.articles, history.stories, history.pairs, {}, timings, config.top_stories)
+    return replace(summary, run=counts)

@@ -73,6 +73,37 @@ STORIES = {
     "last_seen": TIMESTAMP,
 }
 
+# --- persistent state of incremental runs (dedupe/state.py) -----------------------------------
+
+# Every record ever seen, as the first cleaning pass left it (which depends on the record alone).
+RECORDS = CLEANED | {
+    "input_id": pl.String,  # the id as read; `article_id` differs when an id came back with other content
+    "content_hash": pl.String,  # of the raw record: the same id with the same content is not new
+}
+
+LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline" (see minhash)
+
+STORY_REGISTRY = {
+    "story_id": pl.String,
+    "created_at": TIMESTAMP,  # run that gave the id; the oldest id survives a merge
+    "merged_into": pl.String,  # null while the story lives
+}
+
+STORY_MERGES = {"story_id": pl.String, "merged_into": pl.String, "merged_at": TIMESTAMP}
+
+RUNS = {
+    "generation": pl.Int64,
+    "run_at": TIMESTAMP,
+    "records_in": pl.Int64,  # read this run
+    "already_seen": pl.Int64,
+    "new": pl.Int64,
+    "new_duplicates": pl.Int64,
+    "new_rejected": pl.Int64,
+    "stories_opened": pl.Int64,
+    "stories_updated": pl.Int64,
+    "stories_merged": pl.Int64,
+}
+
 
 class SchemaError(ValueError):
     """A frame crossing a stage boundary does not have the agreed columns and types."""

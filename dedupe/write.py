@@ -30,6 +30,8 @@ class Summary:
     stories: int
     largest_stories: list[dict[str, object]]
     timings: dict[str, float] = field(default_factory=dict)
+    run: dict[str, int] = field(default_factory=dict)
+    """Counts of an incremental run (records in, new, stories opened...); empty for a single run."""
 
 
 def assemble_articles(cleaned: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
@@ -107,6 +109,7 @@ def render_report(summary: Summary) -> str:
         + ", ".join(f"{count} {name}" for name, count in summary.status.items())
         + f"; {summary.duplicate_groups} duplicate groups in {summary.stories} stories.",
         "",
+        *(["## This run", "", *_table(["what", "count"], summary.run.items()), ""] if summary.run else []),
         "## Records by status",
         "",
         *_table(["status", "records"], summary.status.items()),
