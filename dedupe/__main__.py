@@ -1,4 +1,4 @@
-"""The command line: `python -m dedupe run PATH... [--out DIR]`."""
+"""The command line: `python -m dedupe run PATH... [--out DIR]`, `serve`, `eval`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dedupe.config import Config
+from dedupe.state import StateError
 from dedupe.write import Summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn a day's scrape of news into one clean story per event.")
@@ -40,17 +41,30 @@ def run(
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set num_perm=256 (repeatable).")
     ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state", help="Folder of the history runs build on (default OUT/state).")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for another run on the same state, or stop at once.")
+    ] = True,
 ) -> None:
-    """Read, clean, match duplicates and group stories in PATHS; write the outputs to --out."""
+    """Match the new records in PATHS against earlier runs' state; write the outputs over all of
+    it to --out. Records seen before (same id and content) are skipped."""
     config = _config(settings or [])
     missing = [str(path) for path in paths if not path.exists() and not path.is_symlink()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
-    for name, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    _prefect_defaults()
     from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
 
-    summary = dedupe_flow(paths=[str(path) for path in paths], out=str(out), config=config)
+    try:
+        summary = dedupe_flow(
+            paths=[str(path) for path in paths], out=str(out), config=config,
+            state_dir=str(state_dir) if state_dir else None, wait=wait,
+        )
+    except StateError as error:
+        console.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(code=1) from None
     _print_summary(summary, out)
     if summary.records == summary.status["rejected"]:
         console.print(f"[bold red]error:[/] nothing could be read from {', '.join(map(str, paths))}: "
@@ -82,6 +96,11 @@ def evaluate_run(
     console.print(table)
 
 
+def _prefect_defaults() -> None:
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 def _config(settings: list[str]) -> Config:
     defaults = Config()
     overrides: dict[str, object] = {}
@@ -101,6 +120,8 @@ def _print_summary(summary: Summary, out: Path) -> None:
     table = Table(title=f"dedupe: {summary.records} records from {summary.files} files", show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")
+    for what, count in summary.run.items():
+        table.add_row(f"this run: {what.replace('_', ' ')}", str(count))
     for status, count in summary.status.items():
         table.add_row(f"articles {status}", str(count))
     table.add_row("duplicate groups", str(summary.duplicate_groups))

@@ -75,6 +75,14 @@ def run(
     return Result(articles, story_table, pairs, summary)
 
 
+UPDATE_STAGES = (
+    "read", "new records", "normalize", "clean", "minhash duplicates", "verify duplicates", "cluster duplicates",
+    "clean with copies", "group headlines", "minhash stories", "verify stories", "cluster stories",
+    "stable story ids", "assemble", "build stories",
+)
+"""The stages of `update`, in order (a run with nothing new stops after the second)."""
+
+
 def update(
     paths: Sequence[str | Path],
     history: state.History,
