@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -72,6 +75,32 @@ def run(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def serve(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders where new batches arrive.", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs.")] = Path("out"),
+    state_dir: Annotated[Path | None, typer.Option("--state", help="History folder (default OUT/state).")] = None,
+    every: Annotated[str | None, typer.Option("--every", help="Interval between runs: 90s, 15m, 1h.")] = None,
+    cron: Annotated[str | None, typer.Option("--cron", help='Cron schedule instead, e.g. "*/15 * * * *".')] = None,
+    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "dedupe-schedule",
+) -> None:
+    """Run the flow on a schedule as a Prefect deployment, each run picking up what is new in
+    PATHS. Uses the configured Prefect server (PREFECT_API_URL), else starts one on 127.0.0.1."""
+    if (every is None) == (cron is None):
+        raise typer.BadParameter("give one of --every or --cron", param_hint="--every")
+    schedule = ["--cron", cron] if cron else ["--every-seconds", str(_seconds(every or ""))]
+    _prefect_defaults()
+    from flows import server
+
+    with server.configured_or_local(console.print) as api_url:
+        command = [sys.executable, "-m", "flows.serve", *map(str, paths), "--out", str(out), "--name", name, *schedule]
+        if state_dir:
+            command += ["--state", str(state_dir)]
+        console.print(f"serving deployment dedupe/{name} on {api_url}; stop with Ctrl-C")
+        with contextlib.suppress(KeyboardInterrupt):
+            subprocess.run(command, env=os.environ | {"PREFECT_API_URL": api_url}, check=False)
+
+
 @app.command("eval")
 def evaluate_run(
     out: Annotated[Path, typer.Argument(help="A run's output folder (or its articles.parquet).", exists=True)],
@@ -94,6 +123,19 @@ def evaluate_run(
     for name, value in scores.rows():
         table.add_row(name.replace("_", " "), f"{value:.4f}")
     console.print(table)
+
+
+def _seconds(interval: str) -> float:
+    """'90s', '15m', '1h', '2d' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (interval[:-1], interval[-1]) if interval[-1:] in units else (interval, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{interval!r}: expected e.g. 90s, 15m, 1h", param_hint="--every") from None
+    if seconds <= 0:
+        raise typer.BadParameter(f"{interval!r}: the interval must be positive", param_hint="--every")
+    return seconds
 
 
 def _prefect_defaults() -> None:
