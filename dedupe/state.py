@@ -121,16 +121,18 @@ def new_records(read: pl.DataFrame, history: History) -> pl.DataFrame:
     keyed = read.with_columns(input_id=pl.col("article_id"), content_hash=content_hash(read))
     seen = history.records.select("input_id", "content_hash")
     fresh = keyed.join(seen, on=["input_id", "content_hash"], how="anti", maintain_order="left")
-    taken = set(history.records["article_id"])
-    renamed = []
-    for article_id in fresh["article_id"]:
-        suffix, name = 1, article_id
-        while name in taken:
+    clashing = fresh.join(history.records.select("article_id"), on="article_id", how="semi")["article_id"]
+    if clashing.is_empty():
+        return fresh
+    taken = set(history.records["article_id"]) | set(fresh["article_id"])  # only when ids clash: rare
+    renamed = {}
+    for article_id in clashing:
+        suffix = 2
+        while f"{article_id}~{suffix}" in taken:
             suffix += 1
-            name = f"{article_id}~{suffix}"
-        taken.add(name)
-        renamed.append(name)
-    return fresh.with_columns(article_id=pl.Series(renamed, dtype=pl.String))
+        renamed[article_id] = f"{article_id}~{suffix}"
+        taken.add(renamed[article_id])
+    return fresh.with_columns(pl.col("article_id").replace(renamed))
 
 
 def with_keys(cleaned: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:

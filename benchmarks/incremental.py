@@ -1,0 +1,97 @@
+"""Incremental runs: what a batch costs against a history, next to one run over everything.
+
+    python benchmarks/incremental.py [--history 1000,2500,4500] [--batch 100,400,1000]
+
+Records are the dev data's aeb versions and news-aggregator headlines (../shared/data) in a fixed
+shuffled order; a history of H records is built with one run, then a batch of the next B records
+is timed (loading the state, each stage of `pipeline.update`, committing), and so is one run
+(`pipeline.run`) over the same H + B records. Prints one table row per (H, B) and, per stage,
+how its time moved with H and with B. Timings are wall-clock on whatever else the machine runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import xxhash
+
+from dedupe import pipeline, state
+from dedupe.config import Config
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+CONFIG = Config()
+
+
+def records() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """aeb versions and headlines, each with a shuffled position `order` shared by both."""
+    aeb = pl.read_ndjson(DATA / "aeb" / "articles.jsonl")
+    news = pl.read_csv(DATA / "news-aggregator" / "headlines.csv", infer_schema=False)
+    ids = aeb["id"].to_list() + news["id"].to_list()
+    order = {i: rank for rank, i in enumerate(sorted(ids, key=lambda i: xxhash.xxh3_64_intdigest(i.encode())))}
+    def ranked(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(order=pl.col("id").replace_strict(order, return_dtype=pl.Int64))
+    return ranked(aeb), ranked(news)
+
+
+def write_slice(folder: Path, aeb: pl.DataFrame, news: pl.DataFrame, start: int, stop: int) -> Path:
+    folder.mkdir(parents=True)
+    inside = pl.col("order").is_between(start, stop, closed="left")
+    aeb.filter(inside).drop("order").write_ndjson(folder / "aeb.jsonl")
+    news.filter(inside).drop("order").write_csv(folder / "headlines.csv")
+    return folder
+
+
+def measure(history: int, batch: int, aeb: pl.DataFrame, news: pl.DataFrame, work: Path) -> dict[str, float]:
+    old = write_slice(work / f"old-{history}-{batch}", aeb, news, 0, history)
+    new = write_slice(work / f"new-{history}-{batch}", aeb, news, history, history + batch)
+    folder = work / f"state-{history}-{batch}"
+    seeded, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
+    assert update is not None
+    state.commit(folder, state.History(), update, CONFIG)
+    started = time.perf_counter()
+    loaded = state.load(folder, CONFIG)
+    load = time.perf_counter() - started
+    result, update = pipeline.update([new], loaded, CONFIG, datetime.now(UTC))
+    assert update is not None
+    started = time.perf_counter()
+    state.commit(folder, loaded, update, CONFIG)
+    commit = time.perf_counter() - started
+    started = time.perf_counter()
+    pipeline.run([old, new], CONFIG)
+    full = time.perf_counter() - started
+    stages = result.summary.timings
+    return {"load state": load, **stages, "commit state": commit, "incremental": load + sum(stages.values()) + commit, "full run": full}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--history", default="1000,2500,4500")
+    parser.add_argument("--batch", default="100,400,1000")
+    given = parser.parse_args()
+    histories = [int(h) for h in given.history.split(",")]
+    batches = [int(b) for b in given.batch.split(",")]
+    aeb, news = records()
+    cases = [(h, batches[0]) for h in histories] + [(histories[-1], b) for b in batches[1:]]
+    with tempfile.TemporaryDirectory() as work:
+        rows = {case: measure(*case, aeb, news, Path(work)) for case in cases}
+    print(f"{'history':>8} {'batch':>6} {'incremental s':>14} {'full run s':>11} {'ratio':>6}")
+    for (h, b), row in rows.items():
+        print(f"{h:>8} {b:>6} {row['incremental']:>14.2f} {row['full run']:>11.2f} {row['full run'] / row['incremental']:>6.1f}")
+    by_history = [rows[(h, batches[0])] for h in histories]
+    by_batch = [rows[(histories[-1], b)] for b in batches]
+    print(f"\nstage seconds; history {histories} at batch {batches[0]} | batch {batches} at history {histories[-1]}")
+    for stage in by_history[0]:
+        if stage in ("incremental", "full run"):
+            continue
+        along_history = " ".join(f"{row.get(stage, 0.0):6.2f}" for row in by_history)
+        along_batch = " ".join(f"{row.get(stage, 0.0):6.2f}" for row in by_batch)
+        print(f"{stage:<20} {along_history} | {along_batch}")
+
+
+if __name__ == "__main__":
+    main()
