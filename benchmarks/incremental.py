@@ -2,11 +2,13 @@
 
     python benchmarks/incremental.py [--history 1000,2500,4500] [--batch 100,400,1000]
 
-Records are the dev data's aeb versions and news-aggregator headlines (../shared/data) in a fixed
-shuffled order; a history of H records is built with one run, then a batch of the next B records
-is timed (loading the state, each stage of `pipeline.update`, committing), and so is one run
-(`pipeline.run`) over the same H + B records. Prints one table row per (H, B) and, per stage,
-how its time moved with H and with B. Timings are wall-clock on whatever else the machine runs.
+Records are the dev data's aeb versions and news-aggregator headlines (../shared/data, 5,640)
+in a fixed shuffled order. The batch is always the last B records; the history the first H. The
+history is built with one run and committed; then the batch is timed against it (loading the
+state, each stage of `pipeline.update` (best of two), committing), and so is one run
+(`pipeline.run`) over the same H + B records. `old copies` counts the history's articles in the
+batch's duplicate groups: cleaning with copies and verification redo work for them, so part of
+a batch's cost follows its matches in the history. Timings are wall-clock on a shared machine.
 """
 
 from __future__ import annotations
@@ -47,16 +49,18 @@ def write_slice(folder: Path, aeb: pl.DataFrame, news: pl.DataFrame, start: int,
 
 
 def measure(history: int, batch: int, aeb: pl.DataFrame, news: pl.DataFrame, work: Path) -> dict[str, float]:
+    total = aeb.height + news.height
     old = write_slice(work / f"old-{history}-{batch}", aeb, news, 0, history)
-    new = write_slice(work / f"new-{history}-{batch}", aeb, news, history, history + batch)
+    new = write_slice(work / f"new-{history}-{batch}", aeb, news, total - batch, total)
     folder = work / f"state-{history}-{batch}"
-    seeded, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
+    _, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
     assert update is not None
     state.commit(folder, state.History(), update, CONFIG)
     started = time.perf_counter()
     loaded = state.load(folder, CONFIG)
     load = time.perf_counter() - started
-    result, update = pipeline.update([new], loaded, CONFIG, datetime.now(UTC))
+    tries = [pipeline.update([new], loaded, CONFIG, datetime.now(UTC)) for _ in range(2)]
+    result, update = min(tries, key=lambda attempt: sum(attempt[0].summary.timings.values()))
     assert update is not None
     started = time.perf_counter()
     state.commit(folder, loaded, update, CONFIG)
@@ -65,12 +69,22 @@ def measure(history: int, batch: int, aeb: pl.DataFrame, news: pl.DataFrame, wor
     pipeline.run([old, new], CONFIG)
     full = time.perf_counter() - started
     stages = result.summary.timings
-    return {"load state": load, **stages, "commit state": commit, "incremental": load + sum(stages.values()) + commit, "full run": full}
+    return {
+        "load state": load, **stages, "commit state": commit,
+        "incremental": load + sum(stages.values()) + commit, "full run": full, "old copies": old_copies(result.articles, update),
+    }
+
+
+def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
+    """History articles that share a duplicate group with a batch article."""
+    new = pl.col("article_id").is_in(update.records["article_id"].implode())
+    touched = articles.filter(new)["duplicate_group"].drop_nulls().implode()
+    return articles.filter(pl.col("duplicate_group").is_in(touched) & ~new).height
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--history", default="1000,2500,4500")
+    parser.add_argument("--history", default="1000,2500,4500")  # at most 5,640 less the largest batch
     parser.add_argument("--batch", default="100,400,1000")
     given = parser.parse_args()
     histories = [int(h) for h in given.history.split(",")]
@@ -79,14 +93,17 @@ def main() -> None:
     cases = [(h, batches[0]) for h in histories] + [(histories[-1], b) for b in batches[1:]]
     with tempfile.TemporaryDirectory() as work:
         rows = {case: measure(*case, aeb, news, Path(work)) for case in cases}
-    print(f"{'history':>8} {'batch':>6} {'incremental s':>14} {'full run s':>11} {'ratio':>6}")
+    print(f"{'history':>8} {'batch':>6} {'old copies':>10} {'incremental s':>14} {'full run s':>11} {'ratio':>6}")
     for (h, b), row in rows.items():
-        print(f"{h:>8} {b:>6} {row['incremental']:>14.2f} {row['full run']:>11.2f} {row['full run'] / row['incremental']:>6.1f}")
+        print(
+            f"{h:>8} {b:>6} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>11.2f} "
+            f"{row['full run'] / row['incremental']:>6.1f}"
+        )
     by_history = [rows[(h, batches[0])] for h in histories]
     by_batch = [rows[(histories[-1], b)] for b in batches]
     print(f"\nstage seconds; history {histories} at batch {batches[0]} | batch {batches} at history {histories[-1]}")
     for stage in by_history[0]:
-        if stage in ("incremental", "full run"):
+        if stage in ("incremental", "full run", "old copies"):
             continue
         along_history = " ".join(f"{row.get(stage, 0.0):6.2f}" for row in by_history)
         along_batch = " ".join(f"{row.get(stage, 0.0):6.2f}" for row in by_batch)

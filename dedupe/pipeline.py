@@ -76,11 +76,11 @@ def run(
 
 
 UPDATE_STAGES = (
-    "read", "new records", "normalize", "clean", "minhash duplicates", "verify duplicates", "cluster duplicates",
+    "changed files", "read", "new records", "normalize", "clean", "minhash duplicates", "verify duplicates", "cluster duplicates",
     "clean with copies", "group headlines", "minhash stories", "verify stories", "cluster stories",
     "stable story ids", "assemble", "build stories",
 )
-"""The stages of `update`, in order (a run with nothing new stops after the second)."""
+"""The stages of `update`, in order (a run with nothing new stops after the third)."""
 
 
 def update(
@@ -107,11 +107,15 @@ def update(
         timings[name] = time.perf_counter() - started
         return result
 
-    records_read = stage("read", read.read, list(paths))
+    batch = stage("changed files", state.changed_files, list(paths), history)
+    records_read = stage("read", read.read_found, batch.found)
     fresh = stage("new records", state.new_records, records_read, history)
-    log(f"read {records_read.height} records, {fresh.height} new, {records_read.height - fresh.height} seen before")
+    log(
+        f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): {records_read.height} records, "
+        f"{fresh.height} new, {records_read.height - fresh.height} seen before"
+    )
     if fresh.height == 0:
-        return Result(history.articles, history.stories, history.pairs, _unchanged(history, records_read, timings, config)), None
+        return Result(history.articles, history.stories, history.pairs, _unchanged(history, batch, records_read, timings, config)), None
     normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
@@ -133,7 +137,7 @@ def update(
     story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
     articles = stage("assemble", write.assemble_articles, cleaned, story_ids.groups)
     story_table = stage("build stories", stories.build_stories, articles)
-    counts = state.run_counts(records_read.height, records, articles, story_table, story_ids, history)
+    counts = state.run_counts(batch, records_read.height, records, articles, story_table, story_ids, history)
     log(
         f"{story_table.height} stories: {counts['stories_opened']} opened, {counts['stories_updated']} updated, "
         f"{counts['stories_merged']} merged into older ones"
@@ -145,7 +149,7 @@ def update(
     run = {"run_at": run_at, **counts}
     new_update = state.Update(
         records, matched.band_keys, new_pairs, articles, story_table, pairs, story_ids.registry, story_ids.merges,
-        run, write.render_report(summary),
+        run, write.render_report(summary), batch.files,
     )
     return result, new_update
 
@@ -161,9 +165,12 @@ def _clean_changed(
 
 
 def _unchanged(
-    history: state.History, records_read: pl.DataFrame, timings: dict[str, float], config: Config
+    history: state.History, batch: state.Batch, records_read: pl.DataFrame, timings: dict[str, float], config: Config
 ) -> write.Summary:
     """The last run's summary with this run's counts: nothing new."""
-    counts = dict.fromkeys(state.RUN_COUNTS, 0) | {"records_in": records_read.height, "already_seen": records_read.height}
+    counts = dict.fromkeys(state.RUN_COUNTS, 0) | {
+        "files_read": len(batch.found), "files_unchanged": batch.unchanged,
+        "records_in": records_read.height, "already_seen": records_read.height,
+    }
     summary = write.summarize(history.articles, history.stories, history.pairs, {}, timings, config.top_stories)
     return replace(summary, run=counts)

@@ -45,8 +45,13 @@ class InputError(ValueError):
 
 def read(paths: Iterable[str | Path]) -> pl.DataFrame:
     """Every record of every supported file under `paths`, in a stable order (READ schema)."""
+    return read_found(discover(paths))
+
+
+def read_found(found: Iterable[tuple[Path, str]]) -> pl.DataFrame:
+    """`read` for (file, key) pairs from `discover`: an incremental run reads only changed files."""
     rows: list[dict[str, Any]] = []
-    for path, key in discover(paths):
+    for path, key in found:
         rows.extend(read_file(path, key))
     frame = pl.DataFrame(rows, schema=READ, orient="row") if rows else pl.DataFrame(schema=READ)
     return check(_unique_ids(frame), READ, "read")

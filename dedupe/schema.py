@@ -89,12 +89,16 @@ STORY_REGISTRY = {
     "merged_into": pl.String,  # null while the story lives
 }
 
+FILES = {"key": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64}  # input files read, to skip unchanged ones
+
 STORY_MERGES = {"story_id": pl.String, "merged_into": pl.String, "merged_at": TIMESTAMP}
 
 RUNS = {
     "generation": pl.Int64,
     "run_at": TIMESTAMP,
-    "records_in": pl.Int64,  # read this run
+    "files_read": pl.Int64,  # new or changed since the last run that read them
+    "files_unchanged": pl.Int64,  # skipped
+    "records_in": pl.Int64,  # in the files read
     "already_seen": pl.Int64,
     "new": pl.Int64,
     "new_duplicates": pl.Int64,

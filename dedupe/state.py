@@ -13,6 +13,7 @@ A state folder holds generations; `current` is a symlink to the one in use:
         story_registry.parquet      every story id ever given, when, and where it merged (STORY_REGISTRY)
         story_merges.parquet        one row per merge (STORY_MERGES)
         runs.parquet                one row of counts per run that added records (RUNS)
+        files.parquet               input files read, with size and mtime: unchanged ones are skipped
         meta.json                   format version and the configuration the keys were made with
 
 What only grows (records, keys, pairs) is written once, as one part per run; a new generation
@@ -30,7 +31,7 @@ import json
 import os
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,11 +40,12 @@ from pathlib import Path
 import polars as pl
 import xxhash
 
-from dedupe import minhash
+from dedupe import minhash, read
 from dedupe.config import Config
 from dedupe.schema import (
     ARTICLES,
     CLEANED,
+    FILES,
     GROUPS,
     LEVEL_BAND_KEYS,
     PAIRS,
@@ -81,6 +83,7 @@ class History:
     registry: pl.DataFrame = field(default_factory=lambda: empty(STORY_REGISTRY))
     merges: pl.DataFrame = field(default_factory=lambda: empty(STORY_MERGES))
     runs: pl.DataFrame = field(default_factory=lambda: empty(RUNS))
+    files: pl.DataFrame = field(default_factory=lambda: empty(FILES))
     report: str = ""
     generation: int = 0
 
@@ -99,15 +102,39 @@ class Update:
     merges: pl.DataFrame
     run: dict[str, object]
     report: str
+    files: pl.DataFrame
 
 
 # --- reading the input against the history ---------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The input files to read this run: new ones and those changed since they were read."""
+
+    found: list[tuple[Path, str]]  # (file, key) as `read.discover` gives them
+    files: pl.DataFrame  # FILES as they will stand after this run
+    unchanged: int
+
+
+def changed_files(paths: Sequence[str | Path], history: History) -> Batch:
+    """The files under `paths` not read before with their current size and modification time:
+    a folder where batches arrive is read for its new files only. A changed file is read whole;
+    its records seen before are then skipped by `new_records`."""
+    found = read.discover(paths)
+    stats = [(key, (info := path.stat()).st_size, info.st_mtime_ns) for path, key in found]
+    current = pl.DataFrame(stats, schema=FILES, orient="row")
+    changed = current.join(history.files, on=list(FILES), how="anti")
+    changed_keys = set(changed["key"])
+    files = pl.concat([history.files.join(changed, on="key", how="anti"), changed]).sort("key")
+    selected = [(path, key) for path, key in found if key in changed_keys]
+    return Batch(selected, check(files, FILES, "files"), len(found) - len(selected))
+
+
 def content_hash(records: pl.DataFrame) -> pl.Series:
     """A stable hash of each raw record (xxh3 of its fields; polars' own hash may change between
     versions, and these hashes are stored)."""
-    columns = ["title_raw", "text_raw", "url", "source", "published_at", "status", "reason"]
+    columns = ["title_raw", "text_raw", "url", "source", "published_at", "status"]  # not `reason`: it names the path as given
     values = records.select(pl.col(name).cast(pl.String) for name in columns).iter_rows()
     hashes = [xxhash.xxh3_64_hexdigest(json.dumps(row).encode()) for row in values]
     return pl.Series("content_hash", hashes, dtype=pl.String)
@@ -281,13 +308,15 @@ def _unused(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def run_counts(records_in: int, records: pl.DataFrame, articles: pl.DataFrame, stories: pl.DataFrame,
-               story_ids: StoryIds, history: History) -> dict[str, int]:
+def run_counts(batch: Batch, records_in: int, records: pl.DataFrame, articles: pl.DataFrame,
+               stories: pl.DataFrame, story_ids: StoryIds, history: History) -> dict[str, int]:
     """The counts of RUNS (less generation and time) for a run that added `records`."""
     new = articles.join(records.select("article_id"), on="article_id", how="semi")
     before = history.stories.select("story_id", before="article_ids")
     compared = stories.select("story_id", "article_ids").join(before, on="story_id")
     return {
+        "files_read": len(batch.found),
+        "files_unchanged": batch.unchanged,
         "records_in": records_in,
         "already_seen": records_in - records.height,
         "new": records.height,
@@ -297,16 +326,6 @@ def run_counts(records_in: int, records: pl.DataFrame, articles: pl.DataFrame, s
         "stories_updated": compared.filter(pl.col("article_ids") != pl.col("before")).height,
         "stories_merged": story_ids.merges.height,
     }
-
-
-def story_overview(stories: pl.DataFrame, registry: pl.DataFrame, top: int) -> pl.DataFrame:
-    """The `top` largest and the `top` newest stories (by when their id was given), one table."""
-    dated = stories.join(registry.select("story_id", "created_at"), on="story_id", how="left")
-    columns = ["story_id", "n_articles", "first_seen", "last_seen", "created_at", "headline"]
-    largest = dated.head(top).select(pl.lit("largest").alias("list"), *columns)
-    newest = dated.sort(["created_at", "last_seen", "story_id"], descending=[True, True, False], nulls_last=True)
-    both = pl.concat([largest, newest.head(top).select(pl.lit("newest").alias("list"), *columns)])
-    return both.with_columns(pl.col("first_seen", "last_seen", "created_at").dt.strftime("%Y-%m-%d %H:%M"))
 
 
 # --- the state folder ------------------------------------------------------------------------
@@ -353,7 +372,7 @@ def load(state: Path, config: Config) -> History:
     growing = {name: _read_parts(current / name, schema) for name, schema in GROWING.items()}
     tables = {
         name: pl.read_parquet(current / f"{name}.parquet")
-        for name in ("articles", "stories", "pairs", "story_registry", "story_merges", "runs")
+        for name in ("articles", "stories", "pairs", "story_registry", "story_merges", "runs", "files")
     }
     return History(
         **growing,
@@ -363,6 +382,7 @@ def load(state: Path, config: Config) -> History:
         registry=check(tables["story_registry"], STORY_REGISTRY, "state registry"),
         merges=check(tables["story_merges"], STORY_MERGES, "state merges"),
         runs=check(tables["runs"], RUNS, "state runs"),
+        files=check(tables["files"], FILES, "state files"),
         report=(current / "report.md").read_text(),
         generation=int(current.name),
     )
@@ -389,6 +409,7 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
     update.stories.write_parquet(temporary / "stories.parquet")
     update.pairs.write_parquet(temporary / "pairs.parquet")
     update.registry.write_parquet(temporary / "story_registry.parquet")
+    update.files.write_parquet(temporary / "files.parquet")
     pl.concat([history.merges, update.merges]).write_parquet(temporary / "story_merges.parquet")
     run = pl.DataFrame([{"generation": generation, **update.run}], schema=RUNS)
     pl.concat([history.runs, run]).write_parquet(temporary / "runs.parquet")

@@ -97,6 +97,11 @@ def test_the_same_input_again_adds_nothing_and_changes_no_output(tmp_path: Path)
     run_batch([SEEDS / "headlines-sample.csv"], folder)
     before = {path.name: path.stat().st_ino for path in (tmp_path / "out").iterdir()}
     result, update = run_batch([SEEDS / "headlines-sample.csv"], folder, T0 + timedelta(minutes=15))
+    assert update is None and result.summary.run["files_unchanged"] == 1 and result.summary.run["records_in"] == 0
+    copy = tmp_path / "copy" / "headlines-sample.csv"  # the same records in a file not read before
+    copy.parent.mkdir()
+    copy.write_bytes((SEEDS / "headlines-sample.csv").read_bytes())
+    result, update = run_batch([copy], folder, T0 + timedelta(minutes=30))
     assert update is None
     assert result.summary.run["new"] == 0 and result.summary.run["already_seen"] == result.summary.records
     assert {path.name: path.stat().st_ino for path in (tmp_path / "out").iterdir()} == before
@@ -206,3 +211,19 @@ def test_story_ids_are_never_reused_and_every_old_id_lives_on_or_is_merged(befor
     for absorbed, into in ids.merges.select("story_id", "merged_into").iter_rows():
         assert (created[into], into) < (created[absorbed], absorbed)
     assert set(ids.registry["story_id"]) == set(old) | given_ids
+
+
+def test_a_folder_where_batches_arrive_is_read_for_its_new_and_changed_files_only(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "0900.csv").write_text("id,title\n1,Fed holds rates steady\n")
+    run_batch([incoming], tmp_path / "state")
+    (incoming / "0915.csv").write_text("id,title\n2,Comet passes close to Earth\n")
+    result, update = run_batch([incoming], tmp_path / "state")
+    assert update is not None and (update.run["files_read"], update.run["files_unchanged"]) == (1, 1)
+    assert update.run["records_in"] == 1 and result.articles.height == 2
+    with (incoming / "0900.csv").open("a") as grown:
+        grown.write("3,Fed chair speaks on inflation\n")
+    result, update = run_batch([incoming], tmp_path / "state")
+    assert update is not None and (update.run["files_read"], update.run["already_seen"], update.run["new"]) == (1, 1, 1)
+    assert sorted(result.articles["article_id"]) == ["1", "2", "3"]
