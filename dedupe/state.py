@@ -328,6 +328,16 @@ def run_counts(batch: Batch, records_in: int, records: pl.DataFrame, articles: p
     }
 
 
+def story_overview(stories: pl.DataFrame, registry: pl.DataFrame, top: int) -> pl.DataFrame:
+    """The `top` largest and the `top` newest stories (by when their id was given), one table."""
+    dated = stories.join(registry.select("story_id", "created_at"), on="story_id", how="left")
+    columns = ["story_id", "n_articles", "first_seen", "last_seen", "created_at", "headline"]
+    largest = dated.head(top).select(pl.lit("largest").alias("list"), *columns)
+    newest = dated.sort(["created_at", "last_seen", "story_id"], descending=[True, True, False], nulls_last=True)
+    both = pl.concat([largest, newest.head(top).select(pl.lit("newest").alias("list"), *columns)])
+    return both.with_columns(pl.col("first_seen", "last_seen", "created_at").dt.strftime("%Y-%m-%d %H:%M"))
+
+
 # --- the state folder ------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dedupe import state
 from flows import server
 from tests.conftest import ROOT, SEEDS
 
@@ -94,3 +95,14 @@ def test_serve_registers_the_schedule_and_its_runs_complete(api: str, batches: t
         assert pl.read_parquet(tmp_path / "out" / "articles.parquet").height == 100
     finally:
         server.stop(serving)  # type: ignore[arg-type]
+
+
+def test_a_run_on_a_state_in_use_stops_with_a_clear_message(api: str, batches: tuple[Path, Path], tmp_path: Path) -> None:
+    with state.locked(tmp_path / "out" / "state"):
+        result = subprocess.run(
+            [sys.executable, "-m", "dedupe", "run", str(batches[0]), "--out", str(tmp_path / "out"), "--no-wait"],
+            cwd=ROOT, env=prefect_env(tmp_path / "client-home", api), capture_output=True, text=True, timeout=600,
+        )
+    assert result.returncode == 1
+    assert "is in use by another run (pid" in " ".join(result.stdout.split())
+    assert not (tmp_path / "out" / "articles.parquet").exists()

@@ -227,3 +227,14 @@ def test_a_folder_where_batches_arrive_is_read_for_its_new_and_changed_files_onl
     result, update = run_batch([incoming], tmp_path / "state")
     assert update is not None and (update.run["files_read"], update.run["already_seen"], update.run["new"]) == (1, 1, 1)
     assert sorted(result.articles["article_id"]) == ["1", "2", "3"]
+
+
+def test_the_story_overview_lists_the_largest_and_the_newest_stories(tmp_path: Path) -> None:
+    (tmp_path / "late.csv").write_text("id,title\nz1,Volcano erupts in Iceland\n")
+    run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state", T0)
+    result, update = run_batch([tmp_path / "late.csv"], tmp_path / "state", T0 + timedelta(minutes=15))
+    assert update is not None
+    overview = state.story_overview(result.stories, update.registry, 3)
+    assert overview["list"].to_list() == ["largest"] * 3 + ["newest"] * 3
+    assert overview.filter(pl.col("list") == "newest")["headline"][0] == "Volcano erupts in Iceland"
+    assert overview.filter(pl.col("list") == "largest")["n_articles"].to_list() == result.stories["n_articles"].head(3).to_list()
