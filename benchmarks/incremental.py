@@ -1,6 +1,6 @@
 """Incremental runs: what a batch costs against a history, next to one run over everything.
 
-    python benchmarks/incremental.py [--history 1000,2500,4500] [--batch 100,400,1000]
+    python benchmarks/incremental.py [--history 1000,2500,4500] [--batch 100,400,1000] [--data both|aeb|news]
 
 Records are the dev data's aeb versions and news-aggregator headlines (../shared/data, 5,640)
 in a fixed shuffled order. The batch is always the last B records; the history the first H. The
@@ -29,10 +29,12 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 CONFIG = Config()
 
 
-def records() -> tuple[pl.DataFrame, pl.DataFrame]:
-    """aeb versions and headlines, each with a shuffled position `order` shared by both."""
+def records(data: str = "both") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """aeb versions and headlines (or only one of them: `data` "aeb" or "news"), each with a
+    shuffled position `order` shared by both."""
     aeb = pl.read_ndjson(DATA / "aeb" / "articles.jsonl")
     news = pl.read_csv(DATA / "news-aggregator" / "headlines.csv", infer_schema=False)
+    aeb, news = aeb.head(0 if data == "news" else aeb.height), news.head(0 if data == "aeb" else news.height)
     ids = aeb["id"].to_list() + news["id"].to_list()
     order = {i: rank for rank, i in enumerate(sorted(ids, key=lambda i: xxhash.xxh3_64_intdigest(i.encode())))}
     def ranked(frame: pl.DataFrame) -> pl.DataFrame:
@@ -43,8 +45,10 @@ def records() -> tuple[pl.DataFrame, pl.DataFrame]:
 def write_slice(folder: Path, aeb: pl.DataFrame, news: pl.DataFrame, start: int, stop: int) -> Path:
     folder.mkdir(parents=True)
     inside = pl.col("order").is_between(start, stop, closed="left")
-    aeb.filter(inside).drop("order").write_ndjson(folder / "aeb.jsonl")
-    news.filter(inside).drop("order").write_csv(folder / "headlines.csv")
+    if aeb.height:
+        aeb.filter(inside).drop("order").write_ndjson(folder / "aeb.jsonl")
+    if news.height:
+        news.filter(inside).drop("order").write_csv(folder / "headlines.csv")
     return folder
 
 
@@ -86,10 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--history", default="1000,2500,4500")  # at most 5,640 less the largest batch
     parser.add_argument("--batch", default="100,400,1000")
+    parser.add_argument("--data", choices=["both", "aeb", "news"], default="both", help="news: headlines only, few copies")
     given = parser.parse_args()
     histories = [int(h) for h in given.history.split(",")]
     batches = [int(b) for b in given.batch.split(",")]
-    aeb, news = records()
+    aeb, news = records(given.data)
     cases = [(h, batches[0]) for h in histories] + [(histories[-1], b) for b in batches[1:]]
     with tempfile.TemporaryDirectory() as work:
         rows = {case: measure(*case, aeb, news, Path(work)) for case in cases}

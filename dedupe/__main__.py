@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -97,8 +98,14 @@ def serve(
         if state_dir:
             command += ["--state", str(state_dir)]
         console.print(f"serving deployment dedupe/{name} on {api_url}; stop with Ctrl-C")
-        with contextlib.suppress(KeyboardInterrupt):
-            subprocess.run(command, env=os.environ | {"PREFECT_API_URL": api_url}, check=False)
+        # its own session, so that a Ctrl-C reaches us alone and we stop it (then the server) in order
+        serving = subprocess.Popen(command, env=os.environ | {"PREFECT_API_URL": api_url}, start_new_session=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM, too, stops the child and the server
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                serving.wait()
+        finally:
+            server.stop(serving)  # type: ignore[arg-type]
 
 
 @app.command("eval")
