@@ -3,7 +3,11 @@ story ids that never change, and a state that is either before or after a run, n
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -238,3 +242,23 @@ def test_the_story_overview_lists_the_largest_and_the_newest_stories(tmp_path: P
     assert overview["list"].to_list() == ["largest"] * 3 + ["newest"] * 3
     assert overview.filter(pl.col("list") == "newest")["headline"][0] == "Volcano erupts in Iceland"
     assert overview.filter(pl.col("list") == "largest")["n_articles"].to_list() == result.stories["n_articles"].head(3).to_list()
+
+
+@pytest.mark.parametrize("kill_when", ["generations", "state"])
+def test_a_run_killed_at_any_point_leaves_the_state_before_or_after_it(tmp_path: Path, kill_when: str) -> None:
+    """SIGKILL a real run as soon as its commit starts (or as soon as it takes the lock): the
+    state is then the one before the run or the one after it, and the next run completes it."""
+    folder = tmp_path / "state"
+    script = f"from pathlib import Path; from tests.test_state import run_batch; run_batch([Path({str(SEEDS)!r})], Path({str(folder)!r}))"
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    watched = folder / "generations" if kill_when == "generations" else folder
+    while process.poll() is None and not watched.exists():
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    history = state.load(folder, CONFIG)
+    assert history.generation in (0, 1)
+    assert history.records.height in (0, 297)
+    result, _ = run_batch([SEEDS], folder)
+    assert state.load(folder, CONFIG).generation == 1
+    assert partition(result.articles, "story_id") == partition(pipeline.run([SEEDS], CONFIG).articles, "story_id")
