@@ -79,6 +79,25 @@ def measure(history: int, batch: int, aeb: pl.DataFrame, news: pl.DataFrame, wor
     }
 
 
+def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
+    """Best of five reads of the band keys as Parquet (what the state uses) and as Arrow IPC."""
+    keys.write_parquet(folder / "keys.parquet")
+    keys.write_ipc(folder / "keys.arrow")
+    readers = {
+        "parquet": lambda: pl.read_parquet(folder / "keys.parquet"),
+        "arrow ipc": lambda: pl.read_ipc(folder / "keys.arrow"),
+    }
+    seconds = {}
+    for name, reader in readers.items():
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            reader()
+            times.append(time.perf_counter() - started)
+        seconds[name] = min(times)
+    return seconds
+
+
 def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     """History articles that share a duplicate group with a batch article."""
     new = pl.col("article_id").is_in(update.records["article_id"].implode())
@@ -98,12 +117,17 @@ def main() -> None:
     cases = [(h, batches[0]) for h in histories] + [(histories[-1], b) for b in batches[1:]]
     with tempfile.TemporaryDirectory() as work:
         rows = {case: measure(*case, aeb, news, Path(work)) for case in cases}
+        largest = Path(work) / f"state-{cases[-1][0]}-{cases[-1][1]}"
+        keys = state.load(largest, CONFIG).band_keys
+        reload = reload_seconds(keys, Path(work))
     print(f"{'history':>8} {'batch':>6} {'old copies':>10} {'incremental s':>14} {'full run s':>11} {'ratio':>6}")
     for (h, b), row in rows.items():
         print(
             f"{h:>8} {b:>6} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>11.2f} "
             f"{row['full run'] / row['incremental']:>6.1f}"
         )
+    reloads = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in reload.items())
+    print(f"band keys of the largest state ({keys.height} rows) reload in {reloads}")
     by_history = [rows[(h, batches[0])] for h in histories]
     by_batch = [rows[(histories[-1], b)] for b in batches]
     print(f"\nstage seconds; history {histories} at batch {batches[0]} | batch {batches} at history {histories[-1]}")

@@ -6,8 +6,9 @@ A state folder holds generations; `current` is a symlink to the one in use:
     STATE/current -> generations/000003
     STATE/generations/000003/
         records/part-*.parquet      every record ever seen, after the first cleaning pass (RECORDS)
-        band_keys/part-*.arrow      LSH band keys of those records (LEVEL_BAND_KEYS; Arrow IPC
-                                    because it memory-maps: the index reloads without parsing)
+        band_keys/part-*.parquet    LSH band keys of those records, the index new ones are matched
+                                    against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
+                                    see benchmarks/incremental.py)
         duplicate_pairs/part-*.parquet  confirmed duplicate pairs (PAIRS)
         articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
         story_registry.parquet      every story id ever given, when, and where it merged (STORY_REGISTRY)
@@ -412,9 +413,7 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         if rows.height:
-            suffix = "arrow" if name == "band_keys" else "parquet"
-            path = temporary / name / f"part-{generation:06d}.{suffix}"
-            rows.write_ipc(path) if suffix == "arrow" else rows.write_parquet(path)
+            rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
     update.articles.write_parquet(temporary / "articles.parquet")
     update.stories.write_parquet(temporary / "stories.parquet")
     update.pairs.write_parquet(temporary / "pairs.parquet")
@@ -473,8 +472,7 @@ def _read_parts(folder: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame
     parts = sorted(folder.iterdir())
     if not parts:
         return empty(dict(schema))
-    frames = [pl.read_ipc(part) if part.suffix == ".arrow" else pl.read_parquet(part) for part in parts]
-    return check(pl.concat(frames), dict(schema), f"state {folder.name}")
+    return check(pl.concat([pl.read_parquet(part) for part in parts]), dict(schema), f"state {folder.name}")
 
 
 def _link(source: Path, target: Path) -> None:
