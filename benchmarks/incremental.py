@@ -75,7 +75,9 @@ def measure(history: int, batch: int, aeb: pl.DataFrame, news: pl.DataFrame, wor
     stages = result.summary.timings
     return {
         "load state": load, **stages, "commit state": commit,
-        "incremental": load + sum(stages.values()) + commit, "full run": full, "old copies": old_copies(result.articles, update),
+        "incremental": load + sum(stages.values()) + commit,
+        "full run": full,
+        "old copies": old_copies(result.articles, update),
     }
 
 
@@ -109,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--history", default="1000,2500,4500")  # at most 5,640 less the largest batch
     parser.add_argument("--batch", default="100,400,1000")
-    parser.add_argument("--data", choices=["both", "aeb", "news"], default="both", help="news: headlines only, few copies")
+    parser.add_argument("--data", choices=["both", "aeb", "news"], default="both", help="news: headlines only")
     given = parser.parse_args()
     histories = [int(h) for h in given.history.split(",")]
     batches = [int(b) for b in given.batch.split(",")]

@@ -52,7 +52,9 @@ def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.Data
     text (a headline-only feed) on the words of their headline (level "headline"), at a higher
     threshold since a few shared words are common between unrelated headlines."""
     by_level = duplicate_shingles(cleaned, config)
-    pairs = pl.concat([candidates(sets, DUPLICATE_THRESHOLDS[level](config), level, config) for level, sets in by_level.items()])
+    pairs = pl.concat(
+        [candidates(sets, DUPLICATE_THRESHOLDS[level](config), level, config) for level, sets in by_level.items()]
+    )
     return pairs, by_level["text"] | by_level["headline"]
 
 

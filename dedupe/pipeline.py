@@ -111,15 +111,18 @@ def update(
     records_read = stage("read", read.read_found, batch.found)
     fresh = stage("new records", state.new_records, records_read, history)
     log(
-        f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): {records_read.height} records, "
-        f"{fresh.height} new, {records_read.height - fresh.height} seen before"
+        f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): "
+        f"{records_read.height} records, {fresh.height} new, {records_read.height - fresh.height} seen before"
     )
     if fresh.height == 0:
-        return Result(history.articles, history.stories, history.pairs, _unchanged(history, batch, records_read, timings, config)), None
+        summary = _unchanged(history, batch, records_read, timings, config)
+        return Result(history.articles, history.stories, history.pairs, summary), None
     normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
-    new_pairs = stage("verify duplicates", verify.verify_duplicates, matched.involved, matched.candidates, matched.shingles, config)
+    new_pairs = stage(
+        "verify duplicates", verify.verify_duplicates, matched.involved, matched.candidates, matched.shingles, config
+    )
     everything = state.all_records(history, records)
     # in the order a single run gives them: group centralities are float sums, summed in this order
     duplicate_pairs = pl.concat([history.duplicate_pairs, new_pairs]).sort("article_id_a", "article_id_b")
@@ -144,7 +147,8 @@ def update(
     )
     pairs = write.concat_pairs(duplicate_pairs, story_pairs)
     candidates = {"duplicate": matched.candidates.height, "story": story_candidates.height}
-    summary = replace(write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories), run=counts)
+    summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
+    summary = replace(summary, run=counts)
     result = Result(articles, story_table, pairs, summary)
     run = {"run_at": run_at, **counts}
     new_update = state.Update(

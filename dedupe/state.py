@@ -135,7 +135,8 @@ def changed_files(paths: Sequence[str | Path], history: History) -> Batch:
 def content_hash(records: pl.DataFrame) -> pl.Series:
     """A stable hash of each raw record (xxh3 of its fields; polars' own hash may change between
     versions, and these hashes are stored)."""
-    columns = ["title_raw", "text_raw", "url", "source", "published_at", "status"]  # not `reason`: it names the path as given
+    # not `reason`: it names the path as given, and a record read by another path is the same record
+    columns = ["title_raw", "text_raw", "url", "source", "published_at", "status"]
     values = records.select(pl.col(name).cast(pl.String) for name in columns).iter_rows()
     hashes = [xxhash.xxh3_64_hexdigest(json.dumps(row).encode()) for row in values]
     return pl.Series("content_hash", hashes, dtype=pl.String)
@@ -285,9 +286,15 @@ def stable_story_ids(groups: pl.DataFrame, history: History, run_at: datetime) -
         schema=STORY_REGISTRY,
     )
     merged_into = pl.col("story_id").replace_strict(merged, default=None, return_dtype=pl.String)
-    registry = pl.concat([history.registry.with_columns(merged_into=pl.coalesce("merged_into", merged_into)), new_entries])
+    registry = pl.concat(
+        [history.registry.with_columns(merged_into=pl.coalesce("merged_into", merged_into)), new_entries]
+    )
     merges_frame = pl.DataFrame(
-        {"story_id": [m[0] for m in merges], "merged_into": [m[1] for m in merges], "merged_at": [run_at] * len(merges)},
+        {
+            "story_id": [absorbed for absorbed, _ in merges],
+            "merged_into": [into for _, into in merges],
+            "merged_at": [run_at] * len(merges),
+        },
         schema=STORY_MERGES,
     )
     out = groups.with_columns(story_id=pl.col("story_id").replace_strict(names, return_dtype=pl.String))

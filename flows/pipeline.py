@@ -14,7 +14,12 @@ from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
@@ -53,7 +58,8 @@ def dedupe_flow(
     progress = create_progress_artifact(0.0, key="dedupe-progress", description="stages done")
     with state.locked(folder, wait=wait, notify=logger.warning):
         history = as_task("load state", state.load, folder, config)
-        result, update = pipeline.update(paths, history, config, datetime.now(UTC), with_progress(progress), logger.info)
+        call = with_progress(progress)
+        result, update = pipeline.update(paths, history, config, datetime.now(UTC), call, logger.info)
         if update is None:
             logger.info(f"nothing new in {', '.join(paths)}: state {folder} and outputs unchanged")
         else:

@@ -37,8 +37,9 @@ def configured_or_local(notify: Callable[[str], None] = print) -> Iterator[str]:
     if configured:
         yield configured
         return
-    with local_server(log=Path(os.environ.get("TMPDIR", "/tmp")) / f"dedupe-prefect-server-{os.getpid()}.log") as api:
-        notify(f"started a Prefect server: UI at {api.removesuffix('/api')} (log in {os.environ.get('TMPDIR', '/tmp')})")
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"dedupe-prefect-server-{os.getpid()}.log"
+    with local_server(log=log) as api:
+        notify(f"started a Prefect server: UI at {api.removesuffix('/api')} (its log: {log})")
         yield api
 
 
@@ -89,7 +90,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def request(api: str, method: str, path: str, body: object = None) -> Any:
     """One call to the Prefect REST API, JSON in and out."""
     data = json.dumps(body).encode() if body is not None else None
-    call = urllib.request.Request(f"{api}{path}", data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    call = urllib.request.Request(f"{api}{path}", data=data, method=method, headers=headers)
     with urllib.request.urlopen(call, timeout=10) as response:
         return json.loads(response.read() or b"null")
 

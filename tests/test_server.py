@@ -52,7 +52,15 @@ def wait_for(what: str, check: object, timeout: float = 300) -> object:
     raise AssertionError(f"{what}: not seen in {timeout:.0f} s")
 
 
-def test_two_runs_on_two_batches_complete_with_their_artifacts(api: str, batches: tuple[Path, Path], tmp_path: Path) -> None:
+def finished(api: str, run_id: str) -> str | None:
+    """The run's final state type, or None while it is not final."""
+    state_type = server.request(api, "GET", f"/flow_runs/{run_id}")["state_type"]
+    return state_type if state_type in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+
+def test_two_runs_on_two_batches_complete_with_their_artifacts(
+    api: str, batches: tuple[Path, Path], tmp_path: Path
+) -> None:
     for batch in batches:
         result = subprocess.run(
             [sys.executable, "-m", "dedupe", "run", str(batch), "--out", str(tmp_path / "out")],
@@ -64,7 +72,8 @@ def test_two_runs_on_two_batches_complete_with_their_artifacts(api: str, batches
     task_names = {task["name"].rsplit("-", 1)[0] for task in server.request(api, "POST", "/task_runs/filter", {})}
     assert {"read", "new records", "clean", "cluster stories", "commit state", "publish outputs"} <= task_names
     for run in runs:
-        artifacts = server.request(api, "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+        of_run = {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
+        artifacts = server.request(api, "POST", "/artifacts/filter", of_run)
         by_key = {artifact["key"]: artifact for artifact in artifacts}
         assert {"dedupe-report", "dedupe-stories", "dedupe-progress"} <= set(by_key)
         assert "## This run" in by_key["dedupe-report"]["data"]
@@ -72,7 +81,9 @@ def test_two_runs_on_two_batches_complete_with_their_artifacts(api: str, batches
     assert any("| new | 70 |" in report["data"] for report in reports)  # the second batch, matched against the first
 
 
-def test_serve_registers_the_schedule_and_its_runs_complete(api: str, batches: tuple[Path, Path], tmp_path: Path) -> None:
+def test_serve_registers_the_schedule_and_its_runs_complete(
+    api: str, batches: tuple[Path, Path], tmp_path: Path
+) -> None:
     serving = subprocess.Popen(
         [sys.executable, "-m", "dedupe", "serve", str(batches[0]), "--out", str(tmp_path / "out"), "--every", "15m",
          "--name", "test-schedule"],
@@ -82,22 +93,22 @@ def test_serve_registers_the_schedule_and_its_runs_complete(api: str, batches: t
     try:
         deployment = wait_for(
             "deployment",
-            lambda: server.request(api, "POST", "/deployments/filter", {"deployments": {"name": {"any_": ["test-schedule"]}}}),
+            lambda: server.request(
+                api, "POST", "/deployments/filter", {"deployments": {"name": {"any_": ["test-schedule"]}}}
+            ),
         )[0]
         assert [s["schedule"]["interval"] for s in deployment["schedules"]] == [900.0]
         run = server.request(api, "POST", f"/deployments/{deployment['id']}/create_flow_run", {})
-        state = wait_for(
-            "completed run",
-            lambda: server.request(api, "GET", f"/flow_runs/{run['id']}")["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
-            and server.request(api, "GET", f"/flow_runs/{run['id']}")["state_type"],
-        )
-        assert state == "COMPLETED"
+        final = wait_for("the run's end", lambda: finished(api, run["id"]))
+        assert final == "COMPLETED"
         assert pl.read_parquet(tmp_path / "out" / "articles.parquet").height == 100
     finally:
         server.stop(serving)  # type: ignore[arg-type]
 
 
-def test_a_run_on_a_state_in_use_stops_with_a_clear_message(api: str, batches: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_run_on_a_state_in_use_stops_with_a_clear_message(
+    api: str, batches: tuple[Path, Path], tmp_path: Path
+) -> None:
     with state.locked(tmp_path / "out" / "state"):
         result = subprocess.run(
             [sys.executable, "-m", "dedupe", "run", str(batches[0]), "--out", str(tmp_path / "out"), "--no-wait"],

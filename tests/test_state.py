@@ -73,7 +73,8 @@ def test_two_batches_by_time_give_the_stories_of_one_run_with_stable_ids(tmp_pat
     assert set(merges["story_id"]) | (old_ids & new_ids) == old_ids  # every old id lives on or merged
     assert set(merges["merged_into"]) <= old_ids & new_ids  # into an older story
     # a surviving id goes with the largest part of its old story (a split leaves the rest new ids)
-    moved = one.articles.select("article_id", old="story_id").join(two.articles.select("article_id", "story_id"), on="article_id")
+    now = two.articles.select("article_id", "story_id")
+    moved = one.articles.select("article_id", old="story_id").join(now, on="article_id")
     parts = moved.group_by("old", "story_id").len()
     largest = parts.sort("len", descending=True).group_by("old").agg(pl.col("len").first())
     kept = parts.filter(pl.col("old") == pl.col("story_id")).join(largest, on="old", suffix="_largest")
@@ -187,8 +188,10 @@ def groups_of(stories: dict[str, list[str]]) -> pl.DataFrame:
 
 
 def test_merged_stories_keep_the_oldest_id_and_the_merge_is_recorded() -> None:
-    history = history_with({"story-old": ["a", "b"], "story-older": ["c"]}, {"story-old": T0, "story-older": T0 - timedelta(hours=1)})
-    ids = state.stable_story_ids(groups_of({"fresh-1": ["a", "b", "c", "d"], "fresh-2": ["e"]}), history, T0 + timedelta(hours=1))
+    created = {"story-old": T0, "story-older": T0 - timedelta(hours=1)}
+    history = history_with({"story-old": ["a", "b"], "story-older": ["c"]}, created)
+    now = groups_of({"fresh-1": ["a", "b", "c", "d"], "fresh-2": ["e"]})
+    ids = state.stable_story_ids(now, history, T0 + timedelta(hours=1))
     assert dict(ids.groups.select("article_id", "story_id").iter_rows()) == {
         "a": "story-older", "b": "story-older", "c": "story-older", "d": "story-older", "e": "fresh-2"
     }
@@ -241,7 +244,8 @@ def test_the_story_overview_lists_the_largest_and_the_newest_stories(tmp_path: P
     overview = state.story_overview(result.stories, update.registry, 3)
     assert overview["list"].to_list() == ["largest"] * 3 + ["newest"] * 3
     assert overview.filter(pl.col("list") == "newest")["headline"][0] == "Volcano erupts in Iceland"
-    assert overview.filter(pl.col("list") == "largest")["n_articles"].to_list() == result.stories["n_articles"].head(3).to_list()
+    largest = overview.filter(pl.col("list") == "largest")["n_articles"]
+    assert largest.to_list() == result.stories["n_articles"].head(3).to_list()
 
 
 @pytest.mark.parametrize("kill_when", ["generations", "state"])
@@ -249,7 +253,10 @@ def test_a_run_killed_at_any_point_leaves_the_state_before_or_after_it(tmp_path:
     """SIGKILL a real run as soon as its commit starts (or as soon as it takes the lock): the
     state is then the one before the run or the one after it, and the next run completes it."""
     folder = tmp_path / "state"
-    script = f"from pathlib import Path; from tests.test_state import run_batch; run_batch([Path({str(SEEDS)!r})], Path({str(folder)!r}))"
+    script = (
+        "from pathlib import Path; from tests.test_state import run_batch; "
+        f"run_batch([Path({str(SEEDS)!r})], Path({str(folder)!r}))"
+    )
     process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     watched = folder / "generations" if kill_when == "generations" else folder
     while process.poll() is None and not watched.exists():
