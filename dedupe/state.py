@@ -228,11 +228,11 @@ def changed_groups(groups: pl.DataFrame, history: History) -> pl.DataFrame:
 def with_kept_cleaning(records: pl.DataFrame, changed: pl.DataFrame, history: History) -> pl.DataFrame:
     """CLEANED: records whose group did not change carry the body and removed lines the last run
     gave them (what their copies share has not changed); the others their first-pass cleaning."""
-    unchanged = history.articles.select("article_id", kept_body="text", kept_removed="removed_lines").join(
-        changed.select("article_id"), on="article_id", how="anti"
-    )
+    unchanged = history.articles.select(
+        "article_id", kept_body="text", kept_removed="removed_lines", has_kept=pl.col("duplicate_group").is_not_null()
+    ).join(changed.select("article_id"), on="article_id", how="anti")
     joined = records.join(unchanged, on="article_id", how="left", maintain_order="left")
-    has_kept = pl.col("kept_body").is_not_null() | pl.col("kept_removed").is_not_null()
+    has_kept = pl.col("has_kept").fill_null(False)  # even a body the copies emptied (kept_body null)
     out = joined.with_columns(
         body=pl.when(has_kept).then("kept_body").otherwise("body"),
         removed_lines=pl.when(has_kept).then("kept_removed").otherwise("removed_lines"),

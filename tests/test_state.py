@@ -81,6 +81,18 @@ def test_two_batches_by_time_give_the_stories_of_one_run_with_stable_ids(tmp_pat
     assert kept.height == len(old_ids & new_ids) and (kept["len"] == kept["len_largest"]).all()
 
 
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
+def test_aeb_in_two_batches_gives_the_groups_and_cleaning_of_one_run(tmp_path: Path) -> None:
+    """Every third extractor version comes later: the groups it joins are cleaned with copies again."""
+    lines = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("\n".join(line for i, line in enumerate(lines) if i % 3))
+    second.write_text("\n".join(line for i, line in enumerate(lines) if not i % 3))
+    run_batch([first], tmp_path / "state")
+    incremental, _ = run_batch([second], tmp_path / "state", T0 + timedelta(minutes=15))
+    assert_same_as_one_run(incremental.articles, pipeline.run([first, second], CONFIG).articles)
+
+
 def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path) -> None:
     """aeb versions and headlines, a third of them later: duplicate groups and cleaning with
     copies (re-done only for changed groups) come out as in one run."""
