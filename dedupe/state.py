@@ -34,7 +34,7 @@ import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -64,6 +64,8 @@ FORMAT_VERSION = 1
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
+REPORT_ONLY_SETTINGS = {"top_stories"}
+"""Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
 
 
@@ -382,9 +384,18 @@ def load(state: Path, config: Config) -> History:
     if current is None:
         return History()
     meta = json.loads((current / "meta.json").read_text())
-    if meta["format"] != FORMAT_VERSION or meta["config"] != str(config):
+    if meta["format"] != FORMAT_VERSION:
+        raise StateError(f"state {state} has format {meta['format']}, this version reads {FORMAT_VERSION}")
+    differing = {
+        name: value
+        for name, value in meta["config"].items()
+        if getattr(config, name, None) != value and name not in REPORT_ONLY_SETTINGS
+    }
+    if differing:
+        settings = ", ".join(f"{name}={value}" for name, value in differing.items())
         raise StateError(
-            f"state {state} was made with other settings ({meta['config']}); "
+            f"state {state} was made with {settings} (this run: "
+            f"{', '.join(f'{name}={getattr(config, name, None)}' for name in differing)}); "
             "use the same settings or another --state folder"
         )
     growing = {name: _read_parts(current / name, schema) for name, schema in GROWING.items()}
@@ -430,7 +441,7 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
     run = pl.DataFrame([{"generation": generation, **update.run}], schema=RUNS)
     pl.concat([history.runs, run]).write_parquet(temporary / "runs.parquet")
     (temporary / "report.md").write_text(update.report)
-    (temporary / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION, "config": str(config)}))
+    (temporary / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION, "config": asdict(config)}))
     final = generations / f"{generation:06d}"
     os.rename(temporary, final)
     link = state / f".current-{os.getpid()}"

@@ -175,7 +175,7 @@ def test_a_second_run_on_a_locked_state_waits_or_stops_with_a_clear_message(tmp_
 
 def test_a_state_made_with_other_settings_is_refused(tmp_path: Path) -> None:
     run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state")
-    with pytest.raises(state.StateError, match="other settings"):
+    with pytest.raises(state.StateError, match=r"made with num_perm=128 \(this run: num_perm=64\)"):
         state.load(tmp_path / "state", CONFIG.with_overrides(num_perm=64))
 
 
