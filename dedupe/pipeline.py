@@ -76,9 +76,9 @@ def run(
 
 
 UPDATE_STAGES = (
-    "changed files", "read", "new records", "normalize", "clean", "minhash duplicates", "verify duplicates", "cluster duplicates",
-    "clean with copies", "group headlines", "minhash stories", "verify stories", "cluster stories",
-    "stable story ids", "assemble", "build stories",
+    "changed files", "read", "new records", "normalize", "clean", "minhash duplicates", "verify duplicates",
+    "cluster duplicates", "clean with copies", "group headlines", "minhash stories", "verify stories",
+    "cluster stories", "stable story ids", "assemble", "build stories",
 )
 """The stages of `update`, in order (a run with nothing new stops after the third)."""
 
@@ -149,13 +149,12 @@ def update(
     candidates = {"duplicate": matched.candidates.height, "story": story_candidates.height}
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     summary = replace(summary, run=counts)
-    result = Result(articles, story_table, pairs, summary)
-    run = {"run_at": run_at, **counts}
-    new_update = state.Update(
-        records, matched.band_keys, new_pairs, articles, story_table, pairs, story_ids.registry, story_ids.merges,
-        run, write.render_report(summary), batch.files,
+    added = state.Update(
+        records=records, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
+        articles=articles, stories=story_table, pairs=pairs, registry=story_ids.registry, files=batch.files,
+        run={"run_at": run_at, **counts}, report=write.render_report(summary),
     )
-    return result, new_update
+    return Result(articles, story_table, pairs, summary), added
 
 
 def _clean_changed(
