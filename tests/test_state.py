@@ -281,3 +281,15 @@ def test_a_run_killed_at_any_point_leaves_the_state_before_or_after_it(tmp_path:
     result, _ = run_batch([SEEDS], folder)
     assert state.load(folder, CONFIG).generation == 1
     assert partition(result.articles, "story_id") == partition(pipeline.run([SEEDS], CONFIG).articles, "story_id")
+
+
+def test_update_runs_the_stages_it_announces_in_order(tmp_path: Path) -> None:
+    """The flow's progress artifact counts stages against `UPDATE_STAGES`."""
+    names: list[str] = []
+
+    def recording(name: str, function: object, *args: object) -> object:
+        names.append(name)
+        return pipeline.direct(name, function, *args)  # type: ignore[arg-type]
+
+    pipeline.update([SEEDS / "headlines-sample.csv"], state.History(), CONFIG, T0, recording)
+    assert tuple(names) == pipeline.UPDATE_STAGES
