@@ -139,7 +139,7 @@ def update(
     groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
     story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
     articles = stage("assemble", write.assemble_articles, cleaned, story_ids.groups)
-    story_table = stage("build stories", stories.build_stories, articles)
+    story_table = stage("build stories", state.build_changed_stories, articles, history, stories.build_stories)
     counts = state.run_counts(batch, records_read.height, records, articles, story_table, story_ids, history)
     log(
         f"{story_table.height} stories: {counts['stories_opened']} opened, {counts['stories_updated']} updated, "

@@ -338,6 +338,26 @@ def run_counts(batch: Batch, records_in: int, records: pl.DataFrame, articles: p
     }
 
 
+def build_changed_stories(
+    articles: pl.DataFrame, history: History, build: Callable[[pl.DataFrame], pl.DataFrame]
+) -> pl.DataFrame:
+    """`build` (stories.build_stories) for the stories whose member rows changed since the last
+    run; the others as it built them then. A story's row depends on its members' rows alone, so
+    a batch rebuilds the stories it touches, not all of them."""
+    check(articles, ARTICLES, "changed stories input")
+
+    def members(frame: pl.DataFrame) -> pl.DataFrame:
+        hashed = frame.filter(pl.col("story_id").is_not_null()).select("story_id", row=frame.hash_rows())
+        return hashed.group_by("story_id").agg(pl.col("row").sort())
+
+    same = members(articles).join(members(history.articles), on="story_id", suffix="_before")
+    unchanged = same.filter(pl.col("row") == pl.col("row_before"))["story_id"].implode()
+    rebuilt = build(articles.filter(~pl.col("story_id").is_in(unchanged)))
+    kept = history.stories.filter(pl.col("story_id").is_in(unchanged))
+    out = pl.concat([rebuilt, kept]).sort(["n_articles", "story_id"], descending=[True, False])  # as `build` sorts
+    return check(out, STORIES, "stories")
+
+
 def story_overview(stories: pl.DataFrame, registry: pl.DataFrame, top: int) -> pl.DataFrame:
     """The `top` largest and the `top` newest stories (by when their id was given), one table."""
     dated = stories.join(registry.select("story_id", "created_at"), on="story_id", how="left")
