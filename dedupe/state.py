@@ -347,7 +347,8 @@ def build_changed_stories(
     check(articles, ARTICLES, "changed stories input")
 
     def members(frame: pl.DataFrame) -> pl.DataFrame:
-        hashed = frame.filter(pl.col("story_id").is_not_null()).select("story_id", row=frame.hash_rows())
+        in_stories = frame.filter(pl.col("story_id").is_not_null())
+        hashed = in_stories.select("story_id", row=in_stories.hash_rows())
         return hashed.group_by("story_id").agg(pl.col("row").sort())
 
     same = members(articles).join(members(history.articles), on="story_id", suffix="_before")

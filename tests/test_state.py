@@ -297,3 +297,14 @@ def test_update_runs_the_stages_it_announces_in_order(tmp_path: Path) -> None:
 
     pipeline.update([SEEDS / "headlines-sample.csv"], state.History(), CONFIG, T0, recording)
     assert tuple(names) == pipeline.UPDATE_STAGES
+
+
+def test_rejected_records_beside_stories_are_kept_once_and_the_story_table_is_built(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    (tmp_path / "one" / "broken.json").write_text("{nope")
+    (tmp_path / "one" / "a.csv").write_text("id,title\n1,Fed holds rates steady\n")
+    (tmp_path / "two" / "b.csv").write_text("id,title\n2,Comet passes close to Earth\n")
+    run_batch([tmp_path / "one"], tmp_path / "state")
+    result, _ = run_batch([tmp_path / "two"], tmp_path / "state")
+    assert result.articles.filter(pl.col("status") == "rejected")["source_file"].to_list() == [str(tmp_path / "one" / "broken.json")]
+    assert result.stories["n_articles"].sum() == 2
