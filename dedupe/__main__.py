@@ -1,8 +1,12 @@
-"""The command line: `python -m dedupe run PATH... [--out DIR]`."""
+"""The command line: `python -m dedupe run PATH... [--out DIR]`, `serve`, `eval`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dedupe.config import Config
+from dedupe.state import StateError
 from dedupe.verify import SEMANTIC_INSTALL, missing_semantic_packages
 from dedupe.write import Summary
 
@@ -44,15 +49,25 @@ def run(
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set num_perm=256 (repeatable).")
     ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state", help="Folder of the history runs build on (default OUT/state).")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for another run on the same state, or stop at once.")
+    ] = True,
 ) -> None:
-    """Read, clean, match duplicates and group stories in PATHS; write the outputs to --out."""
+    """Match the new records in PATHS against earlier runs' state; write the outputs over all of
+    it to --out. Records seen before (same id and content) are skipped."""
     config = _config(settings or [])
     missing = [str(path) for path in paths if not path.exists() and not path.is_symlink()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
-    for name, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    summary, lost_api = _run_flow(paths, out, config)
+    _prefect_defaults()
+    try:
+        summary, lost_api = _run_flow(paths, out, config, state_dir, wait)
+    except StateError as error:
+        console.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(code=1) from None
     _print_summary(summary, out)
     code = 0
     if summary.records == summary.status["rejected"]:
@@ -68,24 +83,28 @@ def run(
         raise typer.Exit(code=code)
 
 
-def _run_flow(paths: list[Path], out: Path, config: Config) -> tuple[Summary, bool]:
+def _run_flow(paths: list[Path], out: Path, config: Config, state_dir: Path | None, wait: bool) -> tuple[Summary, bool]:
     """(summary, whether the Prefect API was lost). A run whose Prefect API goes away finishes
-    without Prefect: the stages are pure, so it writes what the flow would have written."""
+    without Prefect: the same state update under the same lock, so what the flow had committed
+    stands and the rest is done once."""
     from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
 
+    folder = state_dir or out / "state"
     try:
-        return dedupe_flow(paths=[str(path) for path in paths], out=str(out), config=config), False
+        summary = dedupe_flow(
+            paths=[str(path) for path in paths], out=str(out), config=config, state_dir=str(folder), wait=wait
+        )
+        return summary, False
     except Exception as error:
         lost = _transport_error(error)
         if lost is None:
             raise
-    from dedupe import pipeline, write
+    from dedupe import pipeline
 
     api = os.environ.get("PREFECT_API_URL", "the embedded Prefect API")
     console.print(f"[bold yellow]warning:[/] lost {api} during the run ({type(lost).__name__}: {lost}); "
                   "finishing it without Prefect, so it will not show in the Prefect UI")
-    result = pipeline.run(paths, config)
-    write.write_outputs(out, result.articles, result.stories, result.pairs, result.summary)
+    result, _ = pipeline.run_on_state(paths, out, folder, config, wait, warn=console.print)
     return result.summary, True
 
 
@@ -99,6 +118,38 @@ def _transport_error(error: BaseException) -> BaseException | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+@app.command()
+def serve(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders where new batches arrive.", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs.")] = Path("out"),
+    state_dir: Annotated[Path | None, typer.Option("--state", help="History folder (default OUT/state).")] = None,
+    every: Annotated[str | None, typer.Option("--every", help="Interval between runs: 90s, 15m, 1h.")] = None,
+    cron: Annotated[str | None, typer.Option("--cron", help='Cron schedule instead, e.g. "*/15 * * * *".')] = None,
+    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "dedupe-schedule",
+) -> None:
+    """Run the flow on a schedule as a Prefect deployment, each run picking up what is new in
+    PATHS. Uses the configured Prefect server (PREFECT_API_URL), else starts one on 127.0.0.1."""
+    if (every is None) == (cron is None):
+        raise typer.BadParameter("give one of --every or --cron", param_hint="--every")
+    schedule = ["--cron", cron] if cron else ["--every-seconds", str(_seconds(every or ""))]
+    _prefect_defaults()
+    from flows import server
+
+    with server.configured_or_local(console.print) as api_url:
+        command = [sys.executable, "-m", "flows.serve", *map(str, paths), "--out", str(out), "--name", name, *schedule]
+        if state_dir:
+            command += ["--state", str(state_dir)]
+        console.print(f"serving deployment dedupe/{name} on {api_url}; stop with Ctrl-C")
+        # its own session, so that a Ctrl-C reaches us alone and we stop it (then the server) in order
+        serving = subprocess.Popen(command, env=os.environ | {"PREFECT_API_URL": api_url}, start_new_session=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM, too, stops the child and the server
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                serving.wait()
+        finally:
+            server.stop(serving)  # type: ignore[arg-type]
 
 
 @app.command("eval")
@@ -125,6 +176,24 @@ def evaluate_run(
     console.print(table)
 
 
+def _seconds(interval: str) -> float:
+    """'90s', '15m', '1h', '2d' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (interval[:-1], interval[-1]) if interval[-1:] in units else (interval, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{interval!r}: expected e.g. 90s, 15m, 1h", param_hint="--every") from None
+    if seconds <= 0:
+        raise typer.BadParameter(f"{interval!r}: the interval must be positive", param_hint="--every")
+    return seconds
+
+
+def _prefect_defaults() -> None:
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 def _config(settings: list[str]) -> Config:
     try:
         config = Config().with_settings(settings)
@@ -140,6 +209,8 @@ def _print_summary(summary: Summary, out: Path) -> None:
     table = Table(title=f"dedupe: {summary.records} records from {summary.files} files", show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")
+    for what, count in summary.run.items():
+        table.add_row(f"this run: {what.replace('_', ' ')}", str(count))
     for status, count in summary.status.items():
         table.add_row(f"articles {status}", str(count))
     table.add_row("duplicate groups", str(summary.duplicate_groups))

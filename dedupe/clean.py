@@ -137,13 +137,20 @@ def clean_with_copies(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Confi
     first or after the last shared piece is its site's template (rule `outside_shared_body`), and
     a line the copies share is kept even if its shape looks like an artifact."""
     check(cleaned, CLEANED, "clean with copies input")
+    shared = shared_in_groups(cleaned, groups, config)
+    return clean(cleaned, shared, headline_decorations(cleaned, groups.select("article_id", "duplicate_group")))
+
+
+def shared_in_groups(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> dict[str, Shared]:
+    """article_id -> what its copies share, for the members of groups of at least
+    `consensus_min_copies` (only the groups in `groups`: a later run passes those that changed)."""
     texts = cleaned.select("article_id", "text").join(groups.select("article_id", "duplicate_group"), on="article_id")
     shared: dict[str, Shared] = {}
     for (_group,), members in texts.group_by("duplicate_group"):
         if members.height >= config.consensus_min_copies:
             predicate = shared_by_copies(members["text"].drop_nulls().to_list(), config)
             shared.update(dict.fromkeys(members["article_id"], predicate))
-    return clean(cleaned, shared, headline_decorations(cleaned, groups.select("article_id", "duplicate_group")))
+    return shared
 
 
 def shared_by_copies(texts: list[str], config: Config) -> Shared:

@@ -15,7 +15,7 @@ import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from dedupe.config import Config
-from dedupe.schema import CANDIDATES, CLEANED, GROUP_HEADLINES, check
+from dedupe.schema import BAND_KEYS, CANDIDATES, CLEANED, GROUP_HEADLINES, check
 
 _WORD = re.compile(r"\w+")
 # Function words say nothing about which event a headline covers; leaving them out keeps two
@@ -51,23 +51,33 @@ def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.Data
     Articles are matched on their text's word n-grams (level "text"); records with little or no
     text (a headline-only feed) on the words of their headline (level "headline"), at a higher
     threshold since a few shared words are common between unrelated headlines."""
+    by_level = duplicate_shingles(cleaned, config)
+    pairs = pl.concat(
+        [candidates(sets, DUPLICATE_THRESHOLDS[level](config), level, config) for level, sets in by_level.items()]
+    )
+    return pairs, by_level["text"] | by_level["headline"]
+
+
+DUPLICATE_THRESHOLDS = {
+    "text": lambda config: config.duplicate_lsh_threshold,
+    "headline": lambda config: config.headline_duplicate_lsh_threshold,
+}
+"""LSH threshold of each duplicate level."""
+
+
+def duplicate_shingles(cleaned: pl.DataFrame, config: Config) -> dict[str, dict[str, set[bytes]]]:
+    """level ("text" or "headline") -> article_id -> shingle set, for the records not rejected:
+    word n-grams of a text of at least `min_text_words` words, else the words of the text or headline."""
     check(cleaned, CLEANED, "duplicate candidates input")
     matched = cleaned.filter(pl.col("status") == "ok")
-    long_sets: dict[str, set[bytes]] = {}
-    short_sets: dict[str, set[bytes]] = {}
+    by_level: dict[str, dict[str, set[bytes]]] = {"text": {}, "headline": {}}
     for article_id, headline, text in matched.select("article_id", "headline", "body").iter_rows():
         tokens = words(text)
         if len(tokens) >= config.min_text_words:
-            long_sets[article_id] = shingles(text, config.shingle_words, tokens)
+            by_level["text"][article_id] = shingles(text, config.shingle_words, tokens)
         else:
-            short_sets[article_id] = shingles(text or headline, 1)
-    pairs = pl.concat(
-        [
-            candidates(long_sets, config.duplicate_lsh_threshold, "text", config),
-            candidates(short_sets, config.headline_duplicate_lsh_threshold, "headline", config),
-        ]
-    )
-    return pairs, long_sets | short_sets
+            by_level["headline"][article_id] = shingles(text or headline, 1)
+    return by_level
 
 
 def story_candidates(headlines: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, dict[str, set[bytes]]]:
@@ -119,43 +129,52 @@ def signatures(shingle_sets: Sequence[set[bytes]], config: Config) -> list[LeanM
 
 def candidates(shingle_sets: Mapping[str, set[bytes]], threshold: float, level: str, config: Config) -> pl.DataFrame:
     """Pairs (a < b) whose signatures share at least one LSH band at `threshold`. Empty sets
-    match nothing.
+    match nothing (see `band_keys` and `bucket_pairs`)."""
+    return bucket_pairs(band_keys(shingle_sets, threshold, config), level, config)
+
+
+def band_keys(shingle_sets: Mapping[str, set[bytes]], threshold: float, config: Config) -> pl.DataFrame:
+    """BAND_KEYS: one row per (article, LSH band) with the band's bucket key; empty sets have none.
 
     datasketch's MinHashLSH chooses the bands (b bands of r rows) for the threshold; the bucketing
     itself is a polars group-by over (band, bucket key), because querying MinHashLSH for every
-    article cost 11 s on the dev data where this takes well under one. Work is linear in articles
-    plus candidate pairs: a bucket of more than `lsh_max_bucket` articles (a story copied
-    thousands of times) links each member to its first one instead of to every other."""
-    ids = sorted(article_id for article_id, shingle_set in shingle_sets.items() if shingle_set)  # hub = smallest id
-    if len(ids) < 2:
-        empty = pl.DataFrame(schema={"article_id_a": pl.String, "article_id_b": pl.String})
-        return check(empty.with_columns(level=pl.lit(level)), CANDIDATES, f"{level} candidates")
+    article cost 11 s on the dev data where this takes well under one. The keys are kept apart
+    from the bucketing so that a later run can match new articles against stored keys."""
+    ids = sorted(article_id for article_id, shingle_set in shingle_sets.items() if shingle_set)
+    if not ids:
+        return pl.DataFrame(schema=BAND_KEYS)
     minhashes = signatures([shingle_sets[article_id] for article_id in ids], config)
     lsh = MinHashLSH(threshold=threshold, num_perm=config.num_perm)
     bands, rows = lsh.b, lsh.r
     values = np.vstack([minhash.hashvalues[: bands * rows] for minhash in minhashes]).astype(np.uint64)
     mixers = np.random.default_rng(config.seed).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
     keys = (values.reshape(len(ids), bands, rows) * mixers).sum(axis=2, dtype=np.uint64)  # wraps mod 2^64
-    members = pl.DataFrame(
+    frame = pl.DataFrame(
         {
-            "article": np.repeat(np.arange(len(ids), dtype=np.uint32), bands),
+            "article_id": pl.Series(ids, dtype=pl.String).gather(np.repeat(np.arange(len(ids)), bands)),
             "band": np.tile(np.arange(bands, dtype=np.uint16), len(ids)),
             "key": keys.ravel(),
         }
     )
-    buckets = members.group_by("band", "key").agg("article").filter(pl.col("article").list.len() > 1)
-    small = buckets.filter(pl.col("article").list.len() <= config.lsh_max_bucket)
-    large = buckets.filter(pl.col("article").list.len() > config.lsh_max_bucket)
+    return check(frame, BAND_KEYS, "band keys")
+
+
+def bucket_pairs(keys: pl.DataFrame, level: str, config: Config) -> pl.DataFrame:
+    """CANDIDATES: pairs (a < b) sharing a bucket. Work is linear in articles plus candidate
+    pairs: a bucket of more than `lsh_max_bucket` articles (a story copied thousands of times)
+    links each member to its smallest id instead of to every other."""
+    check(keys, BAND_KEYS, "bucket input")
+    buckets = keys.group_by("band", "key").agg("article_id").filter(pl.col("article_id").list.len() > 1)
+    small = buckets.filter(pl.col("article_id").list.len() <= config.lsh_max_bucket)
+    large = buckets.filter(pl.col("article_id").list.len() > config.lsh_max_bucket)
     pairs = pl.concat(
         [
-            _pairs_within(small, "article"),
-            large.select(a="article", b=pl.col("article").list.min()).explode("a"),
+            _pairs_within(small, "article_id"),
+            large.select(a="article_id", b=pl.col("article_id").list.min()).explode("a"),
         ]
     ).filter(pl.col("a") != pl.col("b"))
-    names = pl.Series(ids, dtype=pl.String)
-    named = pl.DataFrame({"a": names.gather(pairs["a"]), "b": names.gather(pairs["b"])})
     frame = (
-        named.select(article_id_a=pl.min_horizontal("a", "b"), article_id_b=pl.max_horizontal("a", "b"))
+        pairs.select(article_id_a=pl.min_horizontal("a", "b"), article_id_b=pl.max_horizontal("a", "b"))
         .unique()
         .sort("article_id_a", "article_id_b")
     )

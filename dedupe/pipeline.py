@@ -1,21 +1,25 @@
 """The whole pipeline as plain calls: the one place that says which stage feeds which.
 
-The Prefect flow runs this same sequence with each stage as a task (its `call`); benchmarks and
-tests run it directly.
+`run` takes one batch alone; `update` matches a batch against the history of earlier runs
+(dedupe/state.py) and gives the same groups and stories as `run` over all batches at once.
+The Prefect flow runs these same sequences with each stage as a task (its `call`); benchmarks and
+tests run them directly.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from dedupe import clean, cluster, minhash, normalize, read, stories, verify, write
+from dedupe import clean, cluster, minhash, normalize, read, state, stories, verify, write
 from dedupe.config import Config
+from dedupe.schema import READ
 
 Call = Callable[..., Any]
 """call(stage_name, function, *args) runs one stage and returns its result."""
@@ -57,20 +61,150 @@ def run(
         f"{groups['duplicate_group'].n_unique()} duplicate groups"
     )
     cleaned = stage("clean with copies", clean.clean_with_copies, cleaned, groups, config)
-    headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
-    story_candidates, keywords = stage("minhash stories", minhash.story_candidates, headlines, config)
-    if config.story_model == "keywords":
-        story_pairs = stage("verify stories", verify.verify_stories, headlines, story_candidates, keywords, config)
-        groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
-    else:
-        scored = stage("verify stories", verify.semantic_story_pairs, headlines, story_candidates, keywords)
-        groups = stage("cluster stories", cluster.semantic_story_ids, cleaned, groups, scored, config)
-        story_pairs = verify.strong_pairs(scored, 100.0 * config.story_semantic_similarity)
+    groups, story_pairs, story_candidates = _stories(stage, cleaned, groups, config)
     articles = stage("assemble", write.assemble_articles, cleaned, groups)
     story_table = stage("build stories", stories.build_stories, articles)
-    log(f"{story_candidates.height} story candidates, {story_pairs.height} confirmed, {story_table.height} stories")
+    log(f"{story_candidates} story candidates, {story_pairs.height} confirmed, {story_table.height} stories")
 
     pairs = write.concat_pairs(duplicate_pairs, story_pairs)
-    candidates = {"duplicate": duplicate_candidates.height, "story": story_candidates.height}
+    candidates = {"duplicate": duplicate_candidates.height, "story": story_candidates}
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     return Result(articles, story_table, pairs, summary)
+
+
+def _stories(stage: Call, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Duplicate groups joined into stories by `config.story_model`: (GROUPS with story ids, the
+    story pairs a reader sees, the number of story candidates)."""
+    headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
+    candidates, keywords = stage("minhash stories", minhash.story_candidates, headlines, config)
+    if config.story_model == "keywords":
+        story_pairs = stage("verify stories", verify.verify_stories, headlines, candidates, keywords, config)
+        return stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config), story_pairs, candidates.height
+    scored = stage("verify stories", verify.semantic_story_pairs, headlines, candidates, keywords)
+    groups = stage("cluster stories", cluster.semantic_story_ids, cleaned, groups, scored, config)
+    return groups, verify.strong_pairs(scored, 100.0 * config.story_semantic_similarity), candidates.height
+
+
+UPDATE_STAGES = (
+    "changed files", "read", "new records", "normalize", "clean", "minhash duplicates", "verify duplicates",
+    "cluster duplicates", "clean with copies", "group headlines", "minhash stories", "verify stories",
+    "cluster stories", "stable story ids", "assemble", "build stories",
+)
+"""The stages of `update`, in order (a run with nothing new stops after the third)."""
+
+
+def update(
+    paths: Sequence[str | Path],
+    history: state.History,
+    config: Config,
+    run_at: datetime,
+    call: Call = direct,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[Result, state.Update | None]:
+    """`run` for the records of `paths` not in `history`, matched against all of it; None for
+    the update when nothing is new (the history and its outputs stand as they are).
+
+    Per-record work (normalize, first cleaning, shingles, band keys, verifying candidates) is done
+    for the new records only. The steps that decide between groups (duplicate groups, headline
+    decoration, stories) run again over the stored compact tables, so that the result is the
+    one a single run over everything would give; cleaning with copies runs again only for the
+    groups whose members changed."""
+    timings: dict[str, float] = {}
+
+    def stage(name: str, function: Callable[..., Any], *args: object) -> Any:
+        started = time.perf_counter()
+        result = call(name, function, *args)
+        timings[name] = time.perf_counter() - started
+        return result
+
+    batch = stage("changed files", state.changed_files, list(paths), history)
+    records_read = stage("read", read.read_found, batch.found, config)
+    fresh = stage("new records", state.new_records, records_read, history)
+    log(
+        f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): "
+        f"{records_read.height} records, {fresh.height} new, {records_read.height - fresh.height} seen before"
+    )
+    if fresh.height == 0:
+        summary = _unchanged(history, batch, records_read, timings, config)
+        return Result(history.articles, history.stories, history.pairs, summary), None
+    normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
+    records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
+    matched = stage("minhash duplicates", state.new_candidates, records, history, config)
+    new_pairs = stage(
+        "verify duplicates", verify.verify_duplicates, matched.involved, matched.candidates, matched.shingles, config
+    )
+    everything = state.all_records(history, records)
+    # in the order a single run gives them: group centralities are float sums, summed in this order
+    duplicate_pairs = pl.concat([history.duplicate_pairs, new_pairs]).sort("article_id_a", "article_id_b")
+    groups = stage("cluster duplicates", cluster.duplicate_groups, everything, duplicate_pairs, config)
+    changed = state.changed_groups(groups, history)
+    log(
+        f"{matched.candidates.height} new duplicate candidates, {new_pairs.height} confirmed, "
+        f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
+    )
+    cleaned = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
+    groups, story_pairs, story_candidates = _stories(stage, cleaned, groups, config)
+    story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
+    articles = stage("assemble", write.assemble_articles, cleaned, story_ids.groups)
+    story_table = stage("build stories", state.build_changed_stories, articles, history, stories.build_stories)
+    counts = state.run_counts(batch, records_read.height, records, articles, story_table, story_ids, history)
+    log(
+        f"{story_table.height} stories: {counts['stories_opened']} opened, {counts['stories_updated']} updated, "
+        f"{counts['stories_merged']} merged into older ones"
+    )
+    pairs = write.concat_pairs(duplicate_pairs, story_pairs)
+    candidates = {"duplicate": matched.candidates.height, "story": story_candidates}
+    summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
+    summary = replace(summary, run=counts)
+    added = state.Update(
+        records=records, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
+        articles=articles, stories=story_table, pairs=pairs, registry=story_ids.registry, files=batch.files,
+        run={"run_at": run_at, **counts}, report=write.render_report(summary),
+    )
+    return Result(articles, story_table, pairs, summary), added
+
+
+def _clean_changed(
+    records: pl.DataFrame, groups: pl.DataFrame, changed: pl.DataFrame, history: state.History, config: Config
+) -> pl.DataFrame:
+    """`clean.clean_with_copies` for the changed groups; the others keep their cleaning. Headline
+    decoration is learnt again from all titles (a new title can teach a new site suffix)."""
+    shared = clean.shared_in_groups(records, changed, config)
+    decorations = clean.headline_decorations(records, groups.select("article_id", "duplicate_group"))
+    return clean.clean(state.with_kept_cleaning(records, changed, history), shared, decorations)
+
+
+def _unchanged(
+    history: state.History, batch: state.Batch, records_read: pl.DataFrame, timings: dict[str, float], config: Config
+) -> write.Summary:
+    """The last run's summary with this run's counts: nothing new."""
+    counts = dict.fromkeys(state.RUN_COUNTS, 0) | {
+        "files_read": len(batch.found), "files_unchanged": batch.unchanged,
+        "records_in": records_read.height, "already_seen": records_read.height,
+    }
+    summary = write.summarize(history.articles, history.stories, history.pairs, {}, timings, config.top_stories)
+    return replace(summary, run=counts)
+
+
+def run_on_state(
+    paths: Sequence[str | Path],
+    out: Path,
+    folder: Path,
+    config: Config,
+    wait: bool = True,
+    call: Call = direct,
+    log: Callable[[str], None] = lambda _: None,
+    warn: Callable[[str], None] = print,
+) -> tuple[Result, pl.DataFrame]:
+    """`update` on the history in `folder` under its lock, committed (when anything was new) and
+    published to `out`: (the result, the story registry). The flow runs this with tasks; a run
+    that loses its Prefect API runs it again directly, and finds committed work already done."""
+    with state.locked(folder, wait=wait, notify=warn):
+        history = call("load state", state.load, folder, config)
+        result, added = update(paths, history, config, datetime.now(UTC), call, log)
+        if added is None:
+            log(f"nothing new in {', '.join(map(str, paths))}: state {folder} and outputs unchanged")
+        else:
+            call("commit state", state.commit, folder, history, added, config)
+        call("publish outputs", state.publish, folder, out)
+    return result, added.registry if added else history.registry

@@ -64,9 +64,14 @@ class InputError(ValueError):
 
 def read(paths: Iterable[str | Path], config: Config = Config()) -> pl.DataFrame:  # noqa: B008 (frozen)
     """Every record of every supported file under `paths`, in a stable order (READ schema)."""
+    return read_found(discover(paths), config)
+
+
+def read_found(found: Iterable[tuple[Path, str]], config: Config = Config()) -> pl.DataFrame:  # noqa: B008 (frozen)
+    """`read` for (file, key) pairs from `discover`: an incremental run reads only changed files."""
     chunks: list[pl.DataFrame] = []
     rows: list[dict[str, Any]] = []
-    for path, key in discover(paths):
+    for path, key in found:
         for row in read_file(path, key, config):
             rows.append(row)
             if len(rows) == _CHUNK_ROWS:

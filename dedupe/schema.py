@@ -31,6 +31,8 @@ CANDIDATES = {"article_id_a": pl.String, "article_id_b": pl.String, "level": pl.
 # One row per duplicate group with a headline: what story matching reads of it.
 GROUP_HEADLINES = {"duplicate_group": pl.String, "headline": pl.String, "story_text": pl.String}
 
+BAND_KEYS = {"article_id": pl.String, "band": pl.UInt16, "key": pl.UInt64}  # one LSH band of one article
+
 PAIRS = {
     "article_id_a": pl.String,
     "article_id_b": pl.String,
@@ -74,6 +76,41 @@ STORIES = {
     "sources": pl.List(pl.String),
     "first_seen": TIMESTAMP,
     "last_seen": TIMESTAMP,
+}
+
+# --- persistent state of incremental runs (dedupe/state.py) -----------------------------------
+
+# Every record ever seen, as the first cleaning pass left it (which depends on the record alone).
+RECORDS = CLEANED | {
+    "input_id": pl.String,  # the id as read; `article_id` differs when an id came back with other content
+    "content_hash": pl.String,  # of the raw record: the same id with the same content is not new
+}
+
+LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline" (see minhash)
+
+STORY_REGISTRY = {
+    "story_id": pl.String,
+    "created_at": TIMESTAMP,  # run that gave the id; the oldest id survives a merge
+    "merged_into": pl.String,  # null while the story lives
+}
+
+FILES = {"key": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64}  # input files read, to skip unchanged ones
+
+STORY_MERGES = {"story_id": pl.String, "merged_into": pl.String, "merged_at": TIMESTAMP}
+
+RUNS = {
+    "generation": pl.Int64,
+    "run_at": TIMESTAMP,
+    "files_read": pl.Int64,  # new or changed since the last run that read them
+    "files_unchanged": pl.Int64,  # skipped
+    "records_in": pl.Int64,  # in the files read
+    "already_seen": pl.Int64,
+    "new": pl.Int64,
+    "new_duplicates": pl.Int64,
+    "new_rejected": pl.Int64,
+    "stories_opened": pl.Int64,
+    "stories_updated": pl.Int64,
+    "stories_merged": pl.Int64,
 }
 
 

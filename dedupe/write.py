@@ -34,6 +34,8 @@ class Summary:
     """Notes on read records by kind ("id clash", "encoding guessed", "invalid UTF-8")."""
     id_clashes: list[str] = field(default_factory=list)
     """The first id clashes in full, which say where each id was first used."""
+    run: dict[str, int] = field(default_factory=dict)
+    """Counts of an incremental run (records in, new, stories opened...); empty for a single run."""
 
 
 def assemble_articles(cleaned: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
@@ -115,6 +117,7 @@ def render_report(summary: Summary) -> str:
         + ", ".join(f"{count} {name}" for name, count in summary.status.items())
         + f"; {summary.duplicate_groups} duplicate groups in {summary.stories} stories.",
         "",
+        *(["## This run", "", *_table(["what", "count"], summary.run.items()), ""] if summary.run else []),
         "## Records by status",
         "",
         *_table(["status", "records"], summary.status.items()),

@@ -1,4 +1,4 @@
-"""The dedupe flow: `dedupe.pipeline.run` with each stage as a Prefect task.
+"""The dedupe flow: `dedupe.pipeline.update` with each stage as a Prefect task, on a state folder.
 
 Frames pass between tasks in memory; `NO_CACHE` because hashing a large frame for a cache key
 costs more than the stage it would skip, and `quote` because Prefect otherwise walks every
@@ -10,13 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from dedupe import pipeline, write
+from dedupe import pipeline, state, write
 from dedupe.config import Config
 
 
@@ -26,11 +32,35 @@ def as_task(name: str, function: Callable[..., Any], *args: object) -> Any:
     return task(name=name, cache_policy=NO_CACHE, retries=0)(function)(*(quote(arg) for arg in args))
 
 
+def with_progress(progress: UUID) -> pipeline.Call:
+    """`as_task` that moves the run's progress artifact on after each stage."""
+    done: list[str] = []
+
+    def call(name: str, function: Callable[..., Any], *args: object) -> Any:
+        result = as_task(name, function, *args)
+        if name in pipeline.UPDATE_STAGES:  # not loading, committing, publishing
+            done.append(name)
+            update_progress_artifact(progress, 100.0 * len(done) / len(pipeline.UPDATE_STAGES))
+        return result
+
+    return call
+
+
 @flow(name="dedupe")
-def dedupe_flow(paths: list[str], out: str = "out", config: Config | None = None) -> write.Summary:
-    """Read, normalize, clean, match duplicates, group stories, write: one run over `paths`."""
+def dedupe_flow(
+    paths: list[str], out: str = "out", config: Config | None = None, state_dir: str | None = None, wait: bool = True
+) -> write.Summary:
+    """Match the new records of `paths` against the history in `state_dir` (default OUT/state),
+    update duplicate groups and stories, write the outputs over all history to `out`."""
     logger = get_run_logger()
-    result = pipeline.run(paths, config or Config(), call=as_task, log=logger.info)
-    as_task("write", write.write_outputs, Path(out), result.articles, result.stories, result.pairs, result.summary)
+    config = config or Config()
+    folder = Path(state_dir) if state_dir else Path(out) / "state"
+    progress = create_progress_artifact(0.0, key="dedupe-progress", description="stages done")
+    result, registry = pipeline.run_on_state(
+        paths, Path(out), folder, config, wait, with_progress(progress), logger.info, logger.warning
+    )
+    update_progress_artifact(progress, 100.0)
     create_markdown_artifact(write.render_report(result.summary), key="dedupe-report", description="dedupe run report")
+    overview = state.story_overview(result.stories, registry, config.top_stories)
+    create_table_artifact(overview.to_dicts(), key="dedupe-stories", description="largest and newest stories")
     return result.summary

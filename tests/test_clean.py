@@ -227,8 +227,12 @@ def test_copies_teach_what_is_article_and_what_is_template() -> None:
     assert len(reference["body"]) > 0.9 * len(reference["text"])
 
 
+# Lone surrogates never reach cleaning: no polars string holds one, and the reader makes them U+FFFD.
+frame_text = st.characters(exclude_categories=("Cs",))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.text(st.characters(), max_size=120), st.text(st.characters(), max_size=600)), max_size=6))
+@given(st.lists(st.tuples(st.text(frame_text, max_size=120), st.text(frame_text, max_size=600)), max_size=6))
 def test_cleaning_any_unicode_never_raises_and_keeps_every_row(records: list[tuple[str, str]]) -> None:
     frame = read([SEED_ARTICLE]).clear(len(records)).with_columns(
         article_id=pl.Series([str(i) for i in range(len(records))], dtype=pl.String),

@@ -44,7 +44,7 @@ def test_seed_run_succeeds_cleanly(seed_run: tuple[subprocess.CompletedProcess[s
     assert "telemetry" not in output.lower() and "analytics" not in output.lower()
     assert "Finished in state Completed()" in output
     assert "articles kept" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["articles.parquet", "pairs.parquet", "report.md", "stories.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["articles.parquet", "pairs.parquet", "report.md", "state", "stories.parquet"]
 
 
 def test_seed_run_accounts_for_every_record(seed_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:

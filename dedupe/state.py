@@ -1,0 +1,523 @@
+"""Persistent state of incremental runs: what was seen, how it matched, which ids stories have.
+
+A state folder holds generations; `current` is a symlink to the one in use:
+
+    STATE/lock                      fcntl lock file: one run at a time (holds the holder's pid)
+    STATE/current -> generations/000003
+    STATE/generations/000003/
+        records/part-*.parquet      every record ever seen, after the first cleaning pass (RECORDS)
+        band_keys/part-*.parquet    LSH band keys of those records, the index new ones are matched
+                                    against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
+                                    see benchmarks/incremental.py)
+        duplicate_pairs/part-*.parquet  confirmed duplicate pairs (PAIRS)
+        articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
+        story_registry.parquet      every story id ever given, when, and where it merged (STORY_REGISTRY)
+        story_merges.parquet        one row per merge (STORY_MERGES)
+        runs.parquet                one row of counts per run that added records (RUNS)
+        files.parquet               input files read, with size and mtime: unchanged ones are skipped
+        meta.json                   format version and the configuration the keys were made with
+
+What only grows (records, keys, pairs) is written once, as one part per run; a new generation
+hard-links the parts it keeps, so a run writes what it adds plus the outputs. A run writes its
+generation under a temporary name, renames it, then swaps `current` with a rename: killed at any
+point, the state is the one before the run or the one after it, never a mix. The outputs are
+published to the output folder (hard links, each renamed into place) from `current` at the end
+of every run, so outputs left stale by a kill are replaced by the next run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import xxhash
+
+from dedupe import minhash, read
+from dedupe.config import Config
+from dedupe.schema import (
+    ARTICLES,
+    CLEANED,
+    FILES,
+    GROUPS,
+    LEVEL_BAND_KEYS,
+    PAIRS,
+    READ,
+    RECORDS,
+    RUNS,
+    STORIES,
+    STORY_MERGES,
+    STORY_REGISTRY,
+    check,
+    empty,
+)
+
+FORMAT_VERSION = 1
+GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS}
+"""Tables that only grow: one part file per run, hard-linked into later generations."""
+RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
+REPORT_ONLY_SETTINGS = {"top_stories"}
+"""Settings a state may be continued with changed; every other one shaped what it stores."""
+OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
+
+
+class StateError(RuntimeError):
+    """The state folder cannot be used as asked (locked, or made with other settings)."""
+
+
+@dataclass(frozen=True)
+class History:
+    """Everything earlier runs left: the growing tables and the latest outputs."""
+
+    records: pl.DataFrame = field(default_factory=lambda: empty(RECORDS))
+    band_keys: pl.DataFrame = field(default_factory=lambda: empty(LEVEL_BAND_KEYS))
+    duplicate_pairs: pl.DataFrame = field(default_factory=lambda: empty(PAIRS))
+    articles: pl.DataFrame = field(default_factory=lambda: empty(ARTICLES))
+    stories: pl.DataFrame = field(default_factory=lambda: empty(STORIES))
+    pairs: pl.DataFrame = field(default_factory=lambda: empty(PAIRS))
+    registry: pl.DataFrame = field(default_factory=lambda: empty(STORY_REGISTRY))
+    merges: pl.DataFrame = field(default_factory=lambda: empty(STORY_MERGES))
+    runs: pl.DataFrame = field(default_factory=lambda: empty(RUNS))
+    files: pl.DataFrame = field(default_factory=lambda: empty(FILES))
+    report: str = ""
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one run adds to the growing tables, and what it replaces."""
+
+    records: pl.DataFrame
+    band_keys: pl.DataFrame
+    duplicate_pairs: pl.DataFrame
+    articles: pl.DataFrame
+    stories: pl.DataFrame
+    pairs: pl.DataFrame
+    registry: pl.DataFrame
+    merges: pl.DataFrame
+    run: dict[str, object]
+    report: str
+    files: pl.DataFrame
+
+
+# --- reading the input against the history ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The input files to read this run: new ones and those changed since they were read."""
+
+    found: list[tuple[Path, str]]  # (file, key) as `read.discover` gives them
+    files: pl.DataFrame  # FILES as they will stand after this run
+    unchanged: int
+
+
+def changed_files(paths: Sequence[str | Path], history: History) -> Batch:
+    """The files under `paths` not read before with their current size and modification time:
+    a folder where batches arrive is read for its new files only. A changed file is read whole;
+    its records seen before are then skipped by `new_records`."""
+    found = read.discover(paths)
+    stats = [(key, (info := path.stat()).st_size, info.st_mtime_ns) for path, key in found]
+    current = pl.DataFrame(stats, schema=FILES, orient="row")
+    changed = current.join(history.files, on=list(FILES), how="anti")
+    changed_keys = set(changed["key"])
+    files = pl.concat([history.files.join(changed, on="key", how="anti"), changed]).sort("key")
+    selected = [(path, key) for path, key in found if key in changed_keys]
+    return Batch(selected, check(files, FILES, "files"), len(found) - len(selected))
+
+
+def content_hash(records: pl.DataFrame) -> pl.Series:
+    """A stable hash of each raw record (xxh3 of its fields; polars' own hash may change between
+    versions, and these hashes are stored)."""
+    # not `reason`: it names the path as given, and a record read by another path is the same record
+    columns = ["title_raw", "text_raw", "url", "source", "published_at", "status"]
+    values = records.select(pl.col(name).cast(pl.String) for name in columns).iter_rows()
+    hashes = [xxhash.xxh3_64_hexdigest(json.dumps(row).encode()) for row in values]
+    return pl.Series("content_hash", hashes, dtype=pl.String)
+
+
+def new_records(read: pl.DataFrame, history: History) -> pl.DataFrame:
+    """READ rows plus input_id and content_hash, for the records not seen before (by id and
+    content hash). A seen id with other content is a new record under the id with the first
+    free `~N` suffix, as a repeated id within one read."""
+    check(read, READ, "new records input")
+    keyed = read.with_columns(input_id=pl.col("article_id"), content_hash=content_hash(read))
+    seen = history.records.select("input_id", "content_hash")
+    fresh = keyed.join(seen, on=["input_id", "content_hash"], how="anti", maintain_order="left")
+    clashing = fresh.join(history.records.select("article_id"), on="article_id", how="semi")["article_id"]
+    if clashing.is_empty():
+        return fresh
+    taken = set(history.records["article_id"]) | set(fresh["article_id"])  # only when ids clash: rare
+    renamed = {}
+    for article_id in clashing:
+        suffix = 2
+        while f"{article_id}~{suffix}" in taken:
+            suffix += 1
+        renamed[article_id] = f"{article_id}~{suffix}"
+        taken.add(renamed[article_id])
+    return fresh.with_columns(pl.col("article_id").replace(renamed))
+
+
+def with_keys(cleaned: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+    """RECORDS: first-pass CLEANED rows with their input_id and content_hash."""
+    check(cleaned, CLEANED, "records input")
+    keys = fresh.select("article_id", "input_id", "content_hash")
+    return check(cleaned.join(keys, on="article_id", how="left", maintain_order="left"), RECORDS, "records")
+
+
+def all_records(history: History, records: pl.DataFrame) -> pl.DataFrame:
+    """CLEANED: every record, old then new, as the first cleaning pass left it."""
+    return pl.concat([history.records, records]).select(list(CLEANED))
+
+
+# --- matching new records against old ones --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidates:
+    candidates: pl.DataFrame  # CANDIDATES with at least one new article
+    band_keys: pl.DataFrame  # LEVEL_BAND_KEYS of the new records
+    shingles: dict[str, set[bytes]]  # of every article in a candidate pair
+    involved: pl.DataFrame  # CLEANED rows of every article in a candidate pair
+
+
+def new_candidates(records: pl.DataFrame, history: History, config: Config) -> Candidates:
+    """Duplicate candidates between new records and all records, from the stored band keys: the
+    buckets a new record falls in are joined with the stored keys on (band, key), and only those
+    buckets are paired, so the work follows the batch and its matches, not the history. Old
+    records in a pair have their shingles made again from their stored text."""
+    new = records.select(list(CLEANED))
+    shingles = minhash.duplicate_shingles(new, config)
+    keys, pairs = [], []
+    for level, sets in shingles.items():
+        level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
+        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
+        old_keys = history.band_keys.filter(pl.col("level") == level).drop("level")
+        touched = old_keys.join(level_keys.select("band", "key").unique(), on=["band", "key"], how="semi")
+        pairs.append(minhash.bucket_pairs(pl.concat([touched, level_keys]), level, config))
+    new_ids = new["article_id"].implode()
+    candidates = pl.concat(pairs).filter(
+        pl.col("article_id_a").is_in(new_ids) | pl.col("article_id_b").is_in(new_ids)
+    )
+    partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().implode()
+    old = history.records.select(list(CLEANED)).filter(pl.col("article_id").is_in(partners))
+    old_shingles = minhash.duplicate_shingles(old, config)
+    sets = {a: s for level in (shingles, old_shingles) for by_id in level.values() for a, s in by_id.items()}
+    involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners))])
+    return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
+
+
+def changed_groups(groups: pl.DataFrame, history: History) -> pl.DataFrame:
+    """The rows of `groups` whose duplicate group is not exactly one of the last run's groups
+    (new members, lost members, or new altogether): only those are cleaned again with copies."""
+
+    def membership(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.group_by("duplicate_group").agg(members=pl.col("article_id").sort().str.join("\n"))
+
+    before = membership(history.articles.filter(pl.col("duplicate_group").is_not_null()))
+    changed = membership(groups).join(before.select("members"), on="members", how="anti")
+    return groups.filter(pl.col("duplicate_group").is_in(changed["duplicate_group"].implode()))
+
+
+def with_kept_cleaning(records: pl.DataFrame, changed: pl.DataFrame, history: History) -> pl.DataFrame:
+    """CLEANED: records whose group did not change carry the body and removed lines the last run
+    gave them (what their copies share has not changed); the others their first-pass cleaning."""
+    unchanged = history.articles.select(
+        "article_id", kept_body="text", kept_removed="removed_lines", has_kept=pl.col("duplicate_group").is_not_null()
+    ).join(changed.select("article_id"), on="article_id", how="anti")
+    joined = records.join(unchanged, on="article_id", how="left", maintain_order="left")
+    has_kept = pl.col("has_kept").fill_null(False)  # even a body the copies emptied (kept_body null)
+    out = joined.with_columns(
+        body=pl.when(has_kept).then("kept_body").otherwise("body"),
+        removed_lines=pl.when(has_kept).then("kept_removed").otherwise("removed_lines"),
+    ).select(list(CLEANED))
+    return check(out, CLEANED, "records with kept cleaning")
+
+
+# --- stable story ids ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoryIds:
+    groups: pl.DataFrame  # GROUPS with stable story ids
+    registry: pl.DataFrame  # STORY_REGISTRY after this run
+    merges: pl.DataFrame  # STORY_MERGES of this run
+
+
+def stable_story_ids(groups: pl.DataFrame, history: History, run_at: datetime) -> StoryIds:
+    """Map this run's stories (fresh ids from clustering) to ids that never change.
+
+    Each old story passes its id to the new story holding most of its articles (ties: the
+    smaller fresh id). A new story given several old ids keeps the oldest (then the smallest)
+    and the others are recorded as merged into it; a new story given none gets its fresh id,
+    suffixed if that id was ever given before, so an id never means two stories."""
+    check(groups, GROUPS, "stable ids input")
+    before = history.articles.select("article_id", old="story_id").drop_nulls()
+    joined = groups.select("article_id", fresh="story_id").join(before, on="article_id")
+    heir_of = {
+        old: min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
+        for old, counts in _counts(joined.select("old", "fresh").iter_rows()).items()
+    }
+    created = dict(history.registry.select("story_id", "created_at").iter_rows())
+    claims: dict[str, list[str]] = defaultdict(list)
+    for old, fresh in heir_of.items():
+        claims[fresh].append(old)
+    ever_given = set(created)
+    names: dict[str, str] = {}
+    merges: list[tuple[str, str]] = []
+    for fresh in sorted(set(groups["story_id"])):
+        if fresh in claims:
+            oldest, *others = sorted(claims[fresh], key=lambda old: (created[old], old))
+            names[fresh] = oldest
+            merges.extend((other, oldest) for other in others)
+        else:
+            names[fresh] = _unused(fresh, ever_given)
+            ever_given.add(names[fresh])
+    merged = dict(merges)
+    opened = sorted(set(names.values()) - set(created))
+    new_entries = pl.DataFrame(
+        {"story_id": opened, "created_at": [run_at] * len(opened), "merged_into": [None] * len(opened)},
+        schema=STORY_REGISTRY,
+    )
+    merged_into = pl.col("story_id").replace_strict(merged, default=None, return_dtype=pl.String)
+    registry = pl.concat(
+        [history.registry.with_columns(merged_into=pl.coalesce("merged_into", merged_into)), new_entries]
+    )
+    merges_frame = pl.DataFrame(
+        {
+            "story_id": [absorbed for absorbed, _ in merges],
+            "merged_into": [into for _, into in merges],
+            "merged_at": [run_at] * len(merges),
+        },
+        schema=STORY_MERGES,
+    )
+    out = groups.with_columns(story_id=pl.col("story_id").replace_strict(names, return_dtype=pl.String))
+    return StoryIds(check(out, GROUPS, "stable groups"), check(registry, STORY_REGISTRY, "registry"), merges_frame)
+
+
+def _counts(pairs: Iterator[tuple[str, str]]) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for old, fresh in pairs:
+        counts[old][fresh] += 1
+    return counts
+
+
+def _unused(name: str, taken: set[str]) -> str:
+    suffix, candidate = 1, name
+    while candidate in taken:
+        suffix += 1
+        candidate = f"{name}-{suffix}"
+    return candidate
+
+
+def run_counts(batch: Batch, records_in: int, records: pl.DataFrame, articles: pl.DataFrame,
+               stories: pl.DataFrame, story_ids: StoryIds, history: History) -> dict[str, int]:
+    """The counts of RUNS (less generation and time) for a run that added `records`."""
+    new = articles.join(records.select("article_id"), on="article_id", how="semi")
+    before = history.stories.select("story_id", before="article_ids")
+    compared = stories.select("story_id", "article_ids").join(before, on="story_id")
+    return {
+        "files_read": len(batch.found),
+        "files_unchanged": batch.unchanged,
+        "records_in": records_in,
+        "already_seen": records_in - records.height,
+        "new": records.height,
+        "new_duplicates": new.filter(pl.col("status") == "duplicate").height,
+        "new_rejected": new.filter(pl.col("status") == "rejected").height,
+        "stories_opened": stories.height - compared.height,
+        "stories_updated": compared.filter(pl.col("article_ids") != pl.col("before")).height,
+        "stories_merged": story_ids.merges.height,
+    }
+
+
+def build_changed_stories(
+    articles: pl.DataFrame, history: History, build: Callable[[pl.DataFrame], pl.DataFrame]
+) -> pl.DataFrame:
+    """`build` (stories.build_stories) for the stories whose member rows changed since the last
+    run; the others as it built them then. A story's row depends on its members' rows alone, so
+    a batch rebuilds the stories it touches, not all of them."""
+    check(articles, ARTICLES, "changed stories input")
+
+    def members(frame: pl.DataFrame) -> pl.DataFrame:
+        in_stories = frame.filter(pl.col("story_id").is_not_null())
+        hashed = in_stories.select("story_id", row=in_stories.hash_rows())
+        return hashed.group_by("story_id").agg(pl.col("row").sort())
+
+    same = members(articles).join(members(history.articles), on="story_id", suffix="_before")
+    unchanged = same.filter(pl.col("row") == pl.col("row_before"))["story_id"].implode()
+    rebuilt = build(articles.filter(~pl.col("story_id").is_in(unchanged)))
+    kept = history.stories.filter(pl.col("story_id").is_in(unchanged))
+    out = pl.concat([rebuilt, kept]).sort(["n_articles", "story_id"], descending=[True, False])  # as `build` sorts
+    return check(out, STORIES, "stories")
+
+
+def story_overview(stories: pl.DataFrame, registry: pl.DataFrame, top: int) -> pl.DataFrame:
+    """The `top` largest and the `top` newest stories (by when their id was given), one table."""
+    dated = stories.join(registry.select("story_id", "created_at"), on="story_id", how="left")
+    columns = ["story_id", "n_articles", "first_seen", "last_seen", "created_at", "headline"]
+    largest = dated.head(top).select(pl.lit("largest").alias("list"), *columns)
+    newest = dated.sort(["created_at", "last_seen", "story_id"], descending=[True, True, False], nulls_last=True)
+    both = pl.concat([largest, newest.head(top).select(pl.lit("newest").alias("list"), *columns)])
+    return both.with_columns(pl.col("first_seen", "last_seen", "created_at").dt.strftime("%Y-%m-%d %H:%M"))
+
+
+# --- the state folder ------------------------------------------------------------------------
+
+
+@contextmanager
+def locked(state: Path, wait: bool = True, notify: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the state's lock for one run. A second run waits for it (or, with `wait=False`,
+    stops with a StateError naming the holder). The kernel drops the lock when its holder dies,
+    so a killed run never leaves the state locked."""
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = (state / "lock").read_text().strip() or "another process"
+            if not wait:
+                raise StateError(f"state {state} is in use by another run ({holder}); try again when it ends") from None
+            notify(f"state {state} is in use by another run ({holder}); waiting for it to end")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def load(state: Path, config: Config) -> History:
+    """The current generation of `state`, or an empty history. Leftovers of a killed run
+    (temporary or unused generations) are removed; call under `locked`."""
+    current = _current(state)
+    _remove_unused_generations(state, current)
+    if current is None:
+        return History()
+    meta = json.loads((current / "meta.json").read_text())
+    if meta["format"] != FORMAT_VERSION:
+        raise StateError(f"state {state} has format {meta['format']}, this version reads {FORMAT_VERSION}")
+    differing = {
+        name: value
+        for name, value in meta["config"].items()
+        if getattr(config, name, None) != value and name not in REPORT_ONLY_SETTINGS
+    }
+    if differing:
+        settings = ", ".join(f"{name}={value}" for name, value in differing.items())
+        raise StateError(
+            f"state {state} was made with {settings} (this run: "
+            f"{', '.join(f'{name}={getattr(config, name, None)}' for name in differing)}); "
+            "use the same settings or another --state folder"
+        )
+    growing = {name: _read_parts(current / name, schema) for name, schema in GROWING.items()}
+    tables = {
+        name: pl.read_parquet(current / f"{name}.parquet")
+        for name in ("articles", "stories", "pairs", "story_registry", "story_merges", "runs", "files")
+    }
+    return History(
+        **growing,
+        articles=check(tables["articles"], ARTICLES, "state articles"),
+        stories=check(tables["stories"], STORIES, "state stories"),
+        pairs=check(tables["pairs"], PAIRS, "state pairs"),
+        registry=check(tables["story_registry"], STORY_REGISTRY, "state registry"),
+        merges=check(tables["story_merges"], STORY_MERGES, "state merges"),
+        runs=check(tables["runs"], RUNS, "state runs"),
+        files=check(tables["files"], FILES, "state files"),
+        report=(current / "report.md").read_text(),
+        generation=int(current.name),
+    )
+
+
+def commit(state: Path, history: History, update: Update, config: Config) -> Path:
+    """Write the next generation beside the current one and make it current with one rename."""
+    generation = history.generation + 1
+    generations = state / "generations"
+    temporary = generations / f".tmp-{generation:06d}-{os.getpid()}"
+    temporary.mkdir(parents=True)
+    previous = _current(state)
+    for name, schema in GROWING.items():
+        (temporary / name).mkdir()
+        if previous is not None:
+            for part in sorted((previous / name).iterdir()):
+                _link(part, temporary / name / part.name)
+        rows = check(getattr(update, name), schema, f"new {name}")
+        if rows.height:
+            rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+    update.articles.write_parquet(temporary / "articles.parquet")
+    update.stories.write_parquet(temporary / "stories.parquet")
+    update.pairs.write_parquet(temporary / "pairs.parquet")
+    update.registry.write_parquet(temporary / "story_registry.parquet")
+    update.files.write_parquet(temporary / "files.parquet")
+    pl.concat([history.merges, update.merges]).write_parquet(temporary / "story_merges.parquet")
+    run = pl.DataFrame([{"generation": generation, **update.run}], schema=RUNS)
+    pl.concat([history.runs, run]).write_parquet(temporary / "runs.parquet")
+    (temporary / "report.md").write_text(update.report)
+    (temporary / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION, "config": asdict(config)}))
+    final = generations / f"{generation:06d}"
+    os.rename(temporary, final)
+    link = state / f".current-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(final.relative_to(state))
+    os.replace(link, state / "current")  # the commit point
+    _remove_unused_generations(state, final)
+    return final
+
+
+def publish(state: Path, out: Path) -> list[Path]:
+    """Put the current generation's outputs in `out`, each by a hard link renamed into place;
+    a file already linked to the current output stays untouched."""
+    current = _current(state)
+    if current is None:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    published = []
+    for name in OUTPUT_FILES:
+        source, target = current / name, out / name
+        if not (target.exists() and os.path.samefile(source, target)):
+            temporary = out / f".{name}.tmp"
+            temporary.unlink(missing_ok=True)
+            _link(source, temporary)
+            os.replace(temporary, target)
+        published.append(target)
+    return published
+
+
+def _current(state: Path) -> Path | None:
+    link = state / "current"
+    return link.resolve() if link.is_symlink() else None
+
+
+def _remove_unused_generations(state: Path, current: Path | None) -> None:
+    for leftover in state.glob(".current-*"):
+        leftover.unlink()
+    generations = state / "generations"
+    if generations.is_dir():
+        for generation in generations.iterdir():
+            if current is None or generation.resolve() != current:
+                shutil.rmtree(generation)
+
+
+def _read_parts(folder: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    parts = sorted(folder.iterdir())
+    if not parts:
+        return empty(dict(schema))
+    return check(pl.concat([pl.read_parquet(part) for part in parts]), dict(schema), f"state {folder.name}")
+
+
+def _link(source: Path, target: Path) -> None:
+    """A hard link (no copy: parts never change once written); a copy where links fail."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+

@@ -1,0 +1,310 @@
+"""Incremental runs: batches one after another give what one run over all of them gives, with
+story ids that never change, and a state that is either before or after a run, never between."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dedupe import pipeline, state
+from dedupe.config import Config
+from dedupe.schema import ARTICLES, GROUPS, STORY_REGISTRY, SchemaError
+from tests.conftest import ROOT, SEEDS
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CONFIG = Config()
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def run_batch(paths: list[Path], folder: Path, at: datetime = T0) -> tuple[pipeline.Result, state.Update | None]:
+    """One scheduled run, as the flow does it: lock, load, update, commit, publish."""
+    with state.locked(folder):
+        history = state.load(folder, CONFIG)
+        result, update = pipeline.update(paths, history, CONFIG, at)
+        if update is not None:
+            state.commit(folder, history, update, CONFIG)
+        state.publish(folder, folder.parent / "out")
+    return result, update
+
+
+def split_by_time(source: Path, folder: Path) -> tuple[Path, Path]:
+    """The headlines before and after the median publication time, as two CSV files."""
+    headlines = pl.read_csv(source, infer_schema=False).sort("published_at", "id")
+    cut = headlines["published_at"][headlines.height // 2]
+    first, second = folder / "batch-1.csv", folder / "batch-2.csv"
+    headlines.filter(pl.col("published_at") < cut).write_csv(first)
+    headlines.filter(pl.col("published_at") >= cut).write_csv(second)
+    return first, second
+
+
+def partition(articles: pl.DataFrame, column: str) -> list[list[str]]:
+    grouped = articles.filter(pl.col(column).is_not_null()).group_by(column).agg(pl.col("article_id").sort())
+    return sorted(grouped["article_id"].to_list())
+
+
+def assert_same_as_one_run(incremental: pipeline.Result, single: pipeline.Result) -> None:
+    """Same groups, stories, cleaning and story rows (story ids aside: old ones survive)."""
+    assert partition(incremental.articles, "duplicate_group") == partition(single.articles, "duplicate_group")
+    assert partition(incremental.articles, "story_id") == partition(single.articles, "story_id")
+    columns = ["article_id", "headline", "text", "status", "duplicate_of", "removed_lines"]
+    articles = [result.articles.select(columns).sort("article_id") for result in (incremental, single)]
+    assert articles[0].equals(articles[1])
+    rows = [incremental.stories.drop("story_id"), single.stories.drop("story_id")]
+    assert rows[0].sort("representative_id").equals(rows[1].sort("representative_id"))
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
+def test_two_batches_by_time_give_the_stories_of_one_run_with_stable_ids(tmp_path: Path) -> None:
+    first, second = split_by_time(SHARED_DATA / "news-aggregator" / "headlines.csv", tmp_path)
+    folder = tmp_path / "state"
+    one, _ = run_batch([first], folder, T0)
+    two, update = run_batch([second], folder, T0 + timedelta(minutes=15))
+    single = pipeline.run([first, second], CONFIG)
+    assert_same_as_one_run(two, single)
+    assert update is not None and update.run["new"] == pl.read_csv(second).height
+    old_ids, new_ids = set(one.stories["story_id"]), set(two.stories["story_id"])
+    merges = update.merges
+    assert set(merges["story_id"]) | (old_ids & new_ids) == old_ids  # every old id lives on or merged
+    assert set(merges["merged_into"]) <= old_ids & new_ids  # into an older story
+    # a surviving id goes with the largest part of its old story (a split leaves the rest new ids)
+    now = two.articles.select("article_id", "story_id")
+    moved = one.articles.select("article_id", old="story_id").join(now, on="article_id")
+    parts = moved.group_by("old", "story_id").len()
+    largest = parts.sort("len", descending=True).group_by("old").agg(pl.col("len").first())
+    kept = parts.filter(pl.col("old") == pl.col("story_id")).join(largest, on="old", suffix="_largest")
+    assert kept.height == len(old_ids & new_ids) and (kept["len"] == kept["len_largest"]).all()
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
+def test_aeb_in_two_batches_gives_the_groups_and_cleaning_of_one_run(tmp_path: Path) -> None:
+    """Every third extractor version comes later: the groups it joins are cleaned with copies again."""
+    lines = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("\n".join(line for i, line in enumerate(lines) if i % 3))
+    second.write_text("\n".join(line for i, line in enumerate(lines) if not i % 3))
+    run_batch([first], tmp_path / "state")
+    incremental, _ = run_batch([second], tmp_path / "state", T0 + timedelta(minutes=15))
+    assert_same_as_one_run(incremental, pipeline.run([first, second], CONFIG))
+
+
+def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path) -> None:
+    """aeb versions and headlines, a third of them later: duplicate groups and cleaning with
+    copies (re-done only for changed groups) come out as in one run."""
+    lines = (SEEDS / "aeb-sample.jsonl").read_text().splitlines()
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    (tmp_path / "one" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if i % 3))
+    (tmp_path / "two" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if not i % 3))
+    headlines.filter(pl.int_range(pl.len()) % 3 != 0).write_csv(tmp_path / "one" / "headlines.csv")
+    headlines.filter(pl.int_range(pl.len()) % 3 == 0).write_csv(tmp_path / "two" / "headlines.csv")
+    run_batch([tmp_path / "one"], tmp_path / "state")
+    incremental, _ = run_batch([tmp_path / "two"], tmp_path / "state", T0 + timedelta(minutes=15))
+    single = pipeline.run([tmp_path / "one", tmp_path / "two"], CONFIG)
+    assert_same_as_one_run(incremental, single)
+
+
+def test_the_same_input_again_adds_nothing_and_changes_no_output(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    run_batch([SEEDS / "headlines-sample.csv"], folder)
+    before = {path.name: path.stat().st_ino for path in (tmp_path / "out").iterdir()}
+    result, update = run_batch([SEEDS / "headlines-sample.csv"], folder, T0 + timedelta(minutes=15))
+    assert update is None and result.summary.run["files_unchanged"] == 1 and result.summary.run["records_in"] == 0
+    copy = tmp_path / "copy" / "headlines-sample.csv"  # the same records in a file not read before
+    copy.parent.mkdir()
+    copy.write_bytes((SEEDS / "headlines-sample.csv").read_bytes())
+    result, update = run_batch([copy], folder, T0 + timedelta(minutes=30))
+    assert update is None
+    assert result.summary.run["new"] == 0 and result.summary.run["already_seen"] == result.summary.records
+    assert {path.name: path.stat().st_ino for path in (tmp_path / "out").iterdir()} == before
+    assert state.load(folder, CONFIG).generation == 1
+
+
+def test_a_seen_id_with_other_content_is_a_new_record_under_a_suffixed_id(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,title\n7,Fed holds rates steady\n")
+    (tmp_path / "b.csv").write_text("id,title\n7,Fed raises rates by a quarter point\n")
+    run_batch([tmp_path / "a.csv"], tmp_path / "state")
+    result, _ = run_batch([tmp_path / "b.csv"], tmp_path / "state")
+    assert sorted(result.articles["article_id"]) == ["7", "7~2"]
+    again, update = run_batch([tmp_path / "b.csv"], tmp_path / "state")
+    assert update is None and again.articles.height == 2
+
+
+def test_a_run_that_fails_half_way_leaves_the_state_as_before(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    run_batch([SEEDS / "headlines-sample.csv"], folder)
+    (tmp_path / "more.csv").write_text("id,title\nx1,Entirely new story about comets\n")
+    with state.locked(folder):
+        history = state.load(folder, CONFIG)
+        _, update = pipeline.update([tmp_path / "more.csv"], history, CONFIG, T0)
+        assert update is not None
+        broken = state.Update(**{**update.__dict__, "duplicate_pairs": update.band_keys})  # fails mid-commit
+        with pytest.raises(SchemaError):
+            state.commit(folder, history, broken, CONFIG)
+    assert any((folder / "generations").glob(".tmp-*"))  # what the failed run left
+    reloaded = state.load(folder, CONFIG)
+    assert not any((folder / "generations").glob(".tmp-*"))
+    assert reloaded.generation == 1 and reloaded.records.height == history.records.height
+    assert reloaded.articles.equals(history.articles)
+
+
+def test_a_second_run_on_a_locked_state_waits_or_stops_with_a_clear_message(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    notices: list[str] = []
+    entered = threading.Event()
+
+    def second_run() -> None:
+        with state.locked(folder, wait=True, notify=notices.append):
+            entered.set()
+
+    with state.locked(folder):
+        with pytest.raises(state.StateError, match="in use by another run"):
+            with state.locked(folder, wait=False):
+                pass
+        waiting = threading.Thread(target=second_run)
+        waiting.start()
+        assert not entered.wait(0.5)
+    waiting.join()
+    assert entered.is_set() and "waiting" in notices[0]
+
+
+def test_a_state_made_with_other_settings_is_refused(tmp_path: Path) -> None:
+    run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state")
+    with pytest.raises(state.StateError, match=r"made with num_perm=128 \(this run: num_perm=64\)"):
+        state.load(tmp_path / "state", CONFIG.with_overrides(num_perm=64))
+
+
+def history_with(stories: dict[str, list[str]], created: dict[str, datetime]) -> state.History:
+    """A history whose last run put these articles in these stories (other columns null)."""
+    members = pl.DataFrame(
+        [(a, s) for s, ids in stories.items() for a in ids], schema=["article_id", "story_id"], orient="row"
+    )
+    articles = members.select(
+        pl.col(name) if name in members.columns else pl.lit(None, dtype).alias(name) for name, dtype in ARTICLES.items()
+    )
+    registry = pl.DataFrame(
+        {"story_id": list(created), "created_at": list(created.values()), "merged_into": [None] * len(created)},
+        schema=STORY_REGISTRY,
+    )
+    return state.History(articles=articles, registry=registry)
+
+
+def groups_of(stories: dict[str, list[str]]) -> pl.DataFrame:
+    rows = [(a, a, None, s) for s, members in stories.items() for a in members]
+    return pl.DataFrame(rows, schema=GROUPS, orient="row")
+
+
+def test_merged_stories_keep_the_oldest_id_and_the_merge_is_recorded() -> None:
+    created = {"story-old": T0, "story-older": T0 - timedelta(hours=1)}
+    history = history_with({"story-old": ["a", "b"], "story-older": ["c"]}, created)
+    now = groups_of({"fresh-1": ["a", "b", "c", "d"], "fresh-2": ["e"]})
+    ids = state.stable_story_ids(now, history, T0 + timedelta(hours=1))
+    assert dict(ids.groups.select("article_id", "story_id").iter_rows()) == {
+        "a": "story-older", "b": "story-older", "c": "story-older", "d": "story-older", "e": "fresh-2"
+    }
+    assert ids.merges.select("story_id", "merged_into").rows() == [("story-old", "story-older")]
+    registry = dict(ids.registry.select("story_id", "merged_into").iter_rows())
+    assert registry == {"story-old": "story-older", "story-older": None, "fresh-2": None}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    before=st.lists(st.integers(0, 5), min_size=1, max_size=12),
+    after=st.lists(st.integers(0, 5), min_size=12, max_size=16),
+)
+def test_story_ids_are_never_reused_and_every_old_id_lives_on_or_is_merged(before: list[int], after: list[int]) -> None:
+    """Any re-clustering of old articles plus new ones: each old id ends in exactly one place."""
+    old = {f"story-{s}": [f"a{i}" for i, x in enumerate(before) if x == s] for s in set(before)}
+    created = {name: T0 + timedelta(minutes=int(name[-1])) for name in old}
+    now = {f"story-{s}": [f"a{i}" for i, x in enumerate(after) if x == s] for s in set(after)}  # fresh ids may collide
+    ids = state.stable_story_ids(groups_of(now), history_with(old, created), T0 + timedelta(hours=1))
+    given_ids = set(ids.groups["story_id"])
+    assert ids.groups["story_id"].n_unique() == len(now)  # one id per story
+    assert set(ids.merges["story_id"]).isdisjoint(given_ids)  # a merged id is never given again
+    assert set(ids.merges["story_id"]) | (set(old) & given_ids) == set(old)
+    for absorbed, into in ids.merges.select("story_id", "merged_into").iter_rows():
+        assert (created[into], into) < (created[absorbed], absorbed)
+    assert set(ids.registry["story_id"]) == set(old) | given_ids
+
+
+def test_a_folder_where_batches_arrive_is_read_for_its_new_and_changed_files_only(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "0900.csv").write_text("id,title\n1,Fed holds rates steady\n")
+    run_batch([incoming], tmp_path / "state")
+    (incoming / "0915.csv").write_text("id,title\n2,Comet passes close to Earth\n")
+    result, update = run_batch([incoming], tmp_path / "state")
+    assert update is not None and (update.run["files_read"], update.run["files_unchanged"]) == (1, 1)
+    assert update.run["records_in"] == 1 and result.articles.height == 2
+    with (incoming / "0900.csv").open("a") as grown:
+        grown.write("3,Fed chair speaks on inflation\n")
+    result, update = run_batch([incoming], tmp_path / "state")
+    assert update is not None and (update.run["files_read"], update.run["already_seen"], update.run["new"]) == (1, 1, 1)
+    assert sorted(result.articles["article_id"]) == ["1", "2", "3"]
+
+
+def test_the_story_overview_lists_the_largest_and_the_newest_stories(tmp_path: Path) -> None:
+    (tmp_path / "late.csv").write_text("id,title\nz1,Volcano erupts in Iceland\n")
+    run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state", T0)
+    result, update = run_batch([tmp_path / "late.csv"], tmp_path / "state", T0 + timedelta(minutes=15))
+    assert update is not None
+    overview = state.story_overview(result.stories, update.registry, 3)
+    assert overview["list"].to_list() == ["largest"] * 3 + ["newest"] * 3
+    assert overview.filter(pl.col("list") == "newest")["headline"][0] == "Volcano erupts in Iceland"
+    largest = overview.filter(pl.col("list") == "largest")["n_articles"]
+    assert largest.to_list() == result.stories["n_articles"].head(3).to_list()
+
+
+@pytest.mark.parametrize("kill_when", ["generations", "state"])
+def test_a_run_killed_at_any_point_leaves_the_state_before_or_after_it(tmp_path: Path, kill_when: str) -> None:
+    """SIGKILL a real run as soon as its commit starts (or as soon as it takes the lock): the
+    state is then the one before the run or the one after it, and the next run completes it."""
+    folder = tmp_path / "state"
+    script = (
+        "from pathlib import Path; from tests.test_state import run_batch; "
+        f"run_batch([Path({str(SEEDS)!r})], Path({str(folder)!r}))"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    watched = folder / "generations" if kill_when == "generations" else folder
+    while process.poll() is None and not watched.exists():
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    history = state.load(folder, CONFIG)
+    assert history.generation in (0, 1)
+    assert history.records.height in (0, 297)
+    result, _ = run_batch([SEEDS], folder)
+    assert state.load(folder, CONFIG).generation == 1
+    assert partition(result.articles, "story_id") == partition(pipeline.run([SEEDS], CONFIG).articles, "story_id")
+
+
+def test_update_runs_the_stages_it_announces_in_order(tmp_path: Path) -> None:
+    """The flow's progress artifact counts stages against `UPDATE_STAGES`."""
+    names: list[str] = []
+
+    def recording(name: str, function: object, *args: object) -> object:
+        names.append(name)
+        return pipeline.direct(name, function, *args)  # type: ignore[arg-type]
+
+    pipeline.update([SEEDS / "headlines-sample.csv"], state.History(), CONFIG, T0, recording)
+    assert tuple(names) == pipeline.UPDATE_STAGES
+
+
+def test_rejected_records_beside_stories_are_kept_once_and_the_story_table_is_built(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    (tmp_path / "one" / "broken.json").write_text("{nope")
+    (tmp_path / "one" / "a.csv").write_text("id,title\n1,Fed holds rates steady\n")
+    (tmp_path / "two" / "b.csv").write_text("id,title\n2,Comet passes close to Earth\n")
+    run_batch([tmp_path / "one"], tmp_path / "state")
+    result, _ = run_batch([tmp_path / "two"], tmp_path / "state")
+    assert result.articles.filter(pl.col("status") == "rejected")["source_file"].to_list() == [str(tmp_path / "one" / "broken.json")]
+    assert result.stories["n_articles"].sum() == 2
