@@ -474,10 +474,11 @@ def unlocated(rejected: pl.DataFrame) -> list[str]:
 
 
 def stray_files(folder: Path, inputs: Path, out: Path) -> list[str]:
-    """Anything the run wrote outside its output folder, or other than the four outputs."""
+    """Anything the run wrote outside its output folder, or other than the four outputs and its
+    history (OUT/state)."""
     expected = {out / name for name in ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")}
     written = {Path(root) / name for root, _, names in os.walk(folder) for name in names} - expected
-    stray = [path for path in written if not path.is_relative_to(inputs)]
+    stray = [path for path in written if not path.is_relative_to(inputs) and not path.is_relative_to(out / "state")]
     return [f"wrote {path}" for path in sorted(stray)]
 
 
