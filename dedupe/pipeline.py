@@ -42,12 +42,7 @@ def run(
 ) -> Result:
     """Read, normalize, clean, match duplicates, group stories; everything but writing."""
     timings: dict[str, float] = {}
-
-    def stage(name: str, function: Callable[..., Any], *args: object) -> Any:
-        started = time.perf_counter()
-        result = call(name, function, *args)
-        timings[name] = time.perf_counter() - started
-        return result
+    stage = _timed(call, timings)
 
     records = stage("read", read.read, list(paths), config)
     log(f"read {records.height} records from {records['source_file'].n_unique()} files")
@@ -70,6 +65,18 @@ def run(
     candidates = {"duplicate": duplicate_candidates.height, "story": story_candidates}
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     return Result(articles, story_table, pairs, summary)
+
+
+def _timed(call: Call, timings: dict[str, float]) -> Call:
+    """`call`, recording each stage's seconds in `timings` for the report."""
+
+    def stage(name: str, function: Callable[..., Any], *args: object) -> Any:
+        started = time.perf_counter()
+        result = call(name, function, *args)
+        timings[name] = time.perf_counter() - started
+        return result
+
+    return stage
 
 
 def _stories(stage: Call, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, pl.DataFrame, int]:
@@ -110,12 +117,7 @@ def update(
     one a single run over everything would give; cleaning with copies runs again only for the
     groups whose members changed."""
     timings: dict[str, float] = {}
-
-    def stage(name: str, function: Callable[..., Any], *args: object) -> Any:
-        started = time.perf_counter()
-        result = call(name, function, *args)
-        timings[name] = time.perf_counter() - started
-        return result
+    stage = _timed(call, timings)
 
     batch = stage("changed files", state.changed_files, list(paths), history)
     records_read = stage("read", read.read_found, batch.found, config)
