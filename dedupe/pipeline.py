@@ -19,7 +19,7 @@ import polars as pl
 
 from dedupe import clean, cluster, minhash, normalize, read, state, stories, verify, write
 from dedupe.config import Config
-from dedupe.schema import READ
+from dedupe.schema import EMBEDDINGS, READ, empty
 
 Call = Callable[..., Any]
 """call(stage_name, function, *args) runs one stage and returns its result."""
@@ -56,7 +56,7 @@ def run(
         f"{groups['duplicate_group'].n_unique()} duplicate groups"
     )
     cleaned = stage("clean with copies", clean.clean_with_copies, cleaned, groups, config)
-    groups, story_pairs, story_candidates = _stories(stage, cleaned, groups, config)
+    groups, story_pairs, story_candidates, _ = _stories(stage, cleaned, groups, config)
     articles = stage("assemble", write.assemble_articles, cleaned, groups)
     story_table = stage("build stories", stories.build_stories, articles)
     log(f"{story_candidates} story candidates, {story_pairs.height} confirmed, {story_table.height} stories")
@@ -79,17 +79,21 @@ def _timed(call: Call, timings: dict[str, float]) -> Call:
     return stage
 
 
-def _stories(stage: Call, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+def _stories(
+    stage: Call, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config, known: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, int, pl.DataFrame]:
     """Duplicate groups joined into stories by `config.story_model`: (GROUPS with story ids, the
-    story pairs a reader sees, the number of story candidates)."""
+    story pairs a reader sees, the number of story candidates, the headline embeddings made
+    this run, beside the `known` ones of earlier runs)."""
     headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
     candidates, keywords = stage("minhash stories", minhash.story_candidates, headlines, config)
     if config.story_model == "keywords":
         story_pairs = stage("verify stories", verify.verify_stories, headlines, candidates, keywords, config)
-        return stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config), story_pairs, candidates.height
-    scored = stage("verify stories", verify.semantic_story_pairs, headlines, candidates, keywords)
+        groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
+        return groups, story_pairs, candidates.height, empty(EMBEDDINGS)
+    scored, vectors = stage("verify stories", verify.semantic_story_pairs, headlines, candidates, keywords, known)
     groups = stage("cluster stories", cluster.semantic_story_ids, cleaned, groups, scored, config)
-    return groups, verify.strong_pairs(scored, 100.0 * config.story_semantic_similarity), candidates.height
+    return groups, verify.strong_pairs(scored, 100.0 * config.story_semantic_similarity), candidates.height, vectors
 
 
 UPDATE_STAGES = (
@@ -145,7 +149,7 @@ def update(
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
     cleaned = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
-    groups, story_pairs, story_candidates = _stories(stage, cleaned, groups, config)
+    groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
     story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
     articles = stage("assemble", write.assemble_articles, cleaned, story_ids.groups)
     story_table = stage("build stories", state.build_changed_stories, articles, history, stories.build_stories)
@@ -159,7 +163,7 @@ def update(
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     summary = replace(summary, run=counts)
     added = state.Update(
-        records=records, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
+        records=records, embeddings=vectors, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
         articles=articles, stories=story_table, pairs=pairs, registry=story_ids.registry, files=batch.files,
         run={"run_at": run_at, **counts}, report=write.render_report(summary),
     )

@@ -31,6 +31,9 @@ CANDIDATES = {"article_id_a": pl.String, "article_id_b": pl.String, "level": pl.
 # One row per duplicate group with a headline: what story matching reads of it.
 GROUP_HEADLINES = {"duplicate_group": pl.String, "headline": pl.String, "story_text": pl.String}
 
+# A headline's sentence embedding (story_model=minilm: all-MiniLM-L6-v2 has 384 dimensions).
+EMBEDDINGS = {"headline": pl.String, "vector": pl.Array(pl.Float32, 384)}
+
 BAND_KEYS = {"article_id": pl.String, "band": pl.UInt16, "key": pl.UInt64}  # one LSH band of one article
 
 PAIRS = {

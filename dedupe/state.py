@@ -46,6 +46,7 @@ from dedupe.config import Config
 from dedupe.schema import (
     ARTICLES,
     CLEANED,
+    EMBEDDINGS,
     FILES,
     GROUPS,
     LEVEL_BAND_KEYS,
@@ -60,8 +61,8 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 1
-GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS}
+FORMAT_VERSION = 2  # 2: headline embeddings
+GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 REPORT_ONLY_SETTINGS = {"top_stories"}
@@ -80,6 +81,7 @@ class History:
     records: pl.DataFrame = field(default_factory=lambda: empty(RECORDS))
     band_keys: pl.DataFrame = field(default_factory=lambda: empty(LEVEL_BAND_KEYS))
     duplicate_pairs: pl.DataFrame = field(default_factory=lambda: empty(PAIRS))
+    embeddings: pl.DataFrame = field(default_factory=lambda: empty(EMBEDDINGS))  # story_model=minilm
     articles: pl.DataFrame = field(default_factory=lambda: empty(ARTICLES))
     stories: pl.DataFrame = field(default_factory=lambda: empty(STORIES))
     pairs: pl.DataFrame = field(default_factory=lambda: empty(PAIRS))
@@ -98,6 +100,7 @@ class Update:
     records: pl.DataFrame
     band_keys: pl.DataFrame
     duplicate_pairs: pl.DataFrame
+    embeddings: pl.DataFrame
     articles: pl.DataFrame
     stories: pl.DataFrame
     pairs: pl.DataFrame

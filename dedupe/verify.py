@@ -18,7 +18,7 @@ import polars as pl
 from rapidfuzz import fuzz, process
 
 from dedupe.config import Config
-from dedupe.schema import CANDIDATES, CLEANED, GROUP_HEADLINES, PAIRS, check
+from dedupe.schema import CANDIDATES, CLEANED, EMBEDDINGS, GROUP_HEADLINES, PAIRS, check, empty
 
 
 def overlap(candidates: pl.DataFrame, shingle_sets: Mapping[str, set[bytes]]) -> pl.DataFrame:
@@ -87,22 +87,30 @@ def verify_stories(
 
 
 def semantic_story_pairs(
-    headlines: pl.DataFrame, candidates: pl.DataFrame, keyword_sets: Mapping[str, set[bytes]]
-) -> pl.DataFrame:
-    """PAIRS of every candidate pair of duplicate groups, `similarity` the cosine (x100) of
-    their headlines' sentence embeddings; average linkage needs the low ones too (see
-    `cluster.semantic_story_ids`), and `strong_pairs` keeps what a reader should see."""
+    headlines: pl.DataFrame,
+    candidates: pl.DataFrame,
+    keyword_sets: Mapping[str, set[bytes]],
+    known: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(PAIRS of every candidate pair of duplicate groups, EMBEDDINGS of the headlines not in
+    `known`). `similarity` is the cosine (x100) of the two headlines' sentence embeddings;
+    average linkage needs the low ones too (see `cluster.semantic_story_ids`), and
+    `strong_pairs` keeps what a reader should see. Only headlines missing from `known` (the
+    vectors of earlier runs) go through the model, by far the slowest step."""
     check(headlines, GROUP_HEADLINES, "semantic story pairs input")
+    known = check(known if known is not None else empty(EMBEDDINGS), EMBEDDINGS, "known embeddings")
     by_group = dict(headlines.select("duplicate_group", "headline").iter_rows())
-    texts = sorted(set(by_group.values()))
-    vectors = embed(texts)
-    row = {text: index for index, text in enumerate(texts)}
-    first = vectors[[row[by_group[a]] for a in candidates["article_id_a"]]]
-    second = vectors[[row[by_group[b]] for b in candidates["article_id_b"]]]
+    missing = sorted(set(by_group.values()) - set(known["headline"]))
+    new = pl.DataFrame({"headline": missing, "vector": embed(missing)}, schema=EMBEDDINGS)
+    vectors = pl.concat([known, new]).filter(pl.col("headline").is_in(list(set(by_group.values()))))
+    row = {text: index for index, text in enumerate(vectors["headline"])}
+    matrix = vectors["vector"].to_numpy()
+    first = matrix[[row[by_group[a]] for a in candidates["article_id_a"]]]
+    second = matrix[[row[by_group[b]] for b in candidates["article_id_b"]]]
     cosine = pl.Series("similarity", 100.0 * np.einsum("ij,ij->i", first, second), dtype=pl.Float64)
     scored = overlap(candidates, keyword_sets).with_columns(cosine.clip(-100.0, 100.0))
     out = scored.select("article_id_a", "article_id_b", "jaccard", "similarity", relation=pl.lit("same_story"))
-    return check(out.sort("article_id_a", "article_id_b"), PAIRS, "semantic story pairs")
+    return check(out.sort("article_id_a", "article_id_b"), PAIRS, "semantic story pairs"), new
 
 
 def strong_pairs(pairs: pl.DataFrame, similarity: float) -> pl.DataFrame:
@@ -115,7 +123,7 @@ def embed(texts: Sequence[str]) -> np.ndarray:
     text once, in sorted order: the model pads texts batched together, which moves the last
     digits, so a fixed order keeps results independent of the input order."""
     if not texts:
-        return np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, EMBEDDINGS["vector"].size), dtype=np.float32)
     return _sentence_model().encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
 
 

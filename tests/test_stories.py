@@ -85,7 +85,7 @@ def test_semantic_stories_do_not_depend_on_the_input_order() -> None:
         groups = duplicate_groups(cleaned, verify_duplicates(cleaned, candidates, sets, config), config)
         headlines = group_headlines(cleaned, groups)
         story_candidates_, keywords = story_candidates(headlines, config)
-        scored = semantic_story_pairs(headlines, story_candidates_, keywords)
+        scored, _ = semantic_story_pairs(headlines, story_candidates_, keywords)
         return semantic_story_ids(cleaned, groups, scored, config).sort("article_id")
 
     expected = story_groups(frame)

@@ -64,8 +64,11 @@ def test_semantic_pairs_score_meaning_not_shared_words() -> None:
         {"article_id_a": ["a", "a"], "article_id_b": ["b", "c"], "level": ["story", "story"]}, schema=CANDIDATES
     )
     keywords = {"a": {b"wearhouse", b"bank"}, "b": {b"wearhouse", b"bank"}, "c": {b"men", b"buys"}}
-    pairs = semantic_story_pairs(headlines, candidates, keywords)
+    pairs, vectors = semantic_story_pairs(headlines, candidates, keywords)
     assert dict(pairs.schema) == PAIRS
+    assert sorted(vectors["headline"]) == sorted(headlines["headline"])
+    again, none_new = semantic_story_pairs(headlines, candidates, keywords, known=vectors)
+    assert none_new.height == 0 and again.equals(pairs)  # known vectors are not embedded again
     same, other = pairs["similarity"].to_list()
     assert same > 60 > 100 * Config().story_semantic_similarity
     assert other < same - 30
