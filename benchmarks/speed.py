@@ -147,6 +147,10 @@ def compare_signatures(texts: pl.Series, config: Config, peer_docs: int) -> None
         sets, _ = minhash.ShingleSets.from_texts(ids, texts, config.shingle_words)
         return minhash.signatures(sets, config)
 
+    minhash.THREADS = 1
+    timed("ours on one thread", ours)
+    one_thread = len(texts) / timed.last
+    minhash.THREADS = 2
     signatures = timed("ours: text -> signatures", ours)
     ours_rate = len(texts) / timed.last
     sample = shingle_sets[:peer_docs]
@@ -155,12 +159,14 @@ def compare_signatures(texts: pl.Series, config: Config, peer_docs: int) -> None
     peers["datasketch MinHash.bulk"] = _rate(sample, lambda: _datasketch_bulk(sample, config))
     rensa_rate = _rensa_rate(shingle_sets, config)
     if rensa_rate:
+        peers["rensa RMinHash.update per document"] = _rate(sample, lambda: _rensa_update(sample, config))
         peers["rensa RMinHash.digest_matrix_from_token_byte_sets"] = rensa_rate
     check = _datasketch_reference(shingle_sets[0], config)
     print(f"\nsignatures of {len(texts)} documents ({np.mean([len(s) for s in shingle_sets]):.0f} shingles each), "
           f"num_perm={config.num_perm}; ours bit-identical to datasketch: {np.array_equal(signatures[0], check)}")
     print(f"{'method':<52}{'docs/s':>10}{'ours / it':>12}{'ours / it+shingling':>22}")
     print(f"{'ours (polars tokens, numpy hashing and permutations)':<52}{ours_rate:>10,.0f}")
+    print(f"{'ours on one thread':<52}{one_thread:>10,.0f}{ours_rate / one_thread:>11.1f}x")
     for name, rate in peers.items():
         with_shingling = 1 / (1 / rate + shingling / len(texts))
         print(f"{name:<52}{rate:>10,.0f}{ours_rate / rate:>11.1f}x{ours_rate / with_shingling:>21.1f}x")
@@ -198,6 +204,15 @@ def _rensa_rate(sets: list[set[bytes]], config: Config) -> float | None:
         return None
     lists = [list(s) for s in sets]
     return _rate(lists, lambda: RMinHash.digest_matrix_from_token_byte_sets(lists, config.num_perm, config.seed))
+
+
+def _rensa_update(sets: list[set[bytes]], config: Config) -> None:
+    from rensa import RMinHash
+
+    for shingle_set in sets:
+        signature = RMinHash(num_perm=config.num_perm, seed=config.seed)
+        signature.update([shingle.decode() for shingle in shingle_set])
+        signature.digest()
 
 
 def _rate(items: list, work: Callable[[], object]) -> float:

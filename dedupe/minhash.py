@@ -38,11 +38,12 @@ STOP_WORDS = frozenset(
 TOKEN = r"\w+"
 """A word for shingles, as polars (Rust regex, Unicode) finds it in lower-cased text."""
 BATCH_TEXTS = 20_000
-"""Texts tokenized and hashed at once: ~8M shingles of 400-word texts, ~0.3 GB of arrays, so
-memory stays flat however many texts there are."""
+"""Texts tokenized and hashed at once: ~9M shingles of 450-word texts, ~0.5 GB of strings and
+arrays per batch in flight, so memory stays flat however many texts there are."""
 THREADS = 2
-"""numpy releases the GIL in the permutation loop: two threads on two cores take 0.49 s where
-one takes 0.80 s (6.8M shingles, 128 permutations)."""
+"""Batches and permutations run on two threads (polars and numpy release the GIL): on two cores
+the permutation loop takes 0.49 s where one thread takes 0.80 s (6.8M shingles, 128
+permutations); `benchmarks/speed.py signatures` prints the batch threads' gain."""
 SCHEME = "affine32"
 """datasketch 2.0's default permutation scheme, which the numpy code reproduces."""
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
@@ -94,7 +95,9 @@ class ShingleSets(Mapping[str, np.ndarray]):
     def from_texts(cls, ids: Sequence[str], texts: pl.Series, size: int) -> tuple[ShingleSets, np.ndarray]:
         """Word `size`-grams of each text (a text of fewer words is one shingle), in batches;
         and the number of words of each text."""
-        parts = [_batch_shingle_hashes(texts.slice(start, BATCH_TEXTS), size) for start in range(0, len(texts), BATCH_TEXTS)]
+        batch = max(1, min(BATCH_TEXTS, -(-len(texts) // THREADS)))
+        with ThreadPoolExecutor(THREADS) as pool:  # polars releases the GIL: both cores work
+            parts = list(pool.map(lambda start: _batch_shingle_hashes(texts.slice(start, batch), size), range(0, len(texts), batch)))
         if not parts:
             return cls(ids, np.empty(0, np.uint32), np.empty(0, np.int64)), np.empty(0, np.int64)
         hashes, shingle_counts, word_counts = (np.concatenate(column) for column in zip(*parts))
