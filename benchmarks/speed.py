@@ -5,7 +5,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py signatures --docs 5000 # ours vs datasketch update/bulk and rensa
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
-    python benchmarks/speed.py seeds                  # `python -m dedupe run seeds/`: wall time, Prefect's share
+    python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
 words, real word pairs, new documents), headlines from news-aggregator, and `--duplicates` of the
@@ -300,26 +300,34 @@ def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool) -> N
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
 
 
-def seeds_run() -> None:
-    """Wall time of the CLI on seeds/ (its own fresh PREFECT_HOME) and of the pipeline alone."""
-    with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as out:
-        env = {**os.environ, "PREFECT_HOME": home}
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dedupe", "run", "seeds", "--out", out], check=True, cwd=ROOT, env=env,
-                       capture_output=True)
-        cli = time.perf_counter() - started
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dedupe", "run", "seeds", "--out", out], check=True, cwd=ROOT, env=env,
-                       capture_output=True)
-        again = time.perf_counter() - started
-    started = time.perf_counter()
-    code = "from dedupe import pipeline, write; from dedupe.config import Config; from pathlib import Path; import tempfile;" \
-           "r = pipeline.run(['seeds'], Config()); write.write_outputs(Path(tempfile.mkdtemp()), r.articles, r.stories, r.pairs, r.summary)"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
-    plain = time.perf_counter() - started
-    print(f"python -m dedupe run seeds/: {cli:.1f} s on a fresh PREFECT_HOME, {again:.1f} s on a used one; "
-          f"the same work without Prefect (python, imports, pipeline, write): {plain:.1f} s, "
-          f"so Prefect's share is {cli - plain:.1f} s / {again - plain:.1f} s")
+def seeds_run(rounds: int) -> None:
+    """Wall time of `python -m dedupe run seeds/` on a fresh PREFECT_HOME: with the CLI's
+    Prefect defaults, with Prefect's own for the embedded server (database file in PREFECT_HOME,
+    block registration, event services), and the same work without Prefect; rounds interleaved
+    so that a busy neighbour slows all three alike. Medians."""
+    from dedupe.__main__ import PREFECT_DEFAULTS
+
+    def prefect_own(home: str) -> dict[str, str]:
+        services = {name: "true" for name in PREFECT_DEFAULTS if name.startswith("PREFECT_SERVER_SERVICES_")}
+        database = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db"}
+        return {**services, **database, "PREFECT_API_BLOCKS_REGISTER_ON_START": "true"}
+
+    plain = "from dedupe import pipeline, write; from dedupe.config import Config; from pathlib import Path; import sys;" \
+            "r = pipeline.run(['seeds'], Config()); write.write_outputs(Path(sys.argv[1]), r.articles, r.stories, r.pairs, r.summary)"
+    times: dict[str, list[float]] = {"CLI, our Prefect defaults": [], "CLI, Prefect's own server defaults": [], "no Prefect": []}
+    for _ in range(rounds):
+        for name in times:
+            with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as out:
+                env = {**os.environ, "PREFECT_HOME": home, **(prefect_own(home) if "own" in name else {})}
+                command = [sys.executable, "-c", plain, out] if name == "no Prefect" else [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
+                started = time.perf_counter()
+                subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True)
+                times[name].append(time.perf_counter() - started)
+    medians = {name: float(np.median(values)) for name, values in times.items()}
+    for name, median in medians.items():
+        print(f"{name:<38}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})")
+    ours, own, plain_s = medians.values()
+    print(f"Prefect's share of the CLI run: {ours - plain_s:.1f} s with our defaults, {own - plain_s:.1f} s with Prefect's own")
 
 
 def main() -> None:
@@ -332,6 +340,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="an existing corpus folder (pipeline)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
+    parser.add_argument("--rounds", type=int, default=3, help="seeds: interleaved rounds")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = Config()
@@ -349,7 +358,7 @@ def main() -> None:
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow)
     if args.what == "seeds":
-        seeds_run()
+        seeds_run(args.rounds)
 
 
 if __name__ == "__main__":

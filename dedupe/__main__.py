@@ -20,11 +20,21 @@ console = Console(stderr=False)
 # the embedded server's first start on a fresh machine, which takes ~18 s against a 20 s limit;
 # and quiet server loggers: when the temporary server is stopped while its task-run recorder is
 # still flushing, that recorder logs a traceback (seen once in CI) though the run is complete.
-# A server the user started runs in its own process and keeps its own logging.
+# The embedded server of a one-shot run is thrown away with it, so it keeps its database in
+# memory (no migrations written to disk, no race between two first runs on one PREFECT_HOME),
+# registers no block types and runs none of the services that only record or react to events:
+# `python benchmarks/speed.py seeds` measures the cut. A server the user started runs in its own
+# process and keeps its own settings.
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:///:memory:",
+    "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    **{
+        f"PREFECT_SERVER_SERVICES_{service}_ENABLED": "false"
+        for service in ("EVENT_PERSISTER", "EVENT_LOGGER", "TRIGGERS", "TASK_RUN_RECORDER", "DB_VACUUM")
+    },
 }
 
 
