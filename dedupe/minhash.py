@@ -8,8 +8,8 @@ b bands are at most n * b * m: linear in n (benchmarks/speed.py prints the measu
 Signatures are datasketch's "affine32" MinHash (`MinHash(num_perm, seed, hashfunc=xxh32)`, bit for
 bit, see `as_minhash` for the interchange), computed for a whole batch of texts at once: polars
 finds the words and builds the shingles, the polars-hash plugin hashes them (xxh32, the same
-hash as before), and numpy applies the permutations and takes each text's minimum. Per
-shingle, the Python of `MinHash.bulk` costs ~1 ms per 400-word document (benchmarks/speed.py).
+hash as before), and numpy applies the permutations and takes each text's minimum: ~30x
+datasketch's per-shingle `update` on the same documents (`python benchmarks/speed.py signatures`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ BATCH_TEXTS = 20_000
 """Texts tokenized and hashed at once: ~9M shingles of 450-word texts, ~0.5 GB of strings and
 arrays per batch in flight, so memory stays flat however many texts there are."""
 THREADS = 2
-"""Batches and permutations run on two threads (polars and numpy release the GIL): on two cores
-the permutation loop takes 0.49 s where one thread takes 0.80 s (6.8M shingles, 128
-permutations); `benchmarks/speed.py signatures` prints the batch threads' gain."""
+"""Batches and permutations run on two threads (polars and numpy release the GIL): with a core
+free, the permutation loop took 0.49 s where one thread took 0.80 s (6.8M shingles, 128
+permutations). On the busy shared machine the whole signature path measured 1.0x (no core was
+free); `benchmarks/speed.py signatures` prints the gain of the day."""
 SCHEME = "affine32"
 """datasketch 2.0's default permutation scheme, which the numpy code reproduces."""
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
