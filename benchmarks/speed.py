@@ -295,17 +295,25 @@ def in_fresh_process(corpus: Path, flow: bool) -> dict[str, object]:
 
 def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool) -> None:
     print(f"{'docs':>10}{'wall s':>10}{'docs/s':>10}{'peak GiB':>10}{'candidates/doc':>16}  slowest stages")
-    first_rate = None
+    previous: tuple[int, float, dict[str, float]] | None = None
     for size in sizes:
         corpus = build_corpus(workdir / f"corpus-{size}", size, duplicates, seed=size)
         figures = in_fresh_process(corpus, flow)
         rate = size / figures["wall_s"]
-        first_rate = first_rate or rate
         slowest = sorted(figures["stages"].items(), key=lambda item: -item[1])[:3]
         print(f"{size:>10,}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
               f"{figures.get('candidates_per_doc', float('nan')):>16.2f}  "
               + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest), flush=True)
-    print("(near-linear scaling: docs/s stays flat as the corpus grows)")
+        if previous:  # time ~ docs^k: k = 1 is linear
+            exponent = np.log(figures["wall_s"] / previous[1]) / np.log(size / previous[0])
+            print(f"{'':>10}time grows as docs^{exponent:.2f} from {previous[0]:,} to {size:,} "
+                  f"(per stage: {_stage_exponents(previous[2], figures['stages'], size / previous[0])})", flush=True)
+        previous = (size, figures["wall_s"], figures["stages"])
+
+
+def _stage_exponents(before: dict[str, float], after: dict[str, float], growth: float) -> str:
+    slow = [name for name, seconds in after.items() if seconds >= 1.0]
+    return ", ".join(f"{name} {np.log(after[name] / max(before[name], 1e-3)) / np.log(growth):.2f}" for name in slow)
 
 
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
