@@ -35,6 +35,19 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
     "PREFECT_CLIENT_MAX_RETRIES": "2",
 }
+# The embedded server of a one-shot `run` (no PREFECT_API_URL) is thrown away with it, so it keeps
+# its database in memory (no migrations written to disk, no race between two first runs on one
+# PREFECT_HOME), registers no block types and runs none of the services that only record or react
+# to events: `python benchmarks/speed.py seeds` measures the cut. Never for `serve`: the server it
+# starts must keep its runs.
+EMBEDDED_SERVER_DEFAULTS = {
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:///:memory:",
+    "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    **{
+        f"PREFECT_SERVER_SERVICES_{service}_ENABLED": "false"
+        for service in ("EVENT_PERSISTER", "EVENT_LOGGER", "TRIGGERS", "TASK_RUN_RECORDER", "DB_VACUUM")
+    },
+}
 
 
 @app.callback()
@@ -62,7 +75,7 @@ def run(
     missing = [str(path) for path in paths if not path.exists() and not path.is_symlink()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
-    _prefect_defaults()
+    _prefect_defaults(embedded=True)
     try:
         summary, lost_api = _run_flow(paths, out, config, state_dir, wait)
     except StateError as error:
@@ -189,8 +202,11 @@ def _seconds(interval: str) -> float:
     return seconds
 
 
-def _prefect_defaults() -> None:
-    for name, value in PREFECT_DEFAULTS.items():
+def _prefect_defaults(embedded: bool = False) -> None:
+    """Our Prefect defaults (the user's own settings win); `embedded` adds those of a throw-away
+    embedded server, when no server is configured."""
+    chosen = PREFECT_DEFAULTS | (EMBEDDED_SERVER_DEFAULTS if embedded and "PREFECT_API_URL" not in os.environ else {})
+    for name, value in chosen.items():
         os.environ.setdefault(name, value)
 
 

@@ -1,16 +1,27 @@
-"""MinHash signatures and LSH candidate pairs (datasketch).
+"""MinHash signatures and LSH candidate pairs, computed over whole batches of texts at once.
 
 Candidate generation is what keeps the work near-linear: an article is compared only with the
-articles that share an LSH band bucket with it, never with all others.
+articles that share an LSH band bucket with it, never with all others. With `lsh_max_bucket` = m,
+a bucket of k articles yields at most k * min(k, m) pairs, so the candidates of n articles in
+b bands are at most n * b * m: linear in n (benchmarks/speed.py prints the measured pairs per article).
+
+Signatures are datasketch's "affine32" MinHash (`MinHash(num_perm, seed, hashfunc=xxh32)`, bit for
+bit, see `as_minhash` for the interchange), computed for a whole batch of texts at once: polars
+finds the words and builds the shingles, the polars-hash plugin hashes them (xxh32, the same
+hash as before), and numpy applies the permutations and takes each text's minimum: ~30x
+datasketch's per-shingle `update` on the same documents (`python benchmarks/speed.py signatures`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 
 import numpy as np
 import polars as pl
+import polars_hash as plh
 import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
@@ -24,6 +35,19 @@ STOP_WORDS = frozenset(
     """a an and are as at be by for from has have he her his in is it its of on or she that the their
     this to was were will with after over new says said s""".split()
 )
+TOKEN = r"\w+"
+"""A word for shingles, as polars (Rust regex, Unicode) finds it in lower-cased text."""
+BATCH_TEXTS = 20_000
+"""Texts tokenized and hashed at once: ~9M shingles of 450-word texts, ~0.5 GB of strings and
+arrays per batch in flight, so memory stays flat however many texts there are."""
+THREADS = 2
+"""Batches and permutations run on two threads (polars and numpy release the GIL): with a core
+free, the permutation loop took 0.49 s where one thread took 0.80 s (6.8M shingles, 128
+permutations). On the busy shared machine the whole signature path measured 1.0x (no core was
+free); `benchmarks/speed.py signatures` prints the gain of the day."""
+SCHEME = "affine32"
+"""datasketch 2.0's default permutation scheme, which the numpy code reproduces."""
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
 
 
 def words(text: str | None) -> list[str]:
@@ -45,7 +69,135 @@ def keywords(text: str | None) -> set[bytes]:
     return {word.encode() for word in words(text) if word not in STOP_WORDS}
 
 
-def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, dict[str, set[bytes]]]:
+def tokens(texts: pl.Series) -> pl.Series:
+    """Each text's words (`TOKEN`), lower-cased: the columnar `words`."""
+    return texts.str.to_lowercase().str.extract_all(TOKEN)
+
+
+def minhash_input(shingle: bytes) -> int:
+    """What a shingle is hashed to before its MinHash permutations (datasketch's `hashfunc`):
+    xxh32 of its UTF-8 bytes, as the pipeline always did, so signatures did not change."""
+    return xxhash.xxh32_intdigest(shingle)
+
+
+class ShingleSets(Mapping[str, np.ndarray]):
+    """article id -> the hashes of its shingles (`minhash_input`, uint32, unsorted, possibly
+    repeated), all in one flat array: 1M articles of 450 shingles are 1.8 GB, not 1M Python sets
+    of bytes (~50 GB). Set overlaps on these hashes are exact but for 32-bit collisions: two
+    450-shingle sets share a false shingle with probability 450 * 450 / 2^32 = 5e-5."""
+
+    def __init__(self, ids: Sequence[str], hashes: np.ndarray, counts: np.ndarray) -> None:
+        self.ids = list(ids)
+        self.hashes = hashes
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self._index = {article_id: i for i, article_id in enumerate(self.ids)}
+
+    @classmethod
+    def from_texts(cls, ids: Sequence[str], texts: pl.Series, size: int) -> tuple[ShingleSets, np.ndarray]:
+        """Word `size`-grams of each text (a text of fewer words is one shingle), in batches;
+        and the number of words of each text."""
+        batch = max(1, min(BATCH_TEXTS, -(-len(texts) // THREADS)))
+        with ThreadPoolExecutor(THREADS) as pool:  # polars releases the GIL: both cores work
+            parts = list(pool.map(lambda start: _batch_shingle_hashes(texts.slice(start, batch), size), range(0, len(texts), batch)))
+        if not parts:
+            return cls(ids, np.empty(0, np.uint32), np.empty(0, np.int64)), np.empty(0, np.int64)
+        hashes, shingle_counts, word_counts = (np.concatenate(column) for column in zip(*parts))
+        return cls(ids, hashes, shingle_counts), word_counts
+
+    @classmethod
+    def from_sets(cls, sets: Mapping[str, set[bytes]]) -> ShingleSets:
+        """From Python sets of shingles: for small sets such as keywords."""
+        hashed = [np.array([minhash_input(s) for s in shingle_set], dtype=np.uint32) for shingle_set in sets.values()]
+        counts = np.array([len(h) for h in hashed], dtype=np.int64)
+        return cls(list(sets), np.concatenate(hashed) if hashed else np.empty(0, np.uint32), counts)
+
+    def __getitem__(self, article_id: str) -> np.ndarray:
+        i = self._index[article_id]
+        return self.hashes[self.offsets[i] : self.offsets[i + 1]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def subset(self, keep: np.ndarray) -> ShingleSets:
+        """The sets at the positions `keep` (in that order)."""
+        pieces = [self.hashes[self.offsets[i] : self.offsets[i + 1]] for i in keep]
+        hashes = np.concatenate(pieces) if pieces else np.empty(0, np.uint32)
+        return ShingleSets([self.ids[i] for i in keep], hashes, self.counts[keep])
+
+    def merge(self, other: ShingleSets) -> ShingleSets:
+        return ShingleSets(self.ids + other.ids, np.concatenate([self.hashes, other.hashes]), np.concatenate([self.counts, other.counts]))
+
+
+def _batch_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shingle hashes of all texts in order, shingles per text, words per text) for one batch:
+    the shingles are built by polars (shifted word columns joined by spaces, within a text) and
+    hashed by the polars-hash plugin's xxh32, ten times faster than xxhash called from Python."""
+    words_of = tokens(texts)
+    counts = words_of.list.len().fill_null(0).to_numpy().astype(np.int64)
+    words = pl.DataFrame({"words": words_of}).with_row_index("text").explode("words").drop_nulls("words")
+    full = words.select(
+        "text",
+        shingle=pl.concat_str([pl.col("words").shift(-offset) for offset in range(size)], separator=" "),
+        inside=pl.col("text").shift(-(size - 1)) == pl.col("text"),
+    ).filter("inside")
+    is_short = (counts > 0) & (counts < size)  # fewer words than a shingle: one shingle of them all
+    short = pl.DataFrame({"text": np.flatnonzero(is_short).astype(np.uint32), "shingle": words_of.filter(is_short).list.join(" ")})
+    shingles_of = pl.concat([full.select("text", "shingle"), short]).sort("text", maintain_order=True)
+    hashes = shingles_of.select(plh.col("shingle").nchash.xxhash32()).to_series().to_numpy().astype(np.uint32)
+    return hashes, np.bincount(shingles_of["text"].to_numpy(), minlength=len(counts)).astype(np.int64), counts
+
+
+def permutations(config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's own permutation parameters (a, b) for `num_perm` and `seed`."""
+    a, b = MinHash(num_perm=config.num_perm, seed=config.seed, scheme=SCHEME).permutations
+    return a, b
+
+
+def signatures(sets: ShingleSets, config: Config) -> np.ndarray:
+    """(articles, num_perm) uint32: each set's MinHash, equal to datasketch's
+    `MinHash(num_perm, seed, hashfunc=minhash_input).update_batch(shingles).hashvalues`
+    (an empty set keeps datasketch's all-maximum start value)."""
+    a, b = permutations(config)
+    out = np.full((len(sets), config.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    nonempty = np.flatnonzero(sets.counts)
+    if not nonempty.size:
+        return out
+    starts = sets.offsets[nonempty]
+    mixed = _fmix32(sets.hashes)
+    rows = np.empty((nonempty.size, config.num_perm), dtype=np.uint32)
+
+    def permute(k: int) -> None:
+        rows[:, k] = np.minimum.reduceat(mixed * a[k] + b[k], starts)  # uint32: wraps mod 2^32 like datasketch
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(permute, range(config.num_perm)))
+    out[nonempty] = rows
+    return out
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    """datasketch's pre-mix of each input hash (the MurmurHash3 finalizer)."""
+    s1, m1, s2, m2 = _FMIX32
+    values = values ^ (values >> s1)
+    values = values * m1
+    values = values ^ (values >> s2)
+    values = values * m2
+    return values ^ (values >> s1)
+
+
+def as_minhash(signature: np.ndarray, config: Config) -> LeanMinHash:
+    """A signature as datasketch's LeanMinHash: the interchange format (serialization, LSH, storage)."""
+    return LeanMinHash(seed=config.seed, hashvalues=signature, scheme=SCHEME)
+
+
+def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, ShingleSets]:
     """Candidate duplicate pairs among the records not rejected, and the shingle set of each.
 
     Articles are matched on their text's word n-grams (level "text"); records with little or no
@@ -55,7 +207,7 @@ def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.Data
     pairs = pl.concat(
         [candidates(sets, DUPLICATE_THRESHOLDS[level](config), level, config) for level, sets in by_level.items()]
     )
-    return pairs, by_level["text"] | by_level["headline"]
+    return pairs, by_level["text"].merge(by_level["headline"])
 
 
 DUPLICATE_THRESHOLDS = {
@@ -65,30 +217,28 @@ DUPLICATE_THRESHOLDS = {
 """LSH threshold of each duplicate level."""
 
 
-def duplicate_shingles(cleaned: pl.DataFrame, config: Config) -> dict[str, dict[str, set[bytes]]]:
-    """level ("text" or "headline") -> article_id -> shingle set, for the records not rejected:
-    word n-grams of a text of at least `min_text_words` words, else the words of the text or headline."""
+def duplicate_shingles(cleaned: pl.DataFrame, config: Config) -> dict[str, ShingleSets]:
+    """level ("text" or "headline") -> the shingle sets of the records not rejected: word
+    n-grams of a text of at least `min_text_words` words, else the words of the text or headline."""
     check(cleaned, CLEANED, "duplicate candidates input")
     matched = cleaned.filter(pl.col("status") == "ok")
-    by_level: dict[str, dict[str, set[bytes]]] = {"text": {}, "headline": {}}
-    for article_id, headline, text in matched.select("article_id", "headline", "body").iter_rows():
-        tokens = words(text)
-        if len(tokens) >= config.min_text_words:
-            by_level["text"][article_id] = shingles(text, config.shingle_words, tokens)
-        else:
-            by_level["headline"][article_id] = shingles(text or headline, 1)
-    return by_level
+    text_sets, word_counts = ShingleSets.from_texts(matched["article_id"].to_list(), matched["body"], config.shingle_words)
+    long = word_counts >= config.min_text_words
+    short = matched.filter(pl.Series(~long)).select("article_id", text=pl.coalesce("body", "headline"))
+    short_sets, _ = ShingleSets.from_texts(short["article_id"].to_list(), short["text"], 1)
+    return {"text": text_sets.subset(np.flatnonzero(long)), "headline": short_sets}
 
 
-def story_candidates(headlines: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, dict[str, set[bytes]]]:
+def story_candidates(headlines: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, ShingleSets]:
     """Candidate story pairs between duplicate groups (`stories.group_headlines`), matched on
     the keywords of each group's story text: by LSH for the keyword story model, by shared
     keywords (an inverted index) for the semantic one, which must also see pairs worded apart."""
     check(headlines, GROUP_HEADLINES, "story candidates input")
-    sets = {group: keywords(text) for group, text in headlines.select("duplicate_group", "story_text").iter_rows()}
+    keyword_sets = {group: keywords(text) for group, text in headlines.select("duplicate_group", "story_text").iter_rows()}
+    sets = ShingleSets.from_sets(keyword_sets)
     if config.story_model == "keywords":
         return candidates(sets, config.story_lsh_threshold, "story", config), sets
-    return shared_keyword_pairs(sets, config.story_keyword_posting_cap), sets
+    return shared_keyword_pairs(keyword_sets, config.story_keyword_posting_cap), sets
 
 
 def shared_keyword_pairs(keyword_sets: Mapping[str, set[bytes]], posting_cap: int) -> pl.DataFrame:
@@ -121,38 +271,32 @@ def _pairs_within(buckets: pl.DataFrame, column: str) -> pl.DataFrame:
     return buckets.select(a=pl.col(column), b=pl.col(column)).explode("a").explode("b")
 
 
-def signatures(shingle_sets: Sequence[set[bytes]], config: Config) -> list[LeanMinHash]:
-    """One MinHash per set (an empty set gets an empty signature and matches nothing)."""
-    hashed = MinHash.bulk(shingle_sets, num_perm=config.num_perm, seed=config.seed, hashfunc=xxhash.xxh32_intdigest)
-    return [LeanMinHash(minhash) for minhash in hashed]
-
-
-def candidates(shingle_sets: Mapping[str, set[bytes]], threshold: float, level: str, config: Config) -> pl.DataFrame:
+def candidates(sets: ShingleSets, threshold: float, level: str, config: Config) -> pl.DataFrame:
     """Pairs (a < b) whose signatures share at least one LSH band at `threshold`. Empty sets
     match nothing (see `band_keys` and `bucket_pairs`)."""
-    return bucket_pairs(band_keys(shingle_sets, threshold, config), level, config)
+    return bucket_pairs(band_keys(sets, threshold, config), level, config)
 
 
-def band_keys(shingle_sets: Mapping[str, set[bytes]], threshold: float, config: Config) -> pl.DataFrame:
+def band_keys(sets: ShingleSets, threshold: float, config: Config) -> pl.DataFrame:
     """BAND_KEYS: one row per (article, LSH band) with the band's bucket key; empty sets have none.
 
     datasketch's MinHashLSH chooses the bands (b bands of r rows) for the threshold; the bucketing
     itself is a polars group-by over (band, bucket key), because querying MinHashLSH for every
     article cost 11 s on the dev data where this takes well under one. The keys are kept apart
     from the bucketing so that a later run can match new articles against stored keys."""
-    ids = sorted(article_id for article_id, shingle_set in shingle_sets.items() if shingle_set)
-    if not ids:
+    order = sorted(np.flatnonzero(sets.counts), key=lambda i: sets.ids[i])
+    if not order:
         return pl.DataFrame(schema=BAND_KEYS)
-    minhashes = signatures([shingle_sets[article_id] for article_id in ids], config)
+    matched = sets.subset(np.array(order, dtype=np.int64))
     lsh = MinHashLSH(threshold=threshold, num_perm=config.num_perm)
     bands, rows = lsh.b, lsh.r
-    values = np.vstack([minhash.hashvalues[: bands * rows] for minhash in minhashes]).astype(np.uint64)
+    values = signatures(matched, config)[:, : bands * rows].astype(np.uint64)
     mixers = np.random.default_rng(config.seed).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
-    keys = (values.reshape(len(ids), bands, rows) * mixers).sum(axis=2, dtype=np.uint64)  # wraps mod 2^64
+    keys = (values.reshape(len(matched), bands, rows) * mixers).sum(axis=2, dtype=np.uint64)  # wraps mod 2^64
     frame = pl.DataFrame(
         {
-            "article_id": pl.Series(ids, dtype=pl.String).gather(np.repeat(np.arange(len(ids)), bands)),
-            "band": np.tile(np.arange(bands, dtype=np.uint16), len(ids)),
+            "article_id": pl.Series(matched.ids, dtype=pl.String).gather(np.repeat(np.arange(len(matched)), bands)),
+            "band": np.tile(np.arange(bands, dtype=np.uint16), len(matched)),
             "key": keys.ravel(),
         }
     )

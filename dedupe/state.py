@@ -188,7 +188,7 @@ def all_records(history: History, records: pl.DataFrame) -> pl.DataFrame:
 class Candidates:
     candidates: pl.DataFrame  # CANDIDATES with at least one new article
     band_keys: pl.DataFrame  # LEVEL_BAND_KEYS of the new records
-    shingles: dict[str, set[bytes]]  # of every article in a candidate pair
+    shingles: minhash.ShingleSets  # of every article in a candidate pair
     involved: pl.DataFrame  # CLEANED rows of every article in a candidate pair
 
 
@@ -213,7 +213,7 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().implode()
     old = history.records.select(list(CLEANED)).filter(pl.col("article_id").is_in(partners))
     old_shingles = minhash.duplicate_shingles(old, config)
-    sets = {a: s for level in (shingles, old_shingles) for by_id in level.values() for a, s in by_id.items()}
+    sets = shingles["text"].merge(shingles["headline"]).merge(old_shingles["text"]).merge(old_shingles["headline"])
     involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners))])
     return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
 

@@ -21,22 +21,31 @@ from dedupe.config import Config
 from dedupe.schema import CANDIDATES, CLEANED, EMBEDDINGS, GROUP_HEADLINES, PAIRS, check, empty
 
 
-def overlap(candidates: pl.DataFrame, shingle_sets: Mapping[str, set[bytes]]) -> pl.DataFrame:
-    """Exact Jaccard and containment of each candidate pair's shingle sets."""
+def overlap(candidates: pl.DataFrame, shingle_sets: Mapping[str, np.ndarray]) -> pl.DataFrame:
+    """Jaccard and containment of each candidate pair's shingle sets (hashes, see
+    `minhash.ShingleSets`: exact but for 64-bit hash collisions). Each article's hashes are
+    made a sorted set once, however many candidate pairs it is in."""
     check(candidates, CANDIDATES, "overlap input")
+    distinct: dict[str, np.ndarray] = {}
+
+    def set_of(article_id: str) -> np.ndarray:
+        if article_id not in distinct:
+            distinct[article_id] = np.unique(shingle_sets[article_id])
+        return distinct[article_id]
+
     jaccard, containment = [], []
     for a, b in candidates.select("article_id_a", "article_id_b").iter_rows():
-        first, second = shingle_sets[a], shingle_sets[b]
-        shared = len(first & second)
-        jaccard.append(shared / (len(first) + len(second) - shared) if shared else 0.0)
-        containment.append(shared / min(len(first), len(second)) if shared else 0.0)
+        first, second = set_of(a), set_of(b)
+        shared = np.intersect1d(first, second, assume_unique=True).size
+        jaccard.append(shared / (first.size + second.size - shared) if shared else 0.0)
+        containment.append(shared / min(first.size, second.size) if shared else 0.0)
     return candidates.with_columns(
         pl.Series("jaccard", jaccard, dtype=pl.Float64), pl.Series("containment", containment, dtype=pl.Float64)
     )
 
 
 def verify_duplicates(
-    cleaned: pl.DataFrame, candidates: pl.DataFrame, shingle_sets: Mapping[str, set[bytes]], config: Config
+    cleaned: pl.DataFrame, candidates: pl.DataFrame, shingle_sets: Mapping[str, np.ndarray], config: Config
 ) -> pl.DataFrame:
     """PAIRS of confirmed duplicates.
 
@@ -73,7 +82,7 @@ def verify_duplicates(
 
 
 def verify_stories(
-    headlines: pl.DataFrame, candidates: pl.DataFrame, keyword_sets: Mapping[str, set[bytes]], config: Config
+    headlines: pl.DataFrame, candidates: pl.DataFrame, keyword_sets: Mapping[str, np.ndarray], config: Config
 ) -> pl.DataFrame:
     """PAIRS of duplicate groups (named by their canonical articles) whose story texts (headline
     and URL slug) cover one event: their rapidfuzz token-sort ratio reaches `story_similarity`
@@ -89,7 +98,7 @@ def verify_stories(
 def semantic_story_pairs(
     headlines: pl.DataFrame,
     candidates: pl.DataFrame,
-    keyword_sets: Mapping[str, set[bytes]],
+    keyword_sets: Mapping[str, np.ndarray],
     known: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(PAIRS of every candidate pair of duplicate groups, EMBEDDINGS of the headlines not in

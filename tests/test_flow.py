@@ -124,3 +124,16 @@ def test_eval_scores_the_seed_run(seed_run: tuple[subprocess.CompletedProcess[st
     )
     assert bad.returncode == 2 and "expected one of" in bad.stderr
 
+
+def test_two_first_runs_at_once_share_a_fresh_prefect_home(tmp_path: Path) -> None:
+    """The embedded server keeps its database in memory (PREFECT_DEFAULTS), so two first runs
+    on one new PREFECT_HOME no longer race on migrating a database file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(tmp_path / "home")}
+    runs = [
+        subprocess.Popen([sys.executable, "-m", "dedupe", "run", "seeds/", "--out", str(tmp_path / f"out{i}")],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
+    ]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert all("Traceback" not in output for output in outputs)

@@ -1,9 +1,25 @@
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dedupe.config import Config
-from dedupe.minhash import candidates, duplicate_candidates, keywords, shared_keyword_pairs, shingles
+from dedupe.minhash import (
+    ShingleSets,
+    as_minhash,
+    candidates,
+    duplicate_candidates,
+    keywords,
+    minhash_input,
+    shared_keyword_pairs,
+    shingles,
+    signatures,
+    tokens,
+    words,
+)
 from dedupe.schema import CANDIDATES
 from tests.conftest import SEEDS, cleaned_frame
 
@@ -28,13 +44,13 @@ def test_versions_of_one_page_are_candidates_and_other_pages_mostly_not() -> Non
 
 def test_empty_sets_match_nothing_and_pairs_are_ordered() -> None:
     sets = {"b": {b"x y z", b"y z w"}, "a": {b"x y z", b"y z w"}, "c": set()}
-    pairs = candidates(sets, 0.5, "text", Config())
+    pairs = candidates(ShingleSets.from_sets(sets), 0.5, "text", Config())
     assert pairs.rows() == [("a", "b", "text")]
 
 
 def test_a_huge_bucket_links_every_member_to_its_smallest_id() -> None:
     sets = {f"copy{i:03}": {b"the same wire story", b"copied many times"} for i in range(30)}
-    pairs = candidates(sets, 0.5, "text", Config(lsh_max_bucket=10))
+    pairs = candidates(ShingleSets.from_sets(sets), 0.5, "text", Config(lsh_max_bucket=10))
     assert pairs.height == 29
     assert set(pairs["article_id_a"]) == {"copy000"}
 
@@ -49,3 +65,52 @@ def test_shared_keyword_pairs_skip_keywords_too_common_to_tell() -> None:
     assert not any("a" in pair and pair != ("a", "b") for pair in found)  # "bankruptcy" is over the cap
     assert len(found) == 1 + 10  # a-b, and the five g sets through "google" (5 <= cap)
     assert all(a < b for a, b in found)
+
+
+def _reference_shingles(words_of_text: list[str] | None, size: int) -> set[bytes]:
+    return shingles(None, size, words_of_text or [])
+
+
+def test_signatures_are_datasketch_minhashes_bit_for_bit_on_real_text() -> None:
+    texts = cleaned_frame(SEEDS / "aeb-sample.jsonl").filter(pl.col("status") == "ok")["body"].head(40)
+    config = Config()
+    sets, _ = ShingleSets.from_texts([str(i) for i in range(len(texts))], texts, config.shingle_words)
+    ours = signatures(sets, config)
+    for row, words_of_text in zip(ours, tokens(texts).to_list()):
+        reference = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=minhash_input)
+        reference.update_batch(_reference_shingles(words_of_text, config.shingle_words))
+        assert np.array_equal(row, reference.hashvalues)
+
+
+@given(st.lists(st.text(alphabet="ab cdé.\n", max_size=40), min_size=1, max_size=8), st.integers(1, 4))
+def test_batch_shingle_hashes_are_the_reference_hash_of_each_shingle(texts: list[str], size: int) -> None:
+    series = pl.Series(texts, dtype=pl.String)
+    sets, word_counts = ShingleSets.from_texts([str(i) for i in range(len(texts))], series, size)
+    for i, words_of_text in enumerate(tokens(series).to_list()):
+        assert word_counts[i] == len(words_of_text or [])
+        assert set(sets[str(i)].tolist()) == {minhash_input(s) for s in _reference_shingles(words_of_text, size)}
+
+
+def test_polars_tokens_are_the_python_words_on_the_seeds() -> None:
+    texts = cleaned_frame(SEEDS)["body"].drop_nulls()
+    assert [t or [] for t in tokens(texts).to_list()] == [words(text) for text in texts]
+
+
+def test_signatures_interchange_as_datasketch_lean_minhashes() -> None:
+    config = Config()
+    sets = ShingleSets.from_sets({"a": {b"x y z", b"y z w", b"z w v"}, "b": {b"x y z", b"y z w", b"z w u"}, "c": set()})
+    lean = [as_minhash(row, config) for row in signatures(sets, config)]
+    copy = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=minhash_input)
+    copy.update_batch([b"x y z", b"y z w", b"z w v"])
+    assert lean[0] == LeanMinHash(copy) and lean[0].jaccard(lean[1]) > 0.2
+    restored = type(lean[0]).deserialize(_serialized(lean[0]))
+    assert np.array_equal(restored.hashvalues, lean[0].hashvalues)
+    lsh = MinHashLSH(threshold=0.2, num_perm=config.num_perm)
+    lsh.insert("a", lean[0])
+    assert lsh.query(lean[1]) == ["a"]
+
+
+def _serialized(minhash: object) -> bytearray:
+    buffer = bytearray(minhash.bytesize())  # type: ignore[attr-defined]
+    minhash.serialize(buffer)  # type: ignore[attr-defined]
+    return buffer

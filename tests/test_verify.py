@@ -3,7 +3,7 @@ from __future__ import annotations
 import polars as pl
 
 from dedupe.config import Config
-from dedupe.minhash import duplicate_candidates
+from dedupe.minhash import ShingleSets, duplicate_candidates
 from dedupe.schema import CANDIDATES, PAIRS
 from dedupe.verify import overlap, semantic_story_pairs, strong_pairs, verify_duplicates, verify_stories
 from tests.conftest import SEEDS, cleaned_frame
@@ -11,7 +11,7 @@ from tests.conftest import SEEDS, cleaned_frame
 
 def test_overlap_is_exact_jaccard_and_containment() -> None:
     candidates = pl.DataFrame({"article_id_a": ["a"], "article_id_b": ["b"], "level": ["text"]}, schema=CANDIDATES)
-    scored = overlap(candidates, {"a": {b"1", b"2"}, "b": {b"1", b"2", b"3", b"4"}})
+    scored = overlap(candidates, ShingleSets.from_sets({"a": {b"1", b"2"}, "b": {b"1", b"2", b"3", b"4"}}))
     assert scored.select("jaccard", "containment").row(0) == (0.5, 1.0)
 
 
@@ -44,7 +44,7 @@ def test_story_pairs_need_similar_headlines() -> None:
     candidates = pl.DataFrame(
         {"article_id_a": ["a", "a"], "article_id_b": ["b", "c"], "level": ["story", "story"]}, schema=CANDIDATES
     )
-    keywords = {"a": {b"sbarro"}, "b": {b"sbarro", b"again"}, "c": {b"apple"}}
+    keywords = ShingleSets.from_sets({"a": {b"sbarro"}, "b": {b"sbarro", b"again"}, "c": {b"apple"}})
     pairs = verify_stories(headlines, candidates, keywords, Config())
     assert pairs.select("article_id_a", "article_id_b", "relation").rows() == [("a", "b", "same_story")]
 

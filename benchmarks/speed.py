@@ -1,0 +1,384 @@
+"""Speed and scale: our MinHash next to its peers, the pipeline's docs/s per stage, the scaling
+curve and peak memory, on a corpus built from real text (the dev data) at any size.
+
+    python benchmarks/speed.py                        # smoke: signatures on 1,000 docs, pipeline on 2,000
+    python benchmarks/speed.py signatures --docs 5000 # ours vs datasketch update/bulk and rensa
+    python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
+    python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
+    python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
+
+The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
+words, real word pairs, new documents), headlines from news-aggregator with three words replaced,
+and `--duplicates` of the
+documents copies of an original with a few words changed and a site template around them, so the
+true duplicate groups are known. Timings are wall clock on a shared machine (noisy); ratios
+within one process are steadier. Peak memory is the process's maximum resident set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dedupe import minhash, pipeline
+from dedupe.config import Config
+from dedupe.evaluate import evaluate
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+WORDS_PER_DOC = 450  # ~3 KB of English with punctuation
+WORDS_PER_PARAGRAPH = 60
+CORPUS_PART = 50_000
+TEMPLATES = [
+    "Advertisement",
+    "Share this article",
+    "Sign up for our newsletter to get the latest news",
+    "Home\nNews\nWorld\nBusiness\nSport\nOpinion",
+    "Read more:",
+    "Copyright 2014 All rights reserved.",
+    "We use cookies to improve your experience on our site.",
+]
+
+
+def peak_memory_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+# --- corpus -----------------------------------------------------------------------------------
+
+
+def bigram_chain(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(vocabulary, successor start per word, successor count per word, successors): every
+    whitespace word pair of the aeb pages, so a walk writes real word pairs in new orders."""
+    texts = pl.read_ndjson(data / "aeb/articles.jsonl")["text"].drop_nulls()
+    words = texts.str.replace_all(r"\s+", " ").str.split(" ").explode().drop_nulls()
+    words = words.filter(words.str.len_chars() > 0)
+    codes, vocabulary = _codes(words)
+    order = np.argsort(codes[:-1], kind="stable")
+    successors = codes[1:][order]
+    counts = np.bincount(codes[:-1], minlength=len(vocabulary))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return vocabulary, starts, counts, successors
+
+
+def _codes(words: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    frame = pl.DataFrame({"word": words})
+    vocabulary = frame.unique("word", maintain_order=True).with_row_index("code")
+    codes = frame.join(vocabulary, on="word", how="left", maintain_order="left")["code"].to_numpy().astype(np.int64)
+    return codes, vocabulary["word"].to_numpy()
+
+
+def build_corpus(folder: Path, docs: int, duplicates: float, seed: int, data: Path = DATA) -> Path:
+    """Write `docs` articles as Parquet parts in `folder` and their true groups to labels.parquet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    chain = bigram_chain(data)
+    headlines = pl.read_csv(data / "news-aggregator/headlines.csv", infer_schema=False)["title"].drop_nulls().to_numpy()
+    originals = max(1, round(docs * (1 - duplicates)))
+    copy_of = np.concatenate([np.arange(originals), rng.integers(0, originals, docs - originals)])
+    labels = []
+    for part, start in enumerate(range(0, docs, CORPUS_PART)):
+        rows = np.arange(start, min(start + CORPUS_PART, docs))
+        frame = _corpus_part(rows, copy_of[rows], chain, headlines, seed)
+        frame.write_parquet(folder / f"part-{part:04}.parquet")
+        labels.append(frame.select("id", cluster=pl.Series([f"o{c}" for c in copy_of[rows]])))
+    pl.concat(labels).write_parquet(folder / "labels.parquet.truth")
+    return folder
+
+
+def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, chain: tuple, headlines: np.ndarray, seed: int) -> pl.DataFrame:
+    vocabulary, starts, counts, successors = chain
+    words = np.empty((len(rows), WORDS_PER_DOC), dtype=np.int64)
+    original_rng = [np.random.default_rng([seed, int(original)]) for original in copy_of]  # a copy rewrites its original
+    words[:, 0] = [r.integers(len(vocabulary)) for r in original_rng]
+    draws = np.array([r.random(WORDS_PER_DOC) for r in original_rng])
+    for position in range(1, WORDS_PER_DOC):
+        previous = words[:, position - 1]
+        count = np.maximum(counts[previous], 1)
+        pick = starts[previous] + (draws[:, position] * count).astype(np.int64)
+        words[:, position] = np.where(counts[previous] > 0, successors[np.minimum(pick, len(successors) - 1)], previous)
+    rng = np.random.default_rng([seed, int(rows[0]), 1])
+    is_copy = rows != copy_of
+    edits = rng.integers(0, WORDS_PER_DOC, (len(rows), 5))
+    for column in range(edits.shape[1]):  # copies: five words changed
+        words[is_copy, edits[is_copy, column]] = rng.integers(0, len(vocabulary), is_copy.sum())
+    separator = np.where((np.arange(WORDS_PER_DOC) + 1) % WORDS_PER_PARAGRAPH == 0, "\n\n", " ")
+    flat = pl.DataFrame(
+        {
+            "doc": np.repeat(np.arange(len(rows)), WORDS_PER_DOC),
+            "piece": pl.Series(vocabulary[words.ravel()]) + pl.Series(np.tile(separator, len(rows))),
+        }
+    )
+    bodies = flat.group_by("doc", maintain_order=True).agg(pl.col("piece").str.join(""))["piece"]
+    before = np.where(is_copy, rng.integers(0, len(TEMPLATES), len(rows)), -1)
+    after = np.where(is_copy, rng.integers(0, len(TEMPLATES), len(rows)), -1)
+    template = np.array(["", *TEMPLATES], dtype=object)
+    text = pl.Series(template[before + 1]) + "\n" + bodies + "\n" + pl.Series(template[after + 1])
+    title_rng = [np.random.default_rng([seed, int(original), 2]) for original in copy_of]
+    titles = [_new_headline(headlines[r.integers(len(headlines))], vocabulary, r) for r in title_rng]
+    return pl.DataFrame(
+        {"id": [f"d{row:07}" for row in rows], "title": titles, "text": text.str.strip_chars(), "source": [f"site{r % 97}" for r in rows]}
+    )
+
+
+def _new_headline(headline: str, vocabulary: np.ndarray, rng: np.random.Generator) -> str:
+    """A real headline with three of its words replaced: a day of 1M articles has ~100k stories,
+    not the 2,821 headlines of news-aggregator, and repeating those verbatim across thousands of
+    unrelated originals makes every story bucket huge (30k docs: 50 story candidates a document)."""
+    words = headline.split()
+    for position in rng.integers(0, len(words), 3):
+        words[position] = str(vocabulary[rng.integers(len(vocabulary))])
+    return " ".join(words)
+
+
+# --- signatures against the peers ---------------------------------------------------------------
+
+
+def compare_signatures(texts: pl.Series, config: Config, peer_docs: int) -> None:
+    """Signatures of the same documents with the same word 3-grams: datasketch per shingle
+    (`update`), datasketch `bulk`, rensa (its fastest bulk call), and ours from the raw text."""
+    ids = [str(i) for i in range(len(texts))]
+    timed = _timer()
+    word_lists = timed("polars tokens (shared by the peers)", lambda: minhash.tokens(texts).to_list())
+    shingle_sets = timed("Python shingles for the peers", lambda: [minhash.shingles(None, 3, w or []) for w in word_lists])
+    shingling = timed.last
+
+    def ours() -> np.ndarray:
+        sets, _ = minhash.ShingleSets.from_texts(ids, texts, config.shingle_words)
+        return minhash.signatures(sets, config)
+
+    minhash.THREADS = 1
+    timed("ours on one thread", ours)
+    one_thread = len(texts) / timed.last
+    minhash.THREADS = 2
+    signatures = timed("ours: text -> signatures", ours)
+    ours_rate = len(texts) / timed.last
+    sample = shingle_sets[:peer_docs]
+    peers: dict[str, float] = {}
+    peers["datasketch MinHash.update per shingle"] = _rate(sample, lambda: _datasketch_update(sample, config))
+    peers["datasketch MinHash.bulk"] = _rate(sample, lambda: _datasketch_bulk(sample, config))
+    rensa_rate = _rensa_rate(shingle_sets, config)
+    if rensa_rate:
+        peers["rensa RMinHash.update per document"] = _rate(sample, lambda: _rensa_update(sample, config))
+        peers["rensa RMinHash.digest_matrix_from_token_byte_sets"] = rensa_rate
+    check = _datasketch_reference(shingle_sets[0], config)
+    print(f"\nsignatures of {len(texts)} documents ({np.mean([len(s) for s in shingle_sets]):.0f} shingles each), "
+          f"num_perm={config.num_perm}; ours bit-identical to datasketch: {np.array_equal(signatures[0], check)}")
+    print(f"{'method':<52}{'docs/s':>10}{'ours / it':>12}{'ours / it+shingling':>22}")
+    print(f"{'ours (polars tokens, numpy hashing and permutations)':<52}{ours_rate:>10,.0f}")
+    print(f"{'ours on one thread':<52}{one_thread:>10,.0f}{ours_rate / one_thread:>11.1f}x")
+    for name, rate in peers.items():
+        with_shingling = 1 / (1 / rate + shingling / len(texts))
+        print(f"{name:<52}{rate:>10,.0f}{ours_rate / rate:>11.1f}x{ours_rate / with_shingling:>21.1f}x")
+    print("(peers start from ready shingle sets; 'ours / it+shingling' also charges them the Python shingling)")
+
+
+def _datasketch_update(sets: list[set[bytes]], config: Config) -> None:
+    from datasketch import MinHash
+
+    for shingle_set in sets:
+        signature = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=minhash.minhash_input)
+        for shingle in shingle_set:
+            signature.update(shingle)
+
+
+def _datasketch_bulk(sets: list[set[bytes]], config: Config) -> None:
+    from datasketch import MinHash
+
+    MinHash.bulk(sets, num_perm=config.num_perm, seed=config.seed, hashfunc=minhash.minhash_input)
+
+
+def _datasketch_reference(shingle_set: set[bytes], config: Config) -> np.ndarray:
+    from datasketch import MinHash
+
+    signature = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=minhash.minhash_input)
+    signature.update_batch(shingle_set)
+    return signature.hashvalues
+
+
+def _rensa_rate(sets: list[set[bytes]], config: Config) -> float | None:
+    try:
+        from rensa import RMinHash
+    except ImportError:
+        print("rensa: skipped (pip install -e '.[bench]')")
+        return None
+    lists = [list(s) for s in sets]
+    return _rate(lists, lambda: RMinHash.digest_matrix_from_token_byte_sets(lists, config.num_perm, config.seed))
+
+
+def _rensa_update(sets: list[set[bytes]], config: Config) -> None:
+    from rensa import RMinHash
+
+    for shingle_set in sets:
+        signature = RMinHash(num_perm=config.num_perm, seed=config.seed)
+        signature.update([shingle.decode() for shingle in shingle_set])
+        signature.digest()
+
+
+def _rate(items: list, work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return len(items) / (time.perf_counter() - started)
+
+
+class _timer:
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, name: str, work: Callable[[], object]) -> object:
+        started = time.perf_counter()
+        result = work()
+        self.last = time.perf_counter() - started
+        print(f"  {name}: {self.last:.2f} s")
+        return result
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+
+def run_pipeline(corpus: Path, flow: bool) -> dict[str, object]:
+    """One run over the corpus (Prefect flow with writing, or the plain pipeline), as JSON-able figures."""
+    parts = sorted(corpus.glob("part-*.parquet"))
+    docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
+    started = time.perf_counter()
+    if flow:
+        os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+        from dedupe.__main__ import PREFECT_DEFAULTS
+
+        for name, value in PREFECT_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        from flows.pipeline import dedupe_flow
+
+        with tempfile.TemporaryDirectory() as out:
+            summary = dedupe_flow(paths=[str(p) for p in parts], out=out, config=Config())
+        articles = None
+    else:
+        result = pipeline.run(parts, Config())
+        summary, articles = result.summary, result.articles
+    figures: dict[str, object] = {"docs": docs, "wall_s": time.perf_counter() - started, "peak_gib": peak_memory_gib()}
+    figures["stages"] = summary.timings
+    figures["candidates_per_doc"] = summary.candidates["duplicate"] / docs
+    if articles is not None:
+        truth = pl.read_parquet(corpus / "labels.parquet.truth")
+        scores = evaluate(articles.select(id="article_id", cluster="duplicate_group"), truth)
+        figures["duplicates_ari"], figures["duplicates_b3_f1"] = scores.ari, scores.bcubed_f1
+    return figures
+
+
+def show_pipeline(figures: dict[str, object]) -> None:
+    docs = figures["docs"]
+    print(f"\n{docs:,} docs: {figures['wall_s']:.1f} s wall, {docs / figures['wall_s']:,.0f} docs/s, "
+          f"peak memory {figures['peak_gib']:.2f} GiB"
+          + (f", duplicate groups vs truth ARI {figures['duplicates_ari']:.3f} B3 F1 {figures['duplicates_b3_f1']:.3f}"
+             if "duplicates_ari" in figures else ""))
+    for stage, seconds in figures["stages"].items():
+        print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
+
+
+def in_fresh_process(corpus: Path, flow: bool) -> dict[str, object]:
+    """The pipeline in its own process, so that its peak memory is its own."""
+    command = [sys.executable, __file__, "pipeline", "--corpus", str(corpus), "--json"] + (["--flow"] if flow else [])
+    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool) -> None:
+    print(f"{'docs':>10}{'wall s':>10}{'docs/s':>10}{'peak GiB':>10}{'candidates/doc':>16}  slowest stages")
+    previous: tuple[int, float, dict[str, float]] | None = None
+    for size in sizes:
+        corpus = build_corpus(workdir / f"corpus-{size}", size, duplicates, seed=size)
+        figures = in_fresh_process(corpus, flow)
+        rate = size / figures["wall_s"]
+        slowest = sorted(figures["stages"].items(), key=lambda item: -item[1])[:3]
+        print(f"{size:>10,}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
+              f"{figures.get('candidates_per_doc', float('nan')):>16.2f}  "
+              + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest), flush=True)
+        if previous:  # time ~ docs^k: k = 1 is linear
+            exponent = np.log(figures["wall_s"] / previous[1]) / np.log(size / previous[0])
+            print(f"{'':>10}time grows as docs^{exponent:.2f} from {previous[0]:,} to {size:,} "
+                  f"(per stage: {_stage_exponents(previous[2], figures['stages'], size / previous[0])})", flush=True)
+        previous = (size, figures["wall_s"], figures["stages"])
+
+
+def _stage_exponents(before: dict[str, float], after: dict[str, float], growth: float) -> str:
+    slow = [name for name, seconds in after.items() if seconds >= 1.0]
+    return ", ".join(f"{name} {np.log(after[name] / max(before[name], 1e-3)) / np.log(growth):.2f}" for name in slow)
+
+
+# --- `python -m dedupe run seeds/` ----------------------------------------------------------------
+
+
+def seeds_run(rounds: int) -> None:
+    """Wall time of `python -m dedupe run seeds/` on a fresh PREFECT_HOME: with the CLI's
+    Prefect defaults, with Prefect's own for the embedded server (database file in PREFECT_HOME,
+    block registration, event services), and the same work without Prefect; rounds interleaved
+    so that a busy neighbour slows all three alike. Medians."""
+    from dedupe.__main__ import PREFECT_DEFAULTS
+
+    def prefect_own(home: str) -> dict[str, str]:
+        services = {name: "true" for name in PREFECT_DEFAULTS if name.startswith("PREFECT_SERVER_SERVICES_")}
+        database = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db"}
+        return {**services, **database, "PREFECT_API_BLOCKS_REGISTER_ON_START": "true"}
+
+    plain = "from dedupe import pipeline, write; from dedupe.config import Config; from pathlib import Path; import sys;" \
+            "r = pipeline.run(['seeds'], Config()); write.write_outputs(Path(sys.argv[1]), r.articles, r.stories, r.pairs, r.summary)"
+    times: dict[str, list[float]] = {"CLI, our Prefect defaults": [], "CLI, Prefect's own server defaults": [], "no Prefect": []}
+    for _ in range(rounds):
+        for name in times:
+            with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as out:
+                env = {**os.environ, "PREFECT_HOME": home, **(prefect_own(home) if "own" in name else {})}
+                command = [sys.executable, "-c", plain, out] if name == "no Prefect" else [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
+                started = time.perf_counter()
+                subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True)
+                times[name].append(time.perf_counter() - started)
+    medians = {name: float(np.median(values)) for name, values in times.items()}
+    for name, median in medians.items():
+        print(f"{name:<38}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})")
+    ours, own, plain_s = medians.values()
+    print(f"Prefect's share of the CLI run: {ours - plain_s:.1f} s with our defaults, {own - plain_s:.1f} s with Prefect's own")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "seeds"])
+    parser.add_argument("--docs", type=int, default=10_000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
+    parser.add_argument("--peer-docs", type=int, default=300, help="documents for datasketch's slow per-shingle loop")
+    parser.add_argument("--corpus", type=Path, help="an existing corpus folder (pipeline)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
+    parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
+    parser.add_argument("--rounds", type=int, default=3, help="seeds: interleaved rounds")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    config = Config()
+    print(f"machine: {os.cpu_count()} cores; numpy {np.__version__}, polars {pl.__version__}", file=sys.stderr)
+    if args.what in ("smoke", "signatures"):
+        docs = 1_000 if args.what == "smoke" else args.docs
+        corpus = build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
+        texts = pl.read_parquet(corpus / "part-0000.parquet")["text"]
+        compare_signatures(texts, config, min(args.peer_docs, docs))
+    if args.what in ("smoke", "pipeline"):
+        docs = 2_000 if args.what == "smoke" else args.docs
+        corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
+        figures = run_pipeline(corpus, args.flow)
+        print(json.dumps(figures)) if args.json else show_pipeline(figures)
+    if args.what == "scaling":
+        scaling(args.sizes, args.duplicates, args.workdir, args.flow)
+    if args.what == "seeds":
+        seeds_run(args.rounds)
+
+
+if __name__ == "__main__":
+    main()
