@@ -225,8 +225,13 @@ def _attachments(
 ) -> dict[str, str]:
     """story -> the larger story it fits best this round, where the fit is high enough."""
     counts = {story: Counter(word for a in articles for word in keywords_of[a]) for story, articles in stories.items()}
+    smallest = min(len(articles) for articles in stories.values()) if stories else 0
     index: dict[bytes, set[str]] = defaultdict(set)
     for story, words in counts.items():
+        if len(stories[story]) < config.story_attach_size_ratio * smallest:
+            continue  # no story is small enough to attach to it. Keeping the many singletons off
+            # the postings of common words: cluster stories at 30,000 docs 59.1 s -> 17.8 s, same
+            # stories (`benchmarks/speed.py scaling`, busy machine)
         for word, count in words.items():
             if count >= config.story_profile_share * len(stories[story]):
                 index[word].add(story)
