@@ -13,6 +13,9 @@ the expected number and each names its file and line, ids are unique, nothing is
 outputs in `--out`, and the case's own check finds nothing. To add a case, append a `Case` to
 CASES: a function that writes its input files under a folder, what it expects, and, if it is not
 a plain run of the pipeline, how to run it (`Case.run`).
+Two cases are about the state, not bad input: `killed-at-stage` SIGKILLs a second batch as each
+step of `pipeline.run_on_state` is about to start, `two-at-once` starts runs on one state while
+another holds it; both run the pipeline in children (`--on-state`) stage by stage.
 tests/test_faults.py runs every case too.
 """
 
