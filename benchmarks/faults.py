@@ -515,6 +515,19 @@ def state_tables(folder: Path) -> dict[str, pl.DataFrame]:
             for path in sorted(current.rglob("*.parquet"))}
 
 
+def outside_state(hashes: dict[str, str]) -> dict[str, str]:
+    return {name: digest for name, digest in hashes.items() if not name.startswith("state/")}
+
+
+def differing_state(folder: Path, reference: Path) -> list[str]:
+    """State tables that differ from the reference state's, the times of the runs aside."""
+    tables, expected = state_tables(folder), state_tables(reference)
+    if tables.keys() != expected.keys():
+        return [f"the state has tables {sorted(tables)}, an undisturbed run's {sorted(expected)}"]
+    return [f"state {name} differs from an undisturbed run's" for name, table in tables.items()
+            if not table.equals(expected[name])]
+
+
 def differing_outputs(out: Path, reference: Path, compare_bytes: bool = True) -> list[str]:
     """Output tables that differ from the reference run's: as frames, then byte for byte (polars
     writes the same bytes for the same frame: the check says so each time it passes)."""
@@ -555,19 +568,14 @@ def killed_at_each_stage(folder: Path, paths: list[Path], config: Config) -> Pat
             lock = (out / "state" / "lock").read_text()
             if lock not in ("", f"pid {killed.process.pid}\n"):
                 problems.append(f"{stage}: the lock file says {lock!r}")
-            changed = differences(before, after) if stage != "publish outputs" else \
-                differences({k: v for k, v in before.items() if not k.startswith("state/")},
-                            {k: v for k, v in after.items() if not k.startswith("state/")})
-            changed = [name for name in changed if name != "state/lock"]
+            if stage == "publish outputs":  # committed already: OUT alone must be as before
+                before, after = outside_state(before), outside_state(after)
+            changed = [name for name in differences(before, after) if name != "state/lock"]
             if changed:
                 problems.append(f"killed at {stage}: changed {', '.join(changed[:5])}")
             run_directly([second], out)
-            problems += [f"rerun after a kill at {stage}: {p}" for p in differing_outputs(out, reference)]
-            if state_tables(out / "state").keys() != state_tables(reference / "state").keys():
-                problems.append(f"rerun after a kill at {stage}: the state has other tables than an undisturbed run's")
-            elif any(not table.equals(state_tables(reference / "state")[name])
-                     for name, table in state_tables(out / "state").items()):
-                problems.append(f"rerun after a kill at {stage}: the state differs from an undisturbed run's")
+            rerun = [*differing_outputs(out, reference), *differing_state(out / "state", reference / "state")]
+            problems += [f"rerun after a kill at {stage}: {problem}" for problem in rerun]
     if problems:
         raise RuntimeError("; ".join(problems))
     return out
@@ -584,7 +592,8 @@ def two_runs_at_once(folder: Path, paths: list[Path], config: Config) -> Path:
     holder = StagedRun(out, out / "state", [second])
     waiting = no_wait = None
     try:
-        holder.until("load state")  # holds the lock
+        if not holder.until("load state"):  # paused there, it holds the lock
+            raise RuntimeError(f"the first run ended before loading the state: {holder.text[-300:]}")
         waiting = StagedRun(out, out / "state", [second])
         if not waiting.until(text="waiting for it to end"):
             problems.append(f"the second run did not wait: {waiting.text[-300:]}")
@@ -604,10 +613,7 @@ def two_runs_at_once(folder: Path, paths: list[Path], config: Config) -> Path:
         reference = Path(scratch)
         run_directly([first], reference)
         run_directly([second], reference)
-        problems += differing_outputs(out, reference)
-        tables, expected_tables = state_tables(out / "state"), state_tables(reference / "state")
-        if tables.keys() != expected_tables.keys() or any(not t.equals(expected_tables[n]) for n, t in tables.items()):
-            problems.append("the state differs from a single run's")
+        problems += [*differing_outputs(out, reference), *differing_state(out / "state", reference / "state")]
     if problems:
         raise RuntimeError("; ".join(problems))
     return out
