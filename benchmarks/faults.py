@@ -13,6 +13,9 @@ the expected number and each names its file and line, ids are unique, nothing is
 outputs in `--out`, and the case's own check finds nothing. To add a case, append a `Case` to
 CASES: a function that writes its input files under a folder, what it expects, and, if it is not
 a plain run of the pipeline, how to run it (`Case.run`).
+Two cases are about the state, not bad input: `killed-at-stage` SIGKILLs a second batch as each
+step of `pipeline.run_on_state` is about to start, `two-at-once` starts runs on one state while
+another holds it; both run the pipeline in children (`--on-state`) stage by stage.
 tests/test_faults.py runs every case too.
 """
 
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,12 +39,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 
 from dedupe import pipeline, write
 from dedupe.config import Config
+from dedupe.state import StateError
 
 MIB = 2**20
 ARTICLE = (
@@ -391,6 +398,227 @@ def feed_with_a_bad_line(folder: Path) -> list[Path]:
     return [folder]
 
 
+
+# --- cases about the state: a run killed at each stage, two runs at once ------------------------
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+KILL_POINTS = ("load state", *pipeline.UPDATE_STAGES, "commit state", "publish outputs")
+"""Where a run on a state is killed: as each step of `pipeline.run_on_state` is about to start."""
+ANNOUNCED = "stage: "
+TIMES_OF_A_RUN = ["run_at", "created_at", "merged_at"]
+"""State columns saying when a run was: two runs of the same batches differ there and only there."""
+PARQUET_OUTPUTS = ("articles.parquet", "stories.parquet", "pairs.parquet")
+
+
+def two_batches(folder: Path) -> list[Path]:
+    """Two batch folders of seed slices: aeb versions of the same articles in both (so the
+    second matches into the first's groups), headlines, and a malformed line in the second."""
+    lines = (SEEDS / "aeb-sample.jsonl").read_text().splitlines()
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
+    put(folder, "batch-1/aeb.jsonl", "\n".join(lines[0:80:2]).encode() + b"\n")
+    put(folder, "batch-2/aeb.jsonl", "\n".join(lines[1:80:2]).encode() + b"\n{broken\n")
+    headlines.slice(0, 50).write_csv(folder / "batch-1" / "headlines.csv")
+    headlines.slice(50, 50).write_csv(folder / "batch-2" / "headlines.csv")
+    return [folder / "batch-1", folder / "batch-2"]
+
+
+def run_announcing_stages(out: Path, folder: Path, paths: list[Path], wait: bool) -> None:
+    """`pipeline.run_on_state` in a child process that prints each step's name and runs it only
+    once its parent answers a line on stdin: the parent kills it at a step it chose, not wherever
+    a timer lands."""
+    def announced(name: str, function: Callable[..., object], *args: object) -> object:
+        print(ANNOUNCED + name, flush=True)
+        if not sys.stdin.readline():
+            raise SystemExit("the parent is gone")
+        return function(*args)
+
+    say = partial(print, flush=True)
+    try:
+        pipeline.run_on_state(paths, out, folder, Config(), wait, announced, log=say, warn=say)
+    except StateError as error:
+        say(f"error: {error}")
+        sys.exit(1)
+
+
+class StagedRun:
+    """A run on a state in a child process (`run_announcing_stages`), step by step at our pace."""
+
+    def __init__(self, out: Path, folder: Path, paths: list[Path], wait: bool = True) -> None:
+        command = [sys.executable, __file__, "--on-state", str(out), str(folder), *map(str, paths)]
+        self.process = subprocess.Popen(command + ([] if wait else ["--no-wait"]), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output: list[str] = []
+        self.paused = False
+
+    def until(self, stage: str | None = None, text: str | None = None) -> bool:
+        """Let the run go on until it announces `stage` (not yet run) or prints `text`; False
+        if it ended first."""
+        assert self.process.stdout is not None
+        if self.paused:
+            self._go_on()
+        for line in self.process.stdout:
+            self.output.append(line)
+            if text is not None and text in line:
+                return True
+            if line.startswith(ANNOUNCED):
+                if line.removeprefix(ANNOUNCED).strip() == stage:
+                    self.paused = True
+                    return True
+                self._go_on()
+        return False
+
+    def _go_on(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        self.paused = False
+
+    def finish(self) -> int:
+        self.until()
+        return self.process.wait(timeout=600)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=60)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+def run_directly(paths: list[Path], out: Path) -> None:
+    pipeline.run_on_state(paths, out, out / "state", Config(), warn=lambda _: None)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by relative path: the sha256 of its bytes, or a symlink's target."""
+    hashes = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root) / name
+            key = str(path.relative_to(folder))
+            hashes[key] = f"-> {os.readlink(path)}" if path.is_symlink() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def differences(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+
+
+def state_tables(folder: Path) -> dict[str, pl.DataFrame]:
+    """Every Parquet table of the current generation, less the times of the runs."""
+    current = (folder / "current").resolve()
+    return {str(path.relative_to(current)): pl.read_parquet(path).drop(TIMES_OF_A_RUN, strict=False)
+            for path in sorted(current.rglob("*.parquet"))}
+
+
+def outside_state(hashes: dict[str, str]) -> dict[str, str]:
+    return {name: digest for name, digest in hashes.items() if not name.startswith("state/")}
+
+
+def differing_state(folder: Path, reference: Path) -> list[str]:
+    """State tables that differ from the reference state's, the times of the runs aside."""
+    tables, expected = state_tables(folder), state_tables(reference)
+    if tables.keys() != expected.keys():
+        return [f"the state has tables {sorted(tables)}, an undisturbed run's {sorted(expected)}"]
+    return [f"state {name} differs from an undisturbed run's" for name, table in tables.items()
+            if not table.equals(expected[name])]
+
+
+def differing_outputs(out: Path, reference: Path, compare_bytes: bool = True) -> list[str]:
+    """Output tables that differ from the reference run's: as frames, then byte for byte (polars
+    writes the same bytes for the same frame: the check says so each time it passes)."""
+    problems = []
+    for name in PARQUET_OUTPUTS:
+        if not pl.read_parquet(out / name).equals(pl.read_parquet(reference / name)):
+            problems.append(f"{name} differs from an undisturbed run's")
+        elif compare_bytes and (out / name).read_bytes() != (reference / name).read_bytes():
+            problems.append(f"{name} has the same frame as an undisturbed run's, but not the same bytes")
+    return problems
+
+
+def killed_at_each_stage(folder: Path, paths: list[Path], config: Config) -> Path:
+    """Batch 1 makes a state; batch 2 is run in a child killed (SIGKILL) as each step is about to
+    start. After each kill, OUT and the state are byte for byte as before (the lock file aside,
+    which keeps the dead run's pid until the next run), except a kill before publishing, which
+    leaves the run committed and OUT as before; the rerun gives the outputs of an undisturbed
+    run of both batches, byte for byte."""
+    out = folder / "run" / "out"
+    first, second = paths
+    run_directly([first], out)
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="faults-killed-") as scratch:
+        reference, pristine = Path(scratch) / "reference", Path(scratch) / "pristine"
+        run_directly([first], reference)
+        run_directly([second], reference)
+        shutil.copytree(out, pristine, symlinks=True)
+        for stage in KILL_POINTS:
+            shutil.rmtree(out)
+            shutil.copytree(pristine, out, symlinks=True)
+            before = file_hashes(out)
+            killed = StagedRun(out, out / "state", [second])
+            if not killed.until(stage):
+                problems.append(f"{stage}: the run ended before it: {killed.text[-300:]}")
+                continue
+            killed.kill()
+            after = file_hashes(out)
+            lock = (out / "state" / "lock").read_text()
+            if lock not in ("", f"pid {killed.process.pid}\n"):
+                problems.append(f"{stage}: the lock file says {lock!r}")
+            if stage == "publish outputs":  # committed already: OUT alone must be as before
+                before, after = outside_state(before), outside_state(after)
+            changed = [name for name in differences(before, after) if name != "state/lock"]
+            if changed:
+                problems.append(f"killed at {stage}: changed {', '.join(changed[:5])}")
+            run_directly([second], out)
+            rerun = [*differing_outputs(out, reference), *differing_state(out / "state", reference / "state")]
+            problems += [f"rerun after a kill at {stage}: {problem}" for problem in rerun]
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return out
+
+
+def two_runs_at_once(folder: Path, paths: list[Path], config: Config) -> Path:
+    """Batch 1 makes a state; two runs of batch 2 start on it while a third holds the lock: with
+    wait the second waits and then finds nothing new, without wait the third stops naming the
+    holder; the state is the one a single run of batch 2 leaves."""
+    out = folder / "run" / "out"
+    first, second = paths
+    run_directly([first], out)
+    problems = []
+    holder = StagedRun(out, out / "state", [second])
+    waiting = no_wait = None
+    try:
+        if not holder.until("load state"):  # paused there, it holds the lock
+            raise RuntimeError(f"the first run ended before loading the state: {holder.text[-300:]}")
+        waiting = StagedRun(out, out / "state", [second])
+        if not waiting.until(text="waiting for it to end"):
+            problems.append(f"the second run did not wait: {waiting.text[-300:]}")
+        no_wait = StagedRun(out, out / "state", [second], wait=False)
+        expected = f"in use by another run (pid {holder.process.pid})"
+        if no_wait.finish() != 1 or expected not in no_wait.text:
+            problems.append(f"the --no-wait run did not stop saying {expected!r}: {no_wait.text[-300:]}")
+        if holder.finish() != 0:
+            problems.append(f"the first run failed: {holder.text[-300:]}")
+        if waiting.finish() != 0 or "nothing new" not in waiting.text:
+            problems.append(f"the second run did not finish finding nothing new: {waiting.text[-300:]}")
+    finally:
+        for run in (holder, waiting, no_wait):
+            if run is not None and run.process.poll() is None:
+                run.kill()
+    with tempfile.TemporaryDirectory(prefix="faults-at-once-") as scratch:
+        reference = Path(scratch)
+        run_directly([first], reference)
+        run_directly([second], reference)
+        problems += [*differing_outputs(out, reference), *differing_state(out / "state", reference / "state")]
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return out
+
+
 CASES = [
     Case("binary", "binary files with .txt, .jsonl, .csv names", binary_files, 3, 3, expect_reasons("binary content")),
     Case("empty", "empty files, blank lines only, whitespace-only records", empty_input, 7, 7,
@@ -429,6 +657,10 @@ CASES = [
          expect_reasons("day.jsonl:2: record of"), slow=True),
     Case("prefect-api-lost", "the Prefect server stopped as the flow begins; then a rerun", feed_with_a_bad_line,
          4, 1, expect_reasons("feed.jsonl:4: malformed JSON line"), slow=True, run=run_losing_the_prefect_api),
+    Case("killed-at-stage", f"a second batch SIGKILLed at each of {len(KILL_POINTS)} steps, then rerun",
+         two_batches, 181, 1, expect_reasons("aeb.jsonl:41: malformed JSON line"), run=killed_at_each_stage),
+    Case("two-at-once", "two runs of a batch on one state while a third holds it, with and without wait",
+         two_batches, 181, 1, expect_reasons("aeb.jsonl:41: malformed JSON line"), run=two_runs_at_once),
 ]
 
 
@@ -572,10 +804,16 @@ def main() -> None:
     parser.add_argument("--pipeline-memory", nargs="+", type=Path, metavar="PATH",
                         help="measure the whole pipeline on these inputs")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--on-state", nargs="+", metavar="OUT STATE PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, folder = args.child
         print(json.dumps(asdict(run_case(next(c for c in CASES if c.name == name), Path(folder)))))
+        return
+    if args.on_state:
+        out, folder, *paths = map(Path, args.on_state)
+        run_announcing_stages(out, folder, paths, wait=not args.no_wait)
         return
     if args.read_memory:
         read_memory(args.read_memory)

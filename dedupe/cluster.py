@@ -53,7 +53,9 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame, config: Config)
     centrality = (
         pl.concat([duplicates.select("jaccard", article_id=side) for side in ("article_id_a", "article_id_b")])
         .group_by("article_id")
-        .agg(centrality=pl.col("jaccard").sum())
+        # summed in sorted order: a parallel group-by sums in any order, and a float sum that
+        # differs in its last bit turned ties between two medoids one way or the other, run to run
+        .agg(centrality=pl.col("jaccard").sort().sum())
     )
     ranked = (
         articles.select("article_id", "headline", "body")

@@ -55,8 +55,10 @@ def assemble_articles(cleaned: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFra
 
 
 def concat_pairs(*pairs: pl.DataFrame) -> pl.DataFrame:
-    """PAIRS of every level in one frame, as pairs.parquet holds them."""
-    return check(pl.concat([check(frame, PAIRS, "pairs") for frame in pairs]), PAIRS, "all pairs")
+    """PAIRS of every level in one frame, as pairs.parquet holds them: each level sorted by its
+    ids, so the same pairs are the same rows (story pairs come out of a group-by in any order)."""
+    frames = [check(frame, PAIRS, "pairs").sort("article_id_a", "article_id_b", "relation") for frame in pairs]
+    return check(pl.concat(frames), PAIRS, "all pairs")
 
 
 def summarize(

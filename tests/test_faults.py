@@ -1,5 +1,6 @@
 """Every bad-input case of benchmarks/faults.py, with its expectations: records in = rows out,
-the expected rejected rows each naming file and line, unique ids, nothing written outside --out.
+the expected rejected rows each naming file and line, unique ids, nothing written outside --out;
+and the state cases: a run killed at each stage, two runs at once.
 The slow cases (a 200 MB line, a 2 GB file, a Prefect server stopped mid-run) run in a process
 of their own, which also measures its peak memory."""
 
