@@ -501,12 +501,15 @@ def _current(state: Path) -> Path | None:
 
 
 def _remove_unused_generations(state: Path, current: Path | None) -> None:
+    """Remove every generation but `current` (both sides resolved: a relative state folder such
+    as the default out/state must not make the current generation look unused)."""
     for leftover in state.glob(".current-*"):
         leftover.unlink()
     generations = state / "generations"
+    keep = current.resolve() if current is not None else None
     if generations.is_dir():
         for generation in generations.iterdir():
-            if current is None or generation.resolve() != current:
+            if generation.resolve() != keep:
                 shutil.rmtree(generation)
 
 

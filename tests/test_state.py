@@ -134,6 +134,15 @@ def test_semantic_stories_in_two_batches_embed_only_the_new_headlines(tmp_path: 
     assert_same_as_one_run(incremental, pipeline.run([first, second], config))
 
 
+def test_a_relative_state_folder_keeps_its_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default state is out/state, relative to where the user runs the tool."""
+    monkeypatch.chdir(tmp_path)
+    run_batch([SEEDS / "headlines-sample.csv"], Path("state"))
+    again, update = run_batch([SEEDS / "headlines-sample.csv"], Path("state"), T0 + timedelta(minutes=15))
+    assert update is None and again.articles.height == pl.read_csv(SEEDS / "headlines-sample.csv").height
+    assert pl.read_parquet(Path("out") / "articles.parquet").height == again.articles.height
+
+
 def test_the_same_input_again_adds_nothing_and_changes_no_output(tmp_path: Path) -> None:
     folder = tmp_path / "state"
     run_batch([SEEDS / "headlines-sample.csv"], folder)
