@@ -141,11 +141,15 @@ def serve(
     every: Annotated[str | None, typer.Option("--every", help="Interval between runs: 90s, 15m, 1h.")] = None,
     cron: Annotated[str | None, typer.Option("--cron", help='Cron schedule instead, e.g. "*/15 * * * *".')] = None,
     name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "dedupe-schedule",
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field for every run (repeatable).")
+    ] = None,
 ) -> None:
     """Run the flow on a schedule as a Prefect deployment, each run picking up what is new in
     PATHS. Uses the configured Prefect server (PREFECT_API_URL), else starts one on 127.0.0.1."""
     if (every is None) == (cron is None):
         raise typer.BadParameter("give one of --every or --cron", param_hint="--every")
+    _config(settings or [])  # refused here, not in every scheduled run
     schedule = ["--cron", cron] if cron else ["--every-seconds", str(_seconds(every or ""))]
     _prefect_defaults()
     from flows import server
@@ -154,6 +158,7 @@ def serve(
         command = [sys.executable, "-m", "flows.serve", *map(str, paths), "--out", str(out), "--name", name, *schedule]
         if state_dir:
             command += ["--state", str(state_dir)]
+        command += [argument for setting in settings or [] for argument in ("--set", setting)]
         console.print(f"serving deployment dedupe/{name} on {api_url}; stop with Ctrl-C")
         # its own session, so that a Ctrl-C reaches us alone and we stop it (then the server) in order
         serving = subprocess.Popen(command, env=os.environ | {"PREFECT_API_URL": api_url}, start_new_session=True)

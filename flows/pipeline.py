@@ -48,12 +48,19 @@ def with_progress(progress: UUID) -> pipeline.Call:
 
 @flow(name="dedupe")
 def dedupe_flow(
-    paths: list[str], out: str = "out", config: Config | None = None, state_dir: str | None = None, wait: bool = True
+    paths: list[str],
+    out: str = "out",
+    config: Config | None = None,
+    state_dir: str | None = None,
+    wait: bool = True,
+    settings: list[str] | None = None,
 ) -> write.Summary:
     """Match the new records of `paths` against the history in `state_dir` (default OUT/state),
-    update duplicate groups and stories, write the outputs over all history to `out`."""
+    update duplicate groups and stories, write the outputs over all history to `out`. A
+    deployment gives `settings` (`FIELD=VALUE`, as `--set` takes them) rather than a Config:
+    plain strings that its parameters keep and the UI shows."""
     logger = get_run_logger()
-    config = config or Config()
+    config = config or Config().with_settings(settings or [])
     folder = Path(state_dir) if state_dir else Path(out) / "state"
     progress = create_progress_artifact(0.0, key="dedupe-progress", description="stages done")
     result, registry = pipeline.run_on_state(

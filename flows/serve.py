@@ -20,6 +20,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--state", type=Path)
     parser.add_argument("--name", default="dedupe-schedule")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE")
     schedule = parser.add_mutually_exclusive_group(required=True)
     schedule.add_argument("--every-seconds", type=float)
     schedule.add_argument("--cron")
@@ -36,6 +37,7 @@ if __name__ == "__main__":
             "paths": [str(path.resolve()) for path in given.paths],
             "out": str(given.out.resolve()),
             "state_dir": str(given.state.resolve()) if given.state else None,
+            "settings": given.settings,
         },
         limit=1,  # one run at a time: a slow run delays the next instead of queueing on the lock
     )

@@ -86,7 +86,7 @@ def test_serve_registers_the_schedule_and_its_runs_complete(
 ) -> None:
     serving = subprocess.Popen(
         [sys.executable, "-m", "dedupe", "serve", str(batches[0]), "--out", str(tmp_path / "out"), "--every", "15m",
-         "--name", "test-schedule"],
+         "--name", "test-schedule", "--set", "top_stories=2"],
         cwd=ROOT, env=prefect_env(tmp_path / "client-home", api), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -98,10 +98,13 @@ def test_serve_registers_the_schedule_and_its_runs_complete(
             ),
         )[0]
         assert [s["schedule"]["interval"] for s in deployment["schedules"]] == [900.0]
+        assert deployment["parameters"]["settings"] == ["top_stories=2"]
         run = server.request(api, "POST", f"/deployments/{deployment['id']}/create_flow_run", {})
         final = wait_for("the run's end", lambda: finished(api, run["id"]))
         assert final == "COMPLETED"
         assert pl.read_parquet(tmp_path / "out" / "articles.parquet").height == 100
+        largest = (tmp_path / "out" / "report.md").read_text().split("## Largest stories")[1]
+        assert largest.count("| story-") == 2  # the deployment's settings reached the run
     finally:
         server.stop(serving)  # type: ignore[arg-type]
 
