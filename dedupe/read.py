@@ -69,6 +69,12 @@ def read(paths: Iterable[str | Path], config: Config = Config()) -> pl.DataFrame
 
 def read_found(found: Iterable[tuple[Path, str]], config: Config = Config()) -> pl.DataFrame:  # noqa: B008 (frozen)
     """`read` for (file, key) pairs from `discover`: an incremental run reads only changed files."""
+    return check(unique_ids(read_files(found, config)), READ, "read")
+
+
+def read_files(found: Iterable[tuple[Path, str]], config: Config = Config()) -> pl.DataFrame:  # noqa: B008 (frozen)
+    """The records of the files in order, ids not yet made unique: sharded reads concatenate
+    these and make ids unique once over all of them (`unique_ids` numbers repeats in order)."""
     chunks: list[pl.DataFrame] = []
     rows: list[dict[str, Any]] = []
     for path, key in found:
@@ -78,7 +84,7 @@ def read_found(found: Iterable[tuple[Path, str]], config: Config = Config()) -> 
                 chunks.append(pl.DataFrame(rows, schema=READ, orient="row"))
                 rows = []
     chunks.append(pl.DataFrame(rows, schema=READ, orient="row") if rows else pl.DataFrame(schema=READ))
-    return check(unique_ids(pl.concat(chunks, rechunk=False)), READ, "read")  # no copy of all the text
+    return pl.concat(chunks, rechunk=False)  # no copy of all the text
 
 
 def discover(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:

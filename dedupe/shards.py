@@ -1,0 +1,213 @@
+"""The per-record stages on shards, duplicate candidates by band, optionally on a Redis index.
+
+`sharded_call` wraps a pipeline `Call` so that `pipeline.update` runs unchanged while its
+per-record stages are cut into shards and handed to `Plan.map` (a Prefect task runner's workers
+in flows/scale.py; the plain `map` below runs them in this process):
+
+- read: the input files in `shards` runs of files (ids are made unique once, over all of them);
+- normalize, first cleaning: the records in `shards` slices;
+- duplicate candidates: shingles and band keys per slice of records (the workers that make them
+  also add them to the Redis index), then buckets per band partition (band % `partitions`):
+  an LSH bucket lies within one band, so each partition pairs its buckets alone and the union
+  is every candidate pair;
+- verifying: the candidate pairs in `shards` slices; each makes the shingles of its own pairs'
+  articles, so shingles and signatures never meet in one process.
+
+Every such stage gives exactly what the one-process stage gives (tests/test_scale.py): the
+stages are per record, per bucket or per pair, and the pieces are put back in their order.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from dedupe import clean, minhash, normalize, read, state, verify
+from dedupe.config import Config
+from dedupe.index import RedisIndex
+from dedupe.pipeline import Call
+from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, PAIRS, READ, check, empty
+
+Map = Callable[[str, Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
+"""map(name, function, argument tuples) -> the results, in order."""
+
+LEVELS = tuple(minhash.DUPLICATE_THRESHOLDS)  # "text", "headline": the order `state.new_candidates` gives
+
+
+def in_process(name: str, function: Callable[..., Any], arguments: list[tuple[Any, ...]]) -> list[Any]:
+    """A `Map` that runs each piece here, one after another."""
+    return list(builtins.map(lambda args: function(*args), arguments))
+
+
+@dataclass(frozen=True)
+class Plan:
+    map: Map = in_process
+    shards: int = 1
+    """Pieces the per-record stages are cut into."""
+    partitions: int = 1
+    """Band partitions duplicate candidates are found in."""
+    index: str | None = None
+    """redis://HOST:PORT/DB of a shared index, else the state's own band keys."""
+
+
+def sharded_call(call: Call, plan: Plan) -> Call:
+    """`call`, with the stages `Plan` knows run its way (the others as they were)."""
+    table: dict[Callable[..., Any], Callable[..., Any]] = {
+        read.read_found: lambda found, config: read_found(plan, found, config),
+        normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize.normalize, frame),
+        clean.clean: lambda frame, *more: (
+            by_rows(plan, "clean shard", clean.clean, frame) if not more else clean.clean(frame, *more)
+        ),
+        state.new_candidates: lambda records, history, config: new_candidates(plan, records, history, config),
+        verify.verify_duplicates: lambda involved, candidates, _, config: verify_duplicates(plan, involved, candidates, config),
+    }
+    if plan.index is not None:
+        table[state.load] = lambda folder, config: load_indexed(plan.index, folder, config)  # type: ignore[arg-type]
+        table[state.commit] = lambda folder, history, added, config: commit_indexed(
+            plan.index, folder, history, added, config  # type: ignore[arg-type]
+        )
+
+    def run(name: str, function: Callable[..., Any], *args: object) -> Any:
+        return call(name, table.get(function, function), *args)
+
+    return run
+
+
+def read_found(plan: Plan, found: list[tuple[Path, str]], config: Config) -> pl.DataFrame:
+    """`read.read_found`, the files read in `plan.shards` runs of about equal bytes."""
+    runs = [(piece, config) for piece in file_runs(found, plan.shards) if piece]
+    parts = plan.map("read shard", read.read_files, runs) if runs else [empty(READ)]
+    return check(read.unique_ids(pl.concat(parts, rechunk=False)), READ, "read")
+
+
+def file_runs(found: list[tuple[Path, str]], shards: int) -> list[list[tuple[Path, str]]]:
+    """`found` cut into at most `shards` consecutive runs of about equal size on disk (kept in
+    order, so that the records come back in the order one read gives them)."""
+    sizes = np.array([path.stat().st_size if path.exists() else 0 for path, _ in found], dtype=np.float64)
+    ends = np.cumsum(sizes)
+    total = ends[-1] if len(ends) else 0.0
+    cuts = np.searchsorted(ends, total * np.arange(1, shards) / shards, side="left") + 1
+    bounds = [0, *sorted(set(np.minimum(cuts, len(found)).tolist())), len(found)]
+    return [found[start:stop] for start, stop in zip(bounds, bounds[1:])]
+
+
+def row_slices(frame: pl.DataFrame, shards: int) -> list[pl.DataFrame]:
+    """`frame` in at most `shards` consecutive slices of about equal rows."""
+    size = max(1, -(-frame.height // max(1, shards)))
+    return [frame.slice(start, size) for start in range(0, frame.height, size)] or [frame]
+
+
+def by_rows(plan: Plan, name: str, function: Callable[[pl.DataFrame], pl.DataFrame], frame: pl.DataFrame) -> pl.DataFrame:
+    """A per-record stage over `frame` in slices, put back in order."""
+    return pl.concat(plan.map(name, function, [(piece,) for piece in row_slices(frame, plan.shards)]), rechunk=False)
+
+
+def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, config: Config) -> state.Candidates:
+    """`state.new_candidates` by shards and band partitions. The shingles are left to the
+    verifying shards (`verify_duplicates`): the result holds none."""
+    new = records.select(list(CLEANED))
+    keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in row_slices(new, plan.shards)]))
+    new_ids = new["article_id"]
+    known = history.records["article_id"] if plan.index else None
+    pieces = []
+    for partition in range(plan.partitions):
+        in_partition = pl.col("band") % plan.partitions == partition
+        old = None if plan.index else history.band_keys.filter(in_partition)
+        pieces.append((keys.filter(in_partition), old, new_ids, known, config, plan.index))
+    level_order = pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8)
+    candidates = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
+    partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().implode()
+    old_rows = history.records.select(list(CLEANED)).filter(pl.col("article_id").is_in(partners))
+    involved = pl.concat([old_rows, new.filter(pl.col("article_id").is_in(partners))])
+    keys = keys.sort(pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8), "article_id", "band")
+    no_shingles = minhash.ShingleSets([], np.empty(0, np.uint32), np.empty(0, np.int64))
+    return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), no_shingles, involved)
+
+
+def shard_band_keys(records: pl.DataFrame, config: Config, index: str | None) -> pl.DataFrame:
+    """LEVEL_BAND_KEYS of a slice of new records, added to the index when there is one."""
+    keys = []
+    for level, sets in minhash.duplicate_shingles(records, config).items():
+        level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
+        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
+    frame = check(pl.concat(keys), LEVEL_BAND_KEYS, "shard band keys")
+    if index is not None:
+        RedisIndex(index, config).add(frame)
+    return frame
+
+
+def band_candidates(
+    new_keys: pl.DataFrame,
+    old_keys: pl.DataFrame | None,
+    new_ids: pl.Series,
+    known_ids: pl.Series | None,
+    config: Config,
+    index: str | None,
+) -> pl.DataFrame:
+    """CANDIDATES with a new article among the buckets of one band partition: the new keys with
+    the old members of the buckets they fall in, from the state's keys (`old_keys`) or the index.
+    From the index, articles of this run (already added by the shards) and of no committed
+    run (a run that failed before its commit) are left out: the old members are then exactly
+    those of the state's keys."""
+    pairs = []
+    for level in LEVELS:
+        level_keys = new_keys.filter(pl.col("level") == level).drop("level")
+        touched = level_keys.select("band", "key").unique()
+        if index is not None:
+            assert known_ids is not None
+            members = RedisIndex(index, config).members(level, touched)
+            old = members.filter(~pl.col("article_id").is_in(new_ids.implode()) & pl.col("article_id").is_in(known_ids.implode()))
+        else:
+            assert old_keys is not None
+            old = old_keys.filter(pl.col("level") == level).drop("level").join(touched, on=["band", "key"], how="semi")
+        pairs.append(minhash.bucket_pairs(pl.concat([old, level_keys]), level, config))
+    new = new_ids.implode()
+    return pl.concat(pairs).filter(pl.col("article_id_a").is_in(new) | pl.col("article_id_b").is_in(new))
+
+
+def verify_duplicates(plan: Plan, involved: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """`verify.verify_duplicates` over slices of the candidate pairs, each with its own shingles."""
+    pieces = [(involved, piece, config) for piece in row_slices(candidates, plan.shards)]
+    confirmed = pl.concat(plan.map("verify shard", verify_slice, pieces))
+    return check(confirmed.sort("article_id_a", "article_id_b"), PAIRS, "duplicate pairs")
+
+
+def verify_slice(involved: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """Verified pairs of one slice of candidates, from the shingles of its articles alone."""
+    ids = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().implode()
+    rows = involved.filter(pl.col("article_id").is_in(ids))
+    sets = minhash.duplicate_shingles(rows, config)
+    return verify.verify_duplicates(rows, candidates, sets["text"].merge(sets["headline"]), config)
+
+
+# --- the state's keys in the index --------------------------------------------------------
+
+
+def load_indexed(index: str, folder: Path, config: Config) -> state.History:
+    """`state.load`, then the state's band keys added to the index if it lacks any of them (an
+    index made after the state, or a Redis that lost its data): runs then match against all."""
+    history = state.load(folder, config)
+    shared = RedisIndex(index, config)
+    if shared.generation(_state_name(folder)) < history.generation:
+        shared.add(history.band_keys)
+        shared.mark(_state_name(folder), history.generation)
+    return history
+
+
+def commit_indexed(index: str, folder: Path, history: state.History, added: state.Update, config: Config) -> Path:
+    """`state.commit`, recording in the index that the new generation's keys are there (the
+    shards added them before the commit; a run killed in between adds them again, harmlessly)."""
+    shared = RedisIndex(index, config)
+    final = state.commit(folder, history, added, config)
+    shared.mark(_state_name(folder), int(final.name))
+    return final
+
+
+def _state_name(folder: Path) -> str:
+    return str(folder.resolve())
