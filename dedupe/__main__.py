@@ -68,16 +68,24 @@ def run(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait for another run on the same state, or stop at once.")
     ] = True,
+    task_runner: Annotated[
+        str | None,
+        typer.Option("--task-runner", help="Run the per-record stages in shards on workers: dask, dask:ADDRESS, ray, ray:ADDRESS."),
+    ] = None,
+    index: Annotated[
+        str | None, typer.Option("--index", help="Keep the LSH buckets in a shared Redis index: redis://HOST:PORT/DB.")
+    ] = None,
 ) -> None:
     """Match the new records in PATHS against earlier runs' state; write the outputs over all of
     it to --out. Records seen before (same id and content) are skipped."""
     config = _config(settings or [])
+    _check_scale_options(task_runner, index)
     missing = [str(path) for path in paths if not path.exists() and not path.is_symlink()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     _prefect_defaults(embedded=True)
     try:
-        summary, lost_api = _run_flow(paths, out, config, state_dir, wait)
+        summary, lost_api = _run_flow(paths, out, config, state_dir, wait, task_runner, index)
     except StateError as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(code=1) from None
@@ -96,16 +104,21 @@ def run(
         raise typer.Exit(code=code)
 
 
-def _run_flow(paths: list[Path], out: Path, config: Config, state_dir: Path | None, wait: bool) -> tuple[Summary, bool]:
+def _run_flow(
+    paths: list[Path], out: Path, config: Config, state_dir: Path | None, wait: bool,
+    task_runner: str | None = None, index: str | None = None,
+) -> tuple[Summary, bool]:
     """(summary, whether the Prefect API was lost). A run whose Prefect API goes away finishes
     without Prefect: the same state update under the same lock, so what the flow had committed
     stands and the rest is done once."""
+    from flows import scale
     from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
 
     folder = state_dir or out / "state"
+    flow = dedupe_flow.with_options(task_runner=scale.task_runner(task_runner)) if task_runner else dedupe_flow
     try:
-        summary = dedupe_flow(
-            paths=[str(path) for path in paths], out=str(out), config=config, state_dir=str(folder), wait=wait
+        summary = flow(
+            paths=[str(path) for path in paths], out=str(out), config=config, state_dir=str(folder), wait=wait, index=index
         )
         return summary, False
     except Exception as error:
@@ -117,7 +130,10 @@ def _run_flow(paths: list[Path], out: Path, config: Config, state_dir: Path | No
     api = os.environ.get("PREFECT_API_URL", "the embedded Prefect API")
     console.print(f"[bold yellow]warning:[/] lost {api} during the run ({type(lost).__name__}: {lost}); "
                   "finishing it without Prefect, so it will not show in the Prefect UI")
-    result, _ = pipeline.run_on_state(paths, out, folder, config, wait, warn=console.print)
+    from dedupe import shards
+
+    call = shards.sharded_call(pipeline.direct, shards.Plan(index=index)) if index else pipeline.direct
+    result, _ = pipeline.run_on_state(paths, out, folder, config, wait, call, warn=console.print)
     return result.summary, True
 
 
@@ -213,6 +229,16 @@ def _prefect_defaults(embedded: bool = False) -> None:
     chosen = PREFECT_DEFAULTS | (EMBEDDED_SERVER_DEFAULTS if embedded and "PREFECT_API_URL" not in os.environ else {})
     for name, value in chosen.items():
         os.environ.setdefault(name, value)
+
+
+def _check_scale_options(task_runner: str | None, index: str | None) -> None:
+    """Refuse a malformed --task-runner or --index before any server starts."""
+    from urllib.parse import urlsplit
+
+    if task_runner is not None and task_runner.partition(":")[0] not in ("dask", "ray"):
+        raise typer.BadParameter(f"{task_runner!r}: expected dask, dask:ADDRESS, ray or ray:ADDRESS", param_hint="--task-runner")
+    if index is not None and urlsplit(index).scheme not in ("redis", "rediss", "unix"):
+        raise typer.BadParameter(f"{index!r}: expected redis://HOST:PORT/DB", param_hint="--index")
 
 
 def _config(settings: list[str]) -> Config:

@@ -22,8 +22,9 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from dedupe import pipeline, state, write
+from dedupe import pipeline, shards, state, write
 from dedupe.config import Config
+from flows import scale
 
 
 def as_task(name: str, function: Callable[..., Any], *args: object) -> Any:
@@ -54,18 +55,24 @@ def dedupe_flow(
     state_dir: str | None = None,
     wait: bool = True,
     settings: list[str] | None = None,
+    index: str | None = None,
 ) -> write.Summary:
     """Match the new records of `paths` against the history in `state_dir` (default OUT/state),
     update duplicate groups and stories, write the outputs over all history to `out`. A
     deployment gives `settings` (`FIELD=VALUE`, as `--set` takes them) rather than a Config:
-    plain strings that its parameters keep and the UI shows."""
+    plain strings that its parameters keep and the UI shows. On a Dask or Ray task runner the
+    per-record stages run in shards on its workers (flows/scale.py); `index` (redis://HOST:PORT/DB)
+    keeps the LSH buckets in a shared Redis index (dedupe/index.py)."""
     logger = get_run_logger()
     config = config or Config().with_settings(settings or [])
     folder = Path(state_dir) if state_dir else Path(out) / "state"
     progress = create_progress_artifact(0.0, key="dedupe-progress", description="stages done")
-    result, registry = pipeline.run_on_state(
-        paths, Path(out), folder, config, wait, with_progress(progress), logger.info, logger.warning
-    )
+    call = with_progress(progress)
+    sharding = scale.plan(index)
+    if sharding is not None:
+        logger.info(f"{sharding.shards} shards, {sharding.partitions} band partitions, index {index or 'in the state'}")
+        call = shards.sharded_call(call, sharding)
+    result, registry = pipeline.run_on_state(paths, Path(out), folder, config, wait, call, logger.info, logger.warning)
     update_progress_artifact(progress, 100.0)
     create_markdown_artifact(write.render_report(result.summary), key="dedupe-report", description="dedupe run report")
     overview = state.story_overview(result.stories, registry, config.top_stories)
