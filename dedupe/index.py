@@ -26,9 +26,15 @@ already taken by another article (a 64-bit collision: never expected, but never 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -195,3 +201,37 @@ def _as_bytes(values: np.ndarray) -> list[bytes]:
 
 def _interleave(first: Iterable[bytes], second: Iterable[bytes]) -> list[bytes]:
     return [value for pair in zip(first, second) for value in pair]
+
+
+@contextmanager
+def temporary_server(folder: Path, *settings: str) -> Iterator[str]:
+    """A throwaway `redis-server` on 127.0.0.1 on a free port, nothing saved to disk, stopped by
+    its process id on exit: the URL of its database 0. For tests and benchmarks; a deployment
+    points `--index` at its own Redis."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise IndexError("redis-server is not installed (Debian: apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [executable, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no", *settings]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if server.poll() is not None:
+                    raise IndexError(f"redis-server exited with {server.returncode}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

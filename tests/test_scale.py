@@ -1,0 +1,225 @@
+"""Beyond one process, with the real parts: a Dask scheduler with two workers and a Redis server,
+started here on 127.0.0.1 and stopped by process id. Sharded runs, on the workers or with the
+shared index, give exactly the one-process result; concurrent writers to one index lose nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import redis
+from distributed import Client
+
+from dedupe import index, pipeline, shards
+from dedupe.config import Config
+from dedupe.schema import LEVEL_BAND_KEYS
+from tests.conftest import ROOT
+from tests.test_state import assert_same_as_one_run
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CONFIG = Config()
+needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with index.temporary_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_redis(redis_url: str) -> str:
+    redis.Redis.from_url(redis_url).flushall()
+    return redis_url
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`dask scheduler` and two `dask worker` processes of one thread each: the scheduler's address."""
+    folder = tmp_path_factory.mktemp("dask")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    logs = [open(folder / name, "wb") for name in ("scheduler.log", "worker-1.log", "worker-2.log")]  # noqa: SIM115
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        scheduler = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                     "--port", address.rsplit(":", 1)[1], "--no-dashboard"]
+        started.append(subprocess.Popen(scheduler, cwd=folder, env=env, stdout=logs[0], stderr=subprocess.STDOUT))
+        worker = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                  "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(folder)]
+        for log in logs[1:]:
+            started.append(subprocess.Popen(worker, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for process in reversed(started):  # workers first, then the scheduler
+            _stop(process)
+        for log in logs:
+            log.close()
+
+
+def write_batches(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A real slice in two batches of two files each: 600 aeb pages (with their copies) and the
+    news-aggregator headlines, cut in halves."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()[:600]
+    headlines = pl.read_csv(SHARED_DATA / "news-aggregator" / "headlines.csv", infer_schema=False)
+    first = [folder / "aeb-1.jsonl", folder / "news-1.csv"]
+    second = [folder / "aeb-2.jsonl", folder / "news-2.csv"]
+    first[0].write_text("\n".join(pages[:300]) + "\n")
+    second[0].write_text("\n".join(pages[300:]) + "\n")
+    headlines.head(1400).write_csv(first[1])
+    headlines.slice(1400).write_csv(second[1])
+    return first, second
+
+
+def run_locally(paths: list[Path], work: Path, call: pipeline.Call = pipeline.direct) -> pipeline.Result:
+    result, _ = pipeline.run_on_state(paths, work / "out", work / "state", CONFIG, call=call)
+    return result
+
+
+def run_cli(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "dedupe", "run", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def as_result(out: Path) -> pipeline.Result:
+    """A run's published outputs, for `assert_same_as_one_run` (which reads no summary)."""
+    articles, stories, pairs = (pl.read_parquet(out / f"{name}.parquet") for name in ("articles", "stories", "pairs"))
+    return pipeline.Result(articles, stories, pairs, None)  # type: ignore[arg-type]
+
+
+def assert_identical(sharded: pipeline.Result, local: pipeline.Result) -> None:
+    assert_same_as_one_run(sharded, local)
+    assert sharded.articles.sort("article_id").equals(local.articles.sort("article_id"))
+    assert sharded.stories.equals(local.stories)  # story ids too: the same runs give the same ids
+    assert sharded.pairs.equals(local.pairs)
+
+
+@needs_data
+def test_dask_workers_then_the_redis_index_give_the_one_process_result(
+    tmp_path: Path, dask_cluster: str, empty_redis: str
+) -> None:
+    """Batch 1 on the two Dask workers (band keys in the state), batch 2 on the workers with the
+    Redis index, which first takes in the state's keys: both as the one-process runs."""
+    first, second = write_batches(tmp_path / "data")
+    local_1 = run_locally(first, tmp_path / "local")
+    local_2 = run_locally(first + second, tmp_path / "local")
+    home, out = tmp_path / "prefect", tmp_path / "dask-out"
+
+    one = run_cli(*first, "--out", out, "--task-runner", f"dask:{dask_cluster}", home=home)
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "2 shards, 2 band partitions, index in the state" in one.stdout + one.stderr
+    assert_identical(as_result(out), local_1)
+
+    two = run_cli(*first, *second, "--out", out, "--task-runner", f"dask:{dask_cluster}", "--index", empty_redis, home=home)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert f"index {empty_redis}" in two.stdout + two.stderr
+    assert_identical(as_result(out), local_2)
+    indexed = redis.Redis.from_url(empty_redis)
+    assert indexed.dbsize() > 0
+
+
+@needs_data
+def test_index_in_one_process_gives_the_one_process_result_batch_after_batch(tmp_path: Path, empty_redis: str) -> None:
+    """The index alone, in shards and band partitions of this process: matching the second batch
+    against the first through Redis finds what the state's own keys find."""
+    first, second = write_batches(tmp_path / "data")
+    plan = shards.Plan(shards=3, partitions=4, index=empty_redis)
+    indexed = shards.sharded_call(pipeline.direct, plan)
+    for batch in (first, first + second):
+        assert_identical(run_locally(batch, tmp_path / "indexed", indexed), run_locally(batch, tmp_path / "local"))
+    old = pl.read_parquet(tmp_path / "indexed" / "state" / "current" / "band_keys" / "*.parquet")
+    members = index.RedisIndex(empty_redis, CONFIG).members("text", old.filter(pl.col("level") == "text").drop("level"))
+    stored = old.filter(pl.col("level") == "text").drop("level")
+    assert members.sort("article_id", "band").equals(stored.sort("article_id", "band"))  # nothing lost, nothing twice
+
+
+def crowded_keys(articles: int, first: int) -> pl.DataFrame:
+    """LEVEL_BAND_KEYS of `articles` articles from number `first` on, four bands each, in 300
+    buckets per band: every bucket is written by both writers."""
+    numbers = np.arange(first, first + articles)
+    return pl.DataFrame(
+        {
+            "level": "text",
+            "article_id": np.repeat([f"article-{n}" for n in numbers], 4),
+            "band": np.tile(np.arange(4, dtype=np.uint16), articles),
+            "key": (np.repeat(numbers, 4) * 7919 % 300).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15),
+        },
+        schema=LEVEL_BAND_KEYS,
+    )
+
+
+ADD = """
+import sys, time
+from dedupe.index import RedisIndex
+from dedupe.config import Config
+from tests.test_scale import crowded_keys
+keys = crowded_keys(int(sys.argv[2]), int(sys.argv[3]))
+shared = RedisIndex(sys.argv[1], Config())
+while time.time() < float(sys.argv[4]):  # both start together
+    time.sleep(0.01)
+for start in range(0, keys.height, 5_000):
+    shared.add(keys.slice(start, 5_000))
+"""
+
+
+def test_two_writers_at_once_lose_nothing_and_add_nothing_twice(empty_redis: str) -> None:
+    """Two processes add overlapping articles to the same buckets at the same moment: every
+    bucket ends with each of its articles exactly once (a read-then-write append would lose
+    one writer's ids whenever both read a bucket before either wrote it)."""
+    start_at = str(time.time() + 3)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", ADD, empty_redis, "12000", str(first), start_at], cwd=ROOT)
+        for first in (0, 6000)  # articles 6000-11999 are added by both
+    ]
+    assert [writer.wait(timeout=300) for writer in writers] == [0, 0]
+    expected = crowded_keys(18000, 0)
+    shared = index.RedisIndex(empty_redis, CONFIG)
+    found = shared.members("text", expected.select("band", "key").unique())
+    assert found.height == expected.height  # no id twice in a bucket
+    assert found.sort("article_id", "band").equals(expected.drop("level").sort("article_id", "band"))
+
+    shared.add(expected)  # everything again: nothing changes
+    assert shared.members("text", expected.select("band", "key").unique()).height == expected.height
+
+
+def test_an_index_made_with_other_bits_is_refused(empty_redis: str) -> None:
+    index.RedisIndex(empty_redis + "?bits=8", CONFIG)
+    assert index.RedisIndex(empty_redis, CONFIG).bits == 8  # the index keeps what it was made with
+    with pytest.raises(index.IndexError, match="bits=8"):
+        index.RedisIndex(empty_redis + "?bits=12", CONFIG)
+
+
+def test_malformed_scale_options_are_refused_before_any_server(tmp_path: Path) -> None:
+    bad_runner = run_cli(ROOT / "seeds", "--out", tmp_path, "--task-runner", "spark", home=tmp_path)
+    assert bad_runner.returncode == 2 and "expected dask, dask:ADDRESS" in bad_runner.stderr
+    bad_index = run_cli(ROOT / "seeds", "--out", tmp_path, "--index", "http://x", home=tmp_path)
+    assert bad_index.returncode == 2 and "expected redis://HOST:PORT/DB" in bad_index.stderr
+    assert not (tmp_path / "state").exists()
