@@ -6,6 +6,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
     python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
+    python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
 words, real word pairs, new documents), headlines from news-aggregator with three words replaced,
@@ -34,6 +35,7 @@ import polars as pl
 from dedupe import minhash, pipeline
 from dedupe.config import Config
 from dedupe.evaluate import evaluate
+from dedupe.schema import CLEANED
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,9 +351,133 @@ def seeds_run(rounds: int) -> None:
     print(f"Prefect's share of the CLI run: {ours - plain_s:.1f} s with our defaults, {own - plain_s:.1f} s with Prefect's own")
 
 
+# --- beyond one process ----------------------------------------------------------------------------
+
+
+def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
+    """The sharded pipeline on `workers` Dask worker processes (a LocalCluster, one thread each)
+    against the one-process run on the same corpus and state; then the Redis index's memory and
+    commands per article, next to datasketch's own Redis storage holding the same articles."""
+    import warnings
+
+    from distributed import Client, LocalCluster
+
+    from dedupe import shards, state
+
+    # each shard is sent with its task, as Prefect's task runner sends it; Dask would rather load it itself
+    warnings.filterwarnings("ignore", message="Sending large graph")
+
+    corpus = _split_corpus(build_corpus(workdir / f"corpus-{docs}", docs, duplicates, seed=docs), 4 * workers)
+    paths = sorted(corpus.glob("part-*.parquet"))
+    config = Config()
+    with tempfile.TemporaryDirectory(prefix="dedupe-scale-") as scratch:
+        work = Path(scratch)
+        print(f"{docs:,} docs in {len(paths)} files; one process, then {workers} Dask workers")
+        started = time.perf_counter()
+        local, _ = pipeline.run_on_state(paths, work / "local" / "out", work / "local" / "state", config)
+        local_s = time.perf_counter() - started
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+            plan = shards.Plan(map=_dask_map(client), shards=workers, partitions=workers)
+            started = time.perf_counter()
+            sharded, _ = pipeline.run_on_state(
+                paths, work / "dask" / "out", work / "dask" / "state", config, call=shards.sharded_call(pipeline.direct, plan)
+            )
+            sharded_s = time.perf_counter() - started
+        same = all(getattr(local, name).equals(getattr(sharded, name)) for name in ("articles", "stories", "pairs"))
+        print(f"  one process  {local_s:8.1f} s {docs / local_s:8,.0f} docs/s")
+        print(f"  {workers} workers    {sharded_s:8.1f} s {docs / sharded_s:8,.0f} docs/s   "
+              f"{local_s / sharded_s:.2f}x the one process; identical articles, stories, pairs: {same}")
+        print(f"  {'stage':<22}{'one process s':>14}{f'{workers} workers s':>14}")
+        for stage, seconds in local.summary.timings.items():
+            print(f"  {stage:<22}{seconds:>14.2f}{sharded.summary.timings.get(stage, float('nan')):>14.2f}")
+        records = state.load(work / "local" / "state", config).records
+        _index_memory(records, config, work, docs)
+
+
+def _split_corpus(corpus: Path, files: int) -> Path:
+    """The corpus again in `files` Parquet files, so that reading, too, has shards."""
+    target = corpus.with_name(f"{corpus.name}-in-{files}")
+    if not target.exists():
+        frame = pl.concat([pl.read_parquet(part) for part in sorted(corpus.glob("part-*.parquet"))])
+        target.mkdir(parents=True)
+        size = -(-frame.height // files)
+        for number, start in enumerate(range(0, frame.height, size)):
+            frame.slice(start, size).write_parquet(target / f"part-{number:04}.parquet")
+    return target
+
+
+def _dask_map(client: object) -> Callable[..., list]:
+    """A `shards.Map` on a Dask client: what flows/scale.py does through Prefect tasks, without
+    Prefect's per-task bookkeeping."""
+
+    def run(name: str, function: Callable[..., object], arguments: list[tuple]) -> list:
+        return client.gather([client.submit(function, *args, pure=False) for args in arguments])  # type: ignore[attr-defined]
+
+    return run
+
+
+def _index_memory(records: pl.DataFrame, config: Config, work: Path, docs: int) -> None:
+    """Redis memory and commands per indexed article: our layout at the default and at a sized
+    `bits`, and datasketch's MinHashLSH Redis storage with the same signatures and bands."""
+    import redis as redis_client
+
+    from dedupe import index, shards
+
+    keys = shards.shard_band_keys(records.select(list(CLEANED)), config, None)
+    articles = keys["article_id"].n_unique()
+    sized = max(1, int(np.ceil(np.log2(articles / 100))))
+    print(f"\nRedis index of the {articles:,} matched articles ({keys.height:,} bucket entries, "
+          f"{keys.height / articles:.1f} per article)")
+    with index.temporary_server(work) as url:
+        server = redis_client.Redis.from_url(url)
+        for bits in (index.DEFAULT_BITS, sized):
+            server.flushall()
+            server.config_resetstat()
+            shared = index.RedisIndex(f"{url}?bits={bits}", config)
+            started = time.perf_counter()
+            shared.add(keys)
+            seconds = time.perf_counter() - started
+            calls = _command_calls(server)
+            print(f"  ours, bits={bits:<3} {shared.memory() / articles:8,.0f} bytes/article, "
+                  f"{calls / articles:6.1f} commands/article (in scripts too), {articles / seconds:8,.0f} articles/s added")
+        server.flushall()
+        server.config_resetstat()
+        started = time.perf_counter()
+        _datasketch_insert(records, keys, config, url)
+        seconds = time.perf_counter() - started
+        memory = server.info("memory")
+        used = int(memory["used_memory"]) - int(memory["used_memory_startup"])
+        print(f"  datasketch MinHashLSH redis storage {used / articles:8,.0f} bytes/article, "
+              f"{_command_calls(server) / articles:6.1f} commands/article, {articles / seconds:8,.0f} articles/s added")
+
+
+
+def _command_calls(server: object) -> int:
+    return sum(int(stats["calls"]) for stats in server.info("commandstats").values())  # type: ignore[attr-defined]
+
+
+def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config, url: str) -> None:
+    """The same articles in datasketch's MinHashLSH with Redis storage, one LSH per level."""
+    from urllib.parse import urlsplit
+
+    from datasketch import MinHashLSH
+
+    parts = urlsplit(url)
+    by_level = minhash.duplicate_shingles(records.select(list(CLEANED)), config)
+    for level, sets in by_level.items():
+        kept = sets.subset(np.flatnonzero(sets.counts))
+        lsh = MinHashLSH(
+            threshold=minhash.DUPLICATE_THRESHOLDS[level](config), num_perm=config.num_perm,
+            storage_config={"type": "redis", "basename": f"ds-{level}".encode(), "redis": {"host": parts.hostname, "port": parts.port}},
+        )
+        with lsh.insertion_session(buffer_size=5_000) as session:
+            for article_id, signature in zip(kept.ids, minhash.signatures(kept, config)):
+                session.insert(article_id.encode(), minhash.as_minhash(signature, config), check_duplication=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "seeds"])
+    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "seeds", "scale"])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
@@ -360,6 +486,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
     parser.add_argument("--rounds", type=int, default=3, help="seeds: interleaved rounds")
+    parser.add_argument("--workers", type=int, default=2, help="scale: Dask worker processes")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = Config()
@@ -378,6 +505,8 @@ def main() -> None:
         scaling(args.sizes, args.duplicates, args.workdir, args.flow)
     if args.what == "seeds":
         seeds_run(args.rounds)
+    if args.what == "scale":
+        scale(args.docs, args.duplicates, args.workdir, args.workers)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ stages are per record, per bucket or per pair, and the pieces are put back in th
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
