@@ -160,12 +160,16 @@ def serve(
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field for every run (repeatable).")
     ] = None,
+    index: Annotated[
+        str | None, typer.Option("--index", help="Keep the LSH buckets in a shared Redis index: redis://HOST:PORT/DB.")
+    ] = None,
 ) -> None:
     """Run the flow on a schedule as a Prefect deployment, each run picking up what is new in
     PATHS. Uses the configured Prefect server (PREFECT_API_URL), else starts one on 127.0.0.1."""
     if (every is None) == (cron is None):
         raise typer.BadParameter("give one of --every or --cron", param_hint="--every")
     _config(settings or [])  # refused here, not in every scheduled run
+    _check_scale_options(None, index)
     schedule = ["--cron", cron] if cron else ["--every-seconds", str(_seconds(every or ""))]
     _prefect_defaults()
     from flows import server
@@ -175,6 +179,7 @@ def serve(
         if state_dir:
             command += ["--state", str(state_dir)]
         command += [argument for setting in settings or [] for argument in ("--set", setting)]
+        command += ["--index", index] if index else []
         console.print(f"serving deployment dedupe/{name} on {api_url}; stop with Ctrl-C")
         # its own session, so that a Ctrl-C reaches us alone and we stop it (then the server) in order
         serving = subprocess.Popen(command, env=os.environ | {"PREFECT_API_URL": api_url}, start_new_session=True)

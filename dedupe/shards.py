@@ -112,7 +112,8 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
     """`state.new_candidates` by shards and band partitions. The shingles are left to the
     verifying shards (`verify_duplicates`): the result holds none."""
     new = records.select(list(CLEANED))
-    keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in row_slices(new, plan.shards)]))
+    slices = row_slices(matching_columns(new), plan.shards)
+    keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in slices]))
     new_ids = new["article_id"]
     known = history.records["article_id"] if plan.index else None
     pieces = []
@@ -173,15 +174,32 @@ def band_candidates(
 
 def verify_duplicates(plan: Plan, involved: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
     """`verify.verify_duplicates` over slices of the candidate pairs, each with its own shingles."""
-    pieces = [(involved, piece, config) for piece in row_slices(candidates, plan.shards)]
+    rows = matching_columns(involved)
+    pieces = [(_rows_of_pairs(rows, piece), piece, config) for piece in row_slices(candidates, plan.shards)]
     confirmed = pl.concat(plan.map("verify shard", verify_slice, pieces))
     return check(confirmed.sort("article_id_a", "article_id_b"), PAIRS, "duplicate pairs")
 
 
-def verify_slice(involved: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """Verified pairs of one slice of candidates, from the shingles of its articles alone."""
-    ids = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().implode()
-    rows = involved.filter(pl.col("article_id").is_in(ids))
+MATCHED_COLUMNS = ("article_id", "status", "headline", "body")
+"""What shingles and verifying read of a CLEANED row (`minhash.duplicate_shingles`,
+`verify.verify_duplicates`)."""
+
+
+def matching_columns(records: pl.DataFrame) -> pl.DataFrame:
+    """CLEANED rows with only `MATCHED_COLUMNS` filled: the raw and normalized texts, two
+    thirds of a row's bytes, are not sent to shards that never read them."""
+    unread = [pl.lit(None, dtype).alias(name) for name, dtype in CLEANED.items() if name not in MATCHED_COLUMNS]
+    return records.with_columns(unread)
+
+
+def _rows_of_pairs(records: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `records` in `pairs`: a shard is sent only the articles it verifies."""
+    ids = pl.concat([pairs["article_id_a"], pairs["article_id_b"]]).unique().implode()
+    return records.filter(pl.col("article_id").is_in(ids))
+
+
+def verify_slice(rows: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """Verified pairs of one slice of candidates, from the shingles of its articles (`rows`) alone."""
     sets = minhash.duplicate_shingles(rows, config)
     return verify.verify_duplicates(rows, candidates, sets["text"].merge(sets["headline"]), config)
 

@@ -21,6 +21,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state", type=Path)
     parser.add_argument("--name", default="dedupe-schedule")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--index", help="redis://HOST:PORT/DB: a Redis LSH index shared with other flows")
     schedule = parser.add_mutually_exclusive_group(required=True)
     schedule.add_argument("--every-seconds", type=float)
     schedule.add_argument("--cron")
@@ -38,6 +39,7 @@ if __name__ == "__main__":
             "out": str(given.out.resolve()),
             "state_dir": str(given.state.resolve()) if given.state else None,
             "settings": given.settings,
+            "index": given.index,
         },
         limit=1,  # one run at a time: a slow run delays the next instead of queueing on the lock
     )

@@ -21,7 +21,9 @@ from distributed import Client
 from dedupe import index, pipeline, shards
 from dedupe.config import Config
 from dedupe.schema import LEVEL_BAND_KEYS
-from tests.conftest import ROOT
+from flows import server
+from tests.conftest import ROOT, SEEDS
+from tests.test_server import finished, prefect_env, wait_for
 from tests.test_state import assert_same_as_one_run
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -82,16 +84,23 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             log.close()
 
 
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    with server.local_server(log=home / "server.log", env=prefect_env(home)) as url:
+        yield url
+
+
 def write_batches(folder: Path) -> tuple[list[Path], list[Path]]:
-    """A real slice in two batches of two files each: 600 aeb pages (with their copies) and the
+    """A real slice in two batches of two files each: 400 aeb pages (with their copies) and the
     news-aggregator headlines, cut in halves."""
     folder.mkdir(parents=True, exist_ok=True)
-    pages = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()[:600]
+    pages = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()[:400]
     headlines = pl.read_csv(SHARED_DATA / "news-aggregator" / "headlines.csv", infer_schema=False)
     first = [folder / "aeb-1.jsonl", folder / "news-1.csv"]
     second = [folder / "aeb-2.jsonl", folder / "news-2.csv"]
-    first[0].write_text("\n".join(pages[:300]) + "\n")
-    second[0].write_text("\n".join(pages[300:]) + "\n")
+    first[0].write_text("\n".join(pages[:200]) + "\n")
+    second[0].write_text("\n".join(pages[200:]) + "\n")
     headlines.head(1400).write_csv(first[1])
     headlines.slice(1400).write_csv(second[1])
     return first, second
@@ -102,8 +111,8 @@ def run_locally(paths: list[Path], work: Path, call: pipeline.Call = pipeline.di
     return result
 
 
-def run_cli(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(home)}
+def run_cli(*args: str | Path, home: Path, api: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = prefect_env(home, api)
     return subprocess.run(
         [sys.executable, "-m", "dedupe", "run", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
@@ -124,21 +133,22 @@ def assert_identical(sharded: pipeline.Result, local: pipeline.Result) -> None:
 
 @needs_data
 def test_dask_workers_then_the_redis_index_give_the_one_process_result(
-    tmp_path: Path, dask_cluster: str, empty_redis: str
+    tmp_path: Path, dask_cluster: str, empty_redis: str, prefect_api: str
 ) -> None:
     """Batch 1 on the two Dask workers (band keys in the state), batch 2 on the workers with the
-    Redis index, which first takes in the state's keys: both as the one-process runs."""
+    Redis index, which first takes in the state's keys: both as the one-process runs. (Against a
+    running Prefect server: the embedded one would add ~10 s to each run.)"""
     first, second = write_batches(tmp_path / "data")
     local_1 = run_locally(first, tmp_path / "local")
     local_2 = run_locally(first + second, tmp_path / "local")
     home, out = tmp_path / "prefect", tmp_path / "dask-out"
 
-    one = run_cli(*first, "--out", out, "--task-runner", f"dask:{dask_cluster}", home=home)
+    one = run_cli(*first, "--out", out, "--task-runner", f"dask:{dask_cluster}", home=home, api=prefect_api)
     assert one.returncode == 0, one.stdout + one.stderr
     assert "2 shards, 2 band partitions, index in the state" in one.stdout + one.stderr
     assert_identical(as_result(out), local_1)
 
-    two = run_cli(*first, *second, "--out", out, "--task-runner", f"dask:{dask_cluster}", "--index", empty_redis, home=home)
+    two = run_cli(*first, *second, "--out", out, "--task-runner", f"dask:{dask_cluster}", "--index", empty_redis, home=home, api=prefect_api)
     assert two.returncode == 0, two.stdout + two.stderr
     assert f"index {empty_redis}" in two.stdout + two.stderr
     assert_identical(as_result(out), local_2)
@@ -223,3 +233,38 @@ def test_malformed_scale_options_are_refused_before_any_server(tmp_path: Path) -
     bad_index = run_cli(ROOT / "seeds", "--out", tmp_path, "--index", "http://x", home=tmp_path)
     assert bad_index.returncode == 2 and "expected redis://HOST:PORT/DB" in bad_index.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_two_scheduled_flows_on_one_index_at_once_lose_nothing(prefect_api: str, tmp_path: Path, empty_redis: str) -> None:
+    """Two deployments (`serve --index`), each on its own input and state, run at once against
+    one Redis index: both complete, and the index holds every bucket entry of both states."""
+    api, batches = prefect_api, [tmp_path / "pages", tmp_path / "headlines"]
+    for batch, source in zip(batches, ("aeb-sample.jsonl", "headlines-sample.csv")):
+        batch.mkdir()
+        (batch / source).write_bytes((SEEDS / source).read_bytes())
+    servings = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dedupe", "serve", str(batch), "--out", str(tmp_path / f"out-{number}"),
+             "--every", "1d", "--name", f"indexed-{number}", "--index", empty_redis],
+            cwd=ROOT, env=prefect_env(tmp_path / f"home-{number}", api), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        for number, batch in enumerate(batches)
+    ]
+    try:
+        deployments = [
+            wait_for(name, lambda name=name: server.request(api, "POST", "/deployments/filter", {"deployments": {"name": {"any_": [name]}}}))[0]  # type: ignore[index]
+            for name in ("indexed-0", "indexed-1")
+        ]
+        runs = [server.request(api, "POST", f"/deployments/{deployment['id']}/create_flow_run", {}) for deployment in deployments]
+        assert [wait_for("the run's end", lambda run=run: finished(api, run["id"])) for run in runs] == ["COMPLETED"] * 2
+    finally:
+        for serving in servings:
+            server.stop(serving)  # type: ignore[arg-type]
+    shared = index.RedisIndex(empty_redis, CONFIG)
+    for number in range(2):
+        keys = pl.read_parquet(tmp_path / f"out-{number}" / "state" / "current" / "band_keys" / "*.parquet")
+        for level in ("text", "headline"):
+            stored = keys.filter(pl.col("level") == level).drop("level")
+            found = shared.members(level, stored).join(stored.select("article_id"), on="article_id", how="semi")
+            assert found.sort("article_id", "band").equals(stored.sort("article_id", "band"))
