@@ -372,7 +372,8 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
     config = Config()
     with tempfile.TemporaryDirectory(prefix="dedupe-scale-") as scratch:
         work = Path(scratch)
-        print(f"{docs:,} docs in {len(paths)} files; one process, then {workers} Dask workers")
+        print(f"{docs:,} docs in {len(paths)} files; one process, then {workers} Dask workers "
+              f"(load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         started = time.perf_counter()
         local, _ = pipeline.run_on_state(paths, work / "local" / "out", work / "local" / "state", config)
         local_s = time.perf_counter() - started
@@ -390,8 +391,15 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
         print(f"  {'stage':<22}{'one process s':>14}{f'{workers} workers s':>14}")
         for stage, seconds in local.summary.timings.items():
             print(f"  {stage:<22}{seconds:>14.2f}{sharded.summary.timings.get(stage, float('nan')):>14.2f}")
+        per_record = sum(local.summary.timings[stage] for stage in PER_RECORD_STAGES)
+        print(f"  per-record stages ({', '.join(PER_RECORD_STAGES)}) in one process: {per_record:.1f} s, "
+              f"{docs / per_record:,.0f} docs/s per core")
         records = state.load(work / "local" / "state", config).records
         _index_memory(records, config, work, docs)
+
+
+PER_RECORD_STAGES = ("read", "normalize", "clean", "minhash duplicates", "verify duplicates")
+"""The stages that run in shards (dedupe/shards.py): their cost grows with the batch alone."""
 
 
 def _split_corpus(corpus: Path, files: int) -> Path:
