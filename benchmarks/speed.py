@@ -358,6 +358,7 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
     """The sharded pipeline on `workers` Dask worker processes (a LocalCluster, one thread each)
     against the one-process run on the same corpus and state; then the Redis index's memory and
     commands per article, next to datasketch's own Redis storage holding the same articles."""
+    import pickle
     import warnings
 
     from distributed import Client, LocalCluster
@@ -395,6 +396,8 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
         print(f"  per-record stages ({', '.join(PER_RECORD_STAGES)}) in one process: {per_record:.1f} s, "
               f"{docs / per_record:,.0f} docs/s per core")
         records = state.load(work / "local" / "state", config).records
+        sent = [len(pickle.dumps(frame)) / records.height for frame in (records, shards.matching_columns(records))]
+        print(f"  a record sent to a shard (pickled): {sent[0] / 1e3:.1f} KB whole, {sent[1] / 1e3:.1f} KB with the matching columns")
         _index_memory(records, config, work, docs)
 
 
