@@ -60,7 +60,8 @@ def sharded_call(call: Call, plan: Plan) -> Call:
     """`call`, with the stages `Plan` knows run its way (the others as they were)."""
     table: dict[Callable[..., Any], Callable[..., Any]] = {
         read.read_found: lambda found, config: read_found(plan, found, config),
-        normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize.normalize, frame),
+        normalize.normalize: lambda frame, *more: by_rows(plan, "normalize shard", normalize.normalize, frame, *more),
+        # the first cleaning (frame alone); the second reads what whole duplicate groups share
         clean.clean: lambda frame, *more: (
             by_rows(plan, "clean shard", clean.clean, frame) if not more else clean.clean(frame, *more)
         ),
@@ -103,9 +104,10 @@ def row_slices(frame: pl.DataFrame, shards: int) -> list[pl.DataFrame]:
     return [frame.slice(start, size) for start in range(0, frame.height, size)] or [frame]
 
 
-def by_rows(plan: Plan, name: str, function: Callable[[pl.DataFrame], pl.DataFrame], frame: pl.DataFrame) -> pl.DataFrame:
-    """A per-record stage over `frame` in slices, put back in order."""
-    return pl.concat(plan.map(name, function, [(piece,) for piece in row_slices(frame, plan.shards)]), rechunk=False)
+def by_rows(plan: Plan, name: str, function: Callable[..., pl.DataFrame], frame: pl.DataFrame, *more: object) -> pl.DataFrame:
+    """A per-record stage over `frame` in slices (each with the arguments `more`), put back in order."""
+    pieces = [(piece, *more) for piece in row_slices(frame, plan.shards)]
+    return pl.concat(plan.map(name, function, pieces), rechunk=False)
 
 
 def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, config: Config) -> state.Candidates:
@@ -126,7 +128,7 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
     partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().implode()
     old_rows = history.records.select(list(CLEANED)).filter(pl.col("article_id").is_in(partners))
     involved = pl.concat([old_rows, new.filter(pl.col("article_id").is_in(partners))])
-    keys = keys.sort(pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8), "article_id", "band")
+    keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
     no_shingles = minhash.ShingleSets([], np.empty(0, np.uint32), np.empty(0, np.int64))
     return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), no_shingles, involved)
 
