@@ -19,8 +19,6 @@ from prefect.task_runners import TaskRunner
 
 from dedupe import shards
 
-RUNNERS = ("dask", "ray")
-
 
 def task_runner(spec: str) -> TaskRunner:
     """The task runner `spec` names: `dask`, `dask:ADDRESS`, `ray` or `ray:ADDRESS`."""
