@@ -149,7 +149,16 @@ def update(
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
     cleaned = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
-    groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
+    if config.story_model == "keywords":
+        headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
+        found = stage("minhash stories", state.story_candidates, headlines, history, config)
+        story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, history, config)
+        groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
+        story_index = {"group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.candidates}
+        story_candidates, vectors = found.candidates.height, empty(EMBEDDINGS)
+    else:
+        groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
+        story_index = {}
     story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
     articles = stage("assemble", write.assemble_articles, cleaned, story_ids.groups)
     story_table = stage("build stories", state.build_changed_stories, articles, history, stories.build_stories)
@@ -165,7 +174,7 @@ def update(
     added = state.Update(
         records=records, embeddings=vectors, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
         articles=articles, stories=story_table, pairs=pairs, registry=story_ids.registry, files=batch.files,
-        run={"run_at": run_at, **counts}, report=write.render_report(summary),
+        run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
     )
     return Result(articles, story_table, pairs, summary), added
 

@@ -41,13 +41,16 @@ from pathlib import Path
 import polars as pl
 import xxhash
 
-from dedupe import minhash, read
+from dedupe import minhash, read, verify
 from dedupe.config import Config
 from dedupe.schema import (
     ARTICLES,
+    BAND_KEYS,
+    CANDIDATES,
     CLEANED,
     EMBEDDINGS,
     FILES,
+    GROUP_HEADLINES,
     GROUPS,
     LEVEL_BAND_KEYS,
     PAIRS,
@@ -61,9 +64,13 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 2  # 2: headline embeddings
+FORMAT_VERSION = 3  # 2: headline embeddings; 3: the story index (REPLACED)
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
+REPLACED = {"group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": CANDIDATES}
+"""Tables of the last run that the next one matches its changed groups against, written whole
+each run: what each duplicate group says in story matching, the LSH band keys of its keywords,
+and every story candidate pair (the confirmed ones are the `same_story` rows of pairs)."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 REPORT_ONLY_SETTINGS = {"top_stories"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
@@ -89,6 +96,9 @@ class History:
     merges: pl.DataFrame = field(default_factory=lambda: empty(STORY_MERGES))
     runs: pl.DataFrame = field(default_factory=lambda: empty(RUNS))
     files: pl.DataFrame = field(default_factory=lambda: empty(FILES))
+    group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
+    story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
+    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(CANDIDATES))
     report: str = ""
     generation: int = 0
 
@@ -109,6 +119,9 @@ class Update:
     run: dict[str, object]
     report: str
     files: pl.DataFrame
+    group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
+    story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
+    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(CANDIDATES))
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -243,6 +256,61 @@ def with_kept_cleaning(records: pl.DataFrame, changed: pl.DataFrame, history: Hi
         removed_lines=pl.when(has_kept).then("kept_removed").otherwise("removed_lines"),
     ).select(list(CLEANED))
     return check(out, CLEANED, "records with kept cleaning")
+
+
+# --- story matching against the last run ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoryCandidates:
+    candidates: pl.DataFrame  # CANDIDATES between all groups, as a single run finds them
+    band_keys: pl.DataFrame  # BAND_KEYS of every group's keywords, to store
+    changed: pl.Series  # groups whose story text is not the one the last run matched
+    keyword_sets: dict[str, set[bytes]]  # of the changed groups
+
+
+def story_candidates(headlines: pl.DataFrame, history: History, config: Config) -> StoryCandidates:
+    """`minhash.story_candidates` (keyword model) with band keys made only for the groups whose
+    story text changed (new groups, renamed ones, or a new speaking headline); the others keep
+    their stored keys. Bucketing all keys is one polars group-by (a bucket's pairs depend on
+    all its members, see `minhash.bucket_pairs`), so the candidates are those of a single run."""
+    check(headlines, GROUP_HEADLINES, "story candidates input")
+    changed = headlines.join(history.group_headlines, on=list(GROUP_HEADLINES), how="anti", nulls_equal=True)
+    keyword_sets = {
+        group: minhash.keywords(text) for group, text in changed.select("duplicate_group", "story_text").iter_rows()
+    }
+    new_keys = minhash.band_keys(minhash.ShingleSets.from_sets(keyword_sets), config.story_lsh_threshold, config)
+    unchanged = headlines.join(changed, on="duplicate_group", how="anti")["duplicate_group"].implode()
+    kept_keys = history.story_band_keys.filter(pl.col("article_id").is_in(unchanged))
+    keys = pl.concat([kept_keys, new_keys]).sort("article_id", "band")
+    candidates = minhash.bucket_pairs(keys, "story", config)
+    return StoryCandidates(candidates, check(keys, BAND_KEYS, "story band keys"), changed["duplicate_group"], keyword_sets)
+
+
+def verify_story_candidates(
+    headlines: pl.DataFrame, found: StoryCandidates, history: History, config: Config
+) -> pl.DataFrame:
+    """`verify.verify_stories` for the candidate pairs not scored by the last run with both
+    groups' story texts as they are now; the others keep the last run's verdict (a pair's
+    score depends on its two story texts alone)."""
+    changed = found.changed.implode()
+    scored_before = history.story_candidates.filter(
+        ~pl.col("article_id_a").is_in(changed) & ~pl.col("article_id_b").is_in(changed)
+    ).select("article_id_a", "article_id_b")
+    to_score = found.candidates.join(scored_before, on=["article_id_a", "article_id_b"], how="anti")
+    involved = pl.concat([to_score["article_id_a"], to_score["article_id_b"]]).unique().implode()
+    texts = headlines.filter(pl.col("duplicate_group").is_in(involved))
+    keyword_sets = {
+        group: found.keyword_sets[group] if group in found.keyword_sets else minhash.keywords(text)
+        for group, text in texts.select("duplicate_group", "story_text").iter_rows()
+    }
+    confirmed = verify.verify_stories(texts, to_score, minhash.ShingleSets.from_sets(keyword_sets), config)
+    still = history.pairs.filter(pl.col("relation") == "same_story").join(
+        found.candidates.join(scored_before, on=["article_id_a", "article_id_b"], how="semi"),
+        on=["article_id_a", "article_id_b"],
+        how="semi",
+    )
+    return check(pl.concat([still, confirmed]).sort("article_id_a", "article_id_b"), PAIRS, "story pairs")
 
 
 # --- stable story ids ------------------------------------------------------------------------
@@ -409,7 +477,10 @@ def load(state: Path, config: Config) -> History:
         return History()
     meta = json.loads((current / "meta.json").read_text())
     if meta["format"] != FORMAT_VERSION:
-        raise StateError(f"state {state} has format {meta['format']}, this version reads {FORMAT_VERSION}")
+        raise StateError(
+            f"state {state} has format {meta['format']}, this version reads {FORMAT_VERSION}: "
+            "run on the same inputs with a new --state folder to build it again"
+        )
     differing = {
         name: value
         for name, value in meta["config"].items()
@@ -427,8 +498,10 @@ def load(state: Path, config: Config) -> History:
         name: pl.read_parquet(current / f"{name}.parquet")
         for name in ("articles", "stories", "pairs", "story_registry", "story_merges", "runs", "files")
     }
+    replaced = {name: check(pl.read_parquet(current / f"{name}.parquet"), schema, f"state {name}") for name, schema in REPLACED.items()}
     return History(
         **growing,
+        **replaced,
         articles=check(tables["articles"], ARTICLES, "state articles"),
         stories=check(tables["stories"], STORIES, "state stories"),
         pairs=check(tables["pairs"], PAIRS, "state pairs"),
@@ -456,6 +529,8 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
         rows = check(getattr(update, name), schema, f"new {name}")
         if rows.height:
             rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+    for name, schema in REPLACED.items():
+        check(getattr(update, name), schema, f"new {name}").write_parquet(temporary / f"{name}.parquet")
     update.articles.write_parquet(temporary / "articles.parquet")
     update.stories.write_parquet(temporary / "stories.parquet")
     update.pairs.write_parquet(temporary / "pairs.parquet")
