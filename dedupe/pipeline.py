@@ -148,7 +148,7 @@ def update(
         f"{matched.candidates.height} new duplicate candidates, {new_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
-    cleaned = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
+    cleaned, decorations = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
     if config.story_model == "keywords":
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
         found = stage("minhash stories", state.story_candidates, headlines, history, config)
@@ -175,18 +175,23 @@ def update(
         records=records, embeddings=vectors, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
         articles=articles, stories=story_table, pairs=pairs, registry=story_ids.registry, files=batch.files,
         run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
+        **state.decoration_tables(decorations),
     )
     return Result(articles, story_table, pairs, summary), added
 
 
 def _clean_changed(
     records: pl.DataFrame, groups: pl.DataFrame, changed: pl.DataFrame, history: state.History, config: Config
-) -> pl.DataFrame:
-    """`clean.clean_with_copies` for the changed groups; the others keep their cleaning. Headline
-    decoration is learnt again from all titles (a new title can teach a new site suffix)."""
+) -> tuple[pl.DataFrame, clean.Decorations]:
+    """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`); the
+    others keep the last run's cleaning. Headline decoration is learnt again from all titles (a
+    new title can teach a new site suffix); it is a fast pass over the titles, and only the
+    headlines it changes are cleaned again."""
     shared = clean.shared_in_groups(records, changed, config)
     decorations = clean.headline_decorations(records, groups.select("article_id", "duplicate_group"))
-    return clean.clean(state.with_kept_cleaning(records, changed, history), shared, decorations)
+    kept = state.with_kept_cleaning(records, changed, history)
+    again = clean.clean(state.to_clean_again(kept, changed, decorations, history), shared, decorations)
+    return state.with_kept_headlines(kept, again, history), decorations
 
 
 def _unchanged(

@@ -91,6 +91,11 @@ RECORDS = CLEANED | {
 
 LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline" (see minhash)
 
+# What the titles taught about decoration (clean.Decorations), kept so a later run can tell
+# which headlines a change of it touches.
+BARE_TITLES = {"article_id": pl.String, "bare_title": pl.String}
+HEADLINE_PIECES = {"piece": pl.String}
+
 STORY_REGISTRY = {
     "story_id": pl.String,
     "created_at": TIMESTAMP,  # run that gave the id; the oldest id survives a merge

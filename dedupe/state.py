@@ -41,17 +41,19 @@ from pathlib import Path
 import polars as pl
 import xxhash
 
-from dedupe import minhash, read, verify
+from dedupe import clean, minhash, read, verify
 from dedupe.config import Config
 from dedupe.schema import (
     ARTICLES,
     BAND_KEYS,
+    BARE_TITLES,
     CANDIDATES,
     CLEANED,
     EMBEDDINGS,
     FILES,
     GROUP_HEADLINES,
     GROUPS,
+    HEADLINE_PIECES,
     LEVEL_BAND_KEYS,
     PAIRS,
     READ,
@@ -67,10 +69,14 @@ from dedupe.schema import (
 FORMAT_VERSION = 3  # 2: headline embeddings; 3: the story index (REPLACED)
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
-REPLACED = {"group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": CANDIDATES}
-"""Tables of the last run that the next one matches its changed groups against, written whole
-each run: what each duplicate group says in story matching, the LSH band keys of its keywords,
-and every story candidate pair (the confirmed ones are the `same_story` rows of pairs)."""
+REPLACED = {
+    "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": CANDIDATES,
+    "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES,
+}
+"""Tables of the last run that the next one compares its own with, written whole each run:
+what each duplicate group says in story matching, the LSH band keys of its keywords, every
+story candidate pair (the confirmed ones are the `same_story` rows of pairs), and what the
+titles taught about decoration."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 REPORT_ONLY_SETTINGS = {"top_stories"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
@@ -99,6 +105,8 @@ class History:
     group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
     story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
     story_candidates: pl.DataFrame = field(default_factory=lambda: empty(CANDIDATES))
+    bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
+    headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
     report: str = ""
     generation: int = 0
 
@@ -122,6 +130,8 @@ class Update:
     group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
     story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
     story_candidates: pl.DataFrame = field(default_factory=lambda: empty(CANDIDATES))
+    bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
+    headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -311,6 +321,57 @@ def verify_story_candidates(
         how="semi",
     )
     return check(pl.concat([still, confirmed]).sort("article_id_a", "article_id_b"), PAIRS, "story pairs")
+
+
+def decoration_tables(decorations: clean.Decorations) -> dict[str, pl.DataFrame]:
+    """`decorations` as the BARE_TITLES and HEADLINE_PIECES tables the state keeps."""
+    bare = pl.DataFrame(list(decorations.bare_titles.items()), schema=BARE_TITLES, orient="row").sort("article_id")
+    pieces = pl.DataFrame({"piece": sorted(decorations.pieces)}, schema=HEADLINE_PIECES)
+    return {"bare_titles": bare, "headline_pieces": pieces}
+
+
+def to_clean_again(
+    records: pl.DataFrame, changed: pl.DataFrame, decorations: clean.Decorations, history: History
+) -> pl.DataFrame:
+    """The `records` whose second cleaning pass can differ from the last run's: new ones, the
+    members of changed groups (what their copies share changed), and those whose headline
+    decoration changed (another bare title, or a decoration piece gained or lost that could
+    be one of their title's pieces). Any other record keeps the last run's headline and body:
+    `clean.clean` is a function of the record, what its copies share and the decorations alone."""
+    new = records.join(history.articles.select("article_id"), on="article_id", how="anti")["article_id"]
+    bare = decoration_tables(decorations)["bare_titles"]
+    moved = bare.join(history.bare_titles, on="article_id", how="full", coalesce=True, suffix="_before").filter(
+        pl.col("bare_title").ne_missing(pl.col("bare_title_before"))
+    )["article_id"]
+    pieces = set(history.headline_pieces["piece"]) ^ set(decorations.pieces)
+    decorated = []
+    if pieces:  # rare: a title's pieces are whole runs of its folded words, so this finds every title a piece can touch
+        titled = records.select("article_id", "title").drop_nulls("title")
+        decorated = [
+            article_id
+            for article_id, title in titled.iter_rows()
+            if any(f" {piece} " in f" {clean.fold(title)} " for piece in pieces)
+        ]
+    again = pl.concat([new, changed["article_id"], moved, pl.Series("article_id", decorated, dtype=pl.String)])
+    return records.filter(pl.col("article_id").is_in(again.implode()))
+
+
+def with_kept_headlines(records: pl.DataFrame, cleaned_again: pl.DataFrame, history: History) -> pl.DataFrame:
+    """CLEANED in the order of `records`: the rows of `cleaned_again`, and for every other
+    record the headline and status (rejected when cleaning left nothing) of the last run."""
+    check(cleaned_again, CLEANED, "cleaned again")
+    before = history.articles.select(
+        "article_id", "headline", status=pl.when(pl.col("status") == "rejected").then(pl.lit("rejected")).otherwise(pl.lit("ok")), reason="reason"
+    )
+    rest = (
+        records.join(cleaned_again.select("article_id"), on="article_id", how="anti")
+        .drop("headline", "status", "reason")
+        .join(before, on="article_id", how="left")
+        .select(list(CLEANED))
+    )
+    merged = pl.concat([cleaned_again, rest])
+    out = records.select("article_id").join(merged, on="article_id", how="left", maintain_order="left")
+    return check(out, CLEANED, "cleaned with kept headlines")
 
 
 # --- stable story ids ------------------------------------------------------------------------
