@@ -142,8 +142,8 @@ def update(
     everything = state.all_records(history, records)
     # in the order a single run gives them: group centralities are float sums, summed in this order
     duplicate_pairs = pl.concat([history.duplicate_pairs, new_pairs]).sort("article_id_a", "article_id_b")
-    groups = stage("cluster duplicates", cluster.duplicate_groups, everything, duplicate_pairs, config)
-    changed = state.changed_groups(groups, history)
+    grouped = stage("cluster duplicates", state.duplicate_groups, everything, duplicate_pairs, records, history, config)
+    groups, changed = grouped.groups, grouped.changed
     log(
         f"{matched.candidates.height} new duplicate candidates, {new_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"

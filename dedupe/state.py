@@ -38,10 +38,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import xxhash
+from scipy import sparse
+from scipy.sparse import csgraph
 
-from dedupe import clean, minhash, read, verify
+from dedupe import clean, cluster, minhash, read, verify
 from dedupe.config import Config
 from dedupe.schema import (
     ARTICLES,
@@ -241,15 +244,46 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
 
 
-def changed_groups(groups: pl.DataFrame, history: History) -> pl.DataFrame:
-    """The rows of `groups` whose duplicate group is not exactly one of the last run's groups
-    (new members, lost members, or new altogether): only those are cleaned again with copies."""
+@dataclass(frozen=True)
+class Groups:
+    groups: pl.DataFrame  # article_id, duplicate_group, duplicate_of of every record not rejected
+    changed: pl.DataFrame  # the rows of the groups that are not exactly one of the last run's
+
+
+def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFrame, history: History, config: Config) -> Groups:
+    """`cluster.duplicate_groups` over the connected components of the duplicate-pair graph
+    that hold a new record; every other record keeps the last run's group. Everything a group
+    depends on lies inside its component (weak bridges, the medoid's sums over its pairs), so
+    this is what one run over all records gives. The components come from one scipy pass over
+    all pairs as integer arrays: milliseconds at 50,000 records."""
+    ok = records.filter(pl.col("status") == "ok").select("article_id").with_row_index("node")
+    ends = [
+        pairs.select(article_id=side).join(ok, on="article_id", how="left", maintain_order="left")["node"].to_numpy()
+        for side in ("article_id_a", "article_id_b")
+    ]
+    graph = sparse.coo_matrix((np.ones(len(ends[0])), (ends[0], ends[1])), shape=(ok.height, ok.height))
+    _, component = csgraph.connected_components(graph, directed=False)
+    new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
+    touched = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"].implode()
+    regrouped = cluster.duplicate_groups(
+        records.filter(pl.col("article_id").is_in(touched)), pairs.filter(pl.col("article_id_a").is_in(touched)), config
+    )
+    kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
+    groups = pl.concat([kept.select(regrouped.columns), regrouped])
+    before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))
+    return Groups(groups, changed_groups(regrouped, before))
+
+
+def changed_groups(groups: pl.DataFrame, before: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `groups` whose duplicate group is not exactly one of the groups in `before`
+    (the last run's articles): new members, lost members, or new altogether. Only those are
+    cleaned again with copies."""
 
     def membership(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.group_by("duplicate_group").agg(members=pl.col("article_id").sort().str.join("\n"))
 
-    before = membership(history.articles.filter(pl.col("duplicate_group").is_not_null()))
-    changed = membership(groups).join(before.select("members"), on="members", how="anti")
+    known = membership(before.filter(pl.col("duplicate_group").is_not_null()))
+    changed = membership(groups).join(known.select("members"), on="members", how="anti")
     return groups.filter(pl.col("duplicate_group").is_in(changed["duplicate_group"].implode()))
 
 
