@@ -282,14 +282,10 @@ def _attachments(
 
 def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story: np.ndarray, other: np.ndarray) -> np.ndarray:
     """For each pair: the sum over the story's keywords of their IDF-weighted count in the story
-    times their count in the other story, summed in keyword order (the same sum every run)."""
-    out = np.empty(len(story))
-    chunk = 1 << 16  # pairs at once: a few million keyword entries in flight
-    for start in range(0, len(story), chunk):
-        s, o = story[start : start + chunk], other[start : start + chunk]
-        lengths = np.diff(weighted.indptr)[s]
-        positions = np.repeat(weighted.indptr[s] - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths) + np.arange(lengths.sum())
-        shared = np.asarray(counts[np.repeat(o, lengths), weighted.indices[positions]]).ravel()
-        products = weighted.data[positions] * shared
-        out[start : start + chunk] = np.bincount(np.repeat(np.arange(len(s)), lengths), weights=products, minlength=len(s))
-    return out
+    times their count in the other story. One sparse product between the stories and the larger
+    stories that occur in pairs (it sums each entry in keyword order: the same sum every run),
+    then a lookup per pair; looking up each keyword of each pair instead took twice as long."""
+    rows, story_at = np.unique(story, return_inverse=True)
+    columns, other_at = np.unique(other, return_inverse=True)
+    product = (weighted[rows] @ counts[columns].T).tocsr()
+    return np.asarray(product[story_at, other_at]).ravel()
