@@ -154,7 +154,7 @@ def update(
         found = stage("minhash stories", state.story_candidates, headlines, history, config)
         story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, history, config)
         groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
-        story_index = {"group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.candidates}
+        story_index = {"group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs}
         story_candidates, vectors = found.candidates.height, empty(EMBEDDINGS)
     else:
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)

@@ -35,6 +35,7 @@ GROUP_HEADLINES = {"duplicate_group": pl.String, "headline": pl.String, "story_t
 EMBEDDINGS = {"headline": pl.String, "vector": pl.Array(pl.Float32, 384)}
 
 BAND_KEYS = {"article_id": pl.String, "band": pl.UInt16, "key": pl.UInt64}  # one LSH band of one article
+BUCKET_PAIRS = {"article_id_a": pl.String, "article_id_b": pl.String, "buckets": pl.Int64}  # LSH buckets shared
 
 PAIRS = {
     "article_id_a": pl.String,

@@ -50,6 +50,7 @@ from dedupe.schema import (
     ARTICLES,
     BAND_KEYS,
     BARE_TITLES,
+    BUCKET_PAIRS,
     CANDIDATES,
     CLEANED,
     EMBEDDINGS,
@@ -73,7 +74,7 @@ FORMAT_VERSION = 3  # 2: headline embeddings; 3: the story index (REPLACED)
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
-    "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": CANDIDATES,
+    "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
     "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES,
 }
 """Tables of the last run that the next one compares its own with, written whole each run:
@@ -107,7 +108,7 @@ class History:
     files: pl.DataFrame = field(default_factory=lambda: empty(FILES))
     group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
     story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
-    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(CANDIDATES))
+    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
     bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
     report: str = ""
@@ -132,7 +133,7 @@ class Update:
     files: pl.DataFrame
     group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
     story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
-    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(CANDIDATES))
+    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
     bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
 
@@ -308,16 +309,19 @@ def with_kept_cleaning(records: pl.DataFrame, changed: pl.DataFrame, history: Hi
 @dataclass(frozen=True)
 class StoryCandidates:
     candidates: pl.DataFrame  # CANDIDATES between all groups, as a single run finds them
+    bucket_pairs: pl.DataFrame  # BUCKET_PAIRS of the candidates, to store
     band_keys: pl.DataFrame  # BAND_KEYS of every group's keywords, to store
     changed: pl.Series  # groups whose story text is not the one the last run matched
     keyword_sets: dict[str, set[bytes]]  # of the changed groups
 
 
 def story_candidates(headlines: pl.DataFrame, history: History, config: Config) -> StoryCandidates:
-    """`minhash.story_candidates` (keyword model) with band keys made only for the groups whose
-    story text changed (new groups, renamed ones, or a new speaking headline); the others keep
-    their stored keys. Bucketing all keys is one polars group-by (a bucket's pairs depend on
-    all its members, see `minhash.bucket_pairs`), so the candidates are those of a single run."""
+    """`minhash.story_candidates` (keyword model) for a run after others: band keys are made
+    only for the groups whose story text changed (new groups, renamed ones, or a new speaking
+    headline), and only the LSH buckets their old or new keys fall in are paired again: the
+    last run's count of buckets per pair loses what those buckets gave then and gains what they
+    give now (`minhash.bucket_pair_counts`). Every other bucket holds the same groups as before,
+    so the candidates are those of a single run over everything."""
     check(headlines, GROUP_HEADLINES, "story candidates input")
     changed = headlines.join(history.group_headlines, on=list(GROUP_HEADLINES), how="anti", nulls_equal=True)
     keyword_sets = {
@@ -325,10 +329,23 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     }
     new_keys = minhash.band_keys(minhash.ShingleSets.from_sets(keyword_sets), config.story_lsh_threshold, config)
     unchanged = headlines.join(changed, on="duplicate_group", how="anti")["duplicate_group"].implode()
-    kept_keys = history.story_band_keys.filter(pl.col("article_id").is_in(unchanged))
-    keys = pl.concat([kept_keys, new_keys]).sort("article_id", "band")
-    candidates = minhash.bucket_pairs(keys, "story", config)
-    return StoryCandidates(candidates, check(keys, BAND_KEYS, "story band keys"), changed["duplicate_group"], keyword_sets)
+    is_unchanged = pl.col("article_id").is_in(unchanged)
+    keys = pl.concat([history.story_band_keys.filter(is_unchanged), new_keys]).sort("article_id", "band")
+    touched = pl.concat([new_keys, history.story_band_keys.filter(~is_unchanged)]).select("band", "key").unique()
+    before = minhash.bucket_pair_counts(history.story_band_keys.join(touched, on=["band", "key"], how="semi"), config)
+    after = minhash.bucket_pair_counts(keys.join(touched, on=["band", "key"], how="semi"), config)
+    counts = (
+        pl.concat([history.story_candidates, before.with_columns(-pl.col("buckets")), after])
+        .group_by("article_id_a", "article_id_b")
+        .agg(pl.col("buckets").sum())
+        .filter(pl.col("buckets") > 0)
+        .sort("article_id_a", "article_id_b")
+    )
+    candidates = counts.select("article_id_a", "article_id_b", level=pl.lit("story"))
+    return StoryCandidates(
+        check(candidates, CANDIDATES, "story candidates"), check(counts, BUCKET_PAIRS, "story bucket pairs"),
+        check(keys, BAND_KEYS, "story band keys"), changed["duplicate_group"], keyword_sets,
+    )
 
 
 def verify_story_candidates(
