@@ -99,23 +99,35 @@ def without_weak_bridges(ids: Sequence[str], edges: list[tuple[str, str]], min_g
     ]
 
 
-def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
+def story_ids(
+    cleaned: pl.DataFrame,
+    groups: pl.DataFrame,
+    story_pairs: pl.DataFrame,
+    config: Config,
+    keywords_of: Mapping[str, set[bytes]] | None = None,
+) -> pl.DataFrame:
     """GROUPS: the duplicate groups joined into stories, first by verified story pairs between
     canonical articles (less weak bridges, see `without_weak_bridges`), then by attaching small
-    stories to larger ones (`attach_stories`).
+    stories to larger ones (`attach_stories`), by the `story_keywords` of every record (given
+    by a later run, which keeps those of the records whose headline stayed).
     A story id is a hash of its smallest canonical article id: the same articles always give
     the same id, whatever their order."""
     check(cleaned, CLEANED, "story ids input")
     canonical = groups["duplicate_group"].unique().sort().to_list()
     edges = list(story_pairs.select("article_id_a", "article_id_b").iter_rows())
     story_of = components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
-    texts = cleaned.select("article_id", "headline", "url").iter_rows()
-    keywords_of = {article_id: minhash.keywords(stories.story_text(headline, url)) for article_id, headline, url in texts}
+    keywords_of = story_keywords(cleaned) if keywords_of is None else keywords_of
     members: dict[str, list[str]] = defaultdict(list)
     for article_id, group in groups.select("article_id", "duplicate_group").iter_rows():
         members[story_of[group]].append(article_id)
     story_of_root = attach_stories(members, keywords_of, config)
     return _named_stories(groups, {group: story_of_root[root] for group, root in story_of.items()})
+
+
+def story_keywords(cleaned: pl.DataFrame) -> dict[str, set[bytes]]:
+    """article_id -> the keywords of its story text (headline and URL slug), for attachment."""
+    texts = cleaned.select("article_id", "headline", "url").iter_rows()
+    return {article_id: minhash.keywords(stories.story_text(headline, url)) for article_id, headline, url in texts}
 
 
 def semantic_story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, scored_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:

@@ -153,8 +153,11 @@ def update(
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
         found = stage("minhash stories", state.story_candidates, headlines, history, config)
         story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, history, config)
-        groups = stage("cluster stories", cluster.story_ids, cleaned, groups, story_pairs, config)
-        story_index = {"group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs}
+        groups, keyword_table = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, history, config)
+        story_index = {
+            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs,
+            "story_keywords": keyword_table,
+        }
         story_candidates, vectors = found.candidates.height, empty(EMBEDDINGS)
     else:
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
@@ -192,6 +195,15 @@ def _clean_changed(
     kept = state.with_kept_cleaning(records, changed, history)
     again = clean.clean(state.to_clean_again(kept, changed, decorations, history), shared, decorations)
     return state.with_kept_headlines(kept, again, history), decorations
+
+
+def _cluster_stories(
+    cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, history: state.History, config: Config
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`cluster.story_ids` with the stored keywords of records whose headline stayed, and the
+    keyword table to store."""
+    keywords_of, table = state.story_keywords(cleaned, history)
+    return cluster.story_ids(cleaned, groups, story_pairs, config, keywords_of), table
 
 
 def _unchanged(

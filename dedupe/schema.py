@@ -96,6 +96,8 @@ LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline
 # which headlines a change of it touches.
 BARE_TITLES = {"article_id": pl.String, "bare_title": pl.String}
 HEADLINE_PIECES = {"piece": pl.String}
+# The keywords of each record's story text (cluster.story_keywords), space-separated.
+STORY_KEYWORDS = {"article_id": pl.String, "keywords": pl.String}
 
 STORY_REGISTRY = {
     "story_id": pl.String,

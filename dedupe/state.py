@@ -64,6 +64,7 @@ from dedupe.schema import (
     RECORDS,
     RUNS,
     STORIES,
+    STORY_KEYWORDS,
     STORY_MERGES,
     STORY_REGISTRY,
     check,
@@ -75,7 +76,7 @@ GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": 
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
     "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
-    "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES,
+    "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
 }
 """Tables of the last run that the next one compares its own with, written whole each run:
 what each duplicate group says in story matching, the LSH band keys of its keywords, every
@@ -111,6 +112,7 @@ class History:
     story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
     bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
+    story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
     report: str = ""
     generation: int = 0
 
@@ -136,6 +138,7 @@ class Update:
     story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
     bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
+    story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -372,6 +375,24 @@ def verify_story_candidates(
         how="semi",
     )
     return check(pl.concat([still, confirmed]).sort("article_id_a", "article_id_b"), PAIRS, "story pairs")
+
+
+def story_keywords(cleaned: pl.DataFrame, history: History) -> tuple[dict[str, set[bytes]], pl.DataFrame]:
+    """`cluster.story_keywords` of every record, made again only for the records whose headline
+    is not the last run's (a record's URL never changes), and the STORY_KEYWORDS table to keep.
+    Reading stored keywords back is a split per record, a tenth of finding them again."""
+    check(cleaned, CLEANED, "story keywords input")
+    same = cleaned.select("article_id", "headline").join(
+        history.articles.select("article_id", "headline"), on=["article_id", "headline"], how="semi", nulls_equal=True
+    )
+    kept = history.story_keywords.join(same, on="article_id", how="semi")
+    made = cluster.story_keywords(cleaned.join(kept, on="article_id", how="anti"))
+    keywords_of = {article_id: set(words.encode().split()) for article_id, words in kept.iter_rows()} | made
+    table = pl.concat([
+        kept,
+        pl.DataFrame({"article_id": list(made), "keywords": [b" ".join(sorted(words)).decode() for words in made.values()]}, schema=STORY_KEYWORDS),
+    ]).sort("article_id")
+    return keywords_of, check(table, STORY_KEYWORDS, "story keywords")
 
 
 def decoration_tables(decorations: clean.Decorations) -> dict[str, pl.DataFrame]:
