@@ -105,23 +105,29 @@ def story_ids(
     story_pairs: pl.DataFrame,
     config: Config,
     keywords_of: Mapping[str, set[bytes]] | None = None,
+    story_of: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """GROUPS: the duplicate groups joined into stories, first by verified story pairs between
     canonical articles (less weak bridges, see `without_weak_bridges`), then by attaching small
-    stories to larger ones (`attach_stories`), by the `story_keywords` of every record (given
-    by a later run, which keeps those of the records whose headline stayed).
+    stories to larger ones (`attach_stories`), by the `story_keywords` of every record. A later
+    run passes the keywords and the `story_components` it kept for what did not change.
     A story id is a hash of its smallest canonical article id: the same articles always give
     the same id, whatever their order."""
     check(cleaned, CLEANED, "story ids input")
-    canonical = groups["duplicate_group"].unique().sort().to_list()
-    edges = list(story_pairs.select("article_id_a", "article_id_b").iter_rows())
-    story_of = components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
+    if story_of is None:
+        story_of = story_components(groups["duplicate_group"].unique().sort().to_list(), story_pairs, config)
     keywords_of = story_keywords(cleaned) if keywords_of is None else keywords_of
     members: dict[str, list[str]] = defaultdict(list)
     for article_id, group in groups.select("article_id", "duplicate_group").iter_rows():
         members[story_of[group]].append(article_id)
     story_of_root = attach_stories(members, keywords_of, config)
     return _named_stories(groups, {group: story_of_root[root] for group, root in story_of.items()})
+
+
+def story_components(canonical: Sequence[str], story_pairs: pl.DataFrame, config: Config) -> dict[str, str]:
+    """duplicate group -> the smallest group of its component of story pairs, less weak bridges."""
+    edges = list(story_pairs.select("article_id_a", "article_id_b").iter_rows())
+    return components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
 
 
 def story_keywords(cleaned: pl.DataFrame) -> dict[str, set[bytes]]:

@@ -153,10 +153,9 @@ def update(
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
         found = stage("minhash stories", state.story_candidates, headlines, history, config)
         story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, history, config)
-        groups, keyword_table = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, history, config)
+        groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, history, config)
         story_index = {
-            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs,
-            "story_keywords": keyword_table,
+            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs, **kept
         }
         story_candidates, vectors = found.candidates.height, empty(EMBEDDINGS)
     else:
@@ -199,11 +198,15 @@ def _clean_changed(
 
 def _cluster_stories(
     cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, history: state.History, config: Config
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """`cluster.story_ids` with the stored keywords of records whose headline stayed, and the
-    keyword table to store."""
-    keywords_of, table = state.story_keywords(cleaned, history)
-    return cluster.story_ids(cleaned, groups, story_pairs, config, keywords_of), table
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """`cluster.story_ids` with what the last run found for records and story components that
+    did not change (attachment itself is global: see `cluster.attach_stories`), and the tables
+    to store."""
+    keywords_of, keyword_table = state.story_keywords(cleaned, history)
+    roots = state.story_components(groups, story_pairs, history, config)
+    story_of = dict(roots.iter_rows())
+    out = cluster.story_ids(cleaned, groups, story_pairs, config, keywords_of, story_of)
+    return out, {"story_keywords": keyword_table, "story_roots": roots}
 
 
 def _unchanged(

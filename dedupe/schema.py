@@ -98,6 +98,8 @@ BARE_TITLES = {"article_id": pl.String, "bare_title": pl.String}
 HEADLINE_PIECES = {"piece": pl.String}
 # The keywords of each record's story text (cluster.story_keywords), space-separated.
 STORY_KEYWORDS = {"article_id": pl.String, "keywords": pl.String}
+# Each duplicate group's component of story pairs (cluster.story_components), named by its smallest group.
+STORY_ROOTS = {"duplicate_group": pl.String, "root": pl.String}
 
 STORY_REGISTRY = {
     "story_id": pl.String,

@@ -67,6 +67,7 @@ from dedupe.schema import (
     STORY_KEYWORDS,
     STORY_MERGES,
     STORY_REGISTRY,
+    STORY_ROOTS,
     check,
     empty,
 )
@@ -77,6 +78,7 @@ GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": 
 REPLACED = {
     "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
     "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
+    "story_roots": STORY_ROOTS,
 }
 """Tables of the last run that the next one compares its own with, written whole each run:
 what each duplicate group says in story matching, the LSH band keys of its keywords, every
@@ -113,6 +115,7 @@ class History:
     bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
     story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
+    story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
     report: str = ""
     generation: int = 0
 
@@ -139,6 +142,7 @@ class Update:
     bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
     story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
+    story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -393,6 +397,30 @@ def story_keywords(cleaned: pl.DataFrame, history: History) -> tuple[dict[str, s
         pl.DataFrame({"article_id": list(made), "keywords": [b" ".join(sorted(words)).decode() for words in made.values()]}, schema=STORY_KEYWORDS),
     ]).sort("article_id")
     return keywords_of, check(table, STORY_KEYWORDS, "story keywords")
+
+
+def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: History, config: Config) -> pl.DataFrame:
+    """STORY_ROOTS: `cluster.story_components` for the components of the story-pair graph that
+    hold a new group or a pair that is new or gone since the last run; every other component has
+    the same groups and pairs as then, so the same weak bridges and names, and keeps them."""
+    canonical = groups.select("duplicate_group").unique().sort("duplicate_group").with_row_index("node")
+    pairs = story_pairs.select("article_id_a", "article_id_b")
+    before = history.pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b")
+    moved = pl.concat([pairs.join(before, on=list(pairs.columns), how="anti"), before.join(pairs, on=list(pairs.columns), how="anti")])
+    new_groups = canonical.join(history.story_roots, on="duplicate_group", how="anti")["duplicate_group"]
+    touched_groups = pl.concat([moved["article_id_a"], moved["article_id_b"], new_groups]).implode()
+    ends = [
+        pairs.select(duplicate_group=side).join(canonical, on="duplicate_group", how="left", maintain_order="left")["node"].to_numpy()
+        for side in ("article_id_a", "article_id_b")
+    ]
+    graph = sparse.coo_matrix((np.ones(len(ends[0])), (ends[0], ends[1])), shape=(canonical.height, canonical.height))
+    _, component = csgraph.connected_components(graph, directed=False)
+    seeds = canonical.filter(pl.col("duplicate_group").is_in(touched_groups))["node"].to_numpy()
+    touched = canonical.filter(pl.Series(np.isin(component, component[seeds])))["duplicate_group"]
+    redone = cluster.story_components(touched.to_list(), story_pairs.filter(pl.col("article_id_a").is_in(touched.implode())), config)
+    kept = history.story_roots.join(canonical, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(touched.implode()))
+    roots = pl.concat([kept, pl.DataFrame(list(redone.items()), schema=STORY_ROOTS, orient="row")]).sort("duplicate_group")
+    return check(roots, STORY_ROOTS, "story roots")
 
 
 def decoration_tables(decorations: clean.Decorations) -> dict[str, pl.DataFrame]:
