@@ -115,11 +115,22 @@ def update(
     """`run` for the records of `paths` not in `history`, matched against all of it; None for
     the update when nothing is new (the history and its outputs stand as they are).
 
-    Per-record work (normalize, first cleaning, shingles, band keys, verifying candidates) is done
-    for the new records only. The steps that decide between groups (duplicate groups, headline
-    decoration, stories) run again over the stored compact tables, so that the result is the
-    one a single run over everything would give; cleaning with copies runs again only for the
-    groups whose members changed."""
+    The result is the one a single run over everything would give (tests/test_state.py), and the
+    work follows the batch wherever that is provably the same:
+    - per record (normalize, first cleaning, shingles, band keys, verifying candidates): the new
+      records only;
+    - duplicate groups: the components of the pair graph that hold a new record;
+    - cleaning with copies: the members of changed groups, new records, and records whose
+      headline decoration changed (decoration itself is learnt again from all titles, one fast
+      pass);
+    - story matching (keyword model): band keys and verification for groups whose story text
+      changed, bucketing for the LSH buckets they touch, components and weak bridges for the
+      story-pair components that changed, keywords for records whose headline changed;
+    - the story table: stories whose members changed.
+    Global, as columnar steps over stored tables: the pair-graph components (scipy), the story
+    attachment (`cluster.attach_stories`: its IDF counts every article, so one new article can
+    move any fit), and the outputs over all history. story_model=minilm runs its story steps
+    over all groups (average linkage is global), embedding only headlines not seen before."""
     timings: dict[str, float] = {}
     stage = _timed(call, timings)
 
