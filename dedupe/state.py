@@ -320,11 +320,16 @@ def with_kept_cleaning(records: pl.DataFrame, changed: pl.DataFrame, history: Hi
 
 @dataclass(frozen=True)
 class StoryCandidates:
-    candidates: pl.DataFrame  # CANDIDATES between all groups, as a single run finds them
+    candidates: pl.DataFrame  # CANDIDATES between all groups, as a single run finds them (in no order)
+    to_score: pl.DataFrame  # CANDIDATES the last run did not score with both story texts as now
+    dropped: pl.DataFrame  # article_id_a, article_id_b: the last run's candidates that are no more
     bucket_pairs: pl.DataFrame  # BUCKET_PAIRS of the candidates, to store
     band_keys: pl.DataFrame  # BAND_KEYS of every group's keywords, to store
     changed: pl.Series  # groups whose story text is not the one the last run matched
     keyword_sets: dict[str, set[bytes]]  # of the changed groups
+
+
+PAIR = ["article_id_a", "article_id_b"]
 
 
 def story_candidates(headlines: pl.DataFrame, history: History, config: Config) -> StoryCandidates:
@@ -333,7 +338,8 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     headline), and only the LSH buckets their old or new keys fall in are paired again: the
     last run's count of buckets per pair loses what those buckets gave then and gains what they
     give now (`minhash.bucket_pair_counts`). Every other bucket holds the same groups as before,
-    so the candidates are those of a single run over everything."""
+    so the candidates are those of a single run over everything. Only pairs in touched buckets
+    can be new, gone, or hold a changed group: the others are passed on as they were."""
     check(headlines, GROUP_HEADLINES, "story candidates input")
     changed = headlines.join(history.group_headlines, on=list(GROUP_HEADLINES), how="anti", nulls_equal=True)
     keyword_sets = {
@@ -342,21 +348,24 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     new_keys = minhash.band_keys(minhash.ShingleSets.from_sets(keyword_sets), config.story_lsh_threshold, config)
     unchanged = headlines.join(changed, on="duplicate_group", how="anti")["duplicate_group"].implode()
     is_unchanged = pl.col("article_id").is_in(unchanged)
-    keys = pl.concat([history.story_band_keys.filter(is_unchanged), new_keys]).sort("article_id", "band")
+    keys = pl.concat([history.story_band_keys.filter(is_unchanged), new_keys])
     touched = pl.concat([new_keys, history.story_band_keys.filter(~is_unchanged)]).select("band", "key").unique()
     before = minhash.bucket_pair_counts(history.story_band_keys.join(touched, on=["band", "key"], how="semi"), config)
     after = minhash.bucket_pair_counts(keys.join(touched, on=["band", "key"], how="semi"), config)
-    counts = (
-        pl.concat([history.story_candidates, before.with_columns(-pl.col("buckets")), after])
-        .group_by("article_id_a", "article_id_b")
-        .agg(pl.col("buckets").sum())
-        .filter(pl.col("buckets") > 0)
-        .sort("article_id_a", "article_id_b")
+    delta = pl.concat([before.with_columns(-pl.col("buckets")), after]).group_by(PAIR).agg(pl.col("buckets").sum())
+    was = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="semi")
+    now = delta.join(was, on=PAIR, how="left", suffix="_before").select(
+        *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
     )
-    candidates = counts.select("article_id_a", "article_id_b", level=pl.lit("story"))
+    counts = pl.concat([history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti"), now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets")])
+    is_changed = pl.col("article_id_a").is_in(changed["duplicate_group"].implode()) | pl.col("article_id_b").is_in(changed["duplicate_group"].implode())
+    to_score = now.filter((pl.col("buckets") > 0) & (is_changed | ~pl.col("existed"))).select(*PAIR, level=pl.lit("story"))
+    dropped = now.filter((pl.col("buckets") == 0) & pl.col("existed")).select(PAIR)
     return StoryCandidates(
-        check(candidates, CANDIDATES, "story candidates"), check(counts, BUCKET_PAIRS, "story bucket pairs"),
-        check(keys, BAND_KEYS, "story band keys"), changed["duplicate_group"], keyword_sets,
+        check(counts.select(*PAIR, level=pl.lit("story")), CANDIDATES, "story candidates"),
+        check(to_score, CANDIDATES, "story candidates to score"), dropped,
+        check(counts, BUCKET_PAIRS, "story bucket pairs"), check(keys, BAND_KEYS, "story band keys"),
+        changed["duplicate_group"], keyword_sets,
     )
 
 
@@ -366,24 +375,20 @@ def verify_story_candidates(
     """`verify.verify_stories` for the candidate pairs not scored by the last run with both
     groups' story texts as they are now; the others keep the last run's verdict (a pair's
     score depends on its two story texts alone)."""
-    changed = found.changed.implode()
-    scored_before = history.story_candidates.filter(
-        ~pl.col("article_id_a").is_in(changed) & ~pl.col("article_id_b").is_in(changed)
-    ).select("article_id_a", "article_id_b")
-    to_score = found.candidates.join(scored_before, on=["article_id_a", "article_id_b"], how="anti")
-    involved = pl.concat([to_score["article_id_a"], to_score["article_id_b"]]).unique().implode()
+    involved = pl.concat([found.to_score["article_id_a"], found.to_score["article_id_b"]]).unique().implode()
     texts = headlines.filter(pl.col("duplicate_group").is_in(involved))
     keyword_sets = {
         group: found.keyword_sets[group] if group in found.keyword_sets else minhash.keywords(text)
         for group, text in texts.select("duplicate_group", "story_text").iter_rows()
     }
-    confirmed = verify.verify_stories(texts, to_score, minhash.ShingleSets.from_sets(keyword_sets), config)
-    still = history.pairs.filter(pl.col("relation") == "same_story").join(
-        found.candidates.join(scored_before, on=["article_id_a", "article_id_b"], how="semi"),
-        on=["article_id_a", "article_id_b"],
-        how="semi",
+    confirmed = verify.verify_stories(texts, found.to_score, minhash.ShingleSets.from_sets(keyword_sets), config)
+    changed = found.changed.implode()
+    still = (
+        history.pairs.filter(pl.col("relation") == "same_story")
+        .filter(~pl.col("article_id_a").is_in(changed) & ~pl.col("article_id_b").is_in(changed))
+        .join(found.dropped, on=PAIR, how="anti")
     )
-    return check(pl.concat([still, confirmed]).sort("article_id_a", "article_id_b"), PAIRS, "story pairs")
+    return check(pl.concat([still, confirmed]).sort(PAIR), PAIRS, "story pairs")
 
 
 def story_keywords(cleaned: pl.DataFrame, history: History) -> tuple[dict[str, set[bytes]], pl.DataFrame]:
