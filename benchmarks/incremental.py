@@ -27,10 +27,10 @@ import polars as pl
 import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+import speed  # benchmarks/ is a folder of scripts, not a package
 
-from dedupe import pipeline, state  # noqa: E402
-from dedupe.config import Config  # noqa: E402
+from dedupe import pipeline, state
+from dedupe.config import Config
 
 CONFIG = Config()
 TOTALS = ("load state", "commit state", "incremental", "full run", "old copies")
@@ -75,6 +75,25 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     }
 
 
+def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
+    """Best of five reads of the band keys as Parquet (what the state uses) and as Arrow IPC."""
+    keys.write_parquet(folder / "keys.parquet")
+    keys.write_ipc(folder / "keys.arrow")
+    readers = {
+        "parquet": lambda: pl.read_parquet(folder / "keys.parquet"),
+        "arrow ipc": lambda: pl.read_ipc(folder / "keys.arrow"),
+    }
+    seconds = {}
+    for name, reader in readers.items():
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            reader()
+            times.append(time.perf_counter() - started)
+        seconds[name] = min(times)
+    return seconds
+
+
 def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     """History articles that share a duplicate group with a batch article."""
     new = pl.col("article_id").is_in(update.records["article_id"].implode())
@@ -102,6 +121,8 @@ def main() -> None:
             rows[history] = measure(history, batch, records.head(max(histories)), Path(work))
             row = rows[history]
             print(f"history {history:,}: incremental {row['incremental']:.2f} s, one run {row['full run']:.2f} s", file=sys.stderr, flush=True)
+        keys = state.load(Path(work) / f"state-{histories[-1]}", CONFIG).band_keys
+        reload = reload_seconds(keys, Path(work))
     print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
     print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}")
     for history, row in rows.items():
@@ -110,6 +131,8 @@ def main() -> None:
     first, last = rows[histories[0]], rows[histories[-1]]
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
+    reloads = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in reload.items())
+    print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
     print(f"\n{'stage seconds':<22}" + "".join(f"{h:>9,}" for h in histories) + f"{'ms per 1k history':>19}")
     stages = [name for name in first if name not in TOTALS[2:]]
     for stage in [*stages, "incremental", "full run"]:

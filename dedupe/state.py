@@ -10,6 +10,10 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
                                     see benchmarks/incremental.py)
         duplicate_pairs/part-*.parquet  confirmed duplicate pairs (PAIRS)
+        group_headlines.parquet, story_band_keys.parquet, story_candidates.parquet,
+        story_keywords.parquet, story_roots.parquet, bare_titles.parquet, headline_pieces.parquet
+                                    what the last run's group-level steps found (REPLACED), so
+                                    the next one redoes only what its batch changes
         articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
         story_registry.parquet      every story id ever given, when, and where it merged (STORY_REGISTRY)
         story_merges.parquet        one row per merge (STORY_MERGES)

@@ -235,6 +235,14 @@ def test_a_second_run_on_a_locked_state_waits_or_stops_with_a_clear_message(tmp_
     assert entered.is_set() and "waiting" in notices[0]
 
 
+def test_a_state_of_another_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state")
+    meta = tmp_path / "state" / "current" / "meta.json"
+    meta.write_text(meta.read_text().replace(f'"format": {state.FORMAT_VERSION}', '"format": 2'))
+    with pytest.raises(state.StateError, match=rf"format 2, this version reads {state.FORMAT_VERSION}: .* new --state folder"):
+        state.load(tmp_path / "state", CONFIG)
+
+
 def test_a_state_made_with_other_settings_is_refused(tmp_path: Path) -> None:
     run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state")
     with pytest.raises(state.StateError, match=r"made with num_perm=128 \(this run: num_perm=64\)"):
