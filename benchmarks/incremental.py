@@ -1,62 +1,56 @@
-"""Incremental runs: what a batch costs against a history, next to one run over everything.
+"""Incremental runs: what a fixed batch costs against histories of growing size, stage by stage,
+next to one run over everything in the same process.
 
-    python benchmarks/incremental.py [--history 1000,2500,4500] [--batch 100,400,1000] [--data both|aeb|news]
+    python benchmarks/incremental.py [--history 1000,5000,20000,50000] [--batch 100] [--duplicates 0.3]
 
-Records are the dev data's aeb versions and news-aggregator headlines (../shared/data, 5,640)
-in a fixed shuffled order. The batch is always the last B records; the history the first H. The
-history is built with one run and committed; then the batch is timed against it (loading the
-state, each stage of `pipeline.update` (best of two), committing), and so is one run
-(`pipeline.run`) over the same H + B records. `old copies` counts the history's articles in the
-batch's duplicate groups: cleaning with copies and verification redo work for them, so part of
-a batch's cost follows its matches in the history. Timings are wall-clock on a shared machine.
+The records come from `speed.build_corpus` (real aeb words and news-aggregator titles, 30% of
+the documents copies of another, see benchmarks/speed.py), in a fixed shuffled order: the batch
+is always the same last B records, the history the first H. The history is built with one
+update and committed; then the batch is timed against it (loading the state, each stage of
+`pipeline.update` (best of two), committing), and so is one run (`pipeline.run`) over the same
+H + B records. The slope of each stage (least squares over the history sizes, ms per 1,000
+history records) says what still follows the history rather than the batch. Timings are
+wall-clock on a shared machine: noisy in absolute terms.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import xxhash
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed  # benchmarks/ is a folder of scripts, not a package
 
 from dedupe import pipeline, state
 from dedupe.config import Config
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 CONFIG = Config()
+TOTALS = ("load state", "commit state", "incremental", "full run", "old copies")
+"""Rows of a measurement that are not stages of `pipeline.update`."""
 
 
-def records(data: str = "both") -> tuple[pl.DataFrame, pl.DataFrame]:
-    """aeb versions and headlines (or only one of them: `data` "aeb" or "news"), each with a
-    shuffled position `order` shared by both."""
-    aeb = pl.read_ndjson(DATA / "aeb" / "articles.jsonl")
-    news = pl.read_csv(DATA / "news-aggregator" / "headlines.csv", infer_schema=False)
-    aeb, news = aeb.head(0 if data == "news" else aeb.height), news.head(0 if data == "aeb" else news.height)
-    ids = aeb["id"].to_list() + news["id"].to_list()
-    order = {i: rank for rank, i in enumerate(sorted(ids, key=lambda i: xxhash.xxh3_64_intdigest(i.encode())))}
-    def ranked(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.with_columns(order=pl.col("id").replace_strict(order, return_dtype=pl.Int64))
-    return ranked(aeb), ranked(news)
+def shuffled_corpus(folder: Path, docs: int, duplicates: float) -> pl.DataFrame:
+    """`docs` corpus records in a fixed order that mixes originals and copies."""
+    corpus = speed.build_corpus(folder, docs, duplicates, seed=docs)
+    frame = pl.concat([pl.read_parquet(part) for part in sorted(corpus.glob("part-*.parquet"))])
+    rank = frame["id"].map_elements(lambda i: xxhash.xxh3_64_intdigest(i.encode()), return_dtype=pl.UInt64)
+    return frame.with_columns(rank=rank).sort("rank").drop("rank")
 
 
-def write_slice(folder: Path, aeb: pl.DataFrame, news: pl.DataFrame, start: int, stop: int) -> Path:
-    folder.mkdir(parents=True)
-    inside = pl.col("order").is_between(start, stop, closed="left")
-    if aeb.height:
-        aeb.filter(inside).drop("order").write_ndjson(folder / "aeb.jsonl")
-    if news.height:
-        news.filter(inside).drop("order").write_csv(folder / "headlines.csv")
-    return folder
-
-
-def measure(history: int, batch: int, aeb: pl.DataFrame, news: pl.DataFrame, work: Path) -> dict[str, float]:
-    total = aeb.height + news.height
-    old = write_slice(work / f"old-{history}-{batch}", aeb, news, 0, history)
-    new = write_slice(work / f"new-{history}-{batch}", aeb, news, total - batch, total)
-    folder = work / f"state-{history}-{batch}"
+def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path) -> dict[str, float]:
+    old = work / f"history-{history}.parquet"
+    new = work / "batch.parquet"
+    records.head(history).write_parquet(old)
+    batch.write_parquet(new)
+    folder = work / f"state-{history}"
     _, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
     assert update is not None
     state.commit(folder, state.History(), update, CONFIG)
@@ -107,38 +101,43 @@ def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     return articles.filter(pl.col("duplicate_group").is_in(touched) & ~new).height
 
 
+def slope_ms_per_1000(histories: list[int], seconds: list[float]) -> float:
+    """Least-squares growth of `seconds` with the history size, in ms per 1,000 history records."""
+    return float(np.polyfit(np.array(histories) / 1000, np.array(seconds) * 1000, 1)[0]) if len(histories) > 1 else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--history", default="1000,2500,4500")  # at most 5,640 less the largest batch
-    parser.add_argument("--batch", default="100,400,1000")
-    parser.add_argument("--data", choices=["both", "aeb", "news"], default="both", help="news: headlines only")
+    parser.add_argument("--history", default="1000,5000,20000,50000")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
     given = parser.parse_args()
     histories = [int(h) for h in given.history.split(",")]
-    batches = [int(b) for b in given.batch.split(",")]
-    aeb, news = records(given.data)
-    cases = [(h, batches[0]) for h in histories] + [(histories[-1], b) for b in batches[1:]]
     with tempfile.TemporaryDirectory() as work:
-        rows = {case: measure(*case, aeb, news, Path(work)) for case in cases}
-        largest = Path(work) / f"state-{cases[-1][0]}-{cases[-1][1]}"
-        keys = state.load(largest, CONFIG).band_keys
+        records = shuffled_corpus(Path(work) / "corpus", max(histories) + given.batch, given.duplicates)
+        batch = records.tail(given.batch)
+        rows = {}
+        for history in histories:
+            rows[history] = measure(history, batch, records.head(max(histories)), Path(work))
+            row = rows[history]
+            print(f"history {history:,}: incremental {row['incremental']:.2f} s, one run {row['full run']:.2f} s", file=sys.stderr, flush=True)
+        keys = state.load(Path(work) / f"state-{histories[-1]}", CONFIG).band_keys
         reload = reload_seconds(keys, Path(work))
-    print(f"{'history':>8} {'batch':>6} {'old copies':>10} {'incremental s':>14} {'full run s':>11} {'ratio':>6}")
-    for (h, b), row in rows.items():
-        print(
-            f"{h:>8} {b:>6} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>11.2f} "
-            f"{row['full run'] / row['incremental']:>6.1f}"
-        )
+    print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
+    print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}")
+    for history, row in rows.items():
+        print(f"{history:>8} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>10.2f} "
+              f"{row['full run'] / row['incremental']:>22.1f}")
+    first, last = rows[histories[0]], rows[histories[-1]]
+    print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
+          f"(one run: {last['full run'] / first['full run']:.2f}x)")
     reloads = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in reload.items())
-    print(f"band keys of the largest state ({keys.height} rows) reload in {reloads}")
-    by_history = [rows[(h, batches[0])] for h in histories]
-    by_batch = [rows[(histories[-1], b)] for b in batches]
-    print(f"\nstage seconds; history {histories} at batch {batches[0]} | batch {batches} at history {histories[-1]}")
-    for stage in by_history[0]:
-        if stage in ("incremental", "full run", "old copies"):
-            continue
-        along_history = " ".join(f"{row.get(stage, 0.0):6.2f}" for row in by_history)
-        along_batch = " ".join(f"{row.get(stage, 0.0):6.2f}" for row in by_batch)
-        print(f"{stage:<20} {along_history} | {along_batch}")
+    print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
+    print(f"\n{'stage seconds':<22}" + "".join(f"{h:>9,}" for h in histories) + f"{'ms per 1k history':>19}")
+    stages = [name for name in first if name not in TOTALS[2:]]
+    for stage in [*stages, "incremental", "full run"]:
+        seconds = [rows[h].get(stage, 0.0) for h in histories]
+        print(f"{stage:<22}" + "".join(f"{s:>9.3f}" for s in seconds) + f"{slope_ms_per_1000(histories, seconds):>19.1f}")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ input order (every group is named by its smallest member, every choice broken by
 from __future__ import annotations
 
 import heapq
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import networkx as nx
+import numpy as np
 import polars as pl
 import xxhash
+from scipy import sparse
 
 from dedupe import minhash, stories
 from dedupe.config import Config
@@ -98,23 +99,41 @@ def without_weak_bridges(ids: Sequence[str], edges: list[tuple[str, str]], min_g
     ]
 
 
-def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
+def story_ids(
+    cleaned: pl.DataFrame,
+    groups: pl.DataFrame,
+    story_pairs: pl.DataFrame,
+    config: Config,
+    keywords_of: Mapping[str, set[bytes]] | None = None,
+    story_of: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
     """GROUPS: the duplicate groups joined into stories, first by verified story pairs between
     canonical articles (less weak bridges, see `without_weak_bridges`), then by attaching small
-    stories to larger ones (`attach_stories`).
+    stories to larger ones (`attach_stories`), by the `story_keywords` of every record. A later
+    run passes the keywords and the `story_components` it kept for what did not change.
     A story id is a hash of its smallest canonical article id: the same articles always give
     the same id, whatever their order."""
     check(cleaned, CLEANED, "story ids input")
-    canonical = groups["duplicate_group"].unique().sort().to_list()
-    edges = list(story_pairs.select("article_id_a", "article_id_b").iter_rows())
-    story_of = components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
-    texts = cleaned.select("article_id", "headline", "url").iter_rows()
-    keywords_of = {article_id: minhash.keywords(stories.story_text(headline, url)) for article_id, headline, url in texts}
+    if story_of is None:
+        story_of = story_components(groups["duplicate_group"].unique().sort().to_list(), story_pairs, config)
+    keywords_of = story_keywords(cleaned) if keywords_of is None else keywords_of
     members: dict[str, list[str]] = defaultdict(list)
     for article_id, group in groups.select("article_id", "duplicate_group").iter_rows():
         members[story_of[group]].append(article_id)
     story_of_root = attach_stories(members, keywords_of, config)
     return _named_stories(groups, {group: story_of_root[root] for group, root in story_of.items()})
+
+
+def story_components(canonical: Sequence[str], story_pairs: pl.DataFrame, config: Config) -> dict[str, str]:
+    """duplicate group -> the smallest group of its component of story pairs, less weak bridges."""
+    edges = list(story_pairs.select("article_id_a", "article_id_b").iter_rows())
+    return components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
+
+
+def story_keywords(cleaned: pl.DataFrame) -> dict[str, set[bytes]]:
+    """article_id -> the keywords of its story text (headline and URL slug), for attachment."""
+    texts = cleaned.select("article_id", "headline", "url").iter_rows()
+    return {article_id: minhash.keywords(stories.story_text(headline, url)) for article_id, headline, url in texts}
 
 
 def semantic_story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, scored_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -194,62 +213,106 @@ def attach_stories(
     stories that share a keyword carried by `story_profile_share` of a story's headlines are
     compared (an inverted index), so the work stays near-linear. Every move is decided from the
     same snapshot and ties go to the larger, then smaller-named story: order does not matter.
-    The end story of a chain is named by its smallest member story."""
-    document_frequency = Counter(word for keywords in keywords_of.values() for word in keywords)
-    total = max(len(keywords_of), 1)
-    idf = {word: math.log(total / (1 + count)) for word, count in document_frequency.items()}
-    stories = {story: list(articles) for story, articles in members.items()}
-    parent: dict[str, str] = {}
+    The end story of a chain is named by its smallest member story.
+
+    The IDF counts every article, so one new article changes every fit a little: this step is
+    global, also in an incremental run. It is therefore columnar (scipy sparse matrices over
+    stories x keywords, numpy for the fits): a Python loop over the candidate pairs made
+    cluster stories 8.3 s of a 14.2 s incremental run at 20,000 records, 0.7 s now
+    (`benchmarks/incremental.py`, see benchmarks/README.md). Stories and keywords are
+    numbered in sorted order and each fit is summed in keyword order, so the result does not
+    depend on the input order."""
+    names = sorted(members)
+    if not names:
+        return {}
+    words = sorted({word for keywords in keywords_of.values() for word in keywords})
+    word_index = {word: i for i, word in enumerate(words)}
+    article_index = {article_id: i for i, article_id in enumerate(keywords_of)}
+    # article x keyword incidence; document frequency over every article, as the IDF counts them
+    incidence = _incidence([[word_index[word] for word in keywords] for keywords in keywords_of.values()], len(words))
+    document_frequency = np.asarray(incidence.sum(axis=0)).ravel()
+    idf = np.log(max(len(keywords_of), 1) / (1.0 + document_frequency))
+    member_rows = [article_index[a] for story in names for a in members[story]]
+    first_story = np.repeat(np.arange(len(names)), [len(members[story]) for story in names])
+    story_of = first_story.copy()  # member article -> its story (an index into `names`) this round
+    parent = np.arange(len(names))
+    member_incidence = incidence[member_rows]
     for _ in range(config.story_attach_rounds):
-        moves = _attachments(stories, keywords_of, idf, config)
-        if not moves:
+        moves = _attachments(story_of, member_incidence, idf, len(names), config)
+        if not moves.size:
             break
-        for story in sorted(moves, key=lambda name: (len(stories[name]), name)):
-            target = moves[story]
-            while target in moves:  # moves only go to larger stories, so chains end
-                target = moves[target]
-            stories[target].extend(stories.pop(story))
-            parent[story] = target
-    end_of = {}
-    for story in members:
-        end = story
-        while end in parent:
-            end = parent[end]
-        end_of[story] = end
-    name_of_end: dict[str, str] = {}
-    for story, end in sorted(end_of.items()):
-        name_of_end.setdefault(end, story)
-    return {story: name_of_end[end] for story, end in end_of.items()}
+        end = np.arange(len(names))
+        end[moves[:, 0]] = moves[:, 1]
+        while not np.array_equal(end[end], end):  # moves only go to larger stories, so chains end
+            end = end[end]
+        story_of = end[story_of]
+        parent = end[parent]
+    # the end story of each chain is named by its smallest member story (names are sorted)
+    name_of_end = np.full(len(names), len(names))
+    np.minimum.at(name_of_end, parent, np.arange(len(names)))
+    return {story: names[name_of_end[parent[i]]] for i, story in enumerate(names)}
+
+
+def _incidence(rows: list[list[int]], columns: int) -> sparse.csr_matrix:
+    """A 0/1 CSR matrix with a row per list, holding ones at its column numbers."""
+    lengths = np.array([len(row) for row in rows], dtype=np.int64)
+    indices = np.fromiter((column for row in rows for column in row), dtype=np.int64, count=int(lengths.sum()))
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    matrix = sparse.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(rows), columns))
+    matrix.sort_indices()
+    return matrix
 
 
 def _attachments(
-    stories: Mapping[str, list[str]], keywords_of: Mapping[str, set[bytes]], idf: Mapping[bytes, float], config: Config
-) -> dict[str, str]:
-    """story -> the larger story it fits best this round, where the fit is high enough."""
-    counts = {story: Counter(word for a in articles for word in keywords_of[a]) for story, articles in stories.items()}
-    smallest = min(len(articles) for articles in stories.values()) if stories else 0
-    index: dict[bytes, set[str]] = defaultdict(set)
-    for story, words in counts.items():
-        if len(stories[story]) < config.story_attach_size_ratio * smallest:
-            continue  # no story is small enough to attach to it. Keeping the many singletons off
-            # the postings of common words: cluster stories at 30,000 docs 59.1 s -> 17.8 s, same
-            # stories (`benchmarks/speed.py scaling`, busy machine)
-        for word, count in words.items():
-            if count >= config.story_profile_share * len(stories[story]):
-                index[word].add(story)
-    moves = {}
-    for story, words in counts.items():
-        # fsum: exactly rounded whatever the order, so the input order cannot tip a tie
-        weight = math.fsum(idf[word] * n for word, n in words.items())
-        size = len(stories[story])
-        options = []
-        for other in set().union(*(index.get(word, set()) for word in words)) - {story}:
-            other_size = len(stories[other])
-            if other_size >= config.story_attach_size_ratio * size and weight > 0:
-                shares = counts[other]
-                fit = math.fsum(idf[word] * n * shares.get(word, 0) for word, n in words.items()) / (weight * other_size)
-                if fit >= config.story_attach_fit:
-                    options.append((-fit, -other_size, other))
-        if options:
-            moves[story] = min(options)[2]
-    return moves
+    story_of: np.ndarray, member_incidence: sparse.csr_matrix, idf: np.ndarray, stories: int, config: Config
+) -> np.ndarray:
+    """(story, larger story it fits best) rows for this round, where the fit is high enough."""
+    size = np.bincount(story_of, minlength=stories).astype(np.float64)
+    alive = size > 0
+    membership = sparse.csr_matrix((np.ones(len(story_of)), (story_of, np.arange(len(story_of)))), shape=(stories, len(story_of)))
+    counts = (membership @ member_incidence).tocsr()  # story x keyword: how many of its headlines carry it
+    counts.sort_indices()
+    smallest = size[alive].min()
+    # Only stories big enough to be attached to are indexed. Keeping the many singletons off
+    # the postings of common words: cluster stories at 30,000 docs 59.1 s -> 17.8 s, same
+    # stories (`benchmarks/speed.py scaling`, busy machine)
+    indexed = size >= config.story_attach_size_ratio * smallest
+    rows = np.repeat(np.arange(stories), np.diff(counts.indptr))
+    in_index = indexed[rows] & (counts.data >= config.story_profile_share * size[rows])
+    index = sparse.csr_matrix((np.ones(in_index.sum()), (rows[in_index], counts.indices[in_index])), shape=counts.shape)
+    weighted = sparse.csr_matrix((idf[counts.indices] * counts.data, counts.indices, counts.indptr), shape=counts.shape)
+    weight = np.bincount(rows, weights=weighted.data, minlength=stories)  # summed in keyword order
+    pairs = (counts.astype(bool).astype(np.float64) @ index.T).tocoo()  # stories sharing an indexed keyword
+    story, other = pairs.row.astype(np.int64), pairs.col.astype(np.int64)
+    keep = (story != other) & (size[other] >= config.story_attach_size_ratio * size[story]) & (weight[story] > 0)
+    story, other = story[keep], other[keep]
+    if not story.size:
+        return np.empty((0, 2), dtype=np.int64)
+    # rounded: fits equal in exact arithmetic (5 of 6 and 6 of 7 headlines...) differ in their
+    # last bits, and a tie must go to the larger story, not to the rounding
+    fit = np.round(_shared_weight(weighted, counts, story, other) / (weight[story] * size[other]), 12)
+    good = fit >= config.story_attach_fit
+    story, other, fit = story[good], other[good], fit[good]
+    best = np.lexsort((other, -size[other], -fit, story))  # per story: best fit, larger, smaller name
+    story, other = story[best], other[best]
+    first = np.concatenate([[True], story[1:] != story[:-1]]) if story.size else np.empty(0, dtype=bool)
+    return np.column_stack([story[first], other[first]])
+
+
+def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """For each pair: the sum over the story's keywords of their IDF-weighted count in the story
+    times their count in the other story. One sparse product between the stories and the larger
+    stories that occur in pairs (it sums each entry in keyword order: the same sum every run),
+    then one lookup per pair rather than one per keyword of each pair."""
+    rows, columns = _positions(story, weighted.shape[0]), _positions(other, counts.shape[0])
+    product = (weighted[rows >= 0] @ counts[columns >= 0].T).tocsr()
+    product.sort_indices()  # a lookup in a row with sorted columns is a binary search, else a scan
+    return np.asarray(product[rows[story], columns[other]]).ravel()
+
+
+def _positions(used: np.ndarray, size: int) -> np.ndarray:
+    """For each of `size` numbers, its position among the distinct `used` ones in order (-1 when
+    unused): `np.unique` with its inverse, without sorting millions of pairs."""
+    mask = np.zeros(size, dtype=bool)
+    mask[used] = True
+    return np.where(mask, np.cumsum(mask) - 1, -1)

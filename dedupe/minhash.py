@@ -26,7 +26,7 @@ import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from dedupe.config import Config
-from dedupe.schema import BAND_KEYS, CANDIDATES, CLEANED, GROUP_HEADLINES, check
+from dedupe.schema import BAND_KEYS, BUCKET_PAIRS, CANDIDATES, CLEANED, GROUP_HEADLINES, check
 
 _WORD = re.compile(r"\w+")
 # Function words say nothing about which event a headline covers; leaving them out keeps two
@@ -308,18 +308,28 @@ def bucket_pairs(keys: pl.DataFrame, level: str, config: Config) -> pl.DataFrame
     pairs: a bucket of more than `lsh_max_bucket` articles (a story copied thousands of times)
     links each member to its smallest id instead of to every other."""
     check(keys, BAND_KEYS, "bucket input")
+    frame = _pair_per_bucket(keys, config).unique().sort("article_id_a", "article_id_b")
+    return check(frame.with_columns(level=pl.lit(level)), CANDIDATES, f"{level} candidates")
+
+
+def bucket_pair_counts(keys: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """BUCKET_PAIRS: the pairs of `bucket_pairs` with the number of buckets that pair them. Counts
+    add up over buckets, so a later run can take away what the buckets it touches gave before
+    and add what they give now, without pairing the untouched buckets again."""
+    check(keys, BAND_KEYS, "bucket input")
+    counts = _pair_per_bucket(keys, config).group_by("article_id_a", "article_id_b").agg(buckets=pl.len().cast(pl.Int64))
+    return check(counts, BUCKET_PAIRS, "bucket pair counts")
+
+
+def _pair_per_bucket(keys: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """article_id_a < article_id_b, once for each bucket that pairs them."""
     buckets = keys.group_by("band", "key").agg("article_id").filter(pl.col("article_id").list.len() > 1)
     small = buckets.filter(pl.col("article_id").list.len() <= config.lsh_max_bucket)
     large = buckets.filter(pl.col("article_id").list.len() > config.lsh_max_bucket)
     pairs = pl.concat(
         [
-            _pairs_within(small, "article_id"),
-            large.select(a="article_id", b=pl.col("article_id").list.min()).explode("a"),
+            _pairs_within(small, "article_id").filter(pl.col("a") < pl.col("b")),
+            large.select(a="article_id", b=pl.col("article_id").list.min()).explode("a").filter(pl.col("a") != pl.col("b")),
         ]
-    ).filter(pl.col("a") != pl.col("b"))
-    frame = (
-        pairs.select(article_id_a=pl.min_horizontal("a", "b"), article_id_b=pl.max_horizontal("a", "b"))
-        .unique()
-        .sort("article_id_a", "article_id_b")
     )
-    return check(frame.with_columns(level=pl.lit(level)), CANDIDATES, f"{level} candidates")
+    return pairs.select(article_id_a=pl.min_horizontal("a", "b"), article_id_b=pl.max_horizontal("a", "b"))

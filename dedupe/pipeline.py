@@ -115,11 +115,22 @@ def update(
     """`run` for the records of `paths` not in `history`, matched against all of it; None for
     the update when nothing is new (the history and its outputs stand as they are).
 
-    Per-record work (normalize, first cleaning, shingles, band keys, verifying candidates) is done
-    for the new records only. The steps that decide between groups (duplicate groups, headline
-    decoration, stories) run again over the stored compact tables, so that the result is the
-    one a single run over everything would give; cleaning with copies runs again only for the
-    groups whose members changed."""
+    The result is the one a single run over everything would give (tests/test_state.py), and the
+    work follows the batch wherever that is provably the same:
+    - per record (normalize, first cleaning, shingles, band keys, verifying candidates): the new
+      records only;
+    - duplicate groups: the components of the pair graph that hold a new record;
+    - cleaning with copies: the members of changed groups, new records, and records whose
+      headline decoration changed (decoration itself is learnt again from all titles, one fast
+      pass);
+    - story matching (keyword model): band keys and verification for groups whose story text
+      changed, bucketing for the LSH buckets they touch, components and weak bridges for the
+      story-pair components that changed, keywords for records whose headline changed;
+    - the story table: stories whose members changed.
+    Global, as columnar steps over stored tables: the pair-graph components (scipy), the story
+    attachment (`cluster.attach_stories`: its IDF counts every article, so one new article can
+    move any fit), and the outputs over all history. story_model=minilm runs its story steps
+    over all groups (average linkage is global), embedding only headlines not seen before."""
     timings: dict[str, float] = {}
     stage = _timed(call, timings)
 
@@ -142,14 +153,25 @@ def update(
     everything = state.all_records(history, records)
     # in the order a single run gives them: group centralities are float sums, summed in this order
     duplicate_pairs = pl.concat([history.duplicate_pairs, new_pairs]).sort("article_id_a", "article_id_b")
-    groups = stage("cluster duplicates", cluster.duplicate_groups, everything, duplicate_pairs, config)
-    changed = state.changed_groups(groups, history)
+    grouped = stage("cluster duplicates", state.duplicate_groups, everything, duplicate_pairs, records, history, config)
+    groups, changed = grouped.groups, grouped.changed
     log(
         f"{matched.candidates.height} new duplicate candidates, {new_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
-    cleaned = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
-    groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
+    cleaned, decorations = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
+    if config.story_model == "keywords":
+        headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
+        found = stage("minhash stories", state.story_candidates, headlines, history, config)
+        story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, history, config)
+        groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, history, config)
+        story_index = {
+            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs, **kept
+        }
+        story_candidates, vectors = found.candidates.height, empty(EMBEDDINGS)
+    else:
+        groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
+        story_index = {}
     story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
     articles = stage("assemble", write.assemble_articles, cleaned, story_ids.groups)
     story_table = stage("build stories", state.build_changed_stories, articles, history, stories.build_stories)
@@ -165,19 +187,37 @@ def update(
     added = state.Update(
         records=records, embeddings=vectors, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
         articles=articles, stories=story_table, pairs=pairs, registry=story_ids.registry, files=batch.files,
-        run={"run_at": run_at, **counts}, report=write.render_report(summary),
+        run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
+        **state.decoration_tables(decorations),
     )
     return Result(articles, story_table, pairs, summary), added
 
 
 def _clean_changed(
     records: pl.DataFrame, groups: pl.DataFrame, changed: pl.DataFrame, history: state.History, config: Config
-) -> pl.DataFrame:
-    """`clean.clean_with_copies` for the changed groups; the others keep their cleaning. Headline
-    decoration is learnt again from all titles (a new title can teach a new site suffix)."""
+) -> tuple[pl.DataFrame, clean.Decorations]:
+    """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`); the
+    others keep the last run's cleaning. Headline decoration is learnt again from all titles (a
+    new title can teach a new site suffix); it is a fast pass over the titles, and only the
+    headlines it changes are cleaned again."""
     shared = clean.shared_in_groups(records, changed, config)
     decorations = clean.headline_decorations(records, groups.select("article_id", "duplicate_group"))
-    return clean.clean(state.with_kept_cleaning(records, changed, history), shared, decorations)
+    kept = state.with_kept_cleaning(records, changed, history)
+    again = clean.clean(state.to_clean_again(kept, changed, decorations, history), shared, decorations)
+    return state.with_kept_headlines(kept, again, history), decorations
+
+
+def _cluster_stories(
+    cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, history: state.History, config: Config
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """`cluster.story_ids` with what the last run found for records and story components that
+    did not change (attachment itself is global: see `cluster.attach_stories`), and the tables
+    to store."""
+    keywords_of, keyword_table = state.story_keywords(cleaned, history)
+    roots = state.story_components(groups, story_pairs, history, config)
+    story_of = dict(roots.iter_rows())
+    out = cluster.story_ids(cleaned, groups, story_pairs, config, keywords_of, story_of)
+    return out, {"story_keywords": keyword_table, "story_roots": roots}
 
 
 def _unchanged(

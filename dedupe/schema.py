@@ -35,6 +35,7 @@ GROUP_HEADLINES = {"duplicate_group": pl.String, "headline": pl.String, "story_t
 EMBEDDINGS = {"headline": pl.String, "vector": pl.Array(pl.Float32, 384)}
 
 BAND_KEYS = {"article_id": pl.String, "band": pl.UInt16, "key": pl.UInt64}  # one LSH band of one article
+BUCKET_PAIRS = {"article_id_a": pl.String, "article_id_b": pl.String, "buckets": pl.Int64}  # LSH buckets shared
 
 PAIRS = {
     "article_id_a": pl.String,
@@ -90,6 +91,15 @@ RECORDS = CLEANED | {
 }
 
 LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline" (see minhash)
+
+# What the titles taught about decoration (clean.Decorations), kept so a later run can tell
+# which headlines a change of it touches.
+BARE_TITLES = {"article_id": pl.String, "bare_title": pl.String}
+HEADLINE_PIECES = {"piece": pl.String}
+# The keywords of each record's story text (cluster.story_keywords), space-separated.
+STORY_KEYWORDS = {"article_id": pl.String, "keywords": pl.String}
+# Each duplicate group's component of story pairs (cluster.story_components), named by its smallest group.
+STORY_ROOTS = {"duplicate_group": pl.String, "root": pl.String}
 
 STORY_REGISTRY = {
     "story_id": pl.String,

@@ -10,6 +10,10 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
                                     see benchmarks/incremental.py)
         duplicate_pairs/part-*.parquet  confirmed duplicate pairs (PAIRS)
+        group_headlines.parquet, story_band_keys.parquet, story_candidates.parquet,
+        story_keywords.parquet, story_roots.parquet, bare_titles.parquet, headline_pieces.parquet
+                                    what the last run's group-level steps found (REPLACED), so
+                                    the next one redoes only what its batch changes
         articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
         story_registry.parquet      every story id ever given, when, and where it merged (STORY_REGISTRY)
         story_merges.parquet        one row per merge (STORY_MERGES)
@@ -38,32 +42,52 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
-import xxhash
+import polars_hash as plh
+from scipy import sparse
+from scipy.sparse import csgraph
 
-from dedupe import minhash, read
+from dedupe import clean, cluster, minhash, read, verify
 from dedupe.config import Config
 from dedupe.schema import (
     ARTICLES,
+    BAND_KEYS,
+    BARE_TITLES,
+    BUCKET_PAIRS,
+    CANDIDATES,
     CLEANED,
     EMBEDDINGS,
     FILES,
+    GROUP_HEADLINES,
     GROUPS,
+    HEADLINE_PIECES,
     LEVEL_BAND_KEYS,
     PAIRS,
     READ,
     RECORDS,
     RUNS,
     STORIES,
+    STORY_KEYWORDS,
     STORY_MERGES,
     STORY_REGISTRY,
+    STORY_ROOTS,
     check,
     empty,
 )
 
-FORMAT_VERSION = 2  # 2: headline embeddings
+FORMAT_VERSION = 3  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
+REPLACED = {
+    "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
+    "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
+    "story_roots": STORY_ROOTS,
+}
+"""Tables of the last run that the next one compares its own with, written whole each run:
+what each duplicate group says in story matching, the LSH band keys of its keywords, every
+story candidate pair (the confirmed ones are the `same_story` rows of pairs), and what the
+titles taught about decoration."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 REPORT_ONLY_SETTINGS = {"top_stories"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
@@ -89,6 +113,13 @@ class History:
     merges: pl.DataFrame = field(default_factory=lambda: empty(STORY_MERGES))
     runs: pl.DataFrame = field(default_factory=lambda: empty(RUNS))
     files: pl.DataFrame = field(default_factory=lambda: empty(FILES))
+    group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
+    story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
+    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
+    bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
+    headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
+    story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
+    story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
     report: str = ""
     generation: int = 0
 
@@ -109,6 +140,13 @@ class Update:
     run: dict[str, object]
     report: str
     files: pl.DataFrame
+    group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
+    story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
+    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
+    bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
+    headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
+    story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
+    story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -138,13 +176,18 @@ def changed_files(paths: Sequence[str | Path], history: History) -> Batch:
 
 
 def content_hash(records: pl.DataFrame) -> pl.Series:
-    """A stable hash of each raw record (xxh3 of its fields; polars' own hash may change between
-    versions, and these hashes are stored)."""
+    """A stable hash of each raw record: XXH3 (the polars-hash plugin; polars' own hash may change
+    between versions, and these hashes are stored) of its fields, each written as its length in
+    bytes and its text, or "-" when null, so that no two records write the same string. Column
+    by column, not a json.dumps and an xxhash call per record."""
     # not `reason`: it names the path as given, and a record read by another path is the same record
     columns = ["title_raw", "text_raw", "url", "source", "published_at", "status"]
-    values = records.select(pl.col(name).cast(pl.String) for name in columns).iter_rows()
-    hashes = [xxhash.xxh3_64_hexdigest(json.dumps(row).encode()) for row in values]
-    return pl.Series("content_hash", hashes, dtype=pl.String)
+    fields = [pl.col(name).cast(pl.String) for name in columns]
+    written = pl.concat_str(
+        [pl.when(field.is_null()).then(pl.lit("-")).otherwise(pl.format("+{}:{}", field.str.len_bytes(), field)) for field in fields]
+    )
+    hashed = records.select(written=written).select(content_hash=plh.col("written").nchash.xxh3_64().cast(pl.String))
+    return hashed.to_series()
 
 
 def new_records(read: pl.DataFrame, history: History) -> pl.DataFrame:
@@ -218,15 +261,46 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
 
 
-def changed_groups(groups: pl.DataFrame, history: History) -> pl.DataFrame:
-    """The rows of `groups` whose duplicate group is not exactly one of the last run's groups
-    (new members, lost members, or new altogether): only those are cleaned again with copies."""
+@dataclass(frozen=True)
+class Groups:
+    groups: pl.DataFrame  # article_id, duplicate_group, duplicate_of of every record not rejected
+    changed: pl.DataFrame  # the rows of the groups that are not exactly one of the last run's
+
+
+def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFrame, history: History, config: Config) -> Groups:
+    """`cluster.duplicate_groups` over the connected components of the duplicate-pair graph
+    that hold a new record; every other record keeps the last run's group. Everything a group
+    depends on lies inside its component (weak bridges, the medoid's sums over its pairs), so
+    this is what one run over all records gives. The components come from one scipy pass over
+    all pairs as integer arrays: milliseconds at 50,000 records."""
+    ok = records.filter(pl.col("status") == "ok").select("article_id").with_row_index("node")
+    ends = [
+        pairs.select(article_id=side).join(ok, on="article_id", how="left", maintain_order="left")["node"].to_numpy()
+        for side in ("article_id_a", "article_id_b")
+    ]
+    graph = sparse.coo_matrix((np.ones(len(ends[0])), (ends[0], ends[1])), shape=(ok.height, ok.height))
+    _, component = csgraph.connected_components(graph, directed=False)
+    new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
+    touched = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"].implode()
+    regrouped = cluster.duplicate_groups(
+        records.filter(pl.col("article_id").is_in(touched)), pairs.filter(pl.col("article_id_a").is_in(touched)), config
+    )
+    kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
+    groups = pl.concat([kept.select(regrouped.columns), regrouped])
+    before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))
+    return Groups(groups, changed_groups(regrouped, before))
+
+
+def changed_groups(groups: pl.DataFrame, before: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `groups` whose duplicate group is not exactly one of the groups in `before`
+    (the last run's articles): new members, lost members, or new altogether. Only those are
+    cleaned again with copies."""
 
     def membership(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.group_by("duplicate_group").agg(members=pl.col("article_id").sort().str.join("\n"))
 
-    before = membership(history.articles.filter(pl.col("duplicate_group").is_not_null()))
-    changed = membership(groups).join(before.select("members"), on="members", how="anti")
+    known = membership(before.filter(pl.col("duplicate_group").is_not_null()))
+    changed = membership(groups).join(known.select("members"), on="members", how="anti")
     return groups.filter(pl.col("duplicate_group").is_in(changed["duplicate_group"].implode()))
 
 
@@ -243,6 +317,180 @@ def with_kept_cleaning(records: pl.DataFrame, changed: pl.DataFrame, history: Hi
         removed_lines=pl.when(has_kept).then("kept_removed").otherwise("removed_lines"),
     ).select(list(CLEANED))
     return check(out, CLEANED, "records with kept cleaning")
+
+
+# --- story matching against the last run ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoryCandidates:
+    candidates: pl.DataFrame  # CANDIDATES between all groups, as a single run finds them (in no order)
+    to_score: pl.DataFrame  # CANDIDATES the last run did not score with both story texts as now
+    dropped: pl.DataFrame  # article_id_a, article_id_b: the last run's candidates that are no more
+    bucket_pairs: pl.DataFrame  # BUCKET_PAIRS of the candidates, to store
+    band_keys: pl.DataFrame  # BAND_KEYS of every group's keywords, to store
+    changed: pl.Series  # groups whose story text is not the one the last run matched
+    keyword_sets: dict[str, set[bytes]]  # of the changed groups
+
+
+PAIR = ["article_id_a", "article_id_b"]
+
+
+def story_candidates(headlines: pl.DataFrame, history: History, config: Config) -> StoryCandidates:
+    """`minhash.story_candidates` (keyword model) for a run after others: band keys are made
+    only for the groups whose story text changed (new groups, renamed ones, or a new speaking
+    headline), and only the LSH buckets their old or new keys fall in are paired again: the
+    last run's count of buckets per pair loses what those buckets gave then and gains what they
+    give now (`minhash.bucket_pair_counts`). Every other bucket holds the same groups as before,
+    so the candidates are those of a single run over everything. Only pairs in touched buckets
+    can be new, gone, or hold a changed group: the others are passed on as they were."""
+    check(headlines, GROUP_HEADLINES, "story candidates input")
+    changed = headlines.join(history.group_headlines, on=list(GROUP_HEADLINES), how="anti", nulls_equal=True)
+    keyword_sets = {
+        group: minhash.keywords(text) for group, text in changed.select("duplicate_group", "story_text").iter_rows()
+    }
+    new_keys = minhash.band_keys(minhash.ShingleSets.from_sets(keyword_sets), config.story_lsh_threshold, config)
+    unchanged = headlines.join(changed, on="duplicate_group", how="anti")["duplicate_group"].implode()
+    is_unchanged = pl.col("article_id").is_in(unchanged)
+    keys = pl.concat([history.story_band_keys.filter(is_unchanged), new_keys])
+    touched = pl.concat([new_keys, history.story_band_keys.filter(~is_unchanged)]).select("band", "key").unique()
+    before = minhash.bucket_pair_counts(history.story_band_keys.join(touched, on=["band", "key"], how="semi"), config)
+    after = minhash.bucket_pair_counts(keys.join(touched, on=["band", "key"], how="semi"), config)
+    delta = pl.concat([before.with_columns(-pl.col("buckets")), after]).group_by(PAIR).agg(pl.col("buckets").sum())
+    was = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="semi")
+    now = delta.join(was, on=PAIR, how="left", suffix="_before").select(
+        *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
+    )
+    # in a fixed order (the stored rows as they were, then the touched ones sorted): the state's
+    # files are the same bytes for the same batches (benchmarks/faults.py), without sorting all pairs
+    counts = pl.concat([
+        history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left"),
+        now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR),
+    ])
+    is_changed = pl.col("article_id_a").is_in(changed["duplicate_group"].implode()) | pl.col("article_id_b").is_in(changed["duplicate_group"].implode())
+    to_score = now.filter((pl.col("buckets") > 0) & (is_changed | ~pl.col("existed"))).select(*PAIR, level=pl.lit("story"))
+    dropped = now.filter((pl.col("buckets") == 0) & pl.col("existed")).select(PAIR)
+    return StoryCandidates(
+        check(counts.select(*PAIR, level=pl.lit("story")), CANDIDATES, "story candidates"),
+        check(to_score, CANDIDATES, "story candidates to score"), dropped,
+        check(counts, BUCKET_PAIRS, "story bucket pairs"), check(keys, BAND_KEYS, "story band keys"),
+        changed["duplicate_group"], keyword_sets,
+    )
+
+
+def verify_story_candidates(
+    headlines: pl.DataFrame, found: StoryCandidates, history: History, config: Config
+) -> pl.DataFrame:
+    """`verify.verify_stories` for the candidate pairs not scored by the last run with both
+    groups' story texts as they are now; the others keep the last run's verdict (a pair's
+    score depends on its two story texts alone)."""
+    involved = pl.concat([found.to_score["article_id_a"], found.to_score["article_id_b"]]).unique().implode()
+    texts = headlines.filter(pl.col("duplicate_group").is_in(involved))
+    keyword_sets = {
+        group: found.keyword_sets[group] if group in found.keyword_sets else minhash.keywords(text)
+        for group, text in texts.select("duplicate_group", "story_text").iter_rows()
+    }
+    confirmed = verify.verify_stories(texts, found.to_score, minhash.ShingleSets.from_sets(keyword_sets), config)
+    changed = found.changed.implode()
+    still = (
+        history.pairs.filter(pl.col("relation") == "same_story")
+        .filter(~pl.col("article_id_a").is_in(changed) & ~pl.col("article_id_b").is_in(changed))
+        .join(found.dropped, on=PAIR, how="anti")
+    )
+    return check(pl.concat([still, confirmed]).sort(PAIR), PAIRS, "story pairs")
+
+
+def story_keywords(cleaned: pl.DataFrame, history: History) -> tuple[dict[str, set[bytes]], pl.DataFrame]:
+    """`cluster.story_keywords` of every record, made again only for the records whose headline
+    is not the last run's (a record's URL never changes), and the STORY_KEYWORDS table to keep.
+    Reading stored keywords back is a split per record, a tenth of finding them again."""
+    check(cleaned, CLEANED, "story keywords input")
+    same = cleaned.select("article_id", "headline").join(
+        history.articles.select("article_id", "headline"), on=["article_id", "headline"], how="semi", nulls_equal=True
+    )
+    kept = history.story_keywords.join(same, on="article_id", how="semi")
+    made = cluster.story_keywords(cleaned.join(kept, on="article_id", how="anti"))
+    keywords_of = {article_id: set(words.encode().split()) for article_id, words in kept.iter_rows()} | made
+    table = pl.concat([
+        kept,
+        pl.DataFrame({"article_id": list(made), "keywords": [b" ".join(sorted(words)).decode() for words in made.values()]}, schema=STORY_KEYWORDS),
+    ]).sort("article_id")
+    return keywords_of, check(table, STORY_KEYWORDS, "story keywords")
+
+
+def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: History, config: Config) -> pl.DataFrame:
+    """STORY_ROOTS: `cluster.story_components` for the components of the story-pair graph that
+    hold a new group or a pair that is new or gone since the last run; every other component has
+    the same groups and pairs as then, so the same weak bridges and names, and keeps them."""
+    canonical = groups.select("duplicate_group").unique().sort("duplicate_group").with_row_index("node")
+    pairs = story_pairs.select("article_id_a", "article_id_b")
+    before = history.pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b")
+    moved = pl.concat([pairs.join(before, on=list(pairs.columns), how="anti"), before.join(pairs, on=list(pairs.columns), how="anti")])
+    new_groups = canonical.join(history.story_roots, on="duplicate_group", how="anti")["duplicate_group"]
+    touched_groups = pl.concat([moved["article_id_a"], moved["article_id_b"], new_groups]).implode()
+    ends = [
+        pairs.select(duplicate_group=side).join(canonical, on="duplicate_group", how="left", maintain_order="left")["node"].to_numpy()
+        for side in ("article_id_a", "article_id_b")
+    ]
+    graph = sparse.coo_matrix((np.ones(len(ends[0])), (ends[0], ends[1])), shape=(canonical.height, canonical.height))
+    _, component = csgraph.connected_components(graph, directed=False)
+    seeds = canonical.filter(pl.col("duplicate_group").is_in(touched_groups))["node"].to_numpy()
+    touched = canonical.filter(pl.Series(np.isin(component, component[seeds])))["duplicate_group"]
+    redone = cluster.story_components(touched.to_list(), story_pairs.filter(pl.col("article_id_a").is_in(touched.implode())), config)
+    kept = history.story_roots.join(canonical, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(touched.implode()))
+    roots = pl.concat([kept, pl.DataFrame(list(redone.items()), schema=STORY_ROOTS, orient="row")]).sort("duplicate_group")
+    return check(roots, STORY_ROOTS, "story roots")
+
+
+def decoration_tables(decorations: clean.Decorations) -> dict[str, pl.DataFrame]:
+    """`decorations` as the BARE_TITLES and HEADLINE_PIECES tables the state keeps."""
+    bare = pl.DataFrame(list(decorations.bare_titles.items()), schema=BARE_TITLES, orient="row").sort("article_id")
+    pieces = pl.DataFrame({"piece": sorted(decorations.pieces)}, schema=HEADLINE_PIECES)
+    return {"bare_titles": bare, "headline_pieces": pieces}
+
+
+def to_clean_again(
+    records: pl.DataFrame, changed: pl.DataFrame, decorations: clean.Decorations, history: History
+) -> pl.DataFrame:
+    """The `records` whose second cleaning pass can differ from the last run's: new ones, the
+    members of changed groups (what their copies share changed), and those whose headline
+    decoration changed (another bare title, or a decoration piece gained or lost that could
+    be one of their title's pieces). Any other record keeps the last run's headline and body:
+    `clean.clean` is a function of the record, what its copies share and the decorations alone."""
+    new = records.join(history.articles.select("article_id"), on="article_id", how="anti")["article_id"]
+    bare = decoration_tables(decorations)["bare_titles"]
+    moved = bare.join(history.bare_titles, on="article_id", how="full", coalesce=True, suffix="_before").filter(
+        pl.col("bare_title").ne_missing(pl.col("bare_title_before"))
+    )["article_id"]
+    pieces = set(history.headline_pieces["piece"]) ^ set(decorations.pieces)
+    decorated = []
+    if pieces:  # rare: a title's pieces are whole runs of its folded words, so this finds every title a piece can touch
+        titled = records.select("article_id", "title").drop_nulls("title")
+        decorated = [
+            article_id
+            for article_id, title in titled.iter_rows()
+            if any(f" {piece} " in f" {clean.fold(title)} " for piece in pieces)
+        ]
+    again = pl.concat([new, changed["article_id"], moved, pl.Series("article_id", decorated, dtype=pl.String)])
+    return records.filter(pl.col("article_id").is_in(again.implode()))
+
+
+def with_kept_headlines(records: pl.DataFrame, cleaned_again: pl.DataFrame, history: History) -> pl.DataFrame:
+    """CLEANED in the order of `records`: the rows of `cleaned_again`, and for every other
+    record the headline and status (rejected when cleaning left nothing) of the last run."""
+    check(cleaned_again, CLEANED, "cleaned again")
+    before = history.articles.select(
+        "article_id", "headline", status=pl.when(pl.col("status") == "rejected").then(pl.lit("rejected")).otherwise(pl.lit("ok")), reason="reason"
+    )
+    rest = (
+        records.join(cleaned_again.select("article_id"), on="article_id", how="anti")
+        .drop("headline", "status", "reason")
+        .join(before, on="article_id", how="left")
+        .select(list(CLEANED))
+    )
+    merged = pl.concat([cleaned_again, rest])
+    out = records.select("article_id").join(merged, on="article_id", how="left", maintain_order="left")
+    return check(out, CLEANED, "cleaned with kept headlines")
 
 
 # --- stable story ids ------------------------------------------------------------------------
@@ -409,7 +657,10 @@ def load(state: Path, config: Config) -> History:
         return History()
     meta = json.loads((current / "meta.json").read_text())
     if meta["format"] != FORMAT_VERSION:
-        raise StateError(f"state {state} has format {meta['format']}, this version reads {FORMAT_VERSION}")
+        raise StateError(
+            f"state {state} has format {meta['format']}, this version reads {FORMAT_VERSION}: "
+            "run on the same inputs with a new --state folder to build it again"
+        )
     differing = {
         name: value
         for name, value in meta["config"].items()
@@ -427,8 +678,10 @@ def load(state: Path, config: Config) -> History:
         name: pl.read_parquet(current / f"{name}.parquet")
         for name in ("articles", "stories", "pairs", "story_registry", "story_merges", "runs", "files")
     }
+    replaced = {name: check(pl.read_parquet(current / f"{name}.parquet"), schema, f"state {name}") for name, schema in REPLACED.items()}
     return History(
         **growing,
+        **replaced,
         articles=check(tables["articles"], ARTICLES, "state articles"),
         stories=check(tables["stories"], STORIES, "state stories"),
         pairs=check(tables["pairs"], PAIRS, "state pairs"),
@@ -456,6 +709,8 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
         rows = check(getattr(update, name), schema, f"new {name}")
         if rows.height:
             rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+    for name, schema in REPLACED.items():
+        check(getattr(update, name), schema, f"new {name}").write_parquet(temporary / f"{name}.parquet")
     update.articles.write_parquet(temporary / "articles.parquet")
     update.stories.write_parquet(temporary / "stories.parquet")
     update.pairs.write_parquet(temporary / "pairs.parquet")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe import pipeline, state
+from dedupe import minhash, pipeline, state, verify
 from dedupe.config import Config
 from dedupe.schema import ARTICLES, GROUPS, STORY_REGISTRY, SchemaError
 from tests.conftest import ROOT, SEEDS
@@ -134,6 +135,33 @@ def test_semantic_stories_in_two_batches_embed_only_the_new_headlines(tmp_path: 
     assert_same_as_one_run(incremental, pipeline.run([first, second], config))
 
 
+def test_story_matching_scores_only_the_groups_whose_story_text_changed(tmp_path: Path) -> None:
+    """A run reuses the last run's band keys and verdicts for groups whose story text stayed,
+    and a group with a new story text is matched against all groups, as a single run would."""
+    run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state")
+    history = state.load(tmp_path / "state", CONFIG)
+    headlines, stored = history.group_headlines, history.pairs.filter(pl.col("relation") == "same_story")
+    assert stored.height > 0
+    found = state.story_candidates(headlines, history, CONFIG)
+    assert found.changed.is_empty() and found.to_score.is_empty()
+    assert found.candidates.sort("article_id_a", "article_id_b").equals(minhash.story_candidates(headlines, CONFIG)[0])
+    assert state.verify_story_candidates(headlines, found, history, CONFIG).equals(stored)
+    forgotten = replace(history, pairs=history.pairs.filter(pl.col("relation") == "duplicate"))
+    assert state.verify_story_candidates(headlines, found, forgotten, CONFIG).is_empty()  # reused, not scored again
+
+    group, partner = stored.row(0)[:2]
+    partner_text = headlines.filter(pl.col("duplicate_group") == partner)["story_text"].item()
+    retold = headlines.with_columns(
+        story_text=pl.when(pl.col("duplicate_group") == group).then(pl.lit(f"{partner_text} again")).otherwise("story_text")
+    )
+    found = state.story_candidates(retold, history, CONFIG)
+    assert found.changed.to_list() == [group]
+    single_candidates, keyword_sets = minhash.story_candidates(retold, CONFIG)
+    assert found.candidates.sort("article_id_a", "article_id_b").equals(single_candidates)
+    single = verify.verify_stories(retold, single_candidates, keyword_sets, CONFIG)
+    assert state.verify_story_candidates(retold, found, history, CONFIG).equals(single)
+
+
 def test_a_relative_state_folder_keeps_its_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default state is out/state, relative to where the user runs the tool."""
     monkeypatch.chdir(tmp_path)
@@ -205,6 +233,14 @@ def test_a_second_run_on_a_locked_state_waits_or_stops_with_a_clear_message(tmp_
         assert not entered.wait(0.5)
     waiting.join()
     assert entered.is_set() and "waiting" in notices[0]
+
+
+def test_a_state_of_another_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state")
+    meta = tmp_path / "state" / "current" / "meta.json"
+    meta.write_text(meta.read_text().replace(f'"format": {state.FORMAT_VERSION}', '"format": 2'))
+    with pytest.raises(state.StateError, match=rf"format 2, this version reads {state.FORMAT_VERSION}: .* new --state folder"):
+        state.load(tmp_path / "state", CONFIG)
 
 
 def test_a_state_made_with_other_settings_is_refused(tmp_path: Path) -> None:
