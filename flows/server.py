@@ -100,9 +100,13 @@ class EmbeddedServer:
         self.template = home / "dedupe" / f"embedded-server-prefect-{version('prefect')}.db"
         self.folder = Path(tempfile.mkdtemp(prefix="dedupe-prefect-api-"))
         self.database = self.folder / "prefect.db"
-        self.fresh = not self.template.exists()
-        if not self.fresh:
-            _copy_database(self.template, self.database)
+        self.fresh = True
+        if self.template.exists():
+            try:
+                _copy_database(self.template, self.database)
+                self.fresh = False
+            except (OSError, sqlite3.Error):  # unreadable: this run migrates a new one, as Prefect would
+                self.database.unlink(missing_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
         self.api = ""
         self._spawn()
