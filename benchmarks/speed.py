@@ -304,6 +304,8 @@ def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool) -> N
         print(f"{size:>10,}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
               f"{figures.get('candidates_per_doc', float('nan')):>16.2f}  "
               + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest), flush=True)
+        print(f"{'':>10}docs/s per stage: "
+              + ", ".join(f"{name} {size / max(seconds, 1e-9):,.0f}" for name, seconds in figures["stages"].items()), flush=True)
         if previous:  # time ~ docs^k: k = 1 is linear
             exponent = np.log(figures["wall_s"] / previous[1]) / np.log(size / previous[0])
             print(f"{'':>10}time grows as docs^{exponent:.2f} from {previous[0]:,} to {size:,} "
