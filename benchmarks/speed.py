@@ -338,29 +338,41 @@ def seeds_run(rounds: int) -> None:
 
     plain = "from dedupe import pipeline, write; from dedupe.config import Config; from pathlib import Path; import sys;" \
             "r = pipeline.run(['seeds'], Config()); write.write_outputs(Path(sys.argv[1]), r.articles, r.stories, r.pairs, r.summary)"
-    names = ["CLI, first run on a fresh PREFECT_HOME", "CLI, a later run", "CLI, Prefect's own embedded server", "no Prefect"]
+    from flows.server import local_server
+
+    names = ["CLI, first run on a fresh PREFECT_HOME", "CLI, a later run", "CLI, Prefect's own embedded server",
+             "CLI, against a running prefect server", "no Prefect"]
     times: dict[str, list[float]] = {name: [] for name in names}
-    to_flow: dict[str, list[float]] = {name: [] for name in names[:3]}
-    for _ in range(rounds):
-        with tempfile.TemporaryDirectory() as shared_home:
-            for name in names:
-                with tempfile.TemporaryDirectory() as own_home, tempfile.TemporaryDirectory() as out:
-                    home = shared_home if "run" in name else own_home  # the later run follows the first
-                    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
-                    env |= prefect_own(home) if "own" in name else {}
-                    cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
-                    command = [sys.executable, "-c", plain, out] if name == "no Prefect" else cli
-                    started, wall = time.time(), time.perf_counter()
-                    output = subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
-                    times[name].append(time.perf_counter() - wall)
-                    if name in to_flow:
-                        to_flow[name].append(_seconds_to_flow_run(output.stdout + output.stderr, started))
+    to_flow: dict[str, list[float]] = {name: [] for name in names[:4]}
+    with tempfile.TemporaryDirectory() as server_home, local_server(
+        Path(server_home) / "server.log", env={**os.environ, "PREFECT_HOME": server_home}
+    ) as api:
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as shared_home:
+                for name in names:
+                    with tempfile.TemporaryDirectory() as own_home, tempfile.TemporaryDirectory() as out:
+                        _seeds_once(name, shared_home if name in names[:2] else own_home, out, api, prefect_own, plain, times, to_flow)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     for name, median in medians.items():
         print(f"{name:<42}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})"
               + (f"; until the flow run begins {np.median(to_flow[name]):.1f} s" if name in to_flow else ""))
     plain_s = medians["no Prefect"]
-    print("Prefect's share: " + ", ".join(f"{name.removeprefix('CLI, ')} {medians[name] - plain_s:.1f} s" for name in names[:3]))
+    print("Prefect's share: " + ", ".join(f"{name.removeprefix('CLI, ')} {medians[name] - plain_s:.1f} s" for name in names[:4]))
+
+
+def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[[str], dict[str, str]], plain: str,
+                times: dict[str, list[float]], to_flow: dict[str, list[float]]) -> None:
+    """One run of `seeds_run` (the later run shares the first run's PREFECT_HOME)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
+    env |= prefect_own(home) if "own" in name else {}
+    env |= {"PREFECT_API_URL": api} if "running" in name else {}
+    cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
+    command = [sys.executable, "-c", plain, out] if name == "no Prefect" else cli
+    started, wall = time.time(), time.perf_counter()
+    output = subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    times[name].append(time.perf_counter() - wall)
+    if name in to_flow:
+        to_flow[name].append(_seconds_to_flow_run(output.stdout + output.stderr, started))
 
 
 def _seconds_to_flow_run(log: str, started: float) -> float:
