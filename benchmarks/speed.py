@@ -5,6 +5,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py signatures --docs 5000 # ours vs datasketch update/bulk and rensa
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
+    python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
     python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
@@ -318,6 +319,35 @@ def _stage_exponents(before: dict[str, float], after: dict[str, float], growth: 
     return ", ".join(f"{name} {np.log(after[name] / max(before[name], 1e-3)) / np.log(growth):.2f}" for name in slow)
 
 
+# --- where duplicate candidates come from -------------------------------------------------------
+
+
+def candidate_buckets(corpus: Path, caps: list[int]) -> None:
+    """The duplicate LSH buckets of a corpus by size, the pairs each size class makes, and the
+    candidates per document (and the true pairs among them) at each bucket cap."""
+    from dedupe import clean, normalize, read
+
+    config = Config()
+    cleaned = clean.clean(normalize.normalize(read.read(sorted(corpus.glob("part-*.parquet")), config)))
+    sets = minhash.duplicate_shingles(cleaned, config)["text"]
+    keys = minhash.band_keys(sets, config.duplicate_lsh_threshold, config)
+    sizes = keys.group_by("band", "key").len()["len"].to_numpy()
+    docs = len(sets)
+    print(f"\n{docs:,} documents, {keys['band'].n_unique()} bands: LSH buckets by size (the pairs each would make without the cap, repeats counted)")
+    for low, high in [(2, 2), (3, 5), (6, 20), (21, 50), (51, 200), (201, None)]:
+        chosen = (sizes >= low) & (sizes <= (high or sizes.max()))
+        pairs = int((sizes[chosen] * (sizes[chosen] - 1) // 2).sum())
+        print(f"  {low}-{high or 'more'} articles: {int(chosen.sum()):>8,} buckets, {pairs / docs:>7.2f} pairs per document")
+    hashes = pl.DataFrame({"hash": sets.hashes, "doc": np.repeat(np.arange(docs), sets.counts)}).unique()
+    common = hashes.group_by("hash").len().filter(pl.col("len") > docs / 100).height
+    print(f"  word 3-grams found in more than 1% of the documents: {common:,}")
+    truth = dict(pl.read_parquet(corpus / "labels.parquet.truth").iter_rows())
+    for cap in caps:
+        pairs = minhash.bucket_pairs(keys, "text", config.with_overrides(lsh_max_bucket=cap))
+        true = sum(truth[a] == truth[b] for a, b in pairs.select("article_id_a", "article_id_b").iter_rows())
+        print(f"  lsh_max_bucket {cap}: {pairs.height / docs:.2f} candidates per document, {true:,} true pairs among them")
+
+
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
 
 
@@ -390,7 +420,7 @@ def _seconds_to_flow_run(log: str, started: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "seeds"])
+    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "candidates", "seeds"])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
@@ -415,6 +445,9 @@ def main() -> None:
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow)
+    if args.what == "candidates":
+        for size in args.sizes:
+            candidate_buckets(build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size), [200, 50, 20])
     if args.what == "seeds":
         seeds_run(args.rounds)
 
