@@ -123,7 +123,8 @@ class EmbeddedServer:
             sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "error", "--lifespan", "on",
         ]
-        self.process = subprocess.Popen(command, env=env, start_new_session=True)
+        # in the CLI's process group, as Prefect starts it: a Ctrl-C or hang-up of the terminal stops both
+        self.process = subprocess.Popen(command, env=env)
 
     def wait(self, timeout: float = STARTUP_SECONDS) -> str:
         """The API URL once the server answers; on the first start, the migrated database
@@ -149,8 +150,14 @@ class EmbeddedServer:
         return self.api
 
     def stop(self) -> None:
+        """SIGTERM to the server by its process id, SIGKILL if it does not stop; then its database goes."""
         if self.process is not None:
-            stop(self.process)  # type: ignore[arg-type]
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
             self.process = None
         shutil.rmtree(self.folder, ignore_errors=True)
 
