@@ -5,6 +5,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py signatures --docs 5000 # ours vs datasketch update/bulk and rensa
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
+    python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
     python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
 
@@ -306,6 +307,8 @@ def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool) -> N
         print(f"{size:>10,}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
               f"{figures.get('candidates_per_doc', float('nan')):>16.2f}  "
               + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest), flush=True)
+        print(f"{'':>10}docs/s per stage: "
+              + ", ".join(f"{name} {size / max(seconds, 1e-9):,.0f}" for name, seconds in figures["stages"].items()), flush=True)
         if previous:  # time ~ docs^k: k = 1 is linear
             exponent = np.log(figures["wall_s"] / previous[1]) / np.log(size / previous[0])
             print(f"{'':>10}time grows as docs^{exponent:.2f} from {previous[0]:,} to {size:,} "
@@ -318,14 +321,46 @@ def _stage_exponents(before: dict[str, float], after: dict[str, float], growth: 
     return ", ".join(f"{name} {np.log(after[name] / max(before[name], 1e-3)) / np.log(growth):.2f}" for name in slow)
 
 
+# --- where duplicate candidates come from -------------------------------------------------------
+
+
+def candidate_buckets(corpus: Path, caps: list[int]) -> None:
+    """The duplicate LSH buckets of a corpus by size, the pairs each size class makes, and the
+    candidates per document (and the true pairs among them) at each bucket cap."""
+    from dedupe import clean, normalize, read
+
+    config = Config()
+    cleaned = clean.clean(normalize.normalize(read.read(sorted(corpus.glob("part-*.parquet")), config)))
+    sets = minhash.duplicate_shingles(cleaned, config)["text"]
+    keys = minhash.band_keys(sets, config.duplicate_lsh_threshold, config)
+    sizes = keys.group_by("band", "key").len()["len"].to_numpy()
+    docs = len(sets)
+    print(f"\n{docs:,} documents, {keys['band'].n_unique()} bands: LSH buckets by size (the pairs each would make without the cap, repeats counted)")
+    for low, high in [(2, 2), (3, 5), (6, 20), (21, 50), (51, 200), (201, None)]:
+        chosen = (sizes >= low) & (sizes <= (high or sizes.max()))
+        pairs = int((sizes[chosen] * (sizes[chosen] - 1) // 2).sum())
+        print(f"  {low}-{high or 'more'} articles: {int(chosen.sum()):>8,} buckets, {pairs / docs:>7.2f} pairs per document")
+    hashes = pl.DataFrame({"hash": sets.hashes, "doc": np.repeat(np.arange(docs), sets.counts)}).unique()
+    common = hashes.group_by("hash").len().filter(pl.col("len") > docs / 100).height
+    print(f"  word 3-grams found in more than 1% of the documents: {common:,}")
+    truth = dict(pl.read_parquet(corpus / "labels.parquet.truth").iter_rows())
+    for cap in caps:
+        pairs = minhash.bucket_pairs(keys, "text", config.with_overrides(lsh_max_bucket=cap))
+        true = sum(truth[a] == truth[b] for a, b in pairs.select("article_id_a", "article_id_b").iter_rows())
+        print(f"  lsh_max_bucket {cap}: {pairs.height / docs:.2f} candidates per document, {true:,} true pairs among them")
+
+
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
 
 
 def seeds_run(rounds: int) -> None:
-    """Wall time of `python -m dedupe run seeds/` on a fresh PREFECT_HOME: with the CLI's
-    Prefect defaults, with Prefect's own for the embedded server (database file in PREFECT_HOME,
-    block registration, event services), and the same work without Prefect; rounds interleaved
-    so that a busy neighbour slows all three alike. Medians."""
+    """Wall time of `python -m dedupe run seeds/`: the first run on a fresh PREFECT_HOME (the
+    embedded server's database is migrated, then kept as the template), a later run on the same
+    PREFECT_HOME (a copy of the template), Prefect's own embedded server with its own defaults
+    (database file in PREFECT_HOME migrated at each start, block registration, event services),
+    and the same work without Prefect. Rounds interleaved, so that a busy neighbour slows all
+    alike; medians. The server's start-up is also timed from the run's log: from the process
+    start to Prefect's first line of the flow run."""
     from dedupe.__main__ import PREFECT_DEFAULTS
 
     def prefect_own(home: str) -> dict[str, str]:
@@ -335,20 +370,54 @@ def seeds_run(rounds: int) -> None:
 
     plain = "from dedupe import pipeline, write; from dedupe.config import Config; from pathlib import Path; import sys;" \
             "r = pipeline.run(['seeds'], Config()); write.write_outputs(Path(sys.argv[1]), r.articles, r.stories, r.pairs, r.summary)"
-    times: dict[str, list[float]] = {"CLI, our Prefect defaults": [], "CLI, Prefect's own server defaults": [], "no Prefect": []}
-    for _ in range(rounds):
-        for name in times:
-            with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as out:
-                env = {**os.environ, "PREFECT_HOME": home, **(prefect_own(home) if "own" in name else {})}
-                command = [sys.executable, "-c", plain, out] if name == "no Prefect" else [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
-                started = time.perf_counter()
-                subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True)
-                times[name].append(time.perf_counter() - started)
+    from flows.server import local_server
+
+    names = ["CLI, first run on a fresh PREFECT_HOME", "CLI, a later run", "CLI, Prefect's own embedded server",
+             "CLI, against a running prefect server", "no Prefect"]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    to_flow: dict[str, list[float]] = {name: [] for name in names[:4]}
+    with tempfile.TemporaryDirectory() as server_home, local_server(
+        Path(server_home) / "server.log", env={**os.environ, "PREFECT_HOME": server_home}
+    ) as api:
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as shared_home:
+                for name in names:
+                    with tempfile.TemporaryDirectory() as own_home, tempfile.TemporaryDirectory() as out:
+                        _seeds_once(name, shared_home if name in names[:2] else own_home, out, api, prefect_own, plain, times, to_flow)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     for name, median in medians.items():
-        print(f"{name:<38}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})")
-    ours, own, plain_s = medians.values()
-    print(f"Prefect's share of the CLI run: {ours - plain_s:.1f} s with our defaults, {own - plain_s:.1f} s with Prefect's own")
+        print(f"{name:<42}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})"
+              + (f"; until the flow run begins {np.median(to_flow[name]):.1f} s" if name in to_flow else ""))
+    plain_s = medians["no Prefect"]
+    print("Prefect's share: " + ", ".join(f"{name.removeprefix('CLI, ')} {medians[name] - plain_s:.1f} s" for name in names[:4]))
+
+
+def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[[str], dict[str, str]], plain: str,
+                times: dict[str, list[float]], to_flow: dict[str, list[float]]) -> None:
+    """One run of `seeds_run` (the later run shares the first run's PREFECT_HOME)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
+    env |= prefect_own(home) if "own" in name else {}
+    env |= {"PREFECT_API_URL": api} if "running" in name else {}
+    cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
+    command = [sys.executable, "-c", plain, out] if name == "no Prefect" else cli
+    started, wall = time.time(), time.perf_counter()
+    output = subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    times[name].append(time.perf_counter() - wall)
+    if name in to_flow:
+        to_flow[name].append(_seconds_to_flow_run(output.stdout + output.stderr, started))
+
+
+def _seconds_to_flow_run(log: str, started: float) -> float:
+    """From the process start to Prefect's 'Beginning flow run' line (its HH:MM:SS.mmm stamp)."""
+    import datetime as dt
+    import re
+
+    stamp = re.search(r"^(\d\d:\d\d:\d\d\.\d+) .*Beginning flow run", log, re.MULTILINE)
+    if not stamp:
+        return float("nan")
+    day = dt.datetime.fromtimestamp(started)
+    began = dt.datetime.combine(day.date(), dt.time.fromisoformat(stamp.group(1)))
+    return (began - day).total_seconds()
 
 
 # --- beyond one process ----------------------------------------------------------------------------
@@ -488,7 +557,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "seeds", "scale"])
+    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "candidates", "seeds", "scale"])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
@@ -514,6 +583,9 @@ def main() -> None:
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow)
+    if args.what == "candidates":
+        for size in args.sizes:
+            candidate_buckets(build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size), [200, 50, 20])
     if args.what == "seeds":
         seeds_run(args.rounds)
     if args.what == "scale":

@@ -7,17 +7,21 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from dedupe.config import Config
-from dedupe.state import StateError
-from dedupe.verify import SEMANTIC_INSTALL, missing_semantic_packages
-from dedupe.write import Summary
+
+# The stages' modules (polars, datasketch, scipy: ~1 s) are imported where used, after `run` has
+# started the embedded Prefect server, so that its start-up overlaps them.
+if TYPE_CHECKING:
+    from dedupe.write import Summary
+    from flows.server import EmbeddedServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn a day's scrape of news into one clean story per event.")
 console = Console(stderr=False)
@@ -35,13 +39,12 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
     "PREFECT_CLIENT_MAX_RETRIES": "2",
 }
-# The embedded server of a one-shot `run` (no PREFECT_API_URL) is thrown away with it, so it keeps
-# its database in memory (no migrations written to disk, no race between two first runs on one
-# PREFECT_HOME), registers no block types and runs none of the services that only record or react
-# to events: `python benchmarks/speed.py seeds` measures the cut. Never for `serve`: the server it
-# starts must keep its runs.
+# The embedded server of a one-shot `run` (no PREFECT_API_URL) is thrown away with it, so it
+# registers no block types and runs none of the services that only record or react to events;
+# its database is a copy of a migrated template (`flows.server.EmbeddedServer`). `python
+# benchmarks/speed.py seeds` measures the cut. Never for `serve`: the server it starts must keep
+# its runs.
 EMBEDDED_SERVER_DEFAULTS = {
-    "PREFECT_SERVER_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:///:memory:",
     "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
     **{
         f"PREFECT_SERVER_SERVICES_{service}_ENABLED": "false"
@@ -84,8 +87,11 @@ def run(
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     _prefect_defaults(embedded=True)
+    embedded = _start_embedded_server()
+    from dedupe.state import StateError
+
     try:
-        summary, lost_api = _run_flow(paths, out, config, state_dir, wait, task_runner, index)
+        summary, lost_api = _run_flow(paths, out, config, state_dir, wait, embedded, task_runner, index)
     except StateError as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(code=1) from None
@@ -99,13 +105,25 @@ def run(
         # Prefect's event worker would retry each undelivered event ~7 s at exit (2.5 min measured
         # after a mid-run server stop); the outputs are written, so leave without it.
         console.file.flush()
+        if embedded:
+            embedded.stop()  # os._exit runs no exit handlers
         os._exit(code)
     if code:
         raise typer.Exit(code=code)
 
 
+def _start_embedded_server() -> EmbeddedServer | None:
+    """Our start of the embedded Prefect API when no server or database is set in the
+    environment (see `flows.server.EmbeddedServer`), before anything imports Prefect."""
+    if {"PREFECT_API_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"} & os.environ.keys():
+        return None
+    from flows.server import EmbeddedServer
+
+    return EmbeddedServer(Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser())
+
+
 def _run_flow(
-    paths: list[Path], out: Path, config: Config, state_dir: Path | None, wait: bool,
+    paths: list[Path], out: Path, config: Config, state_dir: Path | None, wait: bool, embedded: EmbeddedServer | None,
     task_runner: str | None = None, index: str | None = None,
 ) -> tuple[Summary, bool]:
     """(summary, whether the Prefect API was lost). A run whose Prefect API goes away finishes
@@ -117,9 +135,11 @@ def _run_flow(
     folder = state_dir or out / "state"
     flow = dedupe_flow.with_options(task_runner=scale.task_runner(task_runner)) if task_runner else dedupe_flow
     try:
-        summary = flow(
-            paths=[str(path) for path in paths], out=str(out), config=config, state_dir=str(folder), wait=wait, index=index
-        )
+        with _embedded_api(embedded):
+            summary = flow(
+                paths=[str(path) for path in paths], out=str(out), config=config, state_dir=str(folder), wait=wait,
+                index=index,
+            )
         return summary, False
     except Exception as error:
         lost = _transport_error(error)
@@ -135,6 +155,24 @@ def _run_flow(
     call = shards.sharded_call(pipeline.direct, shards.Plan(index=index)) if index else pipeline.direct
     result, _ = pipeline.run_on_state(paths, out, folder, config, wait, call, warn=console.print)
     return result.summary, True
+
+
+@contextlib.contextmanager
+def _embedded_api(embedded: EmbeddedServer | None) -> Iterator[None]:
+    """Prefect pointed at our embedded server, unless a Prefect profile names a server (then
+    ours is stopped unused, and Prefect uses that one)."""
+    from flows.server import configured_api_url
+
+    if embedded is None or configured_api_url():
+        if embedded:
+            embedded.stop()
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    # no UI URL: the embedded server serves no UI, and Prefect would log a link to one
+    with temporary_settings(updates={PREFECT_API_URL: embedded.wait(), PREFECT_UI_URL: ""}):
+        yield
 
 
 def _transport_error(error: BaseException) -> BaseException | None:
@@ -251,7 +289,11 @@ def _config(settings: list[str]) -> Config:
         config = Config().with_settings(settings)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--set") from None
-    missing = missing_semantic_packages() if config.story_model == "minilm" else []
+    if config.story_model != "minilm":
+        return config
+    from dedupe.verify import SEMANTIC_INSTALL, missing_semantic_packages
+
+    missing = missing_semantic_packages()
     if missing:
         raise typer.BadParameter(f"story_model=minilm needs {', '.join(missing)}: {SEMANTIC_INSTALL}", param_hint="--set")
     return config

@@ -232,7 +232,7 @@ def _line_rules(lines: list[str], folded_title: str) -> dict[int, str]:
         rule = _line_rule(line, folded, folded_title, leading)
         if rule:
             rules[index] = rule
-        elif len(folded.split()) >= LEADING_BLOCK_MIN_WORDS:
+        elif _word_count(folded) >= LEADING_BLOCK_MIN_WORDS:
             leading = False
     rules.update(_navigation_runs(lines, rules))
     prose = [index for index, line in enumerate(lines) if index not in rules and _is_prose(line)]
@@ -242,7 +242,18 @@ def _line_rules(lines: list[str], folded_title: str) -> dict[int, str]:
 
 
 def _is_prose(line: str) -> bool:
-    return len(line.split()) >= LEADING_BLOCK_MIN_WORDS and bool(SENTENCE_END.search(line))
+    return _ends_sentence(line) and len(line.split()) >= LEADING_BLOCK_MIN_WORDS
+
+
+def _ends_sentence(line: str) -> bool:
+    """`SENTENCE_END` searched in the last two characters, all that its `$` can reach: a search
+    of the whole line tries every position, and lines are long."""
+    return bool(SENTENCE_END.search(line[-2:]))
+
+
+def _word_count(folded: str) -> int:
+    """The words of a folded text (one space apart), without splitting it."""
+    return folded.count(" ") + 1 if folded else 0
 
 
 def _pieces(line: str) -> list[str]:
@@ -266,13 +277,19 @@ def _line_rule(line: str, folded: str, folded_title: str, leading: bool) -> str 
         return "no_words"
     if folded in BOILERPLATE_LINES:
         return "boilerplate"
-    if BOILERPLATE_STARTS.match(line) and len(folded.split()) <= BOILERPLATE_START_MAX_WORDS:
+    if BOILERPLATE_STARTS.match(line) and _word_count(folded) <= BOILERPLATE_START_MAX_WORDS:
         return "boilerplate"
-    if URL.search(line) and len(fold(URL.sub(" ", BULLET.sub("", line))).split()) <= NAVIGATION_MAX_WORDS:
+    if _may_hold_url(line) and URL.search(line) and _word_count(fold(URL.sub(" ", BULLET.sub("", line)))) <= NAVIGATION_MAX_WORDS:
         return "link"
-    if BULLET.match(line) and len(folded.split()) <= SHORT_BULLET_MAX_WORDS:
+    if BULLET.match(line) and _word_count(folded) <= SHORT_BULLET_MAX_WORDS:
         return "short_bullet"
     return None
+
+
+def _may_hold_url(line: str) -> bool:
+    """False where `URL` cannot match (no "://", no "(", no "www." in any case), found by
+    substring tests that cost a fraction of the regex's search."""
+    return "://" in line or "(" in line or "www." in line.lower()
 
 
 def _repeats_title(folded: str, folded_title: str, leading: bool) -> bool:
@@ -292,7 +309,7 @@ def _navigation_runs(lines: list[str], rules: dict[int, str]) -> dict[int, str]:
     for index, line in enumerate([*lines, "an end marker that is long enough to close any run"]):
         if not line or index in rules:
             continue
-        if len(fold(line).split()) <= NAVIGATION_MAX_WORDS and not SENTENCE_END.search(line):
+        if _word_count(fold(line)) <= NAVIGATION_MAX_WORDS and not _ends_sentence(line):
             run.append(index)
             continue
         if len(run) >= NAVIGATION_RUN:
@@ -429,7 +446,10 @@ def _is_site_name(piece: str, names: list[str], decorations: frozenset[str]) -> 
 @lru_cache(maxsize=1 << 17)  # copies repeat the same lines
 def fold(text: str) -> str:
     """Lower case words only, one space apart: how lines and titles are compared."""
+    if text.isascii():  # the same words (a test holds it), found by str methods rather than the slower regex
+        return " ".join(text.lower().translate(_ASCII_NON_WORD_TO_SPACE).split())
     return " ".join(_WORD.findall(text.casefold()))
 
 
 _WORD = re.compile(r"\w+")
+_ASCII_NON_WORD_TO_SPACE = str.maketrans({chr(c): " " for c in range(128) if not _WORD.fullmatch(chr(c))})

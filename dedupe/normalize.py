@@ -87,6 +87,12 @@ def _normalize_once(text: str | None) -> str | None:
 
 @lru_cache(maxsize=1 << 16)  # wire copy repeats the same lines across many records
 def _normalize_line(line: str) -> str:
+    if line.isprintable() and "  " not in line and (line.isascii() or not _FTFY_SUSPECT.search(line)):
+        # Nothing for ftfy, no invisible character (all are unprintable) and no whitespace but
+        # single spaces (every other whitespace character is unprintable; a test checks every
+        # code point): the regexes below would change nothing. Most lines of news are like this;
+        # normalize ran 1.15-1.5x faster with the same output (`benchmarks/text_stages.py`).
+        return line.strip()
     if _FTFY_SUSPECT.search(line):
         line = ftfy.fix_text(line, _FTFY)
     return _HORIZONTAL_SPACE.sub(" ", _INVISIBLE.sub("", line)).strip()

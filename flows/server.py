@@ -1,4 +1,5 @@
-"""A Prefect server for schedules: the configured one, or `prefect server start` on 127.0.0.1.
+"""Prefect servers: the configured one, `prefect server start` on 127.0.0.1 for schedules, and
+the embedded API of a one-shot `run`.
 
 Schedules need a real server (the embedded API has no scheduler). A local server runs as a child
 process in its own session and is stopped by its process id, never by name.
@@ -6,17 +7,22 @@ process in its own session and is stopped by its process id, never by name.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +77,95 @@ def wait_healthy(api: str, process: subprocess.Popen[bytes], timeout: float = ST
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise TimeoutError(f"prefect server at {api} not healthy after {timeout:.0f} s")
+
+
+class EmbeddedServer:
+    """The API server Prefect starts for a run with no server configured (its own uvicorn app and
+    settings, as `prefect.server.api.server.SubprocessASGIServer` starts it), started by us for
+    two measured savings (`python benchmarks/speed.py seeds`):
+
+    - at the start of `run`, before the client imports Prefect, so that the server's imports
+      (3-5 s) run on the other core beside the client's instead of after them;
+    - on a copy of an empty database migrated once per PREFECT_HOME and Prefect version (a
+      template under PREFECT_HOME/dedupe/), not on a new one: Prefect runs all its Alembic
+      migrations into a new database at every start, 6-7 s of the old 15 s run. The copy is the
+      run's own, thrown away with the server, so two runs at once share nothing but the
+      template, which is written whole under a unique name and renamed into place.
+
+    Stopped at exit (after Prefect's event worker has drained, as Prefect orders it) or by `stop`."""
+
+    def __init__(self, home: Path) -> None:
+        self.template = home / "dedupe" / f"embedded-server-prefect-{version('prefect')}.db"
+        self.folder = Path(tempfile.mkdtemp(prefix="dedupe-prefect-api-"))
+        self.database = self.folder / "prefect.db"
+        self.fresh = True
+        if self.template.exists():
+            try:
+                _copy_database(self.template, self.database)
+                self.fresh = False
+            except (OSError, sqlite3.Error):  # unreadable: this run migrates a new one, as Prefect would
+                self.database.unlink(missing_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.api = ""
+        self._spawn()
+        atexit.register(self.stop)
+
+    def _spawn(self) -> None:
+        port = free_port()
+        self.api = f"http://127.0.0.1:{port}/api"
+        env = os.environ | {
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.database}",
+            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+        }
+        command = [
+            sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "error", "--lifespan", "on",
+        ]
+        # in the CLI's process group, as Prefect starts it: a Ctrl-C or hang-up of the terminal stops both
+        self.process = subprocess.Popen(command, env=env)
+
+    def wait(self, timeout: float = STARTUP_SECONDS) -> str:
+        """The API URL once the server answers; on the first start, the migrated database
+        becomes the template of later runs."""
+        assert self.process is not None
+        for _ in range(3):
+            try:
+                wait_healthy(self.api, self.process, timeout)
+                break
+            except RuntimeError:
+                if self.process.returncode != 3:  # uvicorn's status for a port taken meanwhile: another port
+                    raise
+                self._spawn()
+        if self.fresh:
+            self.fresh = False
+            partial = self.template.with_name(f"{self.template.name}.{os.getpid()}.partial")
+            try:
+                self.template.parent.mkdir(parents=True, exist_ok=True)
+                _copy_database(self.database, partial)
+                partial.replace(self.template)
+            except (OSError, sqlite3.Error):  # a read-only PREFECT_HOME: every run migrates, as Prefect does
+                partial.unlink(missing_ok=True)
+        return self.api
+
+    def stop(self) -> None:
+        """SIGTERM to the server by its process id, SIGKILL if it does not stop; then its database goes."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """SQLite's backup API: a consistent copy even while the server has the source open (WAL)."""
+    with closing(sqlite3.connect(source)) as reading, closing(sqlite3.connect(target)) as writing:
+        reading.backup(writing)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -246,3 +246,25 @@ def test_cleaning_any_unicode_never_raises_and_keeps_every_row(records: list[tup
     assert out.height == len(records)
     kept = out.filter(pl.col("status") == "ok")
     assert kept.filter(pl.col("headline").is_null() & pl.col("body").is_null()).height == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_the_shortcuts_of_the_line_rules_agree_with_the_regexes(line: str) -> None:
+    """`fold` of ASCII text, word counts, the sentence-end test and the URL pre-check give what
+    the plain regexes give."""
+    from dedupe.clean import _WORD, SENTENCE_END, URL, _ends_sentence, _may_hold_url, _word_count, fold
+
+    assert fold(line) == " ".join(_WORD.findall(line.casefold()))
+    assert _word_count(fold(line)) == len(fold(line).split())
+    assert _ends_sentence(line) == bool(SENTENCE_END.search(line))
+    assert _may_hold_url(line) or not URL.search(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(max_codepoint=127), max_size=120))
+def test_ascii_shortcuts_agree_with_the_regexes(line: str) -> None:
+    from dedupe.clean import _WORD, URL, _may_hold_url, fold
+
+    assert fold(line) == " ".join(_WORD.findall(line.casefold()))
+    assert _may_hold_url(line) or not URL.search(line)

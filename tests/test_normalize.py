@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import sys
+
+import ftfy
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,3 +52,25 @@ def test_normalizing_twice_changes_nothing(text: str) -> None:
     assert normalize_text(once) == once
     title = normalize_title(text)
     assert normalize_title(title) == title
+
+
+def test_every_character_the_fast_path_lets_through_is_one_the_regexes_keep() -> None:
+    """`_normalize_line` returns a printable line without double spaces or ftfy suspects as it is
+    (stripped): that holds only if no printable character but the space is whitespace or
+    invisible, for every code point."""
+    from dedupe.normalize import _HORIZONTAL_SPACE, _INVISIBLE
+
+    changed = [
+        hex(code) for code in range(sys.maxunicode + 1)
+        if (c := chr(code)).isprintable() and c != " " and (_INVISIBLE.match(c) or _HORIZONTAL_SPACE.match(c) or c.strip() != c)
+    ]
+    assert changed == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(exclude_characters="\n\r"), max_size=80))
+def test_a_line_comes_out_as_the_regexes_and_ftfy_make_it(line: str) -> None:
+    from dedupe.normalize import _FTFY, _FTFY_SUSPECT, _HORIZONTAL_SPACE, _INVISIBLE, _normalize_line
+
+    fixed = ftfy.fix_text(line, _FTFY) if _FTFY_SUSPECT.search(line) else line
+    assert _normalize_line(line) == _HORIZONTAL_SPACE.sub(" ", _INVISIBLE.sub("", fixed)).strip()

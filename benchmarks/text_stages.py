@@ -1,0 +1,104 @@
+"""The text stages (normalize, clean, clean with copies) on the dev data and the speed corpus:
+docs/s per stage, next to the same stages of an earlier commit run in the same process on the
+same records, and whether the output is the same to the last character and audit row (a
+speed-up must change nothing).
+
+    python benchmarks/text_stages.py --against 48eb8c3     # that commit's normalize.py and clean.py
+    python benchmarks/text_stages.py --speed-docs 0        # dev data only
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import polars as pl
+
+from dedupe import clean, cluster, minhash, normalize, read, verify
+from dedupe.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def inputs(data: Path, speed_docs: int) -> dict[str, list[Path]]:
+    sets = {
+        "seeds": [ROOT / "seeds"],
+        "aeb": [data / "aeb/articles.jsonl"],
+        "aeb-html": [data / "aeb/html"],
+        "news-aggregator": [data / "news-aggregator/headlines.csv"],
+    }
+    if speed_docs:
+        from speed import build_corpus  # benchmarks/speed.py: real words, known copies
+
+        corpus = build_corpus(Path(tempfile.mkdtemp(prefix="dedupe-text-stages-")), speed_docs, 0.3, seed=speed_docs)
+        sets[f"speed-{speed_docs}"] = sorted(corpus.glob("part-*.parquet"))
+    return sets
+
+
+def module_at(commit: str, name: str) -> ModuleType:
+    """dedupe/NAME.py as it was at `commit`, loaded beside today's under another name."""
+    source = subprocess.run(["git", "show", f"{commit}:dedupe/{name}.py"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="dedupe-text-stages-")) / f"{name}_at_{commit}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def text_stages(records: pl.DataFrame, normalizing: ModuleType, cleaning: ModuleType, groups: pl.DataFrame | None,
+                config: Config) -> tuple[dict[str, pl.DataFrame], dict[str, float]]:
+    """The frames after normalize, clean and clean with copies (by the given modules), and each
+    stage's seconds. Duplicate groups are computed once (None) and then passed in, so that both
+    versions clean with the same copies."""
+    timings: dict[str, float] = {}
+
+    def timed(name: str, function, *args):
+        started = time.perf_counter()
+        result = function(*args)
+        timings[name] = time.perf_counter() - started
+        return result
+
+    normalized = timed("normalize", normalizing.normalize, records)
+    cleaned = timed("clean", cleaning.clean, normalized)
+    if groups is None:
+        candidates, shingles = minhash.duplicate_candidates(cleaned, config)
+        groups = cluster.duplicate_groups(cleaned, verify.verify_duplicates(cleaned, candidates, shingles, config), config)
+    with_copies = timed("clean with copies", cleaning.clean_with_copies, cleaned, groups, config)
+    return {"normalize": normalized, "clean": cleaned, "clean with copies": with_copies, "groups": groups}, timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--speed-docs", type=int, default=10_000, help="speed corpus size (0: none)")
+    parser.add_argument("--against", metavar="COMMIT", help="also run normalize.py and clean.py of this commit")
+    args = parser.parse_args()
+    config = Config()
+    old = (module_at(args.against, "normalize"), module_at(args.against, "clean")) if args.against else None
+    print(f"{'input':<18}{'records':>9}{'stage':>20}{'docs/s':>10}" + (f"{'before':>10}{'speed-up':>10}  output" if old else ""))
+    for name, paths in inputs(args.data, args.speed_docs).items():
+        records = read.read(paths, config)
+        frames, timings = text_stages(records, normalize, clean, None, config)
+        if old:
+            frames_before, timings_before = text_stages(records, *old, frames["groups"], config)
+        for stage, seconds in timings.items():
+            line = f"{name:<18}{records.height:>9,}{stage:>20}{records.height / seconds:>10,.0f}"
+            if old:
+                same = frames[stage].equals(frames_before[stage], null_equal=True)
+                before = timings_before[stage]
+                line += f"{records.height / before:>10,.0f}{before / seconds:>9.2f}x  {'IDENTICAL' if same else 'DIFFERENT'}"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
