@@ -88,11 +88,12 @@ def run(
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     _prefect_defaults(embedded=True)
     embedded = _start_embedded_server()
+    from dedupe.index import RedisIndexError
     from dedupe.state import StateError
 
     try:
         summary, lost_api = _run_flow(paths, out, config, state_dir, wait, embedded, task_runner, index)
-    except StateError as error:
+    except (StateError, RedisIndexError) as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(code=1) from None
     _print_summary(summary, out)
@@ -280,8 +281,16 @@ def _check_scale_options(task_runner: str | None, index: str | None) -> None:
 
     if task_runner is not None and task_runner.partition(":")[0] not in ("dask", "ray"):
         raise typer.BadParameter(f"{task_runner!r}: expected dask, dask:ADDRESS, ray or ray:ADDRESS", param_hint="--task-runner")
-    if index is not None and urlsplit(index).scheme not in ("redis", "rediss", "unix"):
+    if index is None:
+        return
+    if urlsplit(index).scheme not in ("redis", "rediss", "unix"):
         raise typer.BadParameter(f"{index!r}: expected redis://HOST:PORT/DB", param_hint="--index")
+    import redis
+
+    try:
+        redis.Redis.from_url(index, socket_connect_timeout=5).ping()
+    except (redis.RedisError, ValueError) as error:
+        raise typer.BadParameter(f"cannot reach Redis at {index}: {error}", param_hint="--index") from None
 
 
 def _config(settings: list[str]) -> Config:

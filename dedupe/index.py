@@ -85,7 +85,7 @@ return clashes
 """
 
 
-class IndexError(RuntimeError):  # noqa: A001 (the index's own error)
+class RedisIndexError(RuntimeError):
     """The index cannot be used as asked."""
 
 
@@ -95,7 +95,7 @@ class RedisIndex:
     def __init__(self, url: str, config: Config) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise IndexError(f"{url!r}: expected redis://HOST:PORT/DB")
+            raise RedisIndexError(f"{url!r}: expected redis://HOST:PORT/DB")
         requested = parse_qs(parts.query).pop("bits", [None])[0]
         self.url = url
         self.redis = redis.Redis.from_url(parts._replace(query="").geturl())
@@ -104,7 +104,7 @@ class RedisIndex:
         self.redis.set(f"{self.prefix}:bits", int(requested or DEFAULT_BITS), nx=True)
         self.bits = int(self.redis.get(f"{self.prefix}:bits"))  # type: ignore[arg-type]
         if requested is not None and int(requested) != self.bits:
-            raise IndexError(f"index {url} was made with bits={self.bits}; drop ?bits= or use another database")
+            raise RedisIndexError(f"index {url} was made with bits={self.bits}; drop ?bits= or use another database")
         self._append = self.redis.register_script(_APPEND)
         self._name = self.redis.register_script(_NAME)
 
@@ -123,7 +123,7 @@ class RedisIndex:
             argv = _interleave(_as_bytes(short[start:stop]), [name.encode() for name in ids[start:stop]])
             clashes += self._name(keys=name_keys[start:stop], args=argv)
         if clashes:
-            raise IndexError(f"8-byte id clash in {self.url} for {', '.join(c.decode() for c in clashes[:5])}")
+            raise RedisIndexError(f"8-byte id clash in {self.url} for {', '.join(c.decode() for c in clashes[:5])}")
         members = dict(zip(ids, _as_bytes(short)))
         hashes = self._bucket_hashes(keys)
         fields = _as_bytes(keys["key"].to_numpy())
@@ -182,7 +182,7 @@ class RedisIndex:
         names = pipe.execute()
         missing = [i for i, name in enumerate(names) if name is None]
         if missing:
-            raise IndexError(f"index {self.url} has bucket entries of {len(missing)} articles it cannot name")
+            raise RedisIndexError(f"index {self.url} has bucket entries of {len(missing)} articles it cannot name")
         decoded = [name.decode() for name in names]
         return [decoded[i] for i in inverse.tolist()]
 
@@ -210,7 +210,7 @@ def temporary_server(folder: Path, *settings: str) -> Iterator[str]:
     points `--index` at its own Redis."""
     executable = shutil.which("redis-server")
     if executable is None:
-        raise IndexError("redis-server is not installed (Debian: apt-get install redis-server)")
+        raise RedisIndexError("redis-server is not installed (Debian: apt-get install redis-server)")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -225,7 +225,7 @@ def temporary_server(folder: Path, *settings: str) -> Iterator[str]:
                 break
             except redis.ConnectionError:
                 if server.poll() is not None:
-                    raise IndexError(f"redis-server exited with {server.returncode}") from None
+                    raise RedisIndexError(f"redis-server exited with {server.returncode}") from None
                 time.sleep(0.1)
         yield url
     finally:

@@ -230,7 +230,7 @@ def test_two_writers_at_once_lose_nothing_and_add_nothing_twice(empty_redis: str
 def test_an_index_made_with_other_bits_is_refused(empty_redis: str) -> None:
     index.RedisIndex(empty_redis + "?bits=8", CONFIG)
     assert index.RedisIndex(empty_redis, CONFIG).bits == 8  # the index keeps what it was made with
-    with pytest.raises(index.IndexError, match="bits=8"):
+    with pytest.raises(index.RedisIndexError, match="bits=8"):
         index.RedisIndex(empty_redis + "?bits=12", CONFIG)
 
 
@@ -239,6 +239,11 @@ def test_malformed_scale_options_are_refused_before_any_server(tmp_path: Path) -
     assert bad_runner.returncode == 2 and "expected dask, dask:ADDRESS" in bad_runner.stderr
     bad_index = run_cli(ROOT / "seeds", "--out", tmp_path, "--index", "http://x", home=tmp_path)
     assert bad_index.returncode == 2 and "expected redis://HOST:PORT/DB" in bad_index.stderr
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    unreachable = run_cli(ROOT / "seeds", "--out", tmp_path, "--index", closed, home=tmp_path)
+    assert unreachable.returncode == 2 and "cannot reach Redis at" in unreachable.stderr
     assert not (tmp_path / "state").exists()
 
 
