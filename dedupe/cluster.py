@@ -209,8 +209,8 @@ def _named_stories(groups: pl.DataFrame, story_of: pl.DataFrame) -> pl.DataFrame
 
 
 def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """story -> the story it ends in, after attaching each story to a larger one that its
-    headlines' keywords fit.
+    """story, end: the story each story ends in, after attaching each story to a larger one that
+    its headlines' keywords fit.
 
     Pairs of headlines miss what an aggregator calls one story: "Titanfall reviewed" and
     "Microsoft's hopes 'Titanfall' shows off Xbox One" share one word, but a rare one that most
@@ -228,12 +228,12 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
     cluster stories 8.3 s of a 14.2 s incremental run at 20,000 records, 0.7 s now
     (`benchmarks/incremental.py`, see benchmarks/README.md). Stories and keywords are
     numbered in sorted order and each fit is summed in keyword order, so the result does not
-    depend on the input order. Every article's keywords come as a list column and are numbered,
-    counted and put in the incidence matrix by polars and numpy: built with Python sets and
-    dicts per article, that was a quarter of cluster stories at 50,000 records (cProfile).
+    depend on the input order. Every article's keywords come as a list column (the state keeps
+    them so) and are numbered, counted and put in the incidence matrix by polars and numpy, not
+    as a Python set and dict entries per article of the history.
 
     `members` holds article_id, story for the articles in stories; `keywords` (STORY_KEYWORDS)
-    every article the IDF counts. Returns story, end: the story each ends in."""
+    every article the IDF counts."""
     names = members["story"].unique().sort()
     if names.is_empty():
         return pl.DataFrame(schema={"story": pl.String, "end": pl.String})
