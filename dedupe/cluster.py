@@ -197,10 +197,10 @@ def _named_stories(groups: pl.DataFrame, story_of: pl.DataFrame) -> pl.DataFrame
     name; `story_of` holds duplicate_group, story), so the same articles always give the same
     id, whatever their order. Hashed once per story."""
     stories = story_of["story"].unique()
-    names = pl.DataFrame({
-        "story": stories,
-        "story_id": [f"story-{xxhash.xxh3_64_hexdigest(story.encode())[:12]}" for story in stories],
-    })
+    names = pl.DataFrame(
+        {"story": stories, "story_id": [f"story-{xxhash.xxh3_64_hexdigest(story.encode())[:12]}" for story in stories]},
+        schema={"story": pl.String, "story_id": pl.String},
+    )
     story_id = story_of.join(names, on="story").select("duplicate_group", "story_id")
     out = groups.join(story_id, on="duplicate_group", how="left", maintain_order="left")
     if out["story_id"].null_count():
