@@ -7,7 +7,7 @@ input order (every group is named by its smallest member, every choice broken by
 from __future__ import annotations
 
 import heapq
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import networkx as nx
@@ -18,7 +18,7 @@ from scipy import sparse
 
 from dedupe import minhash, stories
 from dedupe.config import Config
-from dedupe.schema import CLEANED, GROUPS, PAIRS, check
+from dedupe.schema import CLEANED, GROUPS, PAIRS, STORY_KEYWORDS, STORY_ROOTS, check
 
 
 def components(ids: Sequence[str], pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -104,24 +104,24 @@ def story_ids(
     groups: pl.DataFrame,
     story_pairs: pl.DataFrame,
     config: Config,
-    keywords_of: Mapping[str, set[bytes]] | None = None,
-    story_of: Mapping[str, str] | None = None,
+    keywords: pl.DataFrame | None = None,
+    roots: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """GROUPS: the duplicate groups joined into stories, first by verified story pairs between
     canonical articles (less weak bridges, see `without_weak_bridges`), then by attaching small
     stories to larger ones (`attach_stories`), by the `story_keywords` of every record. A later
-    run passes the keywords and the `story_components` it kept for what did not change.
+    run passes the keywords and the STORY_ROOTS (`story_components`) it kept for what did not change.
     A story id is a hash of its smallest canonical article id: the same articles always give
     the same id, whatever their order."""
     check(cleaned, CLEANED, "story ids input")
-    if story_of is None:
-        story_of = story_components(groups["duplicate_group"].unique().sort().to_list(), story_pairs, config)
-    keywords_of = story_keywords(cleaned) if keywords_of is None else keywords_of
-    members: dict[str, list[str]] = defaultdict(list)
-    for article_id, group in groups.select("article_id", "duplicate_group").iter_rows():
-        members[story_of[group]].append(article_id)
-    story_of_root = attach_stories(members, keywords_of, config)
-    return _named_stories(groups, {group: story_of_root[root] for group, root in story_of.items()})
+    if roots is None:
+        root_of = story_components(groups["duplicate_group"].unique().sort().to_list(), story_pairs, config)
+        roots = pl.DataFrame(list(root_of.items()), schema=STORY_ROOTS, orient="row")
+    keywords = story_keywords(cleaned) if keywords is None else keywords
+    members = groups.select("article_id", "duplicate_group").join(roots, on="duplicate_group").select("article_id", story="root")
+    ends = attach_stories(members, check(keywords, STORY_KEYWORDS, "story keywords"), config)
+    story_of = roots.join(ends, left_on="root", right_on="story").select("duplicate_group", story="end")
+    return _named_stories(groups, story_of)
 
 
 def story_components(canonical: Sequence[str], story_pairs: pl.DataFrame, config: Config) -> dict[str, str]:
@@ -130,10 +130,11 @@ def story_components(canonical: Sequence[str], story_pairs: pl.DataFrame, config
     return components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
 
 
-def story_keywords(cleaned: pl.DataFrame) -> dict[str, set[bytes]]:
-    """article_id -> the keywords of its story text (headline and URL slug), for attachment."""
-    texts = cleaned.select("article_id", "headline", "url").iter_rows()
-    return {article_id: minhash.keywords(stories.story_text(headline, url)) for article_id, headline, url in texts}
+def story_keywords(cleaned: pl.DataFrame) -> pl.DataFrame:
+    """STORY_KEYWORDS: the keywords of each record's story text (headline and URL slug), for attachment."""
+    texts = cleaned.select("headline", "url").iter_rows()
+    words = [sorted(word.decode() for word in minhash.keywords(stories.story_text(headline, url))) for headline, url in texts]
+    return pl.DataFrame({"article_id": cleaned["article_id"], "keywords": words}, schema=STORY_KEYWORDS)
 
 
 def semantic_story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, scored_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -145,7 +146,7 @@ def semantic_story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, scored_pairs
     sizes = dict(groups.group_by("duplicate_group").len().iter_rows())
     edges = [(a, b, similarity / 100.0) for a, b, similarity in scored_pairs.select("article_id_a", "article_id_b", "similarity").iter_rows()]
     story_of = average_linkage(sizes, edges, config.story_semantic_similarity)
-    return _named_stories(groups, story_of)
+    return _named_stories(groups, pl.DataFrame(list(story_of.items()), schema={"duplicate_group": pl.String, "story": pl.String}, orient="row"))
 
 
 def average_linkage(weights: Mapping[str, int], edges: Sequence[tuple[str, str, float]], threshold: float) -> dict[str, str]:
@@ -191,19 +192,25 @@ def _root(parent: Mapping[str, str], node: str) -> str:
     return node
 
 
-def _named_stories(groups: pl.DataFrame, story_of: Mapping[str, str]) -> pl.DataFrame:
+def _named_stories(groups: pl.DataFrame, story_of: pl.DataFrame) -> pl.DataFrame:
     """GROUPS with each duplicate group's story id: a hash of the name of its story (a group
-    name), so the same articles always give the same id, whatever their order."""
-    names = {group: f"story-{xxhash.xxh3_64_hexdigest(story.encode())[:12]}" for group, story in story_of.items()}
-    out = groups.with_columns(story_id=pl.col("duplicate_group").replace_strict(names, return_dtype=pl.String))
+    name; `story_of` holds duplicate_group, story), so the same articles always give the same
+    id, whatever their order. Hashed once per story."""
+    stories = story_of["story"].unique()
+    names = pl.DataFrame(
+        {"story": stories, "story_id": [f"story-{xxhash.xxh3_64_hexdigest(story.encode())[:12]}" for story in stories]},
+        schema={"story": pl.String, "story_id": pl.String},
+    )
+    story_id = story_of.join(names, on="story").select("duplicate_group", "story_id")
+    out = groups.join(story_id, on="duplicate_group", how="left", maintain_order="left")
+    if out["story_id"].null_count():
+        raise ValueError("story ids: a duplicate group without a story")
     return check(out, GROUPS, "groups")
 
 
-def attach_stories(
-    members: Mapping[str, list[str]], keywords_of: Mapping[str, set[bytes]], config: Config
-) -> dict[str, str]:
-    """story -> the story it ends in, after attaching each story to a larger one that its
-    headlines' keywords fit.
+def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """story, end: the story each story ends in, after attaching each story to a larger one that
+    its headlines' keywords fit.
 
     Pairs of headlines miss what an aggregator calls one story: "Titanfall reviewed" and
     "Microsoft's hopes 'Titanfall' shows off Xbox One" share one word, but a rare one that most
@@ -221,22 +228,29 @@ def attach_stories(
     cluster stories 8.3 s of a 14.2 s incremental run at 20,000 records, 0.7 s now
     (`benchmarks/incremental.py`, see benchmarks/README.md). Stories and keywords are
     numbered in sorted order and each fit is summed in keyword order, so the result does not
-    depend on the input order."""
-    names = sorted(members)
-    if not names:
-        return {}
-    words = sorted({word for keywords in keywords_of.values() for word in keywords})
-    word_index = {word: i for i, word in enumerate(words)}
-    article_index = {article_id: i for i, article_id in enumerate(keywords_of)}
-    # article x keyword incidence; document frequency over every article, as the IDF counts them
-    incidence = _incidence([[word_index[word] for word in keywords] for keywords in keywords_of.values()], len(words))
+    depend on the input order. Every article's keywords come as a list column (the state keeps
+    them so) and are numbered, counted and put in the incidence matrix by polars and numpy, not
+    as a Python set and dict entries per article of the history.
+
+    `members` holds article_id, story for the articles in stories; `keywords` (STORY_KEYWORDS)
+    every article the IDF counts."""
+    names = members["story"].unique().sort()
+    if names.is_empty():
+        return pl.DataFrame(schema={"story": pl.String, "end": pl.String})
+    incidence = _keyword_incidence(keywords)  # article x keyword; document frequency over every article
     document_frequency = np.asarray(incidence.sum(axis=0)).ravel()
-    idf = np.log(max(len(keywords_of), 1) / (1.0 + document_frequency))
-    member_rows = [article_index[a] for story in names for a in members[story]]
-    first_story = np.repeat(np.arange(len(names)), [len(members[story]) for story in names])
+    idf = np.log(max(keywords.height, 1) / (1.0 + document_frequency))
+    numbered = (
+        members.join(names.to_frame().with_row_index("story_number"), on="story")
+        .join(keywords.select("article_id").with_row_index("row"), on="article_id")
+        .sort("story_number", "row")
+    )
+    if numbered.height != members.height:
+        raise ValueError("attach stories: a member article without keywords")
+    first_story = numbered["story_number"].to_numpy().astype(np.int64)
     story_of = first_story.copy()  # member article -> its story (an index into `names`) this round
     parent = np.arange(len(names))
-    member_incidence = incidence[member_rows]
+    member_incidence = incidence[numbered["row"].to_numpy()]
     for _ in range(config.story_attach_rounds):
         moves = _attachments(story_of, member_incidence, idf, len(names), config)
         if not moves.size:
@@ -250,15 +264,18 @@ def attach_stories(
     # the end story of each chain is named by its smallest member story (names are sorted)
     name_of_end = np.full(len(names), len(names))
     np.minimum.at(name_of_end, parent, np.arange(len(names)))
-    return {story: names[name_of_end[parent[i]]] for i, story in enumerate(names)}
+    return pl.DataFrame({"story": names, "end": names.gather(name_of_end[parent])})
 
 
-def _incidence(rows: list[list[int]], columns: int) -> sparse.csr_matrix:
-    """A 0/1 CSR matrix with a row per list, holding ones at its column numbers."""
-    lengths = np.array([len(row) for row in rows], dtype=np.int64)
-    indices = np.fromiter((column for row in rows for column in row), dtype=np.int64, count=int(lengths.sum()))
+def _keyword_incidence(keywords: pl.DataFrame) -> sparse.csr_matrix:
+    """A 0/1 CSR matrix, a row per STORY_KEYWORDS row and a column per distinct keyword in
+    sorted order (the byte order `sorted` gave the sets of bytes this replaced)."""
+    pairs = keywords.select(row=pl.int_range(pl.len(), dtype=pl.Int64), word="keywords").explode("word").drop_nulls("word")
+    words = pairs["word"].unique().sort()
+    columns = pairs.join(words.to_frame().with_row_index("column"), on="word", maintain_order="left")["column"].to_numpy()
+    lengths = np.bincount(pairs["row"].to_numpy(), minlength=keywords.height)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
-    matrix = sparse.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(rows), columns))
+    matrix = sparse.csr_matrix((np.ones(len(columns)), columns.astype(np.int64), indptr), shape=(keywords.height, len(words)))
     matrix.sort_indices()
     return matrix
 

@@ -213,11 +213,10 @@ def _cluster_stories(
     """`cluster.story_ids` with what the last run found for records and story components that
     did not change (attachment itself is global: see `cluster.attach_stories`), and the tables
     to store."""
-    keywords_of, keyword_table = state.story_keywords(cleaned, history)
+    keywords = state.story_keywords(cleaned, history)
     roots = state.story_components(groups, story_pairs, history, config)
-    story_of = dict(roots.iter_rows())
-    out = cluster.story_ids(cleaned, groups, story_pairs, config, keywords_of, story_of)
-    return out, {"story_keywords": keyword_table, "story_roots": roots}
+    out = cluster.story_ids(cleaned, groups, story_pairs, config, keywords, roots)
+    return out, {"story_keywords": keywords, "story_roots": roots}
 
 
 def _unchanged(

@@ -96,8 +96,9 @@ LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline
 # which headlines a change of it touches.
 BARE_TITLES = {"article_id": pl.String, "bare_title": pl.String}
 HEADLINE_PIECES = {"piece": pl.String}
-# The keywords of each record's story text (cluster.story_keywords), space-separated.
-STORY_KEYWORDS = {"article_id": pl.String, "keywords": pl.String}
+# The keywords of each record's story text (cluster.story_keywords), sorted: a list column, so the
+# story attachment numbers and counts them with polars and numpy, not a Python set per record.
+STORY_KEYWORDS = {"article_id": pl.String, "keywords": pl.List(pl.String)}
 # Each duplicate group's component of story pairs (cluster.story_components), named by its smallest group.
 STORY_ROOTS = {"duplicate_group": pl.String, "root": pl.String}
 

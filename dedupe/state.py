@@ -76,7 +76,8 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 3  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes
+FORMAT_VERSION = 4  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+# 4: story keywords as a list column
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
@@ -400,22 +401,17 @@ def verify_story_candidates(
     return check(pl.concat([still, confirmed]).sort(PAIR), PAIRS, "story pairs")
 
 
-def story_keywords(cleaned: pl.DataFrame, history: History) -> tuple[dict[str, set[bytes]], pl.DataFrame]:
-    """`cluster.story_keywords` of every record, made again only for the records whose headline
-    is not the last run's (a record's URL never changes), and the STORY_KEYWORDS table to keep.
-    Reading stored keywords back is a split per record, a tenth of finding them again."""
+def story_keywords(cleaned: pl.DataFrame, history: History) -> pl.DataFrame:
+    """STORY_KEYWORDS of every record, to use and to keep: `cluster.story_keywords` made again
+    only for the records whose headline is not the last run's (a record's URL never changes);
+    the others' are the stored lists, read as a column without a Python object per record."""
     check(cleaned, CLEANED, "story keywords input")
     same = cleaned.select("article_id", "headline").join(
         history.articles.select("article_id", "headline"), on=["article_id", "headline"], how="semi", nulls_equal=True
     )
     kept = history.story_keywords.join(same, on="article_id", how="semi")
     made = cluster.story_keywords(cleaned.join(kept, on="article_id", how="anti"))
-    keywords_of = {article_id: set(words.encode().split()) for article_id, words in kept.iter_rows()} | made
-    table = pl.concat([
-        kept,
-        pl.DataFrame({"article_id": list(made), "keywords": [b" ".join(sorted(words)).decode() for words in made.values()]}, schema=STORY_KEYWORDS),
-    ]).sort("article_id")
-    return keywords_of, check(table, STORY_KEYWORDS, "story keywords")
+    return check(pl.concat([kept, made]).sort("article_id"), STORY_KEYWORDS, "story keywords")
 
 
 def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: History, config: Config) -> pl.DataFrame:

@@ -13,8 +13,9 @@ from dedupe.cluster import (
     without_weak_bridges,
 )
 from dedupe.config import Config
-from dedupe.minhash import duplicate_candidates, keywords
-from dedupe.schema import GROUPS, PAIRS
+from dedupe import minhash
+from dedupe.minhash import duplicate_candidates
+from dedupe.schema import GROUPS, PAIRS, STORY_KEYWORDS
 from dedupe.verify import verify_duplicates
 from tests.conftest import SEEDS, cleaned_frame
 
@@ -68,15 +69,21 @@ def test_small_stories_attach_to_a_much_larger_one_they_fit() -> None:
     big = [f"Titanfall launch headline number {i}" for i in range(10)]
     members = {"big": [f"b{i}" for i in range(10)], "small": ["s1"], "other": ["o1"]}
     members |= {f"unrelated{i}": [f"u{i}"] for i in range(40)}
-    keywords_of = {f"b{i}": keywords(text) for i, text in enumerate(big)}
-    keywords_of |= {f"u{i}": keywords(f"unrelated event {i}") for i in range(40)}
-    keywords_of["s1"] = keywords("Titanfall reviewed")
-    keywords_of["o1"] = keywords("Sbarro files for bankruptcy")
-    ends = attach_stories(members, keywords_of, Config())
+    texts = {f"b{i}": text for i, text in enumerate(big)} | {f"u{i}": f"unrelated event {i}" for i in range(40)}
+    texts |= {"s1": "Titanfall reviewed", "o1": "Sbarro files for bankruptcy"}
+    keywords = pl.DataFrame(
+        {"article_id": list(texts), "keywords": [sorted(word.decode() for word in minhash.keywords(text)) for text in texts.values()]},
+        schema=STORY_KEYWORDS,
+    )
+    ends = dict(attach_stories(member_frame(members), keywords, Config()).iter_rows())
     assert (ends["big"], ends["small"], ends["other"]) == ("big", "big", "other")
     # two stories of similar size stay apart, however much they share
     members = {"a": ["b0", "b1", "b2"], "b": ["b3", "b4", "b5", "b6"]}
-    assert attach_stories(members, keywords_of, Config()) == {"a": "a", "b": "b"}
+    assert dict(attach_stories(member_frame(members), keywords, Config()).iter_rows()) == {"a": "a", "b": "b"}
+
+
+def member_frame(members: dict[str, list[str]]) -> pl.DataFrame:
+    return pl.DataFrame([(article, story) for story, articles in members.items() for article in articles], schema=["article_id", "story"], orient="row")
 
 
 def test_one_pair_does_not_join_two_well_knit_groups() -> None:
