@@ -5,7 +5,6 @@ shared index, give exactly the one-process result; concurrent writers to one ind
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,21 +30,6 @@ CONFIG = Config()
 needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with index.temporary_server(tmp_path_factory.mktemp("redis")) as url:
@@ -60,26 +44,29 @@ def empty_redis(redis_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`dask scheduler` and two `dask worker` processes of one thread each: the scheduler's address."""
+    """`dask scheduler` and two `dask worker` processes of one thread each, each in its own process
+    group (stopped with what it spawned by `server.stop`): the scheduler's address."""
     folder = tmp_path_factory.mktemp("dask")
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{server.free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
     logs = [open(folder / name, "wb") for name in ("scheduler.log", "worker-1.log", "worker-2.log")]  # noqa: SIM115
     started: list[subprocess.Popen[bytes]] = []
     try:
         scheduler = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                      "--port", address.rsplit(":", 1)[1], "--no-dashboard"]
-        started.append(subprocess.Popen(scheduler, cwd=folder, env=env, stdout=logs[0], stderr=subprocess.STDOUT))
+        started.append(subprocess.Popen(scheduler, cwd=folder, env=env, stdout=logs[0], stderr=subprocess.STDOUT,
+                                        start_new_session=True))
         worker = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
                   "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(folder)]
         for log in logs[1:]:
-            started.append(subprocess.Popen(worker, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT))
+            started.append(subprocess.Popen(worker, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
         yield address
     finally:
         for process in reversed(started):  # workers first, then the scheduler
-            _stop(process)
+            server.stop(process)
         for log in logs:
             log.close()
 
@@ -239,9 +226,7 @@ def test_malformed_scale_options_are_refused_before_any_server(tmp_path: Path) -
     assert bad_runner.returncode == 2 and "expected dask, dask:ADDRESS" in bad_runner.stderr
     bad_index = run_cli(ROOT / "seeds", "--out", tmp_path, "--index", "http://x", home=tmp_path)
     assert bad_index.returncode == 2 and "expected redis://HOST:PORT/DB" in bad_index.stderr
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    closed = f"redis://127.0.0.1:{server.free_port()}/0"  # a port nothing listens on
     unreachable = run_cli(ROOT / "seeds", "--out", tmp_path, "--index", closed, home=tmp_path)
     assert unreachable.returncode == 2 and "cannot reach Redis at" in unreachable.stderr
     assert not (tmp_path / "state").exists()
