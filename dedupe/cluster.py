@@ -196,9 +196,9 @@ def _named_stories(groups: pl.DataFrame, story_of: pl.DataFrame) -> pl.DataFrame
     """GROUPS with each duplicate group's story id: a hash of the name of its story (a group
     name; `story_of` holds duplicate_group, story), so the same articles always give the same
     id, whatever their order. Hashed once per story."""
-    stories = story_of["story"].unique()
+    story_names = story_of["story"].unique()
     names = pl.DataFrame(
-        {"story": stories, "story_id": [f"story-{xxhash.xxh3_64_hexdigest(story.encode())[:12]}" for story in stories]},
+        {"story": story_names, "story_id": [f"story-{xxhash.xxh3_64_hexdigest(story.encode())[:12]}" for story in story_names]},
         schema={"story": pl.String, "story_id": pl.String},
     )
     story_id = story_of.join(names, on="story").select("duplicate_group", "story_id")

@@ -38,7 +38,7 @@ import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -99,8 +99,24 @@ class StateError(RuntimeError):
     """The state folder cannot be used as asked (locked, or made with other settings)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Replaced:
+    """The REPLACED tables, as fields of both `History` (the last run's) and `Update` (this run's)."""
+
+    group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
+    story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
+    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
+    bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
+    headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
+    story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
+    story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
+
+
+assert set(REPLACED) == {f.name for f in fields(_Replaced)}
+
+
 @dataclass(frozen=True)
-class History:
+class History(_Replaced):
     """Everything earlier runs left: the growing tables and the latest outputs."""
 
     records: pl.DataFrame = field(default_factory=lambda: empty(RECORDS))
@@ -114,19 +130,12 @@ class History:
     merges: pl.DataFrame = field(default_factory=lambda: empty(STORY_MERGES))
     runs: pl.DataFrame = field(default_factory=lambda: empty(RUNS))
     files: pl.DataFrame = field(default_factory=lambda: empty(FILES))
-    group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
-    story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
-    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
-    bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
-    headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
-    story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
-    story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
     report: str = ""
     generation: int = 0
 
 
 @dataclass(frozen=True)
-class Update:
+class Update(_Replaced):
     """What one run adds to the growing tables, and what it replaces."""
 
     records: pl.DataFrame
@@ -141,13 +150,6 @@ class Update:
     run: dict[str, object]
     report: str
     files: pl.DataFrame
-    group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
-    story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
-    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
-    bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
-    headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
-    story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
-    story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -368,7 +370,8 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
         history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left"),
         now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR),
     ])
-    is_changed = pl.col("article_id_a").is_in(changed["duplicate_group"].implode()) | pl.col("article_id_b").is_in(changed["duplicate_group"].implode())
+    changed_groups = changed["duplicate_group"].implode()
+    is_changed = pl.col("article_id_a").is_in(changed_groups) | pl.col("article_id_b").is_in(changed_groups)
     to_score = now.filter((pl.col("buckets") > 0) & (is_changed | ~pl.col("existed"))).select(*PAIR, level=pl.lit("story"))
     dropped = now.filter((pl.col("buckets") == 0) & pl.col("existed")).select(PAIR)
     return StoryCandidates(
@@ -462,11 +465,11 @@ def to_clean_again(
     decorated = []
     if pieces:  # rare: a title's pieces are whole runs of its folded words, so this finds every title a piece can touch
         titled = records.select("article_id", "title").drop_nulls("title")
-        decorated = [
-            article_id
-            for article_id, title in titled.iter_rows()
-            if any(f" {piece} " in f" {clean.fold(title)} " for piece in pieces)
-        ]
+        padded = [f" {piece} " for piece in pieces]
+        for article_id, title in titled.iter_rows():
+            folded = f" {clean.fold(title)} "  # once per title, not per piece
+            if any(piece in folded for piece in padded):
+                decorated.append(article_id)
     again = pl.concat([new, changed["article_id"], moved, pl.Series("article_id", decorated, dtype=pl.String)])
     return records.filter(pl.col("article_id").is_in(again.implode()))
 

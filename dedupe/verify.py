@@ -109,9 +109,10 @@ def semantic_story_pairs(
     check(headlines, GROUP_HEADLINES, "semantic story pairs input")
     known = check(known if known is not None else empty(EMBEDDINGS), EMBEDDINGS, "known embeddings")
     by_group = dict(headlines.select("duplicate_group", "headline").iter_rows())
-    missing = sorted(set(by_group.values()) - set(known["headline"]))
+    wanted = set(by_group.values())
+    missing = sorted(wanted - set(known["headline"]))
     new = pl.DataFrame({"headline": missing, "vector": embed(missing)}, schema=EMBEDDINGS)
-    vectors = pl.concat([known, new]).filter(pl.col("headline").is_in(list(set(by_group.values()))))
+    vectors = pl.concat([known, new]).filter(pl.col("headline").is_in(list(wanted)))
     row = {text: index for index, text in enumerate(vectors["headline"])}
     matrix = vectors["vector"].to_numpy()
     first = matrix[[row[by_group[a]] for a in candidates["article_id_a"]]]
