@@ -58,6 +58,10 @@ def main() -> None:
     """dedupe: cleanup, near-duplicates and stories for scraped news."""
 
 
+IndexOption = Annotated[
+    str | None, typer.Option("--index", help="Keep the LSH buckets in a shared Redis index: redis://HOST:PORT/DB.")
+]
+
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively) of articles.")],
@@ -75,9 +79,7 @@ def run(
         str | None,
         typer.Option("--task-runner", help="Run the per-record stages in shards on workers: dask, dask:ADDRESS, ray, ray:ADDRESS."),
     ] = None,
-    index: Annotated[
-        str | None, typer.Option("--index", help="Keep the LSH buckets in a shared Redis index: redis://HOST:PORT/DB.")
-    ] = None,
+    index: IndexOption = None,
 ) -> None:
     """Match the new records in PATHS against earlier runs' state; write the outputs over all of
     it to --out. Records seen before (same id and content) are skipped."""
@@ -153,7 +155,8 @@ def _run_flow(
                   "finishing it without Prefect, so it will not show in the Prefect UI")
     from dedupe import shards
 
-    call = shards.sharded_call(pipeline.direct, shards.Plan(index=index)) if index else pipeline.direct
+    plan = scale.plan(index)  # outside the flow: in this process, with the index if one is given
+    call = shards.sharded_call(pipeline.direct, plan) if plan else pipeline.direct
     result, _ = pipeline.run_on_state(paths, out, folder, config, wait, call, warn=console.print)
     return result.summary, True
 
@@ -199,9 +202,7 @@ def serve(
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field for every run (repeatable).")
     ] = None,
-    index: Annotated[
-        str | None, typer.Option("--index", help="Keep the LSH buckets in a shared Redis index: redis://HOST:PORT/DB.")
-    ] = None,
+    index: IndexOption = None,
 ) -> None:
     """Run the flow on a schedule as a Prefect deployment, each run picking up what is new in
     PATHS. Uses the configured Prefect server (PREFECT_API_URL), else starts one on 127.0.0.1."""

@@ -227,6 +227,8 @@ def temporary_server(folder: Path, *settings: str) -> Iterator[str]:
                 if server.poll() is not None:
                     raise RedisIndexError(f"redis-server exited with {server.returncode}") from None
                 time.sleep(0.1)
+        else:
+            raise RedisIndexError(f"redis-server on port {port} did not answer in 10 s")
         yield url
     finally:
         server.terminate()

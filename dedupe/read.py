@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import io
 import itertools
@@ -132,9 +133,9 @@ class Source:
         limit = max(self.config.max_gzip_ratio * size, self.config.max_record_bytes)
         return io.BufferedReader(_BoundedStream(gzip.GzipFile(fileobj=raw), raw, limit))
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """The path as text; bytes of a file name that are not UTF-8 show as U+FFFD."""
+        """The path as text (once per file, not per record); bytes of a file name that are not UTF-8 show as U+FFFD."""
         return _text(str(self.path)) or ""
 
     def rejected(self, line: int, why: str) -> dict[str, Any]:

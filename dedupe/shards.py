@@ -61,10 +61,7 @@ def sharded_call(call: Call, plan: Plan) -> Call:
     table: dict[Callable[..., Any], Callable[..., Any]] = {
         read.read_found: lambda found, config: read_found(plan, found, config),
         normalize.normalize: lambda frame, *more: by_rows(plan, "normalize shard", normalize.normalize, frame, *more),
-        # the first cleaning (frame alone); the second reads what whole duplicate groups share
-        clean.clean: lambda frame, *more: (
-            by_rows(plan, "clean shard", clean.clean, frame) if not more else clean.clean(frame, *more)
-        ),
+        clean.clean: lambda frame, *more: by_rows(plan, "clean shard", clean.clean, frame, *more),
         state.new_candidates: lambda records, history, config: new_candidates(plan, records, history, config),
         verify.verify_duplicates: lambda involved, candidates, _, config: verify_duplicates(plan, involved, candidates, config),
     }
@@ -159,18 +156,19 @@ def band_candidates(
     run (a run that failed before its commit) are left out: the old members are then exactly
     those of the state's keys."""
     pairs = []
+    new = new_ids.implode()
+    shared = RedisIndex(index, config) if index is not None else None
     for level in LEVELS:
         level_keys = new_keys.filter(pl.col("level") == level).drop("level")
         touched = level_keys.select("band", "key").unique()
-        if index is not None:
+        if shared is not None:
             assert known_ids is not None
-            members = RedisIndex(index, config).members(level, touched)
-            old = members.filter(~pl.col("article_id").is_in(new_ids.implode()) & pl.col("article_id").is_in(known_ids.implode()))
+            members = shared.members(level, touched)
+            old = members.filter(~pl.col("article_id").is_in(new) & pl.col("article_id").is_in(known_ids.implode()))
         else:
             assert old_keys is not None
             old = old_keys.filter(pl.col("level") == level).drop("level").join(touched, on=["band", "key"], how="semi")
         pairs.append(minhash.bucket_pairs(pl.concat([old, level_keys]), level, config))
-    new = new_ids.implode()
     return pl.concat(pairs).filter(pl.col("article_id_a").is_in(new) | pl.col("article_id_b").is_in(new))
 
 
