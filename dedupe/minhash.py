@@ -127,9 +127,11 @@ class ShingleSets(Mapping[str, np.ndarray]):
 
     def subset(self, keep: np.ndarray) -> ShingleSets:
         """The sets at the positions `keep` (in that order)."""
-        pieces = [self.hashes[self.offsets[i] : self.offsets[i + 1]] for i in keep]
-        hashes = np.concatenate(pieces) if pieces else np.empty(0, np.uint32)
-        return ShingleSets([self.ids[i] for i in keep], hashes, self.counts[keep])
+        counts = self.counts[keep]
+        # one gather, not a slice per set: each output position maps to its set's start + rank
+        starts = np.repeat(self.offsets[keep] - (np.cumsum(counts) - counts), counts)
+        hashes = self.hashes[starts + np.arange(counts.sum(), dtype=starts.dtype)]
+        return ShingleSets([self.ids[i] for i in keep], hashes, counts)
 
     def merge(self, other: ShingleSets) -> ShingleSets:
         return ShingleSets(self.ids + other.ids, np.concatenate([self.hashes, other.hashes]), np.concatenate([self.counts, other.counts]))
