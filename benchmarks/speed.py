@@ -355,8 +355,9 @@ def candidate_buckets(corpus: Path, caps: list[int]) -> None:
 
 def seeds_run(rounds: int) -> None:
     """Wall time of `python -m dedupe run seeds/`: the first run on a fresh PREFECT_HOME (the
-    embedded server's database is migrated, then kept as the template), a later run on the same
-    PREFECT_HOME (a copy of the template), Prefect's own embedded server with its own defaults
+    embedded server's template database is made from the schema shipped in
+    flows/prefect_schemas), a later run on the same PREFECT_HOME (a copy of the template),
+    Prefect's own embedded server with its own defaults
     (database file in PREFECT_HOME migrated at each start, block registration, event services),
     and the same work without Prefect. Rounds interleaved, so that a busy neighbour slows all
     alike; medians. The server's start-up is also timed from the run's log: from the process

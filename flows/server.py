@@ -28,6 +28,9 @@ from typing import Any
 
 STARTUP_SECONDS = 180.0
 """A first start on a fresh PREFECT_HOME migrates its database; 20-40 s on this machine when shared."""
+SCHEMAS = Path(__file__).parent / "prefect_schemas"
+"""The SQL of an empty database as Prefect's migrations leave it, one file per Prefect version
+(`python -m flows.server write-schema` writes the installed version's; a test checks it)."""
 
 
 def configured_api_url() -> str | None:
@@ -92,7 +95,10 @@ class EmbeddedServer:
       template under PREFECT_HOME/dedupe/), not on a new one: Prefect runs all its Alembic
       migrations into a new database at every start, 6-7 s of the old 15 s run. The copy is the
       run's own, thrown away with the server, so two runs at once share nothing but the
-      template, which is written whole under a unique name and renamed into place.
+      template, which is written whole under a unique name and renamed into place;
+    - on a fresh PREFECT_HOME, the template is made from the SQL of the migrated schema that
+      ships in `SCHEMAS` for the installed Prefect version (milliseconds), so even a first run
+      does not migrate; a version with no shipped schema migrates on its first run, as before.
 
     Stopped at exit (after Prefect's event worker has drained, as Prefect orders it) or by `stop`."""
 
@@ -101,6 +107,8 @@ class EmbeddedServer:
         self.folder = Path(tempfile.mkdtemp(prefix="dedupe-prefect-api-"))
         self.database = self.folder / "prefect.db"
         self.fresh = True
+        if not self.template.exists():
+            _template_from_schema(self.template, SCHEMAS / f"prefect-{version('prefect')}.sql")
         if self.template.exists():
             try:
                 _copy_database(self.template, self.database)
@@ -162,6 +170,35 @@ class EmbeddedServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _template_from_schema(template: Path, schema: Path) -> None:
+    """Write `template` from the shipped SQL of a migrated empty database, if there is one for
+    this Prefect version: whole under a unique name, then renamed into place (as `wait` does)."""
+    if not schema.is_file():
+        return
+    partial = template.with_name(f"{template.name}.{os.getpid()}.partial")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
+        with closing(sqlite3.connect(partial)) as database:
+            database.executescript(schema.read_text())
+        partial.replace(template)
+    except (OSError, sqlite3.Error):  # a read-only PREFECT_HOME: this run migrates, as Prefect does
+        partial.unlink(missing_ok=True)
+
+
+def migrate(database: Path) -> None:
+    """A new database migrated by Prefect's own command (`prefect server database upgrade`):
+    what a shipped schema must be equivalent to (a test compares them)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")} | {
+        "PREFECT_HOME": str(database.parent), "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+        env=env, check=True, capture_output=True, timeout=STARTUP_SECONDS,
+    )
+
+
 def _copy_database(source: Path, target: Path) -> None:
     """SQLite's backup API: a consistent copy even while the server has the source open (WAL)."""
     with closing(sqlite3.connect(source)) as reading, closing(sqlite3.connect(target)) as writing:
@@ -193,3 +230,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["write-schema"]:
+        sys.exit("usage: python -m flows.server write-schema   (the installed Prefect version's migrated schema)")
+    target = SCHEMAS / f"prefect-{version('prefect')}.sql"
+    target.parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        migrate(Path(work) / "prefect.db")
+        with closing(sqlite3.connect(Path(work) / "prefect.db")) as migrated:
+            target.write_text("\n".join(migrated.iterdump()) + "\n")
+    print(f"wrote {target}")

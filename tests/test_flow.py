@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows import server
 from tests.conftest import ROOT, SEEDS
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -162,3 +163,66 @@ def test_later_runs_start_from_the_migrated_template_and_leave_nothing_behind(tm
     with closing(sqlite3.connect(template)) as database:  # migrated, and empty of runs
         assert database.execute("select count(*) from alembic_version").fetchone() == (1,)
         assert database.execute("select count(*) from flow_run").fetchone() == (0,)
+
+
+def schema_of(database: Path) -> dict[str, object]:
+    """What a SQLite schema means, independent of the order Prefect's migrations happen to write
+    constraints and indexes in (it varies from one migration to the next): each table's columns
+    in order, its foreign keys and its indexes (automatic ones by what they cover), and the rows
+    of alembic_version."""
+    with closing(sqlite3.connect(database)) as db:
+        def index(name: str, unique: int, origin: str, partial: int) -> tuple[object, ...]:
+            columns = tuple(row[2] for row in db.execute(f"pragma index_info('{name}')"))
+            return ("automatic" if name.startswith("sqlite_autoindex") else name, unique, origin, partial, columns)
+
+        tables = [name for (name,) in db.execute("select name from sqlite_master where type = 'table' order by name")]
+        return {
+            table: {
+                "columns": db.execute(f"pragma table_xinfo('{table}')").fetchall(),
+                "foreign keys": sorted(row[2:] for row in db.execute(f"pragma foreign_key_list('{table}')")),
+                "indexes": sorted(index(*row[1:5]) for row in db.execute(f"pragma index_list('{table}')")),
+            }
+            for table in tables
+        } | {
+            "other": sorted(db.execute("select type, name, sql from sqlite_master where type not in ('table', 'index')")),
+            "alembic_version": db.execute("select * from alembic_version").fetchall(),
+        }
+
+
+SHIPPED_SCHEMA = server.SCHEMAS / f"prefect-{version('prefect')}.sql"
+
+
+@pytest.mark.skipif(
+    not SHIPPED_SCHEMA.is_file(),
+    reason=f"no shipped schema for prefect {version('prefect')}: first runs migrate (`python -m flows.server write-schema`)",
+)
+def test_the_shipped_schema_is_what_prefects_migrations_make(tmp_path: Path) -> None:
+    server.migrate(tmp_path / "migrated.db")
+    server._template_from_schema(tmp_path / "shipped.db", SHIPPED_SCHEMA)
+    assert schema_of(tmp_path / "shipped.db") == schema_of(tmp_path / "migrated.db")
+
+
+@pytest.mark.skipif(not SHIPPED_SCHEMA.is_file(), reason="no shipped schema for this prefect version")
+def test_a_first_run_starts_from_the_shipped_schema_without_migrating(tmp_path: Path) -> None:
+    embedded = server.EmbeddedServer(tmp_path / "home")
+    try:
+        assert not embedded.fresh  # a copy of the template made from the shipped schema, not a new database
+        api = embedded.wait()
+        assert server.request(api, "GET", "/health") is True
+        assert server.request(api, "POST", "/flow_runs/filter", {}) == []
+    finally:
+        embedded.stop()
+
+
+def test_without_a_shipped_schema_the_first_run_migrates_and_keeps_the_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "SCHEMAS", tmp_path / "no-schemas")
+    embedded = server.EmbeddedServer(tmp_path / "home")
+    try:
+        assert embedded.fresh
+        embedded.wait()
+        assert embedded.template.is_file()
+        assert schema_of(embedded.template) == schema_of(embedded.database)
+    finally:
+        embedded.stop()
