@@ -28,13 +28,10 @@ import json
 import os
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +44,7 @@ import polars as pl
 from dedupe import pipeline, write
 from dedupe.config import Config
 from dedupe.state import StateError
+from flows import server as servers
 
 MIB = 2**20
 ARTICLE = (
@@ -325,10 +323,9 @@ def record_limit(folder: Path) -> list[Path]:
 @contextmanager
 def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real `prefect server start` on 127.0.0.1 and a free port, with its own PREFECT_HOME;
-    stopped by its process group id."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    stopped by its process group id. (`flows.server.local_server` yields only the URL; the
+    lost-API case needs the process, to stop it mid-run.)"""
+    port = servers.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     server = subprocess.Popen(
@@ -337,21 +334,10 @@ def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     )
     url = f"http://127.0.0.1:{port}/api"
     try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
+        servers.wait_healthy(url, server)
         yield url, server
     finally:
-        stop_server(server)
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        servers.stop(server)
 
 
 def cli(paths: list[Path], out: Path, env: dict[str, str], server: subprocess.Popen[bytes] | None = None) -> str:
@@ -364,7 +350,7 @@ def cli(paths: list[Path], out: Path, env: dict[str, str], server: subprocess.Po
     for line in run.stdout:
         output.append(line)
         if server is not None and "Beginning flow run" in line:
-            stop_server(server)
+            servers.stop(server)
             break
     output.append(run.communicate(timeout=600)[0])
     if run.returncode != 0:

@@ -158,14 +158,9 @@ class EmbeddedServer:
         return self.api
 
     def stop(self) -> None:
-        """SIGTERM to the server by its process id, SIGKILL if it does not stop; then its database goes."""
+        """Stop the server by its process id (not its group: that is the CLI's); then its database goes."""
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop(self.process, group=False)
             self.process = None
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -205,15 +200,17 @@ def _copy_database(source: Path, target: Path) -> None:
         reading.backup(writing)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's own process group (its pid), SIGKILL if it does not stop."""
+def stop(process: subprocess.Popen[bytes], group: bool = True) -> None:
+    """SIGTERM to the server's own process group (its pid), or to the process alone, SIGKILL if
+    it does not stop."""
     if process.poll() is not None:
         return
-    os.killpg(process.pid, signal.SIGTERM)
+    kill = os.killpg if group else os.kill
+    kill(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill(process.pid, signal.SIGKILL)
         process.wait()
 
 
