@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dedupe.cluster import (
+    Previous,
     attach_stories,
     average_linkage,
     components,
@@ -75,11 +77,11 @@ def test_small_stories_attach_to_a_much_larger_one_they_fit() -> None:
         {"article_id": list(texts), "keywords": [sorted(word.decode() for word in minhash.keywords(text)) for text in texts.values()]},
         schema=STORY_KEYWORDS,
     )
-    ends = dict(attach_stories(member_frame(members), keywords, Config()).iter_rows())
+    ends = dict(attach_stories(member_frame(members), keywords, Config()).ends.iter_rows())
     assert (ends["big"], ends["small"], ends["other"]) == ("big", "big", "other")
     # two stories of similar size stay apart, however much they share
     members = {"a": ["b0", "b1", "b2"], "b": ["b3", "b4", "b5", "b6"]}
-    assert dict(attach_stories(member_frame(members), keywords, Config()).iter_rows()) == {"a": "a", "b": "b"}
+    assert dict(attach_stories(member_frame(members), keywords, Config()).ends.iter_rows()) == {"a": "a", "b": "b"}
 
 
 def member_frame(members: dict[str, list[str]]) -> pl.DataFrame:
@@ -140,3 +142,83 @@ def test_average_linkage_counts_unknown_pairs_as_unrelated() -> None:
     edges = [("a", "c", 0.95), ("a", "b", 0.9)]
     assert average_linkage({"a": 1, "b": 1, "c": 1}, edges, 0.5) == {"a": "a", "b": "b", "c": "a"}
     assert average_linkage({"a": 1, "b": 1, "c": 1}, edges, 0.4) == {"a": "a", "b": "a", "c": "a"}
+
+
+def keyword_frame(texts: dict[str, list[str]]) -> pl.DataFrame:
+    return pl.DataFrame({"article_id": list(texts), "keywords": [sorted(set(words)) for words in texts.values()]}, schema=STORY_KEYWORDS)
+
+
+def test_a_batch_that_moves_the_idf_across_the_threshold_is_caught_by_the_replay() -> None:
+    """A story whose fit to a larger one is just above `story_attach_fit`; a batch of unrelated
+    articles makes its one shared keyword commoner, and the fit drops below. Neither story's
+    articles change, so only the IDF bound can tell the last decision no longer holds."""
+    big = {f"b{i}": ["alpha", f"theme{i}"] for i in range(10)}
+    small = {"s": ["alpha", *(f"rare{i}" for i in range(9))]}
+    filler = {f"f{i}": [f"filler{i}", f"other{i}"] for i in range(180)}
+    before_texts = big | small | filler
+    members = {"big": list(big), "small": ["s"]} | {article: [article] for article in filler}
+    before = attach_stories(member_frame(members), keyword_frame(before_texts), Config())
+    assert dict(before.ends.iter_rows())["small"] == "big"
+    batch = {f"n{i}": ["alpha", f"news{i}"] for i in range(5)}
+    after_members = member_frame(members | {article: [article] for article in batch})
+    after_keywords = keyword_frame(before_texts | batch)
+    single = attach_stories(after_members, after_keywords, Config())
+    assert dict(single.ends.iter_rows())["small"] == "small"  # the batch did flip it
+    previous = Previous(member_frame(members), keyword_frame(before_texts), before.rounds)
+    replayed = attach_stories(after_members, after_keywords, Config(), previous)
+    assert replayed.ends.equals(single.ends)
+    assert replayed.rounds.select("round", "story", "target").equals(single.rounds.select("round", "story", "target"))
+    assert 0 < replayed.computed < single.computed  # the filler stories were carried over
+
+
+def random_stories(seed: int, articles: int, first: int = 0) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(story -> articles, article -> keywords): a few large stories around a theme of words and
+    many small ones, over a small vocabulary so that fits crowd around the threshold and tie."""
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[str]] = {}
+    texts: dict[str, list[str]] = {}
+    for number in range(first, first + articles):
+        article = f"a{number:04d}"
+        story = f"s{rng.integers(0, 6):02d}" if rng.random() < 0.5 else f"t{number:04d}"
+        theme = [f"w{int(story[1:]) % 6}", f"w{(int(story[1:]) + 1) % 6}"] if story[0] == "s" else []
+        words = [f"w{word}" for word in rng.integers(0, 14, rng.integers(1, 5))]
+        texts[article] = theme[: rng.integers(0, 3)] + words
+        members.setdefault(story, []).append(article)
+    return members, texts
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(0, 4), st.booleans())
+def test_replayed_attachment_is_the_one_of_a_single_run(seed: int, added: int, rewritten: int, unattached: bool) -> None:
+    """Three runs, each replaying the last one's rounds, against one run over all articles: new
+    articles in old and new stories, articles whose keywords changed, articles counted by the IDF
+    but in no story (rejected records). The same ends and the same decision in every round."""
+    members, texts = random_stories(seed, 60)
+    runs = []
+    for step in range(3):
+        if step:
+            more_members, more_texts = random_stories(seed + step, added, first=1000 * step)
+            for story, articles in more_members.items():
+                members.setdefault(story, []).extend(articles if not unattached or step != 2 else articles[:-1])
+            texts |= more_texts
+            for article in sorted(texts)[:rewritten]:
+                texts[article] = [*texts[article], f"w{(step + seed) % 14}"]
+        runs.append((member_frame({story: list(articles) for story, articles in members.items()}), keyword_frame(dict(texts))))
+    previous = None
+    for frame, keywords in runs:
+        single = attach_stories(frame, keywords, Config())
+        replayed = attach_stories(frame, keywords, Config(), previous)
+        assert replayed.ends.sort("story").equals(single.ends.sort("story"))
+        assert replayed.rounds.select("round", "story", "target").equals(single.rounds.select("round", "story", "target"))
+        previous = Previous(frame, keywords, replayed.rounds)
+
+
+def test_an_unchanged_history_replays_without_computing_fits() -> None:
+    """No article changed: every decision but the exact ties is carried over."""
+    members, texts = random_stories(7, 200)
+    frame, keywords = member_frame(members), keyword_frame(texts)
+    first = attach_stories(frame, keywords, Config())
+    again = attach_stories(frame, keywords, Config(), Previous(frame, keywords, first.rounds))
+    assert again.ends.equals(first.ends) and again.rounds.equals(again.rounds)
+    ties = first.rounds.filter(pl.col("target_gap") == 0).height
+    assert again.computed == ties and again.certified == first.computed - ties
