@@ -221,8 +221,8 @@ class Previous:
 class Attached:
     ends: pl.DataFrame  # story, end: the story each story ends in
     rounds: pl.DataFrame  # STORY_ROUNDS: each round's decision per story, for the next run to replay
-    computed: int  # story-rounds whose fits were computed
-    certified: int  # story-rounds whose decision was carried over from the last run's, by a certificate
+    computed: int  # story-rounds whose fits to every candidate were computed
+    carried: int  # story-rounds decided from bounds kept from the last run or round, and fits to changed stories
 
 
 ATTACH_SLACK = 1e-11
@@ -276,12 +276,19 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
     replay = None
     if previous is not None and previous.rounds.height:
         replay = _Replay(previous, members, keywords, names, words, document_frequency, idf)
-    records, computed, certified = [], 0, 0
+    records, computed, carried = [], 0, 0
+    decided: _Decisions | None = None
+    grown = np.zeros(len(names), dtype=bool)  # stories that received others in the last round
     for round_number in range(config.story_attach_rounds):
         snapshot = _Snapshot(story_of, member_incidence, idf, len(names), config)
-        decided = replay.decide(round_number, snapshot, parent) if replay else snapshot.decide(snapshot.alive)
+        among, still = snapshot.alive, None
+        if decided is not None:  # stories that neither moved nor grew last round: only fits to grown ones are new
+            kept, still = _after_moves(snapshot, decided, grown)
+            among = among & ~still
+        fresh = replay.decide(round_number, snapshot, parent, among) if replay else snapshot.decide(among)
+        decided = fresh if still is None else kept.where(still, fresh)
         computed += decided.computed
-        certified += int(snapshot.alive.sum()) - decided.computed
+        carried += int(snapshot.alive.sum()) - decided.computed
         records.append(decided.record(round_number, names, snapshot))
         moving = np.flatnonzero(decided.target >= 0)
         if not moving.size:
@@ -290,13 +297,15 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
         end[moving] = decided.target[moving]
         while not np.array_equal(end[end], end):  # moves only go to larger stories, so chains end
             end = end[end]
+        grown[:] = False
+        grown[end[moving]] = True
         story_of = end[story_of]
         parent = end[parent]
     # the end story of each chain is named by its smallest member story (names are sorted)
     name_of_end = np.full(len(names), len(names))
     np.minimum.at(name_of_end, parent, np.arange(len(names)))
     ends = pl.DataFrame({"story": names, "end": names.gather(name_of_end[parent])})
-    return Attached(ends, check(pl.concat(records), STORY_ROUNDS, "story rounds"), computed, certified)
+    return Attached(ends, check(pl.concat(records), STORY_ROUNDS, "story rounds"), computed, carried)
 
 
 def _idf(articles: int, document_frequency: np.ndarray) -> np.ndarray:
@@ -314,7 +323,14 @@ class _Decisions:
     high: np.ndarray
     gap: np.ndarray
     rest: np.ndarray
-    computed: int
+    computed: int  # stories whose fits to every candidate were computed
+    smallest: float  # the size of the round's smallest story
+
+    def where(self, mask: np.ndarray, other: _Decisions) -> _Decisions:
+        """These decisions for the stories in `mask`, `other`'s for the rest."""
+        mine = (self.target, self.low, self.high, self.gap, self.rest)
+        theirs = (other.target, other.low, other.high, other.gap, other.rest)
+        return _Decisions(*(np.where(mask, a, b) for a, b in zip(mine, theirs)), self.computed + other.computed, self.smallest)
 
     def record(self, round_number: int, names: pl.Series, snapshot: _Snapshot) -> pl.DataFrame:
         alive = np.flatnonzero(snapshot.alive)
@@ -394,7 +410,29 @@ class _Snapshot:
         fit[best_story[moves]] = best_fit[moves]
         gap[best_story[moves]] = (best_fit - rest)[moves]
         others[best_story] = np.where(moves, rest, best_fit)
-        return _Decisions(target, fit, fit.copy(), gap, others, int(stories.sum()))
+        return _Decisions(target, fit, fit.copy(), gap, others, int(stories.sum()), self.smallest)
+
+
+@np.errstate(invalid="ignore")  # -inf - -inf where a story has no candidate
+def _after_moves(snapshot: _Snapshot, before: _Decisions, grown: np.ndarray) -> tuple[_Decisions, np.ndarray]:
+    """The decisions of the stories that neither moved nor grew in the last round, and that mask.
+
+    Such a story stayed: every fit it had was below the threshold (`before.rest` bounds them),
+    and its fits to the stories that did not change are the same floats now (the same counts,
+    sizes and IDF). Only its fits to the stories that grew are new: it moves to the best of
+    those if that fits, else stays. (A changed smallest story changes the index: then none.)"""
+    still = snapshot.alive & ~grown & (snapshot.smallest == before.smallest)
+    story, other, fit, rest = snapshot.best(*snapshot.pairs(still, grown))
+    size = len(snapshot.size)
+    grown_fit, grown_other, grown_rest = np.full(size, -np.inf), np.full(size, -1), np.full(size, -np.inf)
+    grown_fit[story], grown_other[story], grown_rest[story] = fit, other, rest
+    moves = grown_fit >= snapshot.config.story_attach_fit
+    beaten = np.maximum(before.rest, grown_rest)
+    decided = _Decisions(
+        np.where(moves, grown_other, -1), np.where(moves, grown_fit, np.nan), np.where(moves, grown_fit, np.nan),
+        np.where(moves, grown_fit - beaten, np.nan), np.where(moves, beaten, np.maximum(beaten, grown_fit)), 0, snapshot.smallest,
+    )
+    return decided, still
 
 
 class _Replay:
@@ -456,9 +494,10 @@ class _Replay:
         self.old_story[old_in_union] = old_in_union
 
     @np.errstate(invalid="ignore")  # bounds of stories without a target are nan, and -inf - -inf is too
-    def decide(self, round_number: int, snapshot: _Snapshot, parent: np.ndarray) -> _Decisions:
-        """This round's decisions: the last run's where they are proven to hold, else computed.
-        `parent` maps each first-round story to its story in this round."""
+    def decide(self, round_number: int, snapshot: _Snapshot, parent: np.ndarray, among: np.ndarray) -> _Decisions:
+        """This round's decisions of the stories in the mask `among`: the last run's where they
+        are proven to hold, else computed. `parent` maps each first-round story to its story in
+        this round; call once per round, in order."""
         stories, config = len(snapshot.size), snapshot.config
         story_u, target_u, low_u, high_u, gap_u, rest_u, smallest = self.rounds[min(round_number, self.last_round)]
         new_story = np.full(len(self.union), -1)
@@ -497,7 +536,7 @@ class _Replay:
         finite = np.isfinite(rest)
         rest = np.where(finite, rest + e * (1 + np.minimum(np.where(finite, rest, 0), 1)) + ATTACH_SLACK, -np.inf)
         fit = config.story_attach_fit
-        provable = snapshot.alive & has & ~changed & bounded & (snapshot.smallest == smallest) & self.provable
+        provable = among & has & ~changed & bounded & (snapshot.smallest == smallest) & self.provable
         provable &= ~kept | ((low >= fit) & (gap > 0))  # a kept target still fits and beats every unchanged candidate
         # the fits to changed stories, exactly; the decision is the best of those and of the bounds
         best_story, best_other, best_fit, other_fits = snapshot.best(*snapshot.pairs(provable, changed))
@@ -512,11 +551,7 @@ class _Replay:
         rest = np.where(wins, beaten, np.maximum.reduce([rest, changed_fit, changed_rest]))
         target = np.where(wins, changed_other, np.where(keeps, target, -1))
         low, high = np.where(wins, changed_fit, np.where(keeps, low, np.nan)), np.where(wins, changed_fit, np.where(keeps, high, np.nan))
-        # every other story: computed from this snapshot
-        computed = snapshot.decide(snapshot.alive & ~certain)
-        again = ~certain
-        for mine, theirs in ((target, computed.target), (low, computed.low), (high, computed.high), (gap, computed.gap), (rest, computed.rest)):
-            mine[again] = theirs[again]
+        carried = _Decisions(target, low, high, gap, rest, 0, snapshot.smallest)
         # the last run's stories, moved as it moved them, for the next round
         if round_number <= self.last_round:
             moving = target_u >= 0
@@ -525,7 +560,7 @@ class _Replay:
             while not np.array_equal(end[end], end):
                 end = end[end]
             self.old_story = np.where(self.old_story >= 0, end[np.maximum(self.old_story, 0)], -1)
-        return _Decisions(target, low, high, gap, rest, computed.computed)
+        return carried.where(certain, snapshot.decide(among & ~certain))
 
 
 def _keyword_incidence(keywords: pl.DataFrame) -> tuple[sparse.csr_matrix, pl.Series]:
