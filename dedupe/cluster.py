@@ -251,12 +251,14 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
 
     The IDF counts every article, so one new article moves every fit a little. A later run
     passes the `previous` run's members, keywords and rounds, and replays the rounds: a story
-    keeps the last run's decision when it holds the same articles as then, so does the story it
-    moved to, and the fit intervals kept for it prove that the IDF change cannot alter the
-    decision (`_Replay`). Only the pairs with a changed story and the stories that fail the
-    proof are computed; the result is the one of a run without `previous` (tests/test_cluster.py,
-    tests/test_state.py). `members` holds article_id, story for the articles in stories;
-    `keywords` (STORY_KEYWORDS) every article the IDF counts."""
+    keeps the last run's decision when it holds the same articles as then and the bounds kept
+    for it prove that the IDF change cannot alter the decision; its fits to stories whose
+    articles changed are computed, exactly (`_Replay`). Within any run, a story that neither
+    moved nor grew in the last round only has its fits to the grown stories computed
+    (`_after_moves`). Every other story has all its fits computed. The result is the one of a
+    run without `previous`, bit for bit (tests/test_cluster.py, tests/test_state.py); a proof
+    that fails costs work, never a different result. `members` holds article_id, story for the
+    articles in stories; `keywords` (STORY_KEYWORDS) every article the IDF counts."""
     names = members["story"].unique().sort()
     if names.is_empty():
         return Attached(pl.DataFrame(schema={"story": pl.String, "end": pl.String}), empty(STORY_ROUNDS), 0, 0)
