@@ -29,11 +29,13 @@ import xxhash
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # benchmarks/ is a folder of scripts, not a package
 
-from dedupe import pipeline, state
+from dedupe import cluster, pipeline, state
 from dedupe.config import Config
 
 CONFIG = Config()
-TOTALS = ("load state", "commit state", "incremental", "full run", "old copies")
+TOTALS = (
+    "load state", "commit state", "incremental", "full run", "old copies", "computed", "carried", "single computed", "replayed s", "single s"
+)
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
 
@@ -67,12 +69,31 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     pipeline.run([old, new], CONFIG)
     full = time.perf_counter() - started
     stages = result.summary.timings
+    (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     return {
         "load state": load, **stages, "commit state": commit,
         "incremental": load + sum(stages.values()) + commit,
         "full run": full,
         "old copies": old_copies(result.articles, update),
+        "computed": replayed.computed, "carried": replayed.carried, "single computed": single.computed,
+        "replayed s": replay_seconds, "single s": single_seconds,
     }
+
+
+def attachment_work(articles: pl.DataFrame, update: state.Update, history: state.History) -> list[tuple[cluster.Attached, float]]:
+    """The batch's story attachment again, outside the timed update: replaying the history's
+    rounds, and alone (best of two each); what each computed, and its seconds."""
+    groups = articles.filter(pl.col("duplicate_group").is_not_null()).select("article_id", "duplicate_group", "duplicate_of")
+    args = (groups, update.story_roots, update.story_keywords, CONFIG)
+    timed = []
+    for previous in (state.previous_attachment(history), None):
+        seconds = []
+        for _ in range(2):
+            started = time.perf_counter()
+            _, attached = cluster.attached_story_ids(*args, previous)
+            seconds.append(time.perf_counter() - started)
+        timed.append((attached, min(seconds)))
+    return timed
 
 
 def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
@@ -128,6 +149,11 @@ def main() -> None:
     for history, row in rows.items():
         print(f"{history:>8} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>10.2f} "
               f"{row['full run'] / row['incremental']:>22.1f}")
+    print("\nstory attachment of the batch's stories (cluster.attached_story_ids), replaying the history's rounds vs alone:")
+    print(f"{'history':>8} {'replayed s':>11} {'alone s':>8} {'alone / replayed':>17} {'story-rounds computed':>22} {'alone':>7} {'carried over':>13}")
+    for history, row in rows.items():
+        print(f"{history:>8} {row['replayed s']:>11.3f} {row['single s']:>8.3f} {row['single s'] / row['replayed s']:>17.1f} "
+              f"{row['computed']:>22.0f} {row['single computed']:>7.0f} {row['carried']:>13.0f}")
     first, last = rows[histories[0]], rows[histories[-1]]
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")

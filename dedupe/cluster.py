@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -18,7 +19,7 @@ from scipy import sparse
 
 from dedupe import minhash, stories
 from dedupe.config import Config
-from dedupe.schema import CLEANED, GROUPS, PAIRS, STORY_KEYWORDS, STORY_ROOTS, check
+from dedupe.schema import CLEANED, GROUPS, PAIRS, STORY_KEYWORDS, STORY_ROOTS, STORY_ROUNDS, check, empty
 
 
 def components(ids: Sequence[str], pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -99,29 +100,27 @@ def without_weak_bridges(ids: Sequence[str], edges: list[tuple[str, str]], min_g
     ]
 
 
-def story_ids(
-    cleaned: pl.DataFrame,
-    groups: pl.DataFrame,
-    story_pairs: pl.DataFrame,
-    config: Config,
-    keywords: pl.DataFrame | None = None,
-    roots: pl.DataFrame | None = None,
-) -> pl.DataFrame:
+def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
     """GROUPS: the duplicate groups joined into stories, first by verified story pairs between
     canonical articles (less weak bridges, see `without_weak_bridges`), then by attaching small
-    stories to larger ones (`attach_stories`), by the `story_keywords` of every record. A later
-    run passes the keywords and the STORY_ROOTS (`story_components`) it kept for what did not change.
+    stories to larger ones (`attach_stories`), by the `story_keywords` of every record.
     A story id is a hash of its smallest canonical article id: the same articles always give
     the same id, whatever their order."""
     check(cleaned, CLEANED, "story ids input")
-    if roots is None:
-        root_of = story_components(groups["duplicate_group"].unique().sort().to_list(), story_pairs, config)
-        roots = pl.DataFrame(list(root_of.items()), schema=STORY_ROOTS, orient="row")
-    keywords = story_keywords(cleaned) if keywords is None else keywords
+    root_of = story_components(groups["duplicate_group"].unique().sort().to_list(), story_pairs, config)
+    roots = pl.DataFrame(list(root_of.items()), schema=STORY_ROOTS, orient="row")
+    return attached_story_ids(groups, roots, story_keywords(cleaned), config)[0]
+
+
+def attached_story_ids(
+    groups: pl.DataFrame, roots: pl.DataFrame, keywords: pl.DataFrame, config: Config, previous: Previous | None = None
+) -> tuple[pl.DataFrame, Attached]:
+    """`story_ids` from the story-pair components (STORY_ROOTS) and keywords (STORY_KEYWORDS)
+    of every record, replaying the `previous` run's attachment if given; and the attachment."""
     members = groups.select("article_id", "duplicate_group").join(roots, on="duplicate_group").select("article_id", story="root")
-    ends = attach_stories(members, check(keywords, STORY_KEYWORDS, "story keywords"), config)
-    story_of = roots.join(ends, left_on="root", right_on="story").select("duplicate_group", story="end")
-    return _named_stories(groups, story_of)
+    attached = attach_stories(members, check(keywords, STORY_KEYWORDS, "story keywords"), config, previous)
+    story_of = roots.join(attached.ends, left_on="root", right_on="story").select("duplicate_group", story="end")
+    return _named_stories(groups, story_of), attached
 
 
 def story_components(canonical: Sequence[str], story_pairs: pl.DataFrame, config: Config) -> dict[str, str]:
@@ -208,9 +207,32 @@ def _named_stories(groups: pl.DataFrame, story_of: pl.DataFrame) -> pl.DataFrame
     return check(out, GROUPS, "groups")
 
 
-def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """story, end: the story each story ends in, after attaching each story to a larger one that
-    its headlines' keywords fit.
+@dataclass(frozen=True)
+class Previous:
+    """What the last run's attachment saw and decided, for `attach_stories` to replay: its
+    members (article_id, story), its STORY_KEYWORDS and its STORY_ROUNDS."""
+
+    members: pl.DataFrame
+    keywords: pl.DataFrame
+    rounds: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class Attached:
+    ends: pl.DataFrame  # story, end: the story each story ends in
+    rounds: pl.DataFrame  # STORY_ROUNDS: each round's decision per story, for the next run to replay
+    computed: int  # story-rounds whose fits to every candidate were computed
+    carried: int  # story-rounds decided from bounds kept from the last run or round, and fits to changed stories
+
+
+ATTACH_SLACK = 1e-11
+"""Added to every carried-over fit interval: covers the 12-digit rounding of fits and the float
+error of computing them (relative 1e-15 over a few dozen terms), both sides."""
+
+
+def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config, previous: Previous | None = None) -> Attached:
+    """The story each story ends in, after attaching each story to a larger one that its
+    headlines' keywords fit; and each round's decisions (STORY_ROUNDS), for the next run.
 
     Pairs of headlines miss what an aggregator calls one story: "Titanfall reviewed" and
     "Microsoft's hopes 'Titanfall' shows off Xbox One" share one word, but a rare one that most
@@ -222,24 +244,27 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
     same snapshot and ties go to the larger, then smaller-named story: order does not matter.
     The end story of a chain is named by its smallest member story.
 
-    The IDF counts every article, so one new article changes every fit a little: this step is
-    global, also in an incremental run. It is therefore columnar (scipy sparse matrices over
-    stories x keywords, numpy for the fits): a Python loop over the candidate pairs made
-    cluster stories 8.3 s of a 14.2 s incremental run at 20,000 records, 0.7 s now
-    (`benchmarks/incremental.py`, see benchmarks/README.md). Stories and keywords are
-    numbered in sorted order and each fit is summed in keyword order, so the result does not
-    depend on the input order. Every article's keywords come as a list column (the state keeps
-    them so) and are numbered, counted and put in the incidence matrix by polars and numpy, not
-    as a Python set and dict entries per article of the history.
+    It is columnar (scipy sparse matrices over stories x keywords, numpy for the fits): a Python
+    loop over the candidate pairs made cluster stories 8.3 s of a 14.2 s incremental run at
+    20,000 records. Stories and keywords are numbered in sorted order and each fit is summed in
+    keyword order, so a fit is the same float whichever other stories are computed with it.
 
-    `members` holds article_id, story for the articles in stories; `keywords` (STORY_KEYWORDS)
-    every article the IDF counts."""
+    The IDF counts every article, so one new article moves every fit a little. A later run
+    passes the `previous` run's members, keywords and rounds, and replays the rounds: a story
+    keeps the last run's decision when it holds the same articles as then and the bounds kept
+    for it prove that the IDF change cannot alter the decision; its fits to stories whose
+    articles changed are computed, exactly (`_Replay`). Within any run, a story that neither
+    moved nor grew in the last round only has its fits to the grown stories computed
+    (`_after_moves`). Every other story has all its fits computed. The result is the one of a
+    run without `previous`, bit for bit (tests/test_cluster.py, tests/test_state.py); a proof
+    that fails costs work, never a different result. `members` holds article_id, story for the
+    articles in stories; `keywords` (STORY_KEYWORDS) every article the IDF counts."""
     names = members["story"].unique().sort()
     if names.is_empty():
-        return pl.DataFrame(schema={"story": pl.String, "end": pl.String})
-    incidence = _keyword_incidence(keywords)  # article x keyword; document frequency over every article
+        return Attached(pl.DataFrame(schema={"story": pl.String, "end": pl.String}), empty(STORY_ROUNDS), 0, 0)
+    incidence, words = _keyword_incidence(keywords)  # article x keyword; document frequency over every article
     document_frequency = np.asarray(incidence.sum(axis=0)).ravel()
-    idf = np.log(max(keywords.height, 1) / (1.0 + document_frequency))
+    idf = _idf(keywords.height, document_frequency)
     numbered = (
         members.join(names.to_frame().with_row_index("story_number"), on="story")
         .join(keywords.select("article_id").with_row_index("row"), on="article_id")
@@ -247,27 +272,300 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
     )
     if numbered.height != members.height:
         raise ValueError("attach stories: a member article without keywords")
-    first_story = numbered["story_number"].to_numpy().astype(np.int64)
-    story_of = first_story.copy()  # member article -> its story (an index into `names`) this round
-    parent = np.arange(len(names))
+    story_of = numbered["story_number"].to_numpy().astype(np.int64)  # member article -> its story this round
+    parent = np.arange(len(names))  # first-round story -> its story this round
     member_incidence = incidence[numbered["row"].to_numpy()]
-    for _ in range(config.story_attach_rounds):
-        moves = _attachments(story_of, member_incidence, idf, len(names), config)
-        if not moves.size:
+    replay = None
+    if previous is not None and previous.rounds.height:
+        replay = _Replay(previous, members, keywords, names, words, document_frequency, idf)
+    records, computed, carried = [], 0, 0
+    decided: _Decisions | None = None
+    grown = np.zeros(len(names), dtype=bool)  # stories that received others in the last round
+    for round_number in range(config.story_attach_rounds):
+        snapshot = _Snapshot(story_of, member_incidence, idf, len(names), config)
+        among, still = snapshot.alive, None
+        if decided is not None:  # stories that neither moved nor grew last round: only fits to grown ones are new
+            kept, still = _after_moves(snapshot, decided, grown)
+            among = among & ~still
+        fresh = replay.decide(round_number, snapshot, parent, among) if replay else snapshot.decide(among)
+        decided = fresh if still is None else kept.where(still, fresh)
+        computed += decided.computed
+        carried += int(snapshot.alive.sum()) - decided.computed
+        records.append(decided.record(round_number, names, snapshot))
+        moving = np.flatnonzero(decided.target >= 0)
+        if not moving.size:
             break
         end = np.arange(len(names))
-        end[moves[:, 0]] = moves[:, 1]
+        end[moving] = decided.target[moving]
         while not np.array_equal(end[end], end):  # moves only go to larger stories, so chains end
             end = end[end]
+        grown[:] = False
+        grown[end[moving]] = True
         story_of = end[story_of]
         parent = end[parent]
     # the end story of each chain is named by its smallest member story (names are sorted)
     name_of_end = np.full(len(names), len(names))
     np.minimum.at(name_of_end, parent, np.arange(len(names)))
-    return pl.DataFrame({"story": names, "end": names.gather(name_of_end[parent])})
+    ends = pl.DataFrame({"story": names, "end": names.gather(name_of_end[parent])})
+    return Attached(ends, check(pl.concat(records), STORY_ROUNDS, "story rounds"), computed, carried)
 
 
-def _keyword_incidence(keywords: pl.DataFrame) -> sparse.csr_matrix:
+def _idf(articles: int, document_frequency: np.ndarray) -> np.ndarray:
+    return np.log(max(articles, 1) / (1.0 + document_frequency))
+
+
+@dataclass(frozen=True)
+class _Decisions:
+    """One round's decision per story (arrays over all stories): the story it moves to (-1: it
+    stays), an interval holding its fit there, a lower bound on how much that fit exceeds its fit
+    to any other candidate, and an upper bound on its fits to the other candidates (-inf: none)."""
+
+    target: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    gap: np.ndarray
+    rest: np.ndarray
+    computed: int  # stories whose fits to every candidate were computed
+    smallest: float  # the size of the round's smallest story
+
+    def where(self, mask: np.ndarray, other: _Decisions) -> _Decisions:
+        """These decisions for the stories in `mask`, `other`'s for the rest."""
+        mine = (self.target, self.low, self.high, self.gap, self.rest)
+        theirs = (other.target, other.low, other.high, other.gap, other.rest)
+        return _Decisions(*(np.where(mask, a, b) for a, b in zip(mine, theirs)), self.computed + other.computed, self.smallest)
+
+    def record(self, round_number: int, names: pl.Series, snapshot: _Snapshot) -> pl.DataFrame:
+        alive = np.flatnonzero(snapshot.alive)
+        target = self.target[alive]
+        frame = pl.DataFrame(
+            {
+                "round": np.full(len(alive), round_number, dtype=np.int32),
+                "story": names.gather(alive),
+                "smallest": np.full(len(alive), snapshot.smallest),
+                "target": names.gather(np.maximum(target, 0)),
+                "target_low": self.low[alive],
+                "target_high": self.high[alive],
+                "target_gap": self.gap[alive],
+                "rest_high": self.rest[alive],
+                "moves": target >= 0,
+            }
+        )
+        moved = pl.col("target", "target_low", "target_high", "target_gap")
+        return frame.with_columns(pl.when("moves").then(moved)).drop("moves").cast(STORY_ROUNDS)
+
+
+class _Snapshot:
+    """One round's stories: their keyword counts, sizes, IDF weights and inverted index."""
+
+    def __init__(self, story_of: np.ndarray, member_incidence: sparse.csr_matrix, idf: np.ndarray, stories: int, config: Config):
+        self.config = config
+        self.size = np.bincount(story_of, minlength=stories).astype(np.float64)
+        self.alive = self.size > 0
+        membership = sparse.csr_matrix((np.ones(len(story_of)), (story_of, np.arange(len(story_of)))), shape=(stories, len(story_of)))
+        counts = (membership @ member_incidence).tocsr()  # story x keyword: how many of its headlines carry it
+        counts.sort_indices()
+        self.counts = counts
+        self.smallest = self.size[self.alive].min()
+        # Only stories big enough to be attached to are indexed. Keeping the many singletons off
+        # the postings of common words: cluster stories at 30,000 docs 59.1 s -> 17.8 s, same
+        # stories (`benchmarks/speed.py scaling`, busy machine)
+        indexed = self.size >= config.story_attach_size_ratio * self.smallest
+        self.rows = np.repeat(np.arange(stories), np.diff(counts.indptr))
+        in_index = indexed[self.rows] & (counts.data >= config.story_profile_share * self.size[self.rows])
+        self.index = sparse.csr_matrix((np.ones(in_index.sum()), (self.rows[in_index], counts.indices[in_index])), shape=counts.shape)
+        self.weighted = sparse.csr_matrix((idf[counts.indices] * counts.data, counts.indices, counts.indptr), shape=counts.shape)
+        self.weight = np.bincount(self.rows, weights=self.weighted.data, minlength=stories)  # summed in keyword order
+
+    def pairs(self, stories: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate pairs (story, larger story) with the story in the mask `stories` and the
+        larger one in the mask `others` (None: any)."""
+        rows = np.flatnonzero(stories)
+        columns = np.arange(self.index.shape[0]) if others is None else np.flatnonzero(others)
+        if not rows.size or not columns.size:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        shared = (self.counts[rows].astype(bool).astype(np.float64) @ self.index[columns].T).tocoo()  # share an indexed keyword
+        story, other = rows[shared.row], columns[shared.col]
+        keep = (story != other) & (self.size[other] >= self.config.story_attach_size_ratio * self.size[story]) & (self.weight[story] > 0)
+        return story[keep], other[keep]
+
+    def best(self, story: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per story of the pairs: its best other (best fit, then larger, then smaller name), that
+        fit, and the best fit among its others (-inf: none)."""
+        # rounded: fits equal in exact arithmetic (5 of 6 and 6 of 7 headlines...) differ in their
+        # last bits, and a tie must go to the larger story, not to the rounding
+        fit = np.round(_shared_weight(self.weighted, self.counts, story, other) / (self.weight[story] * self.size[other]), 12)
+        order = np.lexsort((other, -self.size[other], -fit, story))
+        story, other, fit = story[order], other[order], fit[order]
+        first = np.flatnonzero(np.concatenate([[True], story[1:] != story[:-1]])) if story.size else np.empty(0, dtype=np.int64)
+        second = first + 1  # sorted by fit within a story: the best of the rest, if the story has one
+        has_second = second < np.append(first[1:], len(story))
+        rest = np.where(has_second, fit[np.minimum(second, max(len(fit) - 1, 0))], -np.inf)
+        return story[first], other[first], fit[first], rest
+
+    def decide(self, stories: np.ndarray) -> _Decisions:
+        """The decisions of the stories in the mask `stories`, computed from this snapshot."""
+        best_story, best_other, best_fit, rest = self.best(*self.pairs(stories))
+        moves = best_fit >= self.config.story_attach_fit
+        size = len(self.size)
+        target, fit, gap, others = np.full(size, -1), np.full(size, np.nan), np.full(size, np.nan), np.full(size, -np.inf)
+        target[best_story[moves]] = best_other[moves]
+        fit[best_story[moves]] = best_fit[moves]
+        gap[best_story[moves]] = (best_fit - rest)[moves]
+        others[best_story] = np.where(moves, rest, best_fit)
+        return _Decisions(target, fit, fit.copy(), gap, others, int(stories.sum()), self.smallest)
+
+
+@np.errstate(invalid="ignore")  # -inf - -inf where a story has no candidate
+def _after_moves(snapshot: _Snapshot, before: _Decisions, grown: np.ndarray) -> tuple[_Decisions, np.ndarray]:
+    """The decisions of the stories that neither moved nor grew in the last round, and that mask.
+
+    Such a story stayed: every fit it had was below the threshold (`before.rest` bounds them),
+    and its fits to the stories that did not change are the same floats now (the same counts,
+    sizes and IDF). Only its fits to the stories that grew are new: it moves to the best of
+    those if that fits, else stays. (A changed smallest story changes the index: then none.)"""
+    still = snapshot.alive & ~grown & (snapshot.smallest == before.smallest)
+    story, other, fit, rest = snapshot.best(*snapshot.pairs(still, grown))
+    size = len(snapshot.size)
+    grown_fit, grown_other, grown_rest = np.full(size, -np.inf), np.full(size, -1), np.full(size, -np.inf)
+    grown_fit[story], grown_other[story], grown_rest[story] = fit, other, rest
+    moves = grown_fit >= snapshot.config.story_attach_fit
+    beaten = np.maximum(before.rest, grown_rest)
+    decided = _Decisions(
+        np.where(moves, grown_other, -1), np.where(moves, grown_fit, np.nan), np.where(moves, grown_fit, np.nan),
+        np.where(moves, grown_fit - beaten, np.nan), np.where(moves, beaten, np.maximum(beaten, grown_fit)), 0, snapshot.smallest,
+    )
+    return decided, still
+
+
+class _Replay:
+    """The last run's rounds, to replay against this run's stories.
+
+    A story keeps its last decision in a round when it holds the same articles with the same
+    keywords as then (so its counts, size and candidates are the same), the smallest story is
+    the same size (so the index is), and the IDF change cannot alter the decision. For that, each
+    story keeps an interval around its fit to its target, a lower bound on the gap between that
+    fit and its fit to any other candidate, and an upper bound on the latter. With
+    W = sum_k idf_k c_s(k) and fit = A / W, A = sum_k idf_k c_s(k) p_o(k), p_o(k) in [0, 1] the
+    share of o's headlines with keyword k: if |idf'_k - idf_k| <= eta_k and E = sum_k eta_k c_s(k),
+    then |A' - A| <= E and |W' - W| <= E, so |fit' - fit| = |(A' - A) - fit (W' - W)| / W'
+    <= e (1 + fit) with e = E / (W - E), for W > E and IDF >= 0 (then 0 <= fit <= 1). The same
+    steps with p_t - p_r in [-1, 1] bound a gap g = fit_t - fit_r: |g' - g| <= e (1 + g). The
+    bounds widen so (plus `ATTACH_SLACK`) each run until they decide nothing; then the story's
+    fits are computed again. Fits to stories whose articles changed are computed, exactly: the
+    decision is the best of those and of the bounds, or, where they overlap, computed."""
+
+    def __init__(self, previous: Previous, members: pl.DataFrame, keywords: pl.DataFrame, names: pl.Series,
+                 words: pl.Series, document_frequency: np.ndarray, idf: np.ndarray):
+        check(previous.rounds, STORY_ROUNDS, "previous story rounds")
+        old_names = previous.members["story"].unique()
+        self.union = pl.concat([names, old_names]).unique().sort()  # first-round stories of both runs
+        self.new_in_union = self.union.search_sorted(names).to_numpy().astype(np.int64)
+        # first-round stories whose articles or their keywords changed
+        with_words = keywords.join(previous.keywords, on="article_id", how="full", coalesce=True, suffix="_old")
+        rewritten = with_words.filter(pl.col("keywords").ne_missing(pl.col("keywords_old")))
+        placed = members.join(previous.members, on="article_id", how="full", coalesce=True, suffix="_old")
+        moved = placed.filter(
+            pl.col("story").ne_missing(pl.col("story_old")) | pl.col("article_id").is_in(rewritten["article_id"].implode())
+        )
+        changed = pl.concat([moved["story"], moved["story_old"].alias("story")]).drop_nulls().unique()
+        self.changed_roots = np.zeros(len(self.union), dtype=bool)
+        self.changed_roots[self.union.search_sorted(changed).to_numpy()] = True
+        # the last run's IDF: this run's document frequencies less what the rewritten records changed
+        counted = [
+            rewritten.select(word=column).explode("word").drop_nulls().group_by("word").len().cast({"len": pl.Int64})
+            for column in ("keywords", "keywords_old")
+        ]
+        delta = pl.concat([counted[0], counted[1].with_columns(-pl.col("len"))]).group_by("word").agg(pl.col("len").sum())
+        delta = delta.join(words.to_frame("word").with_row_index("column"), on="word")  # words now gone: in no story
+        old_frequency = document_frequency.copy()
+        old_frequency[delta["column"].to_numpy()] -= delta["len"].to_numpy()
+        self.idf_before = _idf(previous.keywords.height, old_frequency)
+        self.eta = np.abs(idf - self.idf_before) * (1 + 1e-9) + 1e-12  # float error of the two logs, generously
+        self.provable = bool(idf.size == 0 or min(idf.min(), self.idf_before.min()) >= 0)
+        # the last run's rounds over the union of names, and its stories as they were, round by round
+        self.last_round = int(previous.rounds["round"].max())
+        self.rounds = {}
+        for (number,), frame in previous.rounds.partition_by("round", as_dict=True).items():
+            story = self.union.search_sorted(frame["story"]).to_numpy().astype(np.int64)
+            moves = frame["target"].is_not_null().to_numpy()
+            target = np.where(moves, self.union.search_sorted(frame["target"].fill_null(self.union[0])).to_numpy().astype(np.int64), -1)
+            bounds = [frame[name].fill_null(np.nan).to_numpy() for name in ("target_low", "target_high", "target_gap", "rest_high")]
+            self.rounds[int(number)] = (story, target, *bounds, float(frame["smallest"][0]))
+        self.old_story = np.full(len(self.union), -1)
+        old_in_union = self.union.search_sorted(old_names).to_numpy().astype(np.int64)
+        self.old_story[old_in_union] = old_in_union
+
+    @np.errstate(invalid="ignore")  # bounds of stories without a target are nan, and -inf - -inf is too
+    def decide(self, round_number: int, snapshot: _Snapshot, parent: np.ndarray, among: np.ndarray) -> _Decisions:
+        """This round's decisions of the stories in the mask `among`: the last run's where they
+        are proven to hold, else computed. `parent` maps each first-round story to its story in
+        this round; call once per round, in order."""
+        stories, config = len(snapshot.size), snapshot.config
+        story_u, target_u, low_u, high_u, gap_u, rest_u, smallest = self.rounds[min(round_number, self.last_round)]
+        new_story = np.full(len(self.union), -1)
+        new_story[self.new_in_union] = self.new_in_union[parent]
+        # a story changed when a first-round story moved in or out of it, or changed itself
+        flagged = (new_story != self.old_story) | self.changed_roots
+        changed_u = np.zeros(len(self.union), dtype=bool)
+        for side in (self.old_story[flagged], new_story[flagged]):
+            changed_u[side[side >= 0]] = True
+        changed = changed_u[self.new_in_union]
+        # the last run's decision for each story of this run, where it had one
+        row_of = np.full(len(self.union), -1)
+        row_of[story_u] = np.arange(len(story_u))
+        row = row_of[self.new_in_union]
+        has = row >= 0
+        row = np.maximum(row, 0)
+        index_of = np.full(len(self.union), -1)
+        index_of[self.new_in_union] = np.arange(stories)
+        target_old = np.where(has, target_u[row], -1)
+        target = np.where(target_old >= 0, index_of[np.maximum(target_old, 0)], -1)
+        # kept: its target is the same story as then (else its fit there is computed, among the changed)
+        kept = (target_old >= 0) & ~changed_u[np.maximum(target_old, 0)]
+        # how far the IDF change can move each story's fits: e (1 + fit)
+        counts, rows = snapshot.counts, snapshot.rows
+        weight_before = np.bincount(rows, weights=self.idf_before[counts.indices] * counts.data, minlength=stories)
+        error = np.bincount(rows, weights=self.eta[counts.indices] * counts.data, minlength=stories)
+        keywordless = np.diff(counts.indptr) == 0  # never in a candidate pair
+        room = weight_before - error
+        bounded = keywordless | ((room > 0) & (error < room))
+        e = np.where(keywordless, 0.0, error / np.where(room > 0, room, 1.0)) * (1 + 1e-9)
+        high_before = np.minimum(np.where(has, high_u[row], 0.0), 1.0)
+        low = np.where(kept, low_u[row] - e * (1 + high_before) - ATTACH_SLACK, np.nan)
+        high = np.where(kept, high_u[row] + e * (1 + high_before) + ATTACH_SLACK, np.nan)
+        gap = np.where(kept, gap_u[row] * (1 - e) - e - ATTACH_SLACK, np.nan)
+        rest = np.where(has, rest_u[row], -np.inf)
+        finite = np.isfinite(rest)
+        rest = np.where(finite, rest + e * (1 + np.minimum(np.where(finite, rest, 0), 1)) + ATTACH_SLACK, -np.inf)
+        fit = config.story_attach_fit
+        provable = among & has & ~changed & bounded & (snapshot.smallest == smallest) & self.provable
+        provable &= ~kept | ((low >= fit) & (gap > 0))  # a kept target still fits and beats every unchanged candidate
+        # the fits to changed stories, exactly; the decision is the best of those and of the bounds
+        best_story, best_other, best_fit, other_fits = snapshot.best(*snapshot.pairs(provable, changed))
+        changed_fit, changed_other, changed_rest = np.full(stories, -np.inf), np.full(stories, -1), np.full(stories, -np.inf)
+        changed_fit[best_story], changed_other[best_story], changed_rest[best_story] = best_fit, best_other, other_fits
+        keeps = kept & (changed_fit < low)
+        wins = (changed_fit > np.where(kept, high, -np.inf)) & (changed_fit > rest) & (changed_fit >= fit)
+        stays = ~kept & (changed_fit < fit) & (rest < fit)
+        certain = provable & (keeps | wins | stays)
+        beaten = np.maximum.reduce([rest, np.where(kept, high, -np.inf), changed_rest])
+        gap = np.where(keeps, np.minimum(gap, low - changed_fit), np.where(wins, changed_fit - beaten, np.nan))
+        rest = np.where(wins, beaten, np.maximum.reduce([rest, changed_fit, changed_rest]))
+        target = np.where(wins, changed_other, np.where(keeps, target, -1))
+        low, high = np.where(wins, changed_fit, np.where(keeps, low, np.nan)), np.where(wins, changed_fit, np.where(keeps, high, np.nan))
+        carried = _Decisions(target, low, high, gap, rest, 0, snapshot.smallest)
+        # the last run's stories, moved as it moved them, for the next round
+        if round_number <= self.last_round:
+            moving = target_u >= 0
+            end = np.arange(len(self.union))
+            end[story_u[moving]] = target_u[moving]
+            while not np.array_equal(end[end], end):
+                end = end[end]
+            self.old_story = np.where(self.old_story >= 0, end[np.maximum(self.old_story, 0)], -1)
+        return carried.where(certain, snapshot.decide(among & ~certain))
+
+
+def _keyword_incidence(keywords: pl.DataFrame) -> tuple[sparse.csr_matrix, pl.Series]:
     """A 0/1 CSR matrix, a row per STORY_KEYWORDS row and a column per distinct keyword in
     sorted order (the byte order `sorted` gave the sets of bytes this replaced)."""
     pairs = keywords.select(row=pl.int_range(pl.len(), dtype=pl.Int64), word="keywords").explode("word").drop_nulls("word")
@@ -277,43 +575,7 @@ def _keyword_incidence(keywords: pl.DataFrame) -> sparse.csr_matrix:
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     matrix = sparse.csr_matrix((np.ones(len(columns)), columns.astype(np.int64), indptr), shape=(keywords.height, len(words)))
     matrix.sort_indices()
-    return matrix
-
-
-def _attachments(
-    story_of: np.ndarray, member_incidence: sparse.csr_matrix, idf: np.ndarray, stories: int, config: Config
-) -> np.ndarray:
-    """(story, larger story it fits best) rows for this round, where the fit is high enough."""
-    size = np.bincount(story_of, minlength=stories).astype(np.float64)
-    alive = size > 0
-    membership = sparse.csr_matrix((np.ones(len(story_of)), (story_of, np.arange(len(story_of)))), shape=(stories, len(story_of)))
-    counts = (membership @ member_incidence).tocsr()  # story x keyword: how many of its headlines carry it
-    counts.sort_indices()
-    smallest = size[alive].min()
-    # Only stories big enough to be attached to are indexed. Keeping the many singletons off
-    # the postings of common words: cluster stories at 30,000 docs 59.1 s -> 17.8 s, same
-    # stories (`benchmarks/speed.py scaling`, busy machine)
-    indexed = size >= config.story_attach_size_ratio * smallest
-    rows = np.repeat(np.arange(stories), np.diff(counts.indptr))
-    in_index = indexed[rows] & (counts.data >= config.story_profile_share * size[rows])
-    index = sparse.csr_matrix((np.ones(in_index.sum()), (rows[in_index], counts.indices[in_index])), shape=counts.shape)
-    weighted = sparse.csr_matrix((idf[counts.indices] * counts.data, counts.indices, counts.indptr), shape=counts.shape)
-    weight = np.bincount(rows, weights=weighted.data, minlength=stories)  # summed in keyword order
-    pairs = (counts.astype(bool).astype(np.float64) @ index.T).tocoo()  # stories sharing an indexed keyword
-    story, other = pairs.row.astype(np.int64), pairs.col.astype(np.int64)
-    keep = (story != other) & (size[other] >= config.story_attach_size_ratio * size[story]) & (weight[story] > 0)
-    story, other = story[keep], other[keep]
-    if not story.size:
-        return np.empty((0, 2), dtype=np.int64)
-    # rounded: fits equal in exact arithmetic (5 of 6 and 6 of 7 headlines...) differ in their
-    # last bits, and a tie must go to the larger story, not to the rounding
-    fit = np.round(_shared_weight(weighted, counts, story, other) / (weight[story] * size[other]), 12)
-    good = fit >= config.story_attach_fit
-    story, other, fit = story[good], other[good], fit[good]
-    best = np.lexsort((other, -size[other], -fit, story))  # per story: best fit, larger, smaller name
-    story, other = story[best], other[best]
-    first = np.concatenate([[True], story[1:] != story[:-1]]) if story.size else np.empty(0, dtype=bool)
-    return np.column_stack([story[first], other[first]])
+    return matrix, words
 
 
 def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story: np.ndarray, other: np.ndarray) -> np.ndarray:

@@ -126,10 +126,13 @@ def update(
     - story matching (keyword model): band keys and verification for groups whose story text
       changed, bucketing for the LSH buckets they touch, components and weak bridges for the
       story-pair components that changed, keywords for records whose headline changed;
+    - story attachment: the last run's rounds replayed; fits computed for pairs with a story
+      whose articles changed and for stories whose kept fit intervals cannot prove that the
+      IDF change leaves their decision as it was (`cluster.attach_stories`);
     - the story table: stories whose members changed.
-    Global, as columnar steps over stored tables: the pair-graph components (scipy), the story
-    attachment (`cluster.attach_stories`: its IDF counts every article, so one new article can
-    move any fit), and the outputs over all history. story_model=minilm runs its story steps
+    Global, as columnar steps over stored tables: the pair-graph components (scipy), the
+    attachment's keyword counts per story and round (sparse products), and the outputs over
+    all history. story_model=minilm runs its story steps
     over all groups (average linkage is global), embedding only headlines not seen before."""
     timings: dict[str, float] = {}
     stage = _timed(call, timings)
@@ -211,12 +214,12 @@ def _cluster_stories(
     cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, history: state.History, config: Config
 ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """`cluster.story_ids` with what the last run found for records and story components that
-    did not change (attachment itself is global: see `cluster.attach_stories`), and the tables
-    to store."""
+    did not change, replaying the last run's attachment rounds (`cluster.attach_stories`), and
+    the tables to store."""
     keywords = state.story_keywords(cleaned, history)
     roots = state.story_components(groups, story_pairs, history, config)
-    out = cluster.story_ids(cleaned, groups, story_pairs, config, keywords, roots)
-    return out, {"story_keywords": keywords, "story_roots": roots}
+    out, attached = cluster.attached_story_ids(groups, roots, keywords, config, state.previous_attachment(history))
+    return out, {"story_keywords": keywords, "story_roots": roots, "story_rounds": attached.rounds}
 
 
 def _unchanged(

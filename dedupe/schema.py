@@ -101,6 +101,19 @@ HEADLINE_PIECES = {"piece": pl.String}
 STORY_KEYWORDS = {"article_id": pl.String, "keywords": pl.List(pl.String)}
 # Each duplicate group's component of story pairs (cluster.story_components), named by its smallest group.
 STORY_ROOTS = {"duplicate_group": pl.String, "root": pl.String}
+# Each round of the story attachment (cluster.attach_stories), one row per story in it: the story it
+# moved to (null: it stayed), an interval holding its fit there, bounds on its fits to every other
+# candidate, and the size of the round's smallest story; the next run replays the rounds.
+STORY_ROUNDS = {
+    "round": pl.Int32,
+    "story": pl.String,
+    "smallest": pl.Float64,
+    "target": pl.String,
+    "target_low": pl.Float64,
+    "target_high": pl.Float64,
+    "target_gap": pl.Float64,  # a lower bound on the fit to the target less the fit to any other candidate
+    "rest_high": pl.Float64,  # -inf: no other candidate
+}
 
 STORY_REGISTRY = {
     "story_id": pl.String,

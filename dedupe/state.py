@@ -11,7 +11,8 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     see benchmarks/incremental.py)
         duplicate_pairs/part-*.parquet  confirmed duplicate pairs (PAIRS)
         group_headlines.parquet, story_band_keys.parquet, story_candidates.parquet,
-        story_keywords.parquet, story_roots.parquet, bare_titles.parquet, headline_pieces.parquet
+        story_keywords.parquet, story_roots.parquet, story_rounds.parquet, bare_titles.parquet,
+        headline_pieces.parquet
                                     what the last run's group-level steps found (REPLACED), so
                                     the next one redoes only what its batch changes
         articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
@@ -72,23 +73,24 @@ from dedupe.schema import (
     STORY_MERGES,
     STORY_REGISTRY,
     STORY_ROOTS,
+    STORY_ROUNDS,
     check,
     empty,
 )
 
-FORMAT_VERSION = 4  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
-# 4: story keywords as a list column
+FORMAT_VERSION = 5  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+# 4: story keywords as a list column; 5: the story attachment's rounds
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
     "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
     "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
-    "story_roots": STORY_ROOTS,
+    "story_roots": STORY_ROOTS, "story_rounds": STORY_ROUNDS,
 }
 """Tables of the last run that the next one compares its own with, written whole each run:
 what each duplicate group says in story matching, the LSH band keys of its keywords, every
-story candidate pair (the confirmed ones are the `same_story` rows of pairs), and what the
-titles taught about decoration."""
+story candidate pair (the confirmed ones are the `same_story` rows of pairs), the story
+attachment's rounds, and what the titles taught about decoration."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 REPORT_ONLY_SETTINGS = {"top_stories"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
@@ -110,6 +112,7 @@ class _Replaced:
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
     story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
     story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
+    story_rounds: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROUNDS))
 
 
 assert set(REPLACED) == {f.name for f in fields(_Replaced)}
@@ -439,6 +442,13 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     kept = history.story_roots.join(canonical, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(touched.implode()))
     roots = pl.concat([kept, pl.DataFrame(list(redone.items()), schema=STORY_ROOTS, orient="row")]).sort("duplicate_group")
     return check(roots, STORY_ROOTS, "story roots")
+
+
+def previous_attachment(history: History) -> cluster.Previous:
+    """What the last run's story attachment saw and decided, for `cluster.attach_stories` to replay."""
+    members = history.articles.filter(pl.col("duplicate_group").is_not_null()).select("article_id", "duplicate_group")
+    placed = members.join(history.story_roots, on="duplicate_group").select("article_id", story="root")
+    return cluster.Previous(placed, history.story_keywords, history.story_rounds)
 
 
 def decoration_tables(decorations: clean.Decorations) -> dict[str, pl.DataFrame]:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dedupe.cluster import (
+    Previous,
     attach_stories,
     average_linkage,
     components,
@@ -75,11 +77,11 @@ def test_small_stories_attach_to_a_much_larger_one_they_fit() -> None:
         {"article_id": list(texts), "keywords": [sorted(word.decode() for word in minhash.keywords(text)) for text in texts.values()]},
         schema=STORY_KEYWORDS,
     )
-    ends = dict(attach_stories(member_frame(members), keywords, Config()).iter_rows())
+    ends = dict(attach_stories(member_frame(members), keywords, Config()).ends.iter_rows())
     assert (ends["big"], ends["small"], ends["other"]) == ("big", "big", "other")
     # two stories of similar size stay apart, however much they share
     members = {"a": ["b0", "b1", "b2"], "b": ["b3", "b4", "b5", "b6"]}
-    assert dict(attach_stories(member_frame(members), keywords, Config()).iter_rows()) == {"a": "a", "b": "b"}
+    assert dict(attach_stories(member_frame(members), keywords, Config()).ends.iter_rows()) == {"a": "a", "b": "b"}
 
 
 def member_frame(members: dict[str, list[str]]) -> pl.DataFrame:
@@ -140,3 +142,107 @@ def test_average_linkage_counts_unknown_pairs_as_unrelated() -> None:
     edges = [("a", "c", 0.95), ("a", "b", 0.9)]
     assert average_linkage({"a": 1, "b": 1, "c": 1}, edges, 0.5) == {"a": "a", "b": "b", "c": "a"}
     assert average_linkage({"a": 1, "b": 1, "c": 1}, edges, 0.4) == {"a": "a", "b": "a", "c": "a"}
+
+
+def keyword_frame(texts: dict[str, list[str]]) -> pl.DataFrame:
+    return pl.DataFrame({"article_id": list(texts), "keywords": [sorted(set(words)) for words in texts.values()]}, schema=STORY_KEYWORDS)
+
+
+def test_a_batch_that_moves_the_idf_across_the_threshold_is_caught_by_the_replay() -> None:
+    """A story whose fit to a larger one is just above `story_attach_fit`; a batch of unrelated
+    articles makes its one shared keyword commoner, and the fit drops below. Neither story's
+    articles change, so only the IDF bound can tell the last decision no longer holds."""
+    big = {f"b{i}": ["alpha", f"theme{i}"] for i in range(10)}
+    small = {"s": ["alpha", *(f"rare{i}" for i in range(9))]}
+    filler = {f"f{i}": [f"filler{i}", f"other{i}"] for i in range(180)}
+    before_texts = big | small | filler
+    members = {"big": list(big), "small": ["s"]} | {article: [article] for article in filler}
+    before = attach_stories(member_frame(members), keyword_frame(before_texts), Config())
+    assert dict(before.ends.iter_rows())["small"] == "big"
+    batch = {f"n{i}": ["alpha", f"news{i}"] for i in range(5)}
+    after_members = member_frame(members | {article: [article] for article in batch})
+    after_keywords = keyword_frame(before_texts | batch)
+    single = attach_stories(after_members, after_keywords, Config())
+    assert dict(single.ends.iter_rows())["small"] == "small"  # the batch did flip it
+    previous = Previous(member_frame(members), keyword_frame(before_texts), before.rounds)
+    replayed = attach_stories(after_members, after_keywords, Config(), previous)
+    assert replayed.ends.equals(single.ends)
+    assert replayed.rounds.select("round", "story", "target").equals(single.rounds.select("round", "story", "target"))
+    assert 0 < replayed.computed < single.computed  # the filler stories were carried over
+
+
+def test_a_story_that_stayed_moves_once_a_story_it_fits_has_grown() -> None:
+    """Round 0 attaches two single articles to a story of 8; only then is it five times the
+    size of a story of 2, which fits it and moves there in round 1."""
+    texts = {f"o{i}": ["gamma", f"own{i}"] for i in range(8)} | {"x1": ["gamma", "one"], "x2": ["gamma", "two"]}
+    texts |= {"m1": ["gamma", "mid1"], "m2": ["gamma", "mid2"]} | {f"f{i}": [f"filler{i}"] for i in range(40)}
+    members = {"a": [f"o{i}" for i in range(8)], "x1": ["x1"], "x2": ["x2"], "m": ["m1", "m2"]}
+    members |= {f"f{i}": [f"f{i}"] for i in range(40)}
+    attached = attach_stories(member_frame(members), keyword_frame(texts), Config())
+    ends = dict(attached.ends.iter_rows())
+    assert (ends["x1"], ends["x2"], ends["m"]) == ("a", "a", "a")
+    moved = attached.rounds.filter(pl.col("target").is_not_null()).select("round", "story").rows()
+    assert sorted(moved) == [(0, "x1"), (0, "x2"), (1, "m")]
+    # and a story that grew moves on: two articles bring "delta" into a story of 5, which then fits a story of 40
+    texts = {f"b{i}": ["delta", f"own{i}"] for i in range(40)} | {f"g{i}": ["epsilon", f"mine{i}"] for i in range(5)}
+    texts |= {"y1": ["delta", "epsilon"], "y2": ["delta", "epsilon"]} | {f"f{i}": [f"filler{i}"] for i in range(400)}
+    members = {"a": [f"b{i}" for i in range(40)], "g": [f"g{i}" for i in range(5)], "y1": ["y1"], "y2": ["y2"]}
+    members |= {f"f{i}": [f"f{i}"] for i in range(400)}
+    attached = attach_stories(member_frame(members), keyword_frame(texts), Config())
+    moved = attached.rounds.filter(pl.col("target").is_not_null()).select("round", "story", "target").rows()
+    assert sorted(moved) == [(0, "y1", "g"), (0, "y2", "g"), (1, "g", "a")]
+
+
+def random_stories(seed: int, articles: int, first: int = 0) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(story -> articles, article -> keywords): a few large stories around a theme of words, some
+    middle-sized ones and many single articles, over a small vocabulary so that fits crowd
+    around the threshold and tie, and stories move in later rounds."""
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[str]] = {}
+    texts: dict[str, list[str]] = {}
+    for number in range(first, first + articles):
+        article = f"a{number:04d}"
+        draw = rng.random()
+        story = f"s{rng.integers(0, 6):02d}" if draw < 0.4 else f"m{rng.integers(0, 10):02d}" if draw < 0.6 else f"t{number:04d}"
+        theme = [f"w{int(story[1:]) % 6}", f"w{(int(story[1:]) + 1) % 6}"] if story[0] != "t" else []
+        words = [f"w{word}" for word in rng.integers(0, 14, rng.integers(1, 5))]
+        texts[article] = theme[: rng.integers(0, 3)] + words
+        members.setdefault(story, []).append(article)
+    return members, texts
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(0, 4), st.booleans())
+def test_replayed_attachment_is_the_one_of_a_single_run(seed: int, added: int, rewritten: int, unattached: bool) -> None:
+    """Three runs, each replaying the last one's rounds, against one run over all articles: new
+    articles in old and new stories, articles whose keywords changed, articles counted by the IDF
+    but in no story (rejected records). The same ends and the same decision in every round."""
+    members, texts = random_stories(seed, 60)
+    runs = []
+    for step in range(3):
+        if step:
+            more_members, more_texts = random_stories(seed + step, added, first=1000 * step)
+            for story, articles in more_members.items():
+                members.setdefault(story, []).extend(articles if not unattached or step != 2 else articles[:-1])
+            texts |= more_texts
+            for article in sorted(texts)[:rewritten]:
+                texts[article] = [*texts[article], f"w{(step + seed) % 14}"]
+        runs.append((member_frame({story: list(articles) for story, articles in members.items()}), keyword_frame(dict(texts))))
+    previous = None
+    for frame, keywords in runs:
+        single = attach_stories(frame, keywords, Config())
+        replayed = attach_stories(frame, keywords, Config(), previous)
+        assert replayed.ends.sort("story").equals(single.ends.sort("story"))
+        assert replayed.rounds.select("round", "story", "target").equals(single.rounds.select("round", "story", "target"))
+        previous = Previous(frame, keywords, replayed.rounds)
+
+
+def test_an_unchanged_history_replays_without_computing_fits() -> None:
+    """No article changed: every decision but the exact ties is carried over."""
+    members, texts = random_stories(7, 200)
+    frame, keywords = member_frame(members), keyword_frame(texts)
+    first = attach_stories(frame, keywords, Config())
+    again = attach_stories(frame, keywords, Config(), Previous(frame, keywords, first.rounds))
+    assert again.ends.equals(first.ends) and again.rounds.equals(again.rounds)
+    ties = first.rounds.filter(pl.col("target_gap") == 0).height
+    assert again.computed == ties and again.carried == first.computed + first.carried - ties
