@@ -7,8 +7,10 @@ The records come from `speed.build_corpus` (real aeb words and news-aggregator t
 the documents copies of another, see benchmarks/speed.py), in a fixed shuffled order: the batch
 is always the same last B records, the history the first H. The history is built with one
 update and committed; then the batch is timed against it (loading the state, each stage of
-`pipeline.update` (best of two), committing), and so is one run (`pipeline.run`) over the same
-H + B records. The slope of each stage (least squares over the history sizes, ms per 1,000
+`pipeline.update` (best of two), committing, publishing the outputs), and so is one run
+(`pipeline.run`) over the same H + B records. The peak resident memory of loading, updating,
+committing and publishing (Linux VmHWM, reset before loading) is printed beside the memory the
+process held before (corpus and imports). The slope of each stage (least squares over the history sizes, ms per 1,000
 history records) says what still follows the history rather than the batch. Timings are
 wall-clock on a shared machine: noisy in absolute terms.
 """
@@ -33,7 +35,7 @@ from dedupe import pipeline, state
 from dedupe.config import Config
 
 CONFIG = Config()
-TOTALS = ("load state", "commit state", "incremental", "full run", "old copies")
+TOTALS = ("load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB")
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
 
@@ -54,6 +56,8 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     _, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
     assert update is not None
     state.commit(folder, state.History(), update, CONFIG)
+    state.publish(folder, work / f"out-{history}")
+    rss_before = reset_peak_rss()
     started = time.perf_counter()
     loaded = state.load(folder, CONFIG)
     load = time.perf_counter() - started
@@ -63,16 +67,39 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     started = time.perf_counter()
     state.commit(folder, loaded, update, CONFIG)
     commit = time.perf_counter() - started
+    copies = old_copies(result.articles, update)
+    started = time.perf_counter()
+    state.publish(folder, work / f"out-{history}")
+    publish = time.perf_counter() - started
+    peak = peak_rss_mib()
+    del loaded, tries, update
     started = time.perf_counter()
     pipeline.run([old, new], CONFIG)
     full = time.perf_counter() - started
     stages = result.summary.timings
     return {
-        "load state": load, **stages, "commit state": commit,
-        "incremental": load + sum(stages.values()) + commit,
+        "load state": load, **stages, "commit state": commit, "publish outputs": publish,
+        "incremental": load + sum(stages.values()) + commit + publish,
         "full run": full,
-        "old copies": old_copies(result.articles, update),
+        "old copies": copies,
+        "rss before MiB": rss_before, "peak rss MiB": peak,
     }
+
+
+def reset_peak_rss() -> float:
+    """Reset the process's peak resident memory (Linux: 5 to /proc/self/clear_refs); the
+    current resident memory in MiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mib("VmRSS")
+
+
+def peak_rss_mib() -> float:
+    return _status_mib("VmHWM")
+
+
+def _status_mib(field: str) -> float:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    return int(line.split()[1]) / 1024
 
 
 def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
@@ -124,10 +151,11 @@ def main() -> None:
         keys = state.load(Path(work) / f"state-{histories[-1]}", CONFIG).band_keys
         reload = reload_seconds(keys, Path(work))
     print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
-    print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}")
+    print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
+          f" {'rss before MiB':>15} {'peak rss MiB':>13}")
     for history, row in rows.items():
         print(f"{history:>8} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>10.2f} "
-              f"{row['full run'] / row['incremental']:>22.1f}")
+              f"{row['full run'] / row['incremental']:>22.1f} {row['rss before MiB']:>15.0f} {row['peak rss MiB']:>13.0f}")
     first, last = rows[histories[0]], rows[histories[-1]]
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
@@ -135,7 +163,7 @@ def main() -> None:
     print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
     print(f"\n{'stage seconds':<22}" + "".join(f"{h:>9,}" for h in histories) + f"{'ms per 1k history':>19}")
     stages = [name for name in first if name not in TOTALS[2:]]
-    for stage in [*stages, "incremental", "full run"]:
+    for stage in [*stages, "publish outputs", "incremental", "full run"]:
         seconds = [rows[h].get(stage, 0.0) for h in histories]
         print(f"{stage:<22}" + "".join(f"{s:>9.3f}" for s in seconds) + f"{slope_ms_per_1000(histories, seconds):>19.1f}")
 
