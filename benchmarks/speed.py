@@ -464,7 +464,8 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
         per_record = sum(local.summary.timings[stage] for stage in PER_RECORD_STAGES)
         print(f"  per-record stages ({', '.join(PER_RECORD_STAGES)}) in one process: {per_record:.1f} s, "
               f"{docs / per_record:,.0f} docs/s per core")
-        records = state.load(work / "local" / "state", config).records
+        history = state.load(work / "local" / "state", config)
+        records = history.record_rows(history.records["article_id"])
         sent = [len(pickle.dumps(frame)) / records.height for frame in (records, shards.matching_columns(records))]
         print(f"  a record sent to a shard (pickled): {sent[0] / 1e3:.1f} KB whole, {sent[1] / 1e3:.1f} KB with the matching columns")
         _index_memory(records, config, work, docs)

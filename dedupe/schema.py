@@ -90,6 +90,17 @@ RECORDS = CLEANED | {
     "content_hash": pl.String,  # of the raw record: the same id with the same content is not new
 }
 
+RECORD_TEXTS = ("title_raw", "text_raw", "text", "body", "removed_lines")
+"""The heavy columns of RECORDS: a state reads them only for the records a run touches."""
+ARTICLE_TEXTS = {"article_id": pl.String, "title_raw": pl.String, "text": pl.String, "removed_lines": pl.List(REMOVED_LINE)}
+"""The heavy columns of ARTICLES, which a state keeps apart from the others (LIGHT_ARTICLES)."""
+# ARTICLES less their texts, plus what later runs need of the texts: the length of `text` (the
+# story's representative is the longest) and the rules of the removed lines (the report counts them).
+LIGHT_ARTICLES = {name: dtype for name, dtype in ARTICLES.items() if name not in ARTICLE_TEXTS or name == "article_id"} | {
+    "text_chars": pl.UInt32,
+    "removed_rules": pl.List(pl.String),
+}
+
 LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline" (see minhash)
 
 # What the titles taught about decoration (clean.Decorations), kept so a later run can tell

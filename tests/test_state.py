@@ -30,14 +30,15 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def run_batch(
     paths: list[Path], folder: Path, at: datetime = T0, config: Config = CONFIG
 ) -> tuple[pipeline.Result, state.Update | None]:
-    """One scheduled run, as the flow does it: lock, load, update, commit, publish."""
+    """One scheduled run, as the flow does it: lock, load, update, commit, publish; the result
+    with the articles it published (an update's result holds no texts)."""
     with state.locked(folder):
         history = state.load(folder, config)
         result, update = pipeline.update(paths, history, config, at)
         if update is not None:
             state.commit(folder, history, update, config)
         state.publish(folder, folder.parent / "out")
-    return result, update
+    return replace(result, articles=pl.read_parquet(folder.parent / "out" / "articles.parquet")), update
 
 
 def split_by_time(source: Path, folder: Path) -> tuple[Path, Path]:
