@@ -121,6 +121,21 @@ def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
     return seconds
 
 
+def compression_costs(published: Path, folder: Path) -> dict[str, tuple[float, int]]:
+    """Best of three: seconds to stream the published articles into a new file (as publishing
+    does) with each compression, and the file's bytes."""
+    costs = {}
+    for compression in ("zstd", "lz4", "uncompressed"):
+        target = folder / f"articles-{compression}.parquet"
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            pl.scan_parquet(published).sink_parquet(target, compression=compression)
+            times.append(time.perf_counter() - started)
+        costs[compression] = (min(times), target.stat().st_size)
+    return costs
+
+
 def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     """History articles that share a duplicate group with a batch article."""
     new = pl.col("article_id").is_in(update.records["article_id"].implode())
@@ -150,6 +165,8 @@ def main() -> None:
             print(f"history {history:,}: incremental {row['incremental']:.2f} s, one run {row['full run']:.2f} s", file=sys.stderr, flush=True)
         keys = state.load(Path(work) / f"state-{histories[-1]}", CONFIG).band_keys
         reload = reload_seconds(keys, Path(work))
+        published = Path(work) / f"out-{histories[-1]}" / "articles.parquet"
+        compressions = compression_costs(published, Path(work))
     print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
     print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
           f" {'rss before MiB':>15} {'peak rss MiB':>13}")
@@ -161,6 +178,8 @@ def main() -> None:
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
     reloads = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in reload.items())
     print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
+    print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is {state.PUBLISHED_COMPRESSION}): "
+          + ", ".join(f"{name} {seconds:.2f} s {size / 2**20:.0f} MiB" for name, (seconds, size) in compressions.items()))
     print(f"\n{'stage seconds':<22}" + "".join(f"{h:>9,}" for h in histories) + f"{'ms per 1k history':>19}")
     stages = [name for name in first if name not in TOTALS[2:]]
     for stage in [*stages, "publish outputs", "incremental", "full run"]:

@@ -375,3 +375,64 @@ def test_rejected_records_beside_stories_are_kept_once_and_the_story_table_is_bu
     result, _ = run_batch([tmp_path / "two"], tmp_path / "state")
     assert result.articles.filter(pl.col("status") == "rejected")["source_file"].to_list() == [str(tmp_path / "one" / "broken.json")]
     assert result.stories["n_articles"].sum() == 2
+
+
+def three_seed_batches(folder: Path) -> list[Path]:
+    """The seed headlines in three files of a third each."""
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
+    paths = [folder / f"batch-{n}.csv" for n in range(3)]
+    for n, path in enumerate(paths):
+        headlines.filter(pl.int_range(pl.len()) % 3 == n).write_csv(path)
+    return paths
+
+
+def test_a_load_reads_no_texts_and_a_run_writes_the_rows_it_changed(tmp_path: Path) -> None:
+    """The history holds the records and articles without their texts; the texts come by id, as
+    stored. A one-record batch writes a part of its keyed tables with the rows it changed, not
+    the tables again; the published articles are still one table, each article once."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False).write_csv(first)
+    second.write_text("id,title\nz1,Volcano erupts in Iceland\n")
+    folder = tmp_path / "state"
+    run_batch([first], folder)
+    history = state.load(folder, CONFIG)
+    assert history.records.select(pl.col("text", "body", "text_raw").null_count()).row(0) == (history.records.height,) * 3
+    assert not {"text", "removed_lines", "title_raw"} & set(history.articles.columns)
+    some = history.records["article_id"].head(5)
+    written = pl.scan_parquet(folder / "current" / "records" / "*.parquet").filter(pl.col("article_id").is_in(some.implode()))
+    assert history.record_rows(some).equals(written.select(history.record_rows(some).columns).collect())
+    published = pl.read_parquet(tmp_path / "out" / "articles.parquet")
+    texts = history.article_texts(some).sort("article_id")
+    assert texts.equals(published.filter(pl.col("article_id").is_in(some.implode())).select(texts.columns).sort("article_id"))
+
+    result, update = run_batch([second], folder, T0 + timedelta(minutes=15))
+    assert update is not None
+    part = pl.read_parquet(folder / "current" / "articles" / "part-000002.parquet")
+    assert 1 <= part.height < history.articles.height and "z1" in part["article_id"].to_list()
+    assert pl.read_parquet(folder / "current" / "article_texts" / "part-000002.parquet")["article_id"].to_list() == ["z1"]
+    assert result.articles["article_id"].is_unique().all() and result.articles.height == history.articles.height + 1
+    assert result.articles.head(history.articles.height)["article_id"].equals(published["article_id"])  # in record order
+
+
+def test_compacted_keyed_tables_give_the_same_history_and_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three batches, with the parts of every keyed table folded into a new base at every run
+    (COMPACT_SHARE 0) and never: the same tables load, the same outputs are published."""
+    paths = three_seed_batches(tmp_path)
+    outcomes = {}
+    for share in (0.0, 1e9):
+        monkeypatch.setattr(state, "COMPACT_SHARE", share)
+        folder = tmp_path / f"share-{share}" / "state"
+        for n, path in enumerate(paths):
+            run_batch([path], folder, T0 + timedelta(minutes=15 * n))
+        outcomes[share] = state.load(folder, CONFIG), pl.read_parquet(folder.parent / "out" / "articles.parquet")
+        bases = sorted(path.name for path in (folder / "current" / "story_keywords").iterdir())
+        assert bases == (["base-000003.parquet", "part-000003.parquet"] if share == 0.0 else
+                         ["part-000001.parquet", "part-000002.parquet", "part-000003.parquet"])
+    (compacted, compacted_out), (parted, parted_out) = outcomes[0.0], outcomes[1e9]
+    for name in state.KEYED:
+        if name != "article_texts":
+            assert getattr(compacted, name).equals(getattr(parted, name)), name
+    assert compacted.article_texts(compacted.records["article_id"]).equals(parted.article_texts(parted.records["article_id"]))
+    assert compacted_out.equals(parted_out)
+    assert_same_as_one_run(pipeline.Result(compacted_out, pl.read_parquet(tmp_path / "share-0.0" / "out" / "stories.parquet"), None, None),  # type: ignore[arg-type]
+                           pipeline.run(paths, CONFIG))
