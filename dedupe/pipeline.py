@@ -121,8 +121,8 @@ def update(
       records only;
     - duplicate groups: the components of the pair graph that hold a new record;
     - cleaning with copies: the members of changed groups, new records, and records whose
-      headline decoration changed (decoration itself is learnt again from all titles, one fast
-      pass);
+      headline decoration changed (decoration is learnt for new titles and the groups they or
+      a change of group touch; only those records' texts are read);
     - story matching (keyword model): band keys and verification for groups whose story text
       changed, bucketing for the LSH buckets they touch, components and weak bridges for the
       story-pair components that changed, keywords for records whose headline changed;
@@ -203,8 +203,7 @@ def _clean_changed(
     again. Returns the cleaned records, the decoration tables to store and the ids cleaned again."""
     changed_rows = history.with_record_texts(records.join(changed.select("article_id"), on="article_id", how="semi"))
     shared = clean.shared_in_groups(changed_rows, changed, config)
-    decorations = clean.headline_decorations(records, groups.select("article_id", "duplicate_group"))
-    tables = state.decoration_tables(decorations)
+    decorations, tables = state.headline_decorations(records, groups, changed, history)
     again = state.to_clean_again(records, changed, tables, history)
     cleaned_again = clean.clean(state.with_kept_cleaning(history.with_record_texts(again), changed, history), shared, decorations)
     return state.with_kept_headlines(records, cleaned_again, history), tables, cleaned_again["article_id"]

@@ -107,6 +107,11 @@ LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline
 # which headlines a change of it touches.
 BARE_TITLES = {"article_id": pl.String, "bare_title": pl.String}
 HEADLINE_PIECES = {"piece": pl.String}
+# What decoration learning reads of one title alone (clean.title_pieces): the text before each
+# separator (the bare titles it may extend), and its last piece as a suffix candidate (folded).
+TITLE_PIECES = {"title": pl.String, "prefixes": pl.List(pl.String), "suffix": pl.String, "suffix_head": pl.String}
+# A title that its duplicate group says is a bare title plus decoration `piece` (folded).
+GROUP_BARE_TITLES = {"duplicate_group": pl.String, "title": pl.String, "bare_title": pl.String, "piece": pl.String}
 # The keywords of each record's story text (cluster.story_keywords), sorted: a list column, so the
 # story attachment numbers and counts them with polars and numpy, not a Python set per record.
 STORY_KEYWORDS = {"article_id": pl.String, "keywords": pl.List(pl.String)}

@@ -73,6 +73,7 @@ from dedupe.schema import (
     CLEANED,
     EMBEDDINGS,
     FILES,
+    GROUP_BARE_TITLES,
     GROUP_HEADLINES,
     GROUPS,
     HEADLINE_PIECES,
@@ -88,6 +89,7 @@ from dedupe.schema import (
     STORY_MERGES,
     STORY_REGISTRY,
     STORY_ROOTS,
+    TITLE_PIECES,
     check,
     empty,
 )
@@ -99,7 +101,7 @@ GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": 
 REPLACED = {
     "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
     "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
-    "story_roots": STORY_ROOTS,
+    "story_roots": STORY_ROOTS, "title_pieces": TITLE_PIECES, "group_bare_titles": GROUP_BARE_TITLES,
 }
 """Tables of the last run that the next one compares its own with: what each duplicate group says
 in story matching, the LSH band keys of its keywords, every story candidate pair (the confirmed
@@ -114,6 +116,8 @@ KEYED = {
     "headline_pieces": (HEADLINE_PIECES, ["piece"]),
     "story_keywords": (STORY_KEYWORDS, ["article_id"]),
     "story_roots": (STORY_ROOTS, ["duplicate_group"]),
+    "title_pieces": (TITLE_PIECES, ["title"]),
+    "group_bare_titles": (GROUP_BARE_TITLES, ["duplicate_group", "title"]),
 }
 """Tables stored as a base and one part per run with the rows it changed (schema, key)."""
 assert set(REPLACED) <= set(KEYED)
@@ -143,6 +147,8 @@ class _Replaced:
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
     story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
     story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
+    title_pieces: pl.DataFrame = field(default_factory=lambda: empty(TITLE_PIECES))
+    group_bare_titles: pl.DataFrame = field(default_factory=lambda: empty(GROUP_BARE_TITLES))
 
 
 assert set(REPLACED) == {f.name for f in fields(_Replaced)}
@@ -507,11 +513,52 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     return check(roots, STORY_ROOTS, "story roots")
 
 
-def decoration_tables(decorations: clean.Decorations) -> dict[str, pl.DataFrame]:
-    """`decorations` as the BARE_TITLES and HEADLINE_PIECES tables the state keeps."""
-    bare = pl.DataFrame(list(decorations.bare_titles.items()), schema=BARE_TITLES, orient="row").sort("article_id")
-    pieces = pl.DataFrame({"piece": sorted(decorations.pieces)}, schema=HEADLINE_PIECES)
-    return {"bare_titles": bare, "headline_pieces": pieces}
+def headline_decorations(
+    records: pl.DataFrame, groups: pl.DataFrame, changed: pl.DataFrame, history: History
+) -> tuple[clean.Decorations, dict[str, pl.DataFrame]]:
+    """`clean.headline_decorations` learnt from what changed since the last run, and the tables
+    to store (BARE_TITLES, HEADLINE_PIECES, TITLE_PIECES, GROUP_BARE_TITLES).
+
+    A title's pieces depend on the title alone: made for titles not seen before. A group's bare
+    titles depend on its titles and on which titles exist: found again for the changed groups
+    and for the groups holding a title that extends a new title; the others keep theirs. The
+    decoration pieces are then counted over all titles with joins, and a record's bare title is
+    checked against its URL again only where its title's bare title changed. Same steps as one
+    run, so the same decorations (tests/test_state.py)."""
+    titles = clean.decoration_titles(records, groups.select("article_id", "duplicate_group"))
+    distinct = titles.select("title").unique()
+    seen = distinct.join(history.title_pieces.select("title"), on="title", how="semi")
+    new_titles = distinct.join(seen, on="title", how="anti")["title"]
+    pieces = pl.concat([history.title_pieces.join(seen, on="title", how="semi"), clean.title_pieces(new_titles.sort().to_list())])
+    extending = pieces.explode("prefixes").filter(pl.col("prefixes").is_in(new_titles.implode())).select("title")
+    regrouped = pl.concat([changed["duplicate_group"], titles.join(extending, on="title", how="semi")["duplicate_group"]]).unique()
+    affected = titles.filter(pl.col("duplicate_group").is_in(regrouped.implode()))
+    titles_of_group = dict(affected.group_by("duplicate_group").agg(pl.col("title").unique()).iter_rows())
+    existing = titles.select("duplicate_group").unique()
+    bare = pl.concat([
+        history.group_bare_titles.join(existing, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(regrouped.implode())),
+        clean.bare_titles_in_groups(titles_of_group, set(distinct["title"])),
+    ]).sort("duplicate_group", "title")
+    found = clean.decoration_pieces(titles, bare, pieces)
+
+    def bare_of(table: pl.DataFrame) -> pl.DataFrame:
+        return table.select("title", "bare_title").unique("title")
+
+    moved = bare_of(bare).join(bare_of(history.group_bare_titles), on="title", how="full", coalesce=True, suffix="_before").filter(
+        pl.col("bare_title").ne_missing(pl.col("bare_title_before"))
+    )
+    new = titles.join(history.articles.select("article_id"), on="article_id", how="anti")
+    redo = pl.concat([new, titles.join(moved.select("title"), on="title", how="semi")]).unique("article_id")
+    kept = history.bare_titles.join(titles.select("article_id"), on="article_id", how="semi").join(redo, on="article_id", how="anti")
+    redone = pl.DataFrame(list(clean.record_bare_titles(redo, bare).items()), schema=BARE_TITLES, orient="row")
+    bare_titles = pl.concat([kept, redone]).sort("article_id")
+    tables = {
+        "bare_titles": check(bare_titles, BARE_TITLES, "bare titles"),
+        "headline_pieces": pl.DataFrame({"piece": sorted(found)}, schema=HEADLINE_PIECES),
+        "title_pieces": check(pieces.sort("title"), TITLE_PIECES, "title pieces"),
+        "group_bare_titles": check(bare, GROUP_BARE_TITLES, "group bare titles"),
+    }
+    return clean.Decorations(found, dict(bare_titles.iter_rows())), tables
 
 
 def to_clean_again(
@@ -520,7 +567,7 @@ def to_clean_again(
     """The `records` whose second cleaning pass can differ from the last run's: new ones, the
     members of changed groups (what their copies share changed), and those whose headline
     decoration changed (another bare title, or a decoration piece gained or lost that could
-    be one of their title's pieces); `decorations` as `decoration_tables` gives them. Any other record keeps the last run's headline and body:
+    be one of their title's pieces); `decorations` as `headline_decorations` gives them. Any other record keeps the last run's headline and body:
     `clean.clean` is a function of the record, what its copies share and the decorations alone."""
     new = records.join(history.articles.select("article_id"), on="article_id", how="anti")["article_id"]
     bare = decorations["bare_titles"]

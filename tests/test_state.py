@@ -436,3 +436,24 @@ def test_compacted_keyed_tables_give_the_same_history_and_outputs(tmp_path: Path
     assert compacted_out.equals(parted_out)
     assert_same_as_one_run(pipeline.Result(compacted_out, pl.read_parquet(tmp_path / "share-0.0" / "out" / "stories.parquet"), None, None),  # type: ignore[arg-type]
                            pipeline.run(paths, CONFIG))
+
+
+def test_a_new_title_teaches_decoration_to_old_titles_of_unchanged_groups(tmp_path: Path) -> None:
+    """A later title that is the bare form of earlier ones ("Comet passes Earth" after "Comet
+    passes Earth | Sky News") makes the earlier headlines lose their decoration, though their
+    groups did not change: the decorations learnt from what changed are those of one run."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text(
+        "id,title,url\n1,Comet passes Earth | Sky News,https://sky.example/a\n"
+        "2,Fed holds rates steady | Sky News,https://sky.example/b\n3,Volcano erupts in Iceland - Daily Planet,https://dp.example/c\n"
+    )
+    second.write_text("id,title,url\n4,Comet passes Earth,https://other.example/d\n5,Fed holds rates steady,https://other.example/e\n")
+    folder = tmp_path / "state"
+    run_batch([first], folder)
+    result, _ = run_batch([second], folder, T0 + timedelta(minutes=15))
+    single = pipeline.run([first, second], CONFIG)
+    assert_same_as_one_run(result, single)
+    headlines = dict(result.articles.select("article_id", "headline").iter_rows())
+    assert headlines["1"] == "Comet passes Earth" and headlines["2"] == "Fed holds rates steady"
+    history = state.load(folder, CONFIG)
+    assert set(history.headline_pieces["piece"]) == {"sky news"}
