@@ -125,7 +125,10 @@ COMPACT_SHARE = 0.5
 """Parts are folded into a new base once their rows exceed this share of the base's: a run then
 rewrites (1 + share) / share rows per row it changed, amortized, and a load reads at most
 (1 + share) rows per row of the table."""
-PUBLISHED_COMPRESSION = "zstd"
+PUBLISHED_COMPRESSION = "lz4"
+"""Of the published articles.parquet, which is written again every run: lz4 streams it in about
+0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
+reader (polars, duckdb, pyarrow) reads it."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 REPORT_ONLY_SETTINGS = {"top_stories"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
@@ -175,17 +178,29 @@ class History(_Replaced):
     generation: int = 0
     folder: Path | None = None
     """The generation the history was loaded from, where texts are read; None for no history."""
+    read_records: dict[str, pl.DataFrame] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """The records read so far ("rows": CLEANED), so that one run reads its touched records' texts
+    in two scans of the history's parts (candidate partners, then the touched duplicate-group
+    components), not once per step that needs them."""
 
     def record_rows(self, ids: pl.Series) -> pl.DataFrame:
         """CLEANED rows, with their texts, of the history records among `ids`, in history order."""
-        parts = _parts(self.folder / "records") if self.folder else []
-        if not parts:
-            return empty(CLEANED)
-        rows = pl.scan_parquet(parts).filter(pl.col("article_id").is_in(ids.implode())).select(list(CLEANED))
-        return check(rows.collect(), CLEANED, "state records")
+        wanted = self.records.select("article_id").with_row_index("position").join(
+            pl.DataFrame({"article_id": ids}, schema={"article_id": pl.String}).unique(), on="article_id", how="semi",
+            maintain_order="left",
+        )
+        cached = self.read_records.get("rows", empty(CLEANED))
+        missing = wanted.join(cached.select("article_id"), on="article_id", how="anti")["article_id"]
+        if not missing.is_empty() and self.folder is not None:
+            scanned = pl.scan_parquet(_parts(self.folder / "records")).filter(pl.col("article_id").is_in(missing.implode()))
+            cached = pl.concat([cached, check(scanned.select(list(CLEANED)).collect(), CLEANED, "state records")])
+            self.read_records["rows"] = cached
+        return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
 
     def article_texts(self, ids: pl.Series) -> pl.DataFrame:
         """ARTICLE_TEXTS of the history articles among `ids`, as the last run left them."""
+        if ids.is_empty():
+            return empty(ARTICLE_TEXTS)
         folder = self.folder / "article_texts" if self.folder else None
         return _read_keyed(folder, *KEYED["article_texts"], pl.col("article_id").is_in(ids.implode()))
 
@@ -983,11 +998,17 @@ def _read_keyed(
     parts = _parts(folder) if folder is not None else []
     if not parts:
         return empty(dict(schema))
-    scanned = pl.scan_parquet(parts)
+    base, *later = (pl.scan_parquet(part) for part in parts)
     if rows is not None:
-        scanned = scanned.filter(rows)
-    latest = scanned.collect().unique(key, keep="last", maintain_order=True).filter(~pl.col("deleted"))
-    return check(latest.drop("deleted"), dict(schema), f"state {folder.name if folder else ''}")
+        base, later = base.filter(rows), [part.filter(rows) for part in later]
+    if later:  # as `unique(key, keep="last", maintain_order=True)` over all parts, without hashing the base
+        changes = pl.concat(later).collect().unique(key, keep="last", maintain_order=True)
+        base = base.join(changes.select(key).lazy(), on=key, how="anti", maintain_order="left")
+        latest = pl.concat([base.collect(), changes])
+    else:
+        latest = base.collect()
+    latest = latest.filter(~pl.col("deleted")).drop("deleted")
+    return check(latest, dict(schema), f"state {folder.name if folder else ''}")
 
 
 def _with_deleted(rows: pl.DataFrame, deleted: bool) -> pl.DataFrame:
@@ -995,11 +1016,15 @@ def _with_deleted(rows: pl.DataFrame, deleted: bool) -> pl.DataFrame:
 
 
 def _changes(now: pl.DataFrame, before: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """The part of a keyed table for one run: the rows of `now` not in `before` as they are (by
-    a hash of the whole row), then the keys of `before` gone from `now`, marked deleted."""
-    hashed = now.with_columns(row_hash=now.hash_rows())
-    known = before.select(*key, row_hash=before.hash_rows())
-    upserts = hashed.join(known, on=[*key, "row_hash"], how="anti", maintain_order="left").drop("row_hash")
+    """The part of a keyed table for one run: the rows of `now` not in `before` as they are (an
+    anti-join on every column; on a hash of the row where a column is a list, which polars does
+    not join on), then the keys of `before` gone from `now`, marked deleted."""
+    if any(isinstance(dtype, pl.List) for dtype in now.schema.values()):
+        hashed = now.with_columns(row_hash=now.hash_rows())
+        known = before.select(*key, row_hash=before.hash_rows())
+        upserts = hashed.join(known, on=[*key, "row_hash"], how="anti", maintain_order="left").drop("row_hash")
+    else:
+        upserts = now.join(before, on=now.columns, how="anti", maintain_order="left", nulls_equal=True)
     gone = before.select(key).join(now.select(key), on=key, how="anti", maintain_order="left")
     gone_rows = gone.select(
         *(pl.col(name) if name in key else pl.lit(None, dtype).alias(name) for name, dtype in now.schema.items())
