@@ -10,7 +10,8 @@ update and committed; then the batch is timed against it (loading the state, eac
 `pipeline.update` (best of two), committing, publishing the outputs), and so is one run
 (`pipeline.run`) over the same H + B records. The peak resident memory of loading, updating,
 committing and publishing (Linux VmHWM, reset before loading) is printed beside the memory the
-process held before (corpus and imports). The slope of each stage (least squares over the history sizes, ms per 1,000
+process held before (corpus and imports), and so is the peak of the same run in a process of its
+own, on a copy of the state (the figure to compare). The slope of each stage (least squares over the history sizes, ms per 1,000
 history records) says what still follows the history rather than the batch. Timings are
 wall-clock on a shared machine: noisy in absolute terms.
 """
@@ -18,6 +19,8 @@ wall-clock on a shared machine: noisy in absolute terms.
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +38,8 @@ from dedupe import pipeline, state
 from dedupe.config import Config
 
 CONFIG = Config()
-TOTALS = ("load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB")
+TOTALS = ("load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
+          "child start MiB", "child peak MiB")
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
 
@@ -57,6 +61,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     assert update is not None
     state.commit(folder, state.History(), update, CONFIG)
     state.publish(folder, work / f"out-{history}")
+    child_start, child_peak = peak_rss_in_child(folder, new, work)
     rss_before = reset_peak_rss()
     started = time.perf_counter()
     loaded = state.load(folder, CONFIG)
@@ -82,8 +87,40 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
         "incremental": load + sum(stages.values()) + commit + publish,
         "full run": full,
         "old copies": copies,
-        "rss before MiB": rss_before, "peak rss MiB": peak,
+        "rss before MiB": rss_before, "peak rss MiB": peak, "child start MiB": child_start, "child peak MiB": child_peak,
     }
+
+
+CHILD = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+sys.path.insert(0, {benchmarks!r})
+from incremental import CONFIG, peak_rss_mib, reset_peak_rss
+from dedupe import pipeline, state
+folder, new, out = Path({folder!r}), Path({new!r}), Path({out!r})
+start = reset_peak_rss()
+with state.locked(folder):
+    history = state.load(folder, CONFIG)
+    _, update = pipeline.update([new], history, CONFIG, datetime.now(UTC))
+    state.commit(folder, history, update, CONFIG)
+    state.publish(folder, out)
+print(start, peak_rss_mib())
+"""
+
+
+def peak_rss_in_child(folder: Path, new: Path, work: Path) -> tuple[float, float]:
+    """One scheduled run (lock, load, update, commit, publish) of the batch on a copy of the state,
+    in a process of its own: its resident memory once imported, and its peak (MiB)."""
+    copy = work / "child-state"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(folder, copy, symlinks=True)
+    code = CHILD.format(benchmarks=str(Path(__file__).resolve().parent), folder=str(copy), new=str(new), out=str(work / "child-out"))
+    flags = ["-S"] if sys.flags.no_site else []  # a run of another checkout, see benchmarks/README.md
+    done = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, check=True)
+    start, peak = done.stdout.split()[-2:]
+    shutil.rmtree(copy)
+    return float(start), float(peak)
 
 
 def reset_peak_rss() -> float:
@@ -169,16 +206,18 @@ def main() -> None:
         compressions = compression_costs(published, Path(work))
     print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
     print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
-          f" {'rss before MiB':>15} {'peak rss MiB':>13}")
+          f" {'rss before MiB':>15} {'peak rss MiB':>13} {'own process: start MiB':>23} {'peak MiB':>9}")
     for history, row in rows.items():
         print(f"{history:>8} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>10.2f} "
-              f"{row['full run'] / row['incremental']:>22.1f} {row['rss before MiB']:>15.0f} {row['peak rss MiB']:>13.0f}")
+              f"{row['full run'] / row['incremental']:>22.1f} {row['rss before MiB']:>15.0f} {row['peak rss MiB']:>13.0f}"
+              f" {row['child start MiB']:>23.0f} {row['child peak MiB']:>9.0f}")
     first, last = rows[histories[0]], rows[histories[-1]]
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
     reloads = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in reload.items())
     print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
-    print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is {state.PUBLISHED_COMPRESSION}): "
+    print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is "
+          f"{getattr(state, 'PUBLISHED_COMPRESSION', 'zstd')}): "
           + ", ".join(f"{name} {seconds:.2f} s {size / 2**20:.0f} MiB" for name, (seconds, size) in compressions.items()))
     print(f"\n{'stage seconds':<22}" + "".join(f"{h:>9,}" for h in histories) + f"{'ms per 1k history':>19}")
     stages = [name for name in first if name not in TOTALS[2:]]
