@@ -184,7 +184,9 @@ class History(_Replaced):
     components), not once per step that needs them."""
 
     def record_rows(self, ids: pl.Series) -> pl.DataFrame:
-        """CLEANED rows, with their texts, of the history records among `ids`, in history order."""
+        """CLEANED rows, with their texts, of the history records among `ids`, in history order.
+        `text_raw` stays null: no step reads it once a record is normalized, and it is the
+        largest column to decompress."""
         wanted = self.records.select("article_id").with_row_index("position").join(
             pl.DataFrame({"article_id": ids}, schema={"article_id": pl.String}).unique(), on="article_id", how="semi",
             maintain_order="left",
@@ -193,7 +195,8 @@ class History(_Replaced):
         missing = wanted.join(cached.select("article_id"), on="article_id", how="anti")["article_id"]
         if not missing.is_empty() and self.folder is not None:
             scanned = pl.scan_parquet(_parts(self.folder / "records")).filter(pl.col("article_id").is_in(missing.implode()))
-            cached = pl.concat([cached, check(scanned.select(list(CLEANED)).collect(), CLEANED, "state records")])
+            columns = [pl.lit(None, pl.String).alias(name) if name == "text_raw" else pl.col(name) for name in CLEANED]
+            cached = pl.concat([cached, check(scanned.select(columns).collect(), CLEANED, "state records")])
             self.read_records["rows"] = cached
         return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
 
