@@ -129,7 +129,8 @@ def update(
     - the story table: stories whose members changed.
     Global, as columnar steps over stored tables: the pair-graph components (scipy), the story
     attachment (`cluster.attach_stories`: its IDF counts every article, so one new article can
-    move any fit), and the outputs over all history. story_model=minilm runs its story steps
+    move any fit), and the published articles.parquet (one table: `state.publish` streams it
+    after the commit). story_model=minilm runs its story steps
     over all groups (average linkage is global), embedding only headlines not seen before."""
     timings: dict[str, float] = {}
     stage = _timed(call, timings)
