@@ -7,8 +7,11 @@ The records come from `speed.build_corpus` (real aeb words and news-aggregator t
 the documents copies of another, see benchmarks/speed.py), in a fixed shuffled order: the batch
 is always the same last B records, the history the first H. The history is built with one
 update and committed; then the batch is timed against it (loading the state, each stage of
-`pipeline.update` (best of two), committing), and so is one run (`pipeline.run`) over the same
-H + B records. The slope of each stage (least squares over the history sizes, ms per 1,000
+`pipeline.update` (best of two), committing, publishing the outputs), and so is one run
+(`pipeline.run`) over the same H + B records. The peak resident memory of loading, updating,
+committing and publishing (Linux VmHWM, reset before loading) is printed beside the memory the
+process held before (corpus and imports), and so is the peak of the same run in a process of its
+own, on a copy of the state (the figure to compare). The slope of each stage (least squares over the history sizes, ms per 1,000
 history records) says what still follows the history rather than the batch. Timings are
 wall-clock on a shared machine: noisy in absolute terms.
 """
@@ -16,6 +19,8 @@ wall-clock on a shared machine: noisy in absolute terms.
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +39,8 @@ from dedupe.config import Config
 
 CONFIG = Config()
 TOTALS = (
-    "load state", "commit state", "incremental", "full run", "old copies", "computed", "carried", "single computed", "replayed s", "single s"
+    "load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
+    "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "single s",
 )
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
@@ -56,25 +62,36 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     _, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
     assert update is not None
     state.commit(folder, state.History(), update, CONFIG)
+    state.publish(folder, work / f"out-{history}")
+    child_start, child_peak = peak_rss_in_child(folder, new, work)
+    rss_before = reset_peak_rss()
     started = time.perf_counter()
     loaded = state.load(folder, CONFIG)
     load = time.perf_counter() - started
-    tries = [pipeline.update([new], loaded, CONFIG, datetime.now(UTC)) for _ in range(2)]
+    # each try on a history of its own: a history keeps the records it read (`History.record_rows`)
+    tries = [pipeline.update([new], history, CONFIG, datetime.now(UTC)) for history in (loaded, state.load(folder, CONFIG))]
     result, update = min(tries, key=lambda attempt: sum(attempt[0].summary.timings.values()))
     assert update is not None
     started = time.perf_counter()
     state.commit(folder, loaded, update, CONFIG)
     commit = time.perf_counter() - started
+    copies = old_copies(result.articles, update)
+    started = time.perf_counter()
+    state.publish(folder, work / f"out-{history}")
+    publish = time.perf_counter() - started
+    peak = peak_rss_mib()
+    (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
+    del loaded, tries, update
     started = time.perf_counter()
     pipeline.run([old, new], CONFIG)
     full = time.perf_counter() - started
     stages = result.summary.timings
-    (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     return {
-        "load state": load, **stages, "commit state": commit,
-        "incremental": load + sum(stages.values()) + commit,
+        "load state": load, **stages, "commit state": commit, "publish outputs": publish,
+        "incremental": load + sum(stages.values()) + commit + publish,
         "full run": full,
-        "old copies": old_copies(result.articles, update),
+        "old copies": copies,
+        "rss before MiB": rss_before, "peak rss MiB": peak, "child start MiB": child_start, "child peak MiB": child_peak,
         "computed": replayed.computed, "carried": replayed.carried, "single computed": single.computed,
         "replayed s": replay_seconds, "single s": single_seconds,
     }
@@ -96,6 +113,54 @@ def attachment_work(articles: pl.DataFrame, update: state.Update, history: state
     return timed
 
 
+CHILD = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+sys.path.insert(0, {benchmarks!r})
+from incremental import CONFIG, peak_rss_mib, reset_peak_rss
+from dedupe import pipeline, state
+folder, new, out = Path({folder!r}), Path({new!r}), Path({out!r})
+start = reset_peak_rss()
+with state.locked(folder):
+    history = state.load(folder, CONFIG)
+    _, update = pipeline.update([new], history, CONFIG, datetime.now(UTC))
+    state.commit(folder, history, update, CONFIG)
+    state.publish(folder, out)
+print(start, peak_rss_mib())
+"""
+
+
+def peak_rss_in_child(folder: Path, new: Path, work: Path) -> tuple[float, float]:
+    """One scheduled run (lock, load, update, commit, publish) of the batch on a copy of the state,
+    in a process of its own: its resident memory once imported, and its peak (MiB)."""
+    copy = work / "child-state"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(folder, copy, symlinks=True)
+    code = CHILD.format(benchmarks=str(Path(__file__).resolve().parent), folder=str(copy), new=str(new), out=str(work / "child-out"))
+    flags = ["-S"] if sys.flags.no_site else []  # a run of another checkout, see benchmarks/README.md
+    done = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, check=True)
+    start, peak = done.stdout.split()[-2:]
+    shutil.rmtree(copy)
+    return float(start), float(peak)
+
+
+def reset_peak_rss() -> float:
+    """Reset the process's peak resident memory (Linux: 5 to /proc/self/clear_refs); the
+    current resident memory in MiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mib("VmRSS")
+
+
+def peak_rss_mib() -> float:
+    return _status_mib("VmHWM")
+
+
+def _status_mib(field: str) -> float:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    return int(line.split()[1]) / 1024
+
+
 def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
     """Best of five reads of the band keys as Parquet (what the state uses) and as Arrow IPC."""
     keys.write_parquet(folder / "keys.parquet")
@@ -113,6 +178,21 @@ def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
             times.append(time.perf_counter() - started)
         seconds[name] = min(times)
     return seconds
+
+
+def compression_costs(published: Path, folder: Path) -> dict[str, tuple[float, int]]:
+    """Best of three: seconds to stream the published articles into a new file (as publishing
+    does) with each compression, and the file's bytes."""
+    costs = {}
+    for compression in ("zstd", "lz4", "uncompressed"):
+        target = folder / f"articles-{compression}.parquet"
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            pl.scan_parquet(published).sink_parquet(target, compression=compression)
+            times.append(time.perf_counter() - started)
+        costs[compression] = (min(times), target.stat().st_size)
+    return costs
 
 
 def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
@@ -144,11 +224,15 @@ def main() -> None:
             print(f"history {history:,}: incremental {row['incremental']:.2f} s, one run {row['full run']:.2f} s", file=sys.stderr, flush=True)
         keys = state.load(Path(work) / f"state-{histories[-1]}", CONFIG).band_keys
         reload = reload_seconds(keys, Path(work))
+        published = Path(work) / f"out-{histories[-1]}" / "articles.parquet"
+        compressions = compression_costs(published, Path(work))
     print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
-    print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}")
+    print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
+          f" {'rss before MiB':>15} {'peak rss MiB':>13} {'own process: start MiB':>23} {'peak MiB':>9}")
     for history, row in rows.items():
         print(f"{history:>8} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>10.2f} "
-              f"{row['full run'] / row['incremental']:>22.1f}")
+              f"{row['full run'] / row['incremental']:>22.1f} {row['rss before MiB']:>15.0f} {row['peak rss MiB']:>13.0f}"
+              f" {row['child start MiB']:>23.0f} {row['child peak MiB']:>9.0f}")
     print("\nstory attachment of the batch's stories (cluster.attached_story_ids), replaying the history's rounds vs alone:")
     print(f"{'history':>8} {'replayed s':>11} {'alone s':>8} {'alone / replayed':>17} {'story-rounds computed':>22} {'alone':>7} {'carried over':>13}")
     for history, row in rows.items():
@@ -159,9 +243,12 @@ def main() -> None:
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
     reloads = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in reload.items())
     print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
+    print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is "
+          f"{getattr(state, 'PUBLISHED_COMPRESSION', 'zstd')}): "
+          + ", ".join(f"{name} {seconds:.2f} s {size / 2**20:.0f} MiB" for name, (seconds, size) in compressions.items()))
     print(f"\n{'stage seconds':<22}" + "".join(f"{h:>9,}" for h in histories) + f"{'ms per 1k history':>19}")
     stages = [name for name in first if name not in TOTALS[2:]]
-    for stage in [*stages, "incremental", "full run"]:
+    for stage in [*stages, "publish outputs", "incremental", "full run"]:
         seconds = [rows[h].get(stage, 0.0) for h in histories]
         print(f"{stage:<22}" + "".join(f"{s:>9.3f}" for s in seconds) + f"{slope_ms_per_1000(histories, seconds):>19.1f}")
 

@@ -20,7 +20,7 @@ import polars as pl
 from rapidfuzz import fuzz
 
 from dedupe.config import Config
-from dedupe.schema import CLEANED, NORMALIZED, check
+from dedupe.schema import CLEANED, GROUP_BARE_TITLES, NORMALIZED, TITLE_PIECES, check
 
 # Whole lines that are page furniture, compared after folding (lower case, words only), so that
 # "* Facebook", "Share:" and "SHARE" all match. Only words that never stand alone in a body.
@@ -363,44 +363,51 @@ def headline_decorations(cleaned: pl.DataFrame, groups: pl.DataFrame) -> Decorat
     """Decoration learnt from the titles themselves.
 
     - A title that is another title plus decoration ("Crash kills 3 | Asia News | Al Jazeera"
-      beside "Crash kills 3") is that title (see `_bare_titles`), unless the record's URL path
-      spells the rest out ("Titanfall Review - Mechs and the City" is a subtitle).
+      beside "Crash kills 3") is that title (see `bare_titles_in_groups`), unless the record's
+      URL path spells the rest out ("Titanfall Review - Mechs and the City" is a subtitle).
     - A piece glued to copies' titles in two or more groups ("- Houston Chronicle") is decoration
       everywhere.
     - A title suffix of a few words, not all lower case, that ends `DECORATION_MIN_TITLES`
-      different titles (" - Analyst Blog") is decoration; "- traders" or "- study" stay."""
-    titles = cleaned.select("article_id", "title", "url").drop_nulls("title").join(groups, on="article_id")
+      different titles (" - Analyst Blog") is decoration; "- traders" or "- study" stay.
+    A run on a state learns the same from what changed (`state.headline_decorations`), with
+    these same steps."""
+    titles = decoration_titles(cleaned, groups)
     titles_of_group = dict(titles.group_by("duplicate_group").agg(pl.col("title").unique()).iter_rows())
-    bare_of = _bare_titles(titles_of_group)
-    glued: dict[str, set[str]] = defaultdict(set)
-    suffix_heads: dict[str, set[str]] = defaultdict(set)
-    for title, group in titles.select("title", "duplicate_group").unique().iter_rows():
-        if title in bare_of:
-            glued[fold(title[len(bare_of[title]) :])].add(group)
+    bare = bare_titles_in_groups(titles_of_group, set(titles["title"]))
+    pieces = decoration_pieces(titles, bare, title_pieces(titles["title"].unique().to_list()))
+    return Decorations(pieces, record_bare_titles(titles, bare))
+
+
+def decoration_titles(cleaned: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+    """article_id, title, url, duplicate_group of the grouped records that have a title."""
+    return cleaned.select("article_id", "title", "url").drop_nulls("title").join(groups, on="article_id")
+
+
+def title_pieces(titles: list[str]) -> pl.DataFrame:
+    """TITLE_PIECES of each title: the text before each separator (the bare titles it may
+    extend), and its last piece as a suffix candidate (folded, with the folded rest before it)
+    when that piece is a few words, not all lower case, after a separator other than ":"."""
+    rows = []
+    for title in titles:
         separators = list(TITLE_SEPARATOR.finditer(title))
+        suffix = head = None
         if separators and separators[-1].group().strip() != ":":
-            head, tail = title[: separators[-1].start()], title[separators[-1].end() :]
+            tail = title[separators[-1].end() :]
             if len(tail.split()) <= DECORATION_MAX_WORDS and not tail.islower():
-                suffix_heads[fold(tail)].add(fold(head))
-    pieces = {piece for piece, seen_in in glued.items() if len(seen_in) >= 2}
-    pieces.update(tail for tail, heads in suffix_heads.items() if len(heads) >= DECORATION_MIN_TITLES)
-    bare_titles = {
-        article_id: bare_of[title]
-        for article_id, title, url in titles.select("article_id", "title", "url").iter_rows()
-        if title in bare_of and not _in_url_path(title[len(bare_of[title]) :], url)
-    }
-    return Decorations(frozenset(piece for piece in pieces if piece), bare_titles)
+                suffix, head = fold(tail), fold(title[: separators[-1].start()])
+        rows.append((title, [title[: separator.start()] for separator in separators], suffix, head))
+    return pl.DataFrame(rows, schema=TITLE_PIECES, orient="row")
 
 
-def _bare_titles(titles_of_group: Mapping[str, list[str]]) -> dict[str, str]:
-    """title -> the bare title it extends with decoration, where some record carries that bare
-    title. The rest after the separator must not stand elsewhere in a title of the same group
-    (in "Germany's gas risks - Polish PM" beside "Polish PM: Germany's gas risks", "Polish PM" is
-    an attribution, not decoration). A lookup per separator, and at most
-    `DECORATION_MAX_TITLES_PER_GROUP` titles of a group read for that check: linear in titles."""
-    known = {title for titles in titles_of_group.values() for title in titles}
-    bare_of: dict[str, str] = {}
-    for titles in titles_of_group.values():
+def bare_titles_in_groups(titles_of_group: Mapping[str, list[str]], known: set[str]) -> pl.DataFrame:
+    """GROUP_BARE_TITLES: in each group, the titles that extend a `known` title with decoration.
+    The rest after the separator must not stand elsewhere in a title of the same group (in
+    "Germany's gas risks - Polish PM" beside "Polish PM: Germany's gas risks", "Polish PM" is an
+    attribution, not decoration). A lookup per separator, and at most
+    `DECORATION_MAX_TITLES_PER_GROUP` titles of a group read for that check: linear in titles.
+    A title's bare title is the same in every group (the first known one before a separator)."""
+    rows = []
+    for group, titles in titles_of_group.items():
         others = sorted(titles)[:DECORATION_MAX_TITLES_PER_GROUP]
         for title in titles:
             for separator in TITLE_SEPARATOR.finditer(title):
@@ -411,9 +418,36 @@ def _bare_titles(titles_of_group: Mapping[str, list[str]]) -> dict[str, str]:
                 if any(len(part.split()) > DECORATION_MAX_WORDS for part in TITLE_SEPARATOR.split(title[separator.end() :])):
                     break
                 if not any(piece in fold(other) for other in others if not other.startswith(bare)):
-                    bare_of[title] = bare
+                    rows.append((group, title, bare, piece))
                 break
-    return bare_of
+    return pl.DataFrame(rows, schema=GROUP_BARE_TITLES, orient="row")
+
+
+def decoration_pieces(titles: pl.DataFrame, bare: pl.DataFrame, pieces: pl.DataFrame) -> frozenset[str]:
+    """The folded pieces that are decoration wherever they appear: glued to bare titles (in any
+    group, `bare`) in titles of two or more groups, or a suffix (`pieces`, TITLE_PIECES) after
+    `DECORATION_MIN_TITLES` different heads. Joins and counts over the titles, no Python loop."""
+    glued = (
+        titles.select("title", "duplicate_group").join(bare.select("title", "piece").unique("title"), on="title")
+        .group_by("piece").agg(pl.col("duplicate_group").n_unique())
+        .filter(pl.col("duplicate_group") >= 2)["piece"]
+    )
+    suffixes = (
+        pieces.drop_nulls("suffix").group_by("suffix").agg(pl.col("suffix_head").n_unique())
+        .filter(pl.col("suffix_head") >= DECORATION_MIN_TITLES)["suffix"]
+    )
+    return frozenset(piece for piece in [*glued, *suffixes] if piece)
+
+
+def record_bare_titles(titles: pl.DataFrame, bare: pl.DataFrame) -> dict[str, str]:
+    """article_id -> bare title, for the `titles` rows whose title extends one (`bare`) with a
+    piece that the record's URL path does not spell out."""
+    rows = titles.select("article_id", "title", "url").join(bare.select("title", "bare_title").unique("title"), on="title")
+    return {
+        article_id: bare_title
+        for article_id, title, url, bare_title in rows.iter_rows()
+        if not _in_url_path(title[len(bare_title) :], url)
+    }
 
 
 def _in_url_path(piece: str, url: str | None) -> bool:

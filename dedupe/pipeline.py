@@ -19,7 +19,7 @@ import polars as pl
 
 from dedupe import clean, cluster, minhash, normalize, read, state, stories, verify, write
 from dedupe.config import Config
-from dedupe.schema import EMBEDDINGS, READ, empty
+from dedupe.schema import ARTICLE_TEXTS, EMBEDDINGS, READ, empty
 
 Call = Callable[..., Any]
 """call(stage_name, function, *args) runs one stage and returns its result."""
@@ -31,7 +31,7 @@ def direct(name: str, function: Callable[..., Any], *args: object) -> Any:
 
 @dataclass(frozen=True)
 class Result:
-    articles: pl.DataFrame
+    articles: pl.DataFrame  # ARTICLES; after `update`, LIGHT_ARTICLES (the texts are in the published articles.parquet)
     stories: pl.DataFrame
     pairs: pl.DataFrame
     summary: write.Summary
@@ -121,8 +121,8 @@ def update(
       records only;
     - duplicate groups: the components of the pair graph that hold a new record;
     - cleaning with copies: the members of changed groups, new records, and records whose
-      headline decoration changed (decoration itself is learnt again from all titles, one fast
-      pass);
+      headline decoration changed (decoration is learnt for new titles and the groups they or
+      a change of group touch; only those records' texts are read);
     - story matching (keyword model): band keys and verification for groups whose story text
       changed, bucketing for the LSH buckets they touch, components and weak bridges for the
       story-pair components that changed, keywords for records whose headline changed;
@@ -131,9 +131,9 @@ def update(
       IDF change leaves their decision as it was (`cluster.attach_stories`);
     - the story table: stories whose members changed.
     Global, as columnar steps over stored tables: the pair-graph components (scipy), the
-    attachment's keyword counts per story and round (sparse products), and the outputs over
-    all history. story_model=minilm runs its story steps
-    over all groups (average linkage is global), embedding only headlines not seen before."""
+    attachment's keyword counts per story and round (sparse products), and the published
+    articles.parquet (one table: `state.publish` streams it after the commit).
+    story_model=minilm runs its story steps over all groups (average linkage is global), embedding only headlines not seen before."""
     timings: dict[str, float] = {}
     stage = _timed(call, timings)
 
@@ -162,7 +162,7 @@ def update(
         f"{matched.candidates.height} new duplicate candidates, {new_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
-    cleaned, decorations = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
+    cleaned, decorations, cleaned_again = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
     if config.story_model == "keywords":
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
         found = stage("minhash stories", state.story_candidates, headlines, history, config)
@@ -176,7 +176,7 @@ def update(
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
         story_index = {}
     story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
-    articles = stage("assemble", write.assemble_articles, cleaned, story_ids.groups)
+    articles, texts = stage("assemble", _assemble_light, cleaned, story_ids.groups, cleaned_again, history)
     story_table = stage("build stories", state.build_changed_stories, articles, history, stories.build_stories)
     counts = state.run_counts(batch, records_read.height, records, articles, story_table, story_ids, history)
     log(
@@ -189,25 +189,37 @@ def update(
     summary = replace(summary, run=counts)
     added = state.Update(
         records=records, embeddings=vectors, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
-        articles=articles, stories=story_table, pairs=pairs, registry=story_ids.registry, files=batch.files,
-        run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
-        **state.decoration_tables(decorations),
+        articles=articles, article_texts=texts, stories=story_table, pairs=pairs, registry=story_ids.registry,
+        files=batch.files, run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
+        **decorations,
     )
     return Result(articles, story_table, pairs, summary), added
 
 
 def _clean_changed(
     records: pl.DataFrame, groups: pl.DataFrame, changed: pl.DataFrame, history: state.History, config: Config
-) -> tuple[pl.DataFrame, clean.Decorations]:
-    """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`); the
-    others keep the last run's cleaning. Headline decoration is learnt again from all titles (a
-    new title can teach a new site suffix); it is a fast pass over the titles, and only the
-    headlines it changes are cleaned again."""
-    shared = clean.shared_in_groups(records, changed, config)
-    decorations = clean.headline_decorations(records, groups.select("article_id", "duplicate_group"))
-    kept = state.with_kept_cleaning(records, changed, history)
-    again = clean.clean(state.to_clean_again(kept, changed, decorations, history), shared, decorations)
-    return state.with_kept_headlines(kept, again, history), decorations
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.Series]:
+    """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`), read
+    with their texts; the others keep the last run's cleaning (their texts stay unread, null).
+    Headline decoration is learnt again from all titles (a new title can teach a new site
+    suffix); it is a fast pass over the titles, and only the headlines it changes are cleaned
+    again. Returns the cleaned records, the decoration tables to store and the ids cleaned again."""
+    changed_rows = history.with_record_texts(records.join(changed.select("article_id"), on="article_id", how="semi"))
+    shared = clean.shared_in_groups(changed_rows, changed, config)
+    decorations, tables = state.headline_decorations(records, groups, changed, history)
+    again = state.to_clean_again(records, changed, tables, history)
+    cleaned_again = clean.clean(state.with_kept_cleaning(history.with_record_texts(again), changed, history), shared, decorations)
+    return state.with_kept_headlines(records, cleaned_again, history), tables, cleaned_again["article_id"]
+
+
+def _assemble_light(
+    cleaned: pl.DataFrame, groups: pl.DataFrame, cleaned_again: pl.Series, history: state.History
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`write.assemble_articles` as the state keeps articles: LIGHT_ARTICLES of every article,
+    and ARTICLE_TEXTS of those cleaned this run (the only ones whose texts were read)."""
+    articles = write.assemble_articles(cleaned, groups)
+    texts = articles.filter(pl.col("article_id").is_in(cleaned_again.implode())).select(list(ARTICLE_TEXTS))
+    return state.light_articles(articles, cleaned_again, history), texts
 
 
 def _cluster_stories(

@@ -90,12 +90,28 @@ RECORDS = CLEANED | {
     "content_hash": pl.String,  # of the raw record: the same id with the same content is not new
 }
 
+RECORD_TEXTS = ("title_raw", "text_raw", "text", "body", "removed_lines")
+"""The heavy columns of RECORDS: a state reads them only for the records a run touches."""
+ARTICLE_TEXTS = {"article_id": pl.String, "title_raw": pl.String, "text": pl.String, "removed_lines": pl.List(REMOVED_LINE)}
+"""The heavy columns of ARTICLES, which a state keeps apart from the others (LIGHT_ARTICLES)."""
+# ARTICLES less their texts, plus what later runs need of the texts: the length of `text` (the
+# story's representative is the longest) and the rules of the removed lines (the report counts them).
+LIGHT_ARTICLES = {name: dtype for name, dtype in ARTICLES.items() if name not in ARTICLE_TEXTS or name == "article_id"} | {
+    "text_chars": pl.UInt32,
+    "removed_rules": pl.List(pl.String),
+}
+
 LEVEL_BAND_KEYS = {"level": pl.String} | BAND_KEYS  # level: "text" or "headline" (see minhash)
 
 # What the titles taught about decoration (clean.Decorations), kept so a later run can tell
 # which headlines a change of it touches.
 BARE_TITLES = {"article_id": pl.String, "bare_title": pl.String}
 HEADLINE_PIECES = {"piece": pl.String}
+# What decoration learning reads of one title alone (clean.title_pieces): the text before each
+# separator (the bare titles it may extend), and its last piece as a suffix candidate (folded).
+TITLE_PIECES = {"title": pl.String, "prefixes": pl.List(pl.String), "suffix": pl.String, "suffix_head": pl.String}
+# A title that its duplicate group says is a bare title plus decoration `piece` (folded).
+GROUP_BARE_TITLES = {"duplicate_group": pl.String, "title": pl.String, "bare_title": pl.String, "piece": pl.String}
 # The keywords of each record's story text (cluster.story_keywords), sorted: a list column, so the
 # story attachment numbers and counts them with polars and numpy, not a Python set per record.
 STORY_KEYWORDS = {"article_id": pl.String, "keywords": pl.List(pl.String)}

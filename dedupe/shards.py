@@ -122,9 +122,8 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
         pieces.append((keys.filter(in_partition), old, new_ids, known, config, plan.index))
     level_order = pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8)
     candidates = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
-    partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().implode()
-    old_rows = history.records.select(list(CLEANED)).filter(pl.col("article_id").is_in(partners))
-    involved = pl.concat([old_rows, new.filter(pl.col("article_id").is_in(partners))])
+    partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique()
+    involved = pl.concat([history.record_rows(partners), new.filter(pl.col("article_id").is_in(partners.implode()))])
     keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
     no_shingles = minhash.ShingleSets([], np.empty(0, np.uint32), np.empty(0, np.int64))
     return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), no_shingles, involved)

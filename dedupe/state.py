@@ -10,11 +10,18 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
                                     see benchmarks/incremental.py)
         duplicate_pairs/part-*.parquet  confirmed duplicate pairs (PAIRS)
-        group_headlines.parquet, story_band_keys.parquet, story_candidates.parquet,
-        story_keywords.parquet, story_roots.parquet, story_rounds.parquet, bare_titles.parquet,
-        headline_pieces.parquet
-                                    what the last run's group-level steps found (REPLACED), so
-                                    the next one redoes only what its batch changes
+        articles/, article_texts/, group_headlines/, story_band_keys/, story_candidates/,
+        story_keywords/, story_roots/, story_rounds/, bare_titles/, headline_pieces/,
+        title_pieces/, group_bare_titles/
+                                    keyed tables (KEYED): the state's own copy of the articles, less
+                                    their texts (LIGHT_ARTICLES) and their texts (ARTICLE_TEXTS), and
+                                    what the last run's group-level steps found, so the next one
+                                    redoes only what its batch changes. Each is a base and one part
+                                    per run with the rows that run changed, plus a `deleted` column
+                                    (keys gone): the latest row of a key wins. When the parts
+                                    outgrow COMPACT_SHARE of the base they are folded into a new
+                                    base-*.parquet, so what a run writes follows its batch
+                                    (amortized) and what a load reads stays within 1.5x the table.
         articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
         story_registry.parquet      every story id ever given, when, and where it merged (STORY_REGISTRY)
         story_merges.parquet        one row per merge (STORY_MERGES)
@@ -23,11 +30,17 @@ A state folder holds generations; `current` is a symlink to the one in use:
         meta.json                   format version and the configuration the keys were made with
 
 What only grows (records, keys, pairs) is written once, as one part per run; a new generation
-hard-links the parts it keeps, so a run writes what it adds plus the outputs. A run writes its
+hard-links the parts it keeps, so a run writes what it adds and changes. A run writes its
 generation under a temporary name, renames it, then swaps `current` with a rename: killed at any
-point, the state is the one before the run or the one after it, never a mix. The outputs are
-published to the output folder (hard links, each renamed into place) from `current` at the end
-of every run, so outputs left stale by a kill are replaced by the next run.
+point, the state is the one before the run or the one after it, never a mix.
+
+A load reads the light tables whole and the texts of records and articles not at all: a run reads
+them for the rows it touches (`History.record_rows`, `History.article_texts`), so its memory
+follows the batch and the light tables. The published articles.parquet is one table, each article
+once: it is made after the commit ("publish outputs", `_published_articles`) by streaming the last
+one through a join with this run's changed rows, and the outputs are then published to the output
+folder (hard links, each renamed into place) from `current` at the end of every run, so outputs
+left stale by a kill are replaced by the next run.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ from scipy.sparse import csgraph
 from dedupe import clean, cluster, minhash, read, verify
 from dedupe.config import Config
 from dedupe.schema import (
+    ARTICLE_TEXTS,
     ARTICLES,
     BAND_KEYS,
     BARE_TITLES,
@@ -60,12 +74,15 @@ from dedupe.schema import (
     CLEANED,
     EMBEDDINGS,
     FILES,
+    GROUP_BARE_TITLES,
     GROUP_HEADLINES,
     GROUPS,
     HEADLINE_PIECES,
     LEVEL_BAND_KEYS,
+    LIGHT_ARTICLES,
     PAIRS,
     READ,
+    RECORD_TEXTS,
     RECORDS,
     RUNS,
     STORIES,
@@ -74,23 +91,49 @@ from dedupe.schema import (
     STORY_REGISTRY,
     STORY_ROOTS,
     STORY_ROUNDS,
+    TITLE_PIECES,
     check,
     empty,
 )
 
-FORMAT_VERSION = 5  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
-# 4: story keywords as a list column; 5: the story attachment's rounds
+FORMAT_VERSION = 6  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+# 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
+# 6: the story attachment's rounds
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
     "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
     "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
-    "story_roots": STORY_ROOTS, "story_rounds": STORY_ROUNDS,
+    "story_roots": STORY_ROOTS, "story_rounds": STORY_ROUNDS, "title_pieces": TITLE_PIECES, "group_bare_titles": GROUP_BARE_TITLES,
 }
-"""Tables of the last run that the next one compares its own with, written whole each run:
-what each duplicate group says in story matching, the LSH band keys of its keywords, every
-story candidate pair (the confirmed ones are the `same_story` rows of pairs), the story
-attachment's rounds, and what the titles taught about decoration."""
+"""Tables of the last run that the next one compares its own with: what each duplicate group says
+in story matching, the LSH band keys of its keywords, every story candidate pair (the confirmed
+ones are the `same_story` rows of pairs), the story attachment's rounds, and what the titles
+taught about decoration."""
+KEYED = {
+    "articles": (LIGHT_ARTICLES, ["article_id"]),
+    "article_texts": (ARTICLE_TEXTS, ["article_id"]),
+    "group_headlines": (GROUP_HEADLINES, ["duplicate_group"]),
+    "story_band_keys": (BAND_KEYS, ["article_id", "band"]),
+    "story_candidates": (BUCKET_PAIRS, ["article_id_a", "article_id_b"]),
+    "bare_titles": (BARE_TITLES, ["article_id"]),
+    "headline_pieces": (HEADLINE_PIECES, ["piece"]),
+    "story_keywords": (STORY_KEYWORDS, ["article_id"]),
+    "story_roots": (STORY_ROOTS, ["duplicate_group"]),
+    "story_rounds": (STORY_ROUNDS, ["round", "story"]),
+    "title_pieces": (TITLE_PIECES, ["title"]),
+    "group_bare_titles": (GROUP_BARE_TITLES, ["duplicate_group", "title"]),
+}
+"""Tables stored as a base and one part per run with the rows it changed (schema, key)."""
+assert set(REPLACED) <= set(KEYED)
+COMPACT_SHARE = 0.5
+"""Parts are folded into a new base once their rows exceed this share of the base's: a run then
+rewrites (1 + share) / share rows per row it changed, amortized, and a load reads at most
+(1 + share) rows per row of the table."""
+PUBLISHED_COMPRESSION = "lz4"
+"""Of the published articles.parquet, which is written again every run: lz4 streams it in about
+0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
+reader (polars, duckdb, pyarrow) reads it."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 REPORT_ONLY_SETTINGS = {"top_stories"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
@@ -113,6 +156,8 @@ class _Replaced:
     story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
     story_roots: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROOTS))
     story_rounds: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROUNDS))
+    title_pieces: pl.DataFrame = field(default_factory=lambda: empty(TITLE_PIECES))
+    group_bare_titles: pl.DataFrame = field(default_factory=lambda: empty(GROUP_BARE_TITLES))
 
 
 assert set(REPLACED) == {f.name for f in fields(_Replaced)}
@@ -120,13 +165,15 @@ assert set(REPLACED) == {f.name for f in fields(_Replaced)}
 
 @dataclass(frozen=True)
 class History(_Replaced):
-    """Everything earlier runs left: the growing tables and the latest outputs."""
+    """Everything earlier runs left: the growing tables, the light tables and the latest outputs.
+    Texts are not loaded: `records` has its RECORD_TEXTS null and `articles` is LIGHT_ARTICLES;
+    `record_rows` and `article_texts` read them for the rows a run touches."""
 
-    records: pl.DataFrame = field(default_factory=lambda: empty(RECORDS))
+    records: pl.DataFrame = field(default_factory=lambda: empty(RECORDS))  # RECORD_TEXTS null
     band_keys: pl.DataFrame = field(default_factory=lambda: empty(LEVEL_BAND_KEYS))
     duplicate_pairs: pl.DataFrame = field(default_factory=lambda: empty(PAIRS))
     embeddings: pl.DataFrame = field(default_factory=lambda: empty(EMBEDDINGS))  # story_model=minilm
-    articles: pl.DataFrame = field(default_factory=lambda: empty(ARTICLES))
+    articles: pl.DataFrame = field(default_factory=lambda: empty(LIGHT_ARTICLES))
     stories: pl.DataFrame = field(default_factory=lambda: empty(STORIES))
     pairs: pl.DataFrame = field(default_factory=lambda: empty(PAIRS))
     registry: pl.DataFrame = field(default_factory=lambda: empty(STORY_REGISTRY))
@@ -135,17 +182,57 @@ class History(_Replaced):
     files: pl.DataFrame = field(default_factory=lambda: empty(FILES))
     report: str = ""
     generation: int = 0
+    folder: Path | None = None
+    """The generation the history was loaded from, where texts are read; None for no history."""
+    read_records: dict[str, pl.DataFrame] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """The records read so far ("rows": CLEANED), so that one run reads its touched records' texts
+    in two scans of the history's parts (candidate partners, then the touched duplicate-group
+    components), not once per step that needs them."""
+
+    def record_rows(self, ids: pl.Series) -> pl.DataFrame:
+        """CLEANED rows, with their texts, of the history records among `ids`, in history order.
+        `text_raw` stays null: no step reads it once a record is normalized, and it is the
+        largest column to decompress."""
+        wanted = self.records.select("article_id").with_row_index("position").join(
+            pl.DataFrame({"article_id": ids}, schema={"article_id": pl.String}).unique(), on="article_id", how="semi",
+            maintain_order="left",
+        )
+        cached = self.read_records.get("rows", empty(CLEANED))
+        missing = wanted.join(cached.select("article_id"), on="article_id", how="anti")["article_id"]
+        if not missing.is_empty() and self.folder is not None:
+            scanned = pl.scan_parquet(_parts(self.folder / "records")).filter(pl.col("article_id").is_in(missing.implode()))
+            columns = [pl.lit(None, pl.String).alias(name) if name == "text_raw" else pl.col(name) for name in CLEANED]
+            cached = pl.concat([cached, check(scanned.select(columns).collect(), CLEANED, "state records")])
+            self.read_records["rows"] = cached
+        return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
+
+    def article_texts(self, ids: pl.Series) -> pl.DataFrame:
+        """ARTICLE_TEXTS of the history articles among `ids`, as the last run left them."""
+        if ids.is_empty():
+            return empty(ARTICLE_TEXTS)
+        folder = self.folder / "article_texts" if self.folder else None
+        return _read_keyed(folder, *KEYED["article_texts"], pl.col("article_id").is_in(ids.implode()))
+
+    def with_record_texts(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` (CLEANED rows, texts null where they come from the history) with the stored
+        texts of its history records; new records keep their own."""
+        stored = self.record_rows(frame["article_id"]).select("article_id", *RECORD_TEXTS)
+        joined = frame.join(stored, on="article_id", how="left", maintain_order="left", suffix="_stored")
+        has_stored = pl.col("article_id").is_in(stored["article_id"].implode())
+        texts = [pl.when(has_stored).then(f"{name}_stored").otherwise(name).alias(name) for name in RECORD_TEXTS]
+        return joined.with_columns(texts).select(frame.columns)
 
 
 @dataclass(frozen=True)
 class Update(_Replaced):
-    """What one run adds to the growing tables, and what it replaces."""
+    """What one run adds to the growing tables, and the keyed tables as they stand after it."""
 
     records: pl.DataFrame
     band_keys: pl.DataFrame
     duplicate_pairs: pl.DataFrame
     embeddings: pl.DataFrame
-    articles: pl.DataFrame
+    articles: pl.DataFrame  # LIGHT_ARTICLES of every article
+    article_texts: pl.DataFrame  # ARTICLE_TEXTS of the articles cleaned this run (new ones among them)
     stories: pl.DataFrame
     pairs: pl.DataFrame
     registry: pl.DataFrame
@@ -226,7 +313,8 @@ def with_keys(cleaned: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
 
 
 def all_records(history: History, records: pl.DataFrame) -> pl.DataFrame:
-    """CLEANED: every record, old then new, as the first cleaning pass left it."""
+    """CLEANED: every record, old then new, as the first cleaning pass left it; the texts of the
+    old ones null (`History.with_record_texts` reads those a step needs)."""
     return pl.concat([history.records, records]).select(list(CLEANED))
 
 
@@ -259,11 +347,11 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     candidates = pl.concat(pairs).filter(
         pl.col("article_id_a").is_in(new_ids) | pl.col("article_id_b").is_in(new_ids)
     )
-    partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().implode()
-    old = history.records.select(list(CLEANED)).filter(pl.col("article_id").is_in(partners))
+    partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique()
+    old = history.record_rows(partners)
     old_shingles = minhash.duplicate_shingles(old, config)
     sets = shingles["text"].merge(shingles["headline"]).merge(old_shingles["text"]).merge(old_shingles["headline"])
-    involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners))])
+    involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners.implode()))])
     return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
 
 
@@ -289,7 +377,9 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
     new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
     touched = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"].implode()
     regrouped = cluster.duplicate_groups(
-        records.filter(pl.col("article_id").is_in(touched)), pairs.filter(pl.col("article_id_a").is_in(touched)), config
+        history.with_record_texts(records.filter(pl.col("article_id").is_in(touched))),
+        pairs.filter(pl.col("article_id_a").is_in(touched)),
+        config,
     )
     kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
     groups = pl.concat([kept.select(regrouped.columns), regrouped])
@@ -311,11 +401,14 @@ def changed_groups(groups: pl.DataFrame, before: pl.DataFrame) -> pl.DataFrame:
 
 
 def with_kept_cleaning(records: pl.DataFrame, changed: pl.DataFrame, history: History) -> pl.DataFrame:
-    """CLEANED: records whose group did not change carry the body and removed lines the last run
-    gave them (what their copies share has not changed); the others their first-pass cleaning."""
-    unchanged = history.articles.select(
-        "article_id", kept_body="text", kept_removed="removed_lines", has_kept=pl.col("duplicate_group").is_not_null()
-    ).join(changed.select("article_id"), on="article_id", how="anti")
+    """CLEANED: `records` (with their first-pass texts) whose group did not change carry the body
+    and removed lines the last run gave them (what their copies share has not changed); the
+    others their first-pass cleaning."""
+    grouped = history.articles.filter(pl.col("duplicate_group").is_not_null()).select("article_id")
+    ids = records.join(changed.select("article_id"), on="article_id", how="anti").join(grouped, on="article_id", how="semi")
+    unchanged = history.article_texts(ids["article_id"]).select(
+        "article_id", kept_body="text", kept_removed="removed_lines", has_kept=pl.lit(True)
+    )
     joined = records.join(unchanged, on="article_id", how="left", maintain_order="left")
     has_kept = pl.col("has_kept").fill_null(False)  # even a body the copies emptied (kept_body null)
     out = joined.with_columns(
@@ -451,27 +544,68 @@ def previous_attachment(history: History) -> cluster.Previous:
     return cluster.Previous(placed, history.story_keywords, history.story_rounds)
 
 
-def decoration_tables(decorations: clean.Decorations) -> dict[str, pl.DataFrame]:
-    """`decorations` as the BARE_TITLES and HEADLINE_PIECES tables the state keeps."""
-    bare = pl.DataFrame(list(decorations.bare_titles.items()), schema=BARE_TITLES, orient="row").sort("article_id")
-    pieces = pl.DataFrame({"piece": sorted(decorations.pieces)}, schema=HEADLINE_PIECES)
-    return {"bare_titles": bare, "headline_pieces": pieces}
+def headline_decorations(
+    records: pl.DataFrame, groups: pl.DataFrame, changed: pl.DataFrame, history: History
+) -> tuple[clean.Decorations, dict[str, pl.DataFrame]]:
+    """`clean.headline_decorations` learnt from what changed since the last run, and the tables
+    to store (BARE_TITLES, HEADLINE_PIECES, TITLE_PIECES, GROUP_BARE_TITLES).
+
+    A title's pieces depend on the title alone: made for titles not seen before. A group's bare
+    titles depend on its titles and on which titles exist: found again for the changed groups
+    and for the groups holding a title that extends a new title; the others keep theirs. The
+    decoration pieces are then counted over all titles with joins, and a record's bare title is
+    checked against its URL again only where its title's bare title changed. Same steps as one
+    run, so the same decorations (tests/test_state.py)."""
+    titles = clean.decoration_titles(records, groups.select("article_id", "duplicate_group"))
+    distinct = titles.select("title").unique()
+    seen = distinct.join(history.title_pieces.select("title"), on="title", how="semi")
+    new_titles = distinct.join(seen, on="title", how="anti")["title"]
+    pieces = pl.concat([history.title_pieces.join(seen, on="title", how="semi"), clean.title_pieces(new_titles.sort().to_list())])
+    extending = pieces.explode("prefixes").filter(pl.col("prefixes").is_in(new_titles.implode())).select("title")
+    regrouped = pl.concat([changed["duplicate_group"], titles.join(extending, on="title", how="semi")["duplicate_group"]]).unique()
+    affected = titles.filter(pl.col("duplicate_group").is_in(regrouped.implode()))
+    titles_of_group = dict(affected.group_by("duplicate_group").agg(pl.col("title").unique()).iter_rows())
+    existing = titles.select("duplicate_group").unique()
+    bare = pl.concat([
+        history.group_bare_titles.join(existing, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(regrouped.implode())),
+        clean.bare_titles_in_groups(titles_of_group, set(distinct["title"])),
+    ]).sort("duplicate_group", "title")
+    found = clean.decoration_pieces(titles, bare, pieces)
+
+    def bare_of(table: pl.DataFrame) -> pl.DataFrame:
+        return table.select("title", "bare_title").unique("title")
+
+    moved = bare_of(bare).join(bare_of(history.group_bare_titles), on="title", how="full", coalesce=True, suffix="_before").filter(
+        pl.col("bare_title").ne_missing(pl.col("bare_title_before"))
+    )
+    new = titles.join(history.articles.select("article_id"), on="article_id", how="anti")
+    redo = pl.concat([new, titles.join(moved.select("title"), on="title", how="semi")]).unique("article_id")
+    kept = history.bare_titles.join(titles.select("article_id"), on="article_id", how="semi").join(redo, on="article_id", how="anti")
+    redone = pl.DataFrame(list(clean.record_bare_titles(redo, bare).items()), schema=BARE_TITLES, orient="row")
+    bare_titles = pl.concat([kept, redone]).sort("article_id")
+    tables = {
+        "bare_titles": check(bare_titles, BARE_TITLES, "bare titles"),
+        "headline_pieces": pl.DataFrame({"piece": sorted(found)}, schema=HEADLINE_PIECES),
+        "title_pieces": check(pieces.sort("title"), TITLE_PIECES, "title pieces"),
+        "group_bare_titles": check(bare, GROUP_BARE_TITLES, "group bare titles"),
+    }
+    return clean.Decorations(found, dict(bare_titles.iter_rows())), tables
 
 
 def to_clean_again(
-    records: pl.DataFrame, changed: pl.DataFrame, decorations: clean.Decorations, history: History
+    records: pl.DataFrame, changed: pl.DataFrame, decorations: dict[str, pl.DataFrame], history: History
 ) -> pl.DataFrame:
     """The `records` whose second cleaning pass can differ from the last run's: new ones, the
     members of changed groups (what their copies share changed), and those whose headline
     decoration changed (another bare title, or a decoration piece gained or lost that could
-    be one of their title's pieces). Any other record keeps the last run's headline and body:
+    be one of their title's pieces); `decorations` as `headline_decorations` gives them. Any other record keeps the last run's headline and body:
     `clean.clean` is a function of the record, what its copies share and the decorations alone."""
     new = records.join(history.articles.select("article_id"), on="article_id", how="anti")["article_id"]
-    bare = decoration_tables(decorations)["bare_titles"]
+    bare = decorations["bare_titles"]
     moved = bare.join(history.bare_titles, on="article_id", how="full", coalesce=True, suffix="_before").filter(
         pl.col("bare_title").ne_missing(pl.col("bare_title_before"))
     )["article_id"]
-    pieces = set(history.headline_pieces["piece"]) ^ set(decorations.pieces)
+    pieces = set(history.headline_pieces["piece"]) ^ set(decorations["headline_pieces"]["piece"])
     decorated = []
     if pieces:  # rare: a title's pieces are whole runs of its folded words, so this finds every title a piece can touch
         titled = records.select("article_id", "title").drop_nulls("title")
@@ -500,6 +634,19 @@ def with_kept_headlines(records: pl.DataFrame, cleaned_again: pl.DataFrame, hist
     merged = pl.concat([cleaned_again, rest])
     out = records.select("article_id").join(merged, on="article_id", how="left", maintain_order="left")
     return check(out, CLEANED, "cleaned with kept headlines")
+
+
+def light_articles(articles: pl.DataFrame, cleaned_again: pl.Series, history: History) -> pl.DataFrame:
+    """LIGHT_ARTICLES of `articles` (ARTICLES whose texts are there for the `cleaned_again` ids
+    alone): the length of the text and the removed rules of the others are the last run's."""
+    check(articles, ARTICLES, "light articles input")
+    again = pl.col("article_id").is_in(cleaned_again.implode())
+    stored = history.articles.select("article_id", stored_chars="text_chars", stored_rules="removed_rules")
+    out = articles.join(stored, on="article_id", how="left", maintain_order="left").with_columns(
+        text_chars=pl.when(again).then(pl.col("text").str.len_chars()).otherwise("stored_chars"),
+        removed_rules=pl.when(again).then(pl.col("removed_lines").list.eval(pl.element().struct.field("rule"))).otherwise("stored_rules"),
+    )
+    return check(out.select(list(LIGHT_ARTICLES)), LIGHT_ARTICLES, "light articles")
 
 
 # --- stable story ids ------------------------------------------------------------------------
@@ -601,10 +748,11 @@ def run_counts(batch: Batch, records_in: int, records: pl.DataFrame, articles: p
 def build_changed_stories(
     articles: pl.DataFrame, history: History, build: Callable[[pl.DataFrame], pl.DataFrame]
 ) -> pl.DataFrame:
-    """`build` (stories.build_stories) for the stories whose member rows changed since the last
-    run; the others as it built them then. A story's row depends on its members' rows alone, so
-    a batch rebuilds the stories it touches, not all of them."""
-    check(articles, ARTICLES, "changed stories input")
+    """`build` (stories.build_stories) for the stories whose member rows (LIGHT_ARTICLES: the
+    length of a text, not the text) changed since the last run; the others as it built them then.
+    A story's row depends on its members' rows alone, so a batch rebuilds the stories it touches,
+    not all of them."""
+    check(articles, LIGHT_ARTICLES, "changed stories input")
 
     def members(frame: pl.DataFrame) -> pl.DataFrame:
         in_stories = frame.filter(pl.col("story_id").is_not_null())
@@ -682,16 +830,16 @@ def load(state: Path, config: Config) -> History:
             f"{', '.join(f'{name}={getattr(config, name, None)}' for name in differing)}); "
             "use the same settings or another --state folder"
         )
-    growing = {name: _read_parts(current / name, schema) for name, schema in GROWING.items()}
+    growing = {name: _read_parts(current / name, schema) for name, schema in GROWING.items() if name != "records"}
     tables = {
         name: pl.read_parquet(current / f"{name}.parquet")
-        for name in ("articles", "stories", "pairs", "story_registry", "story_merges", "runs", "files")
+        for name in ("stories", "pairs", "story_registry", "story_merges", "runs", "files")
     }
-    replaced = {name: check(pl.read_parquet(current / f"{name}.parquet"), schema, f"state {name}") for name, schema in REPLACED.items()}
+    keyed = {name: _read_keyed(current / name, schema, key) for name, (schema, key) in KEYED.items() if name != "article_texts"}
     return History(
         **growing,
-        **replaced,
-        articles=check(tables["articles"], ARTICLES, "state articles"),
+        **keyed,
+        records=_read_light_records(current / "records"),
         stories=check(tables["stories"], STORIES, "state stories"),
         pairs=check(tables["pairs"], PAIRS, "state pairs"),
         registry=check(tables["story_registry"], STORY_REGISTRY, "state registry"),
@@ -700,27 +848,42 @@ def load(state: Path, config: Config) -> History:
         files=check(tables["files"], FILES, "state files"),
         report=(current / "report.md").read_text(),
         generation=int(current.name),
+        folder=current,
     )
 
 
 def commit(state: Path, history: History, update: Update, config: Config) -> Path:
-    """Write the next generation beside the current one and make it current with one rename."""
+    """Write the next generation beside the current one and make it current with one rename.
+    What it writes follows the batch: the growing tables' new part, and a part per keyed table
+    with the rows this run changed (compacted now and then, see COMPACT_SHARE); the published
+    articles come after, in `publish`."""
     generation = history.generation + 1
     generations = state / "generations"
     temporary = generations / f".tmp-{generation:06d}-{os.getpid()}"
-    temporary.mkdir(parents=True)
     previous = _current(state)
+    if previous is not None:
+        _published_articles(previous)  # a run killed before publishing left it to do
+    temporary.mkdir(parents=True)
     for name, schema in GROWING.items():
         (temporary / name).mkdir()
         if previous is not None:
-            for part in sorted((previous / name).iterdir()):
+            for part in _parts(previous / name):
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         if rows.height:
             rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
-    for name, schema in REPLACED.items():
-        check(getattr(update, name), schema, f"new {name}").write_parquet(temporary / f"{name}.parquet")
-    update.articles.write_parquet(temporary / "articles.parquet")
+    for name, (schema, key) in KEYED.items():
+        (temporary / name).mkdir()
+        if previous is not None:
+            for part in _parts(previous / name):
+                _link(part, temporary / name / part.name)
+        rows = check(getattr(update, name), schema, f"new {name}")
+        changes = _with_deleted(rows, False) if name == "article_texts" else _changes(rows, getattr(history, name), key)
+        if changes.height:
+            changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+        _compact_if_grown(temporary / name, key, generation)
+    if previous is not None:
+        _link(previous / "articles.parquet", temporary / "articles.previous.parquet")
     update.stories.write_parquet(temporary / "stories.parquet")
     update.pairs.write_parquet(temporary / "pairs.parquet")
     update.registry.write_parquet(temporary / "story_registry.parquet")
@@ -742,10 +905,12 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
 
 def publish(state: Path, out: Path) -> list[Path]:
     """Put the current generation's outputs in `out`, each by a hard link renamed into place;
-    a file already linked to the current output stays untouched."""
+    a file already linked to the current output stays untouched. The generation's articles.parquet
+    is made first when the commit left it to do (`_published_articles`)."""
     current = _current(state)
     if current is None:
         return []
+    _published_articles(current)
     out.mkdir(parents=True, exist_ok=True)
     published = []
     for name in OUTPUT_FILES:
@@ -757,6 +922,48 @@ def publish(state: Path, out: Path) -> list[Path]:
             os.replace(temporary, target)
         published.append(target)
     return published
+
+
+def _published_articles(generation: Path) -> Path:
+    """The generation's articles.parquet, made if missing: ARTICLES, each article once, in the
+    order of the records. The last one (articles.previous.parquet, linked by the commit) is
+    streamed through a join with the rows this generation changed (its parts of `articles` and
+    `article_texts`), and its new articles follow: memory follows the changed rows, time the
+    history (one read and one write of the table, no sort). One table, not parts, because users
+    open it in the tools they use; Parquet cannot replace rows in place, so this stays linear."""
+    target = generation / "articles.parquet"
+    if target.exists():
+        return target
+    number = int(generation.name)
+    light = _part_of(generation / "articles", number, LIGHT_ARTICLES)
+    texts = _part_of(generation / "article_texts", number, ARTICLE_TEXTS)
+    previous_file = generation / "articles.previous.parquet"
+    previous = pl.scan_parquet(previous_file) if previous_file.exists() else empty(ARTICLES).lazy()
+    text_columns = [name for name in ARTICLE_TEXTS if name != "article_id"]
+    changed_light = light.select("article_id", *(name for name in ARTICLES if name not in ARTICLE_TEXTS), changed_light=pl.lit(True))
+    changed_texts = texts.select("article_id", *text_columns, changed_texts=pl.lit(True))
+    joined = previous.join(changed_light.lazy(), on="article_id", how="left", maintain_order="left", suffix="_now").join(
+        changed_texts.lazy(), on="article_id", how="left", maintain_order="left", suffix="_now"
+    )
+    updated = joined.select(
+        pl.col("article_id"),
+        *(
+            pl.when(pl.col("changed_texts" if name in ARTICLE_TEXTS else "changed_light")).then(f"{name}_now").otherwise(name).alias(name)
+            for name in ARTICLES
+            if name != "article_id"
+        ),
+    ).select(list(ARTICLES))
+    new = (
+        changed_light.lazy()
+        .join(previous.select("article_id"), on="article_id", how="anti", maintain_order="left")
+        .join(changed_texts.lazy(), on="article_id", how="left", maintain_order="left")
+        .select(list(ARTICLES))
+    )
+    temporary = generation / ".articles.parquet.tmp"
+    pl.concat([updated, new]).sink_parquet(temporary, compression=PUBLISHED_COMPRESSION)
+    os.replace(temporary, target)
+    previous_file.unlink(missing_ok=True)
+    return target
 
 
 def _current(state: Path) -> Path | None:
@@ -777,11 +984,104 @@ def _remove_unused_generations(state: Path, current: Path | None) -> None:
                 shutil.rmtree(generation)
 
 
+def _parts(folder: Path) -> list[Path]:
+    """The Parquet parts of a stored table, in order: a keyed table's base, then one per run."""
+    return sorted(folder.glob("*.parquet"))
+
+
 def _read_parts(folder: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    parts = sorted(folder.iterdir())
+    parts = _parts(folder)
     if not parts:
         return empty(dict(schema))
     return check(pl.concat([pl.read_parquet(part) for part in parts]), dict(schema), f"state {folder.name}")
+
+
+def _read_light_records(folder: Path) -> pl.DataFrame:
+    """RECORDS with their texts (RECORD_TEXTS) not read: null."""
+    parts = _parts(folder)
+    if not parts:
+        return empty(RECORDS)
+    light = pl.scan_parquet(parts).select(name for name in RECORDS if name not in RECORD_TEXTS).collect()
+    nulls = [pl.lit(None, RECORDS[name]).alias(name) for name in RECORD_TEXTS]
+    return check(light.with_columns(nulls).select(list(RECORDS)), RECORDS, "state records")
+
+
+def _read_keyed(
+    folder: Path | None, schema: Mapping[str, pl.DataType], key: list[str], rows: pl.Expr | None = None
+) -> pl.DataFrame:
+    """A keyed table (`KEYED`): the latest row of each key over its parts, less the deleted keys,
+    in the order of those rows; only the `rows` asked for when given (read lazily)."""
+    parts = _parts(folder) if folder is not None else []
+    if not parts:
+        return empty(dict(schema))
+    base, *later = (pl.scan_parquet(part) for part in parts)
+    if rows is not None:
+        base, later = base.filter(rows), [part.filter(rows) for part in later]
+    if later:  # as `unique(key, keep="last", maintain_order=True)` over all parts, without hashing the base
+        changes = pl.concat(later).collect().unique(key, keep="last", maintain_order=True)
+        base = base.join(changes.select(key).lazy(), on=key, how="anti", maintain_order="left")
+        latest = pl.concat([base.collect(), changes])
+    else:
+        latest = base.collect()
+    latest = latest.filter(~pl.col("deleted")).drop("deleted")
+    return check(latest, dict(schema), f"state {folder.name if folder else ''}")
+
+
+def _with_deleted(rows: pl.DataFrame, deleted: bool) -> pl.DataFrame:
+    return rows.with_columns(deleted=pl.lit(deleted))
+
+
+def _changes(now: pl.DataFrame, before: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """The part of a keyed table for one run: the rows of `now` not in `before` as they are (an
+    anti-join on every column; on a hash of the row where a column is a list, which polars does
+    not join on), then the keys of `before` gone from `now`, marked deleted."""
+    if any(isinstance(dtype, pl.List) for dtype in now.schema.values()):
+        hashed = now.with_columns(row_hash=now.hash_rows())
+        known = before.select(*key, row_hash=before.hash_rows())
+        upserts = hashed.join(known, on=[*key, "row_hash"], how="anti", maintain_order="left").drop("row_hash")
+    else:
+        upserts = now.join(before, on=now.columns, how="anti", maintain_order="left", nulls_equal=True)
+    gone = before.select(key).join(now.select(key), on=key, how="anti", maintain_order="left")
+    gone_rows = gone.select(
+        *(pl.col(name) if name in key else pl.lit(None, dtype).alias(name) for name, dtype in now.schema.items())
+    )
+    return pl.concat([_with_deleted(upserts, False), _with_deleted(gone_rows, True)])
+
+
+def _part_of(folder: Path, generation: int, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """The rows one generation changed in a keyed table that never deletes (its own part)."""
+    part = folder / f"part-{generation:06d}.parquet"
+    return pl.read_parquet(part).drop("deleted") if part.exists() else empty(dict(schema))
+
+
+def _compact_if_grown(folder: Path, key: list[str], generation: int) -> None:
+    """Fold every part but this generation's into a new base (base-GENERATION.parquet) when the
+    parts after the base hold more rows than COMPACT_SHARE of it. This generation's part stays
+    on its own: publishing reads it as the rows this run changed. Streamed: the keys are read to
+    find the latest row of each, then the parts pass through a semi-join into the new base."""
+    own = folder / f"part-{generation:06d}.parquet"
+    older = [part for part in _parts(folder) if part != own]
+    if len(older) < 2:
+        return
+    sizes = [pl.scan_parquet(part).select(pl.len()).collect().item() for part in older]
+    if sum(sizes[1:]) <= COMPACT_SHARE * sizes[0]:
+        return
+    keys = pl.concat(
+        [pl.scan_parquet(part).select(*key, "deleted").with_row_index("row").with_columns(part=pl.lit(n, pl.UInt32))
+         for n, part in enumerate(older)]
+    ).collect()
+    latest = keys.unique(key, keep="last", maintain_order=True).filter(~pl.col("deleted"))
+    kept = [
+        pl.scan_parquet(part).with_row_index("row")
+        .join(latest.filter(pl.col("part") == n).select("row").lazy(), on="row", how="semi", maintain_order="left")
+        .drop("row")
+        for n, part in enumerate(older)
+    ]
+    temporary = folder / ".base.tmp"
+    pl.concat(kept).sink_parquet(temporary)
+    os.replace(temporary, folder / f"base-{generation:06d}.parquet")
+    for part in older:
+        part.unlink()
 
 
 def _link(source: Path, target: Path) -> None:

@@ -72,7 +72,8 @@ def group_headlines(cleaned: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame
 
 
 def build_stories(articles: pl.DataFrame) -> pl.DataFrame:
-    """One row per story over the kept and duplicate articles (rejected ones have no story)."""
+    """One row per story over the kept and duplicate articles (rejected ones have no story).
+    `articles` is ARTICLES, or LIGHT_ARTICLES (a run on a state: the length of a text, not the text)."""
     members = articles.filter(pl.col("story_id").is_not_null()).with_columns(
         source=pl.coalesce("source", pl.col("url").map_elements(_host, return_dtype=pl.String))
     )
@@ -80,7 +81,7 @@ def build_stories(articles: pl.DataFrame) -> pl.DataFrame:
     ranked = members.with_columns(
         is_central=pl.col("headline") == pl.col("story_id").replace_strict(central, default=None, return_dtype=pl.String),
         is_canonical=pl.col("duplicate_of").is_null(),
-        length=pl.col("text").str.len_chars().fill_null(0),
+        length=(pl.col("text_chars") if "text_chars" in articles.columns else pl.col("text").str.len_chars()).fill_null(0),
     ).sort(
         ["story_id", "is_central", "is_canonical", "length", "article_id"],
         descending=[False, True, True, True, False],

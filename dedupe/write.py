@@ -75,7 +75,8 @@ def summarize(
     rejected = articles.filter(pl.col("status") == "rejected").with_columns(
         why=pl.col("reason").str.replace(r"^.*?:\d+: ", "")
     )
-    removed = articles.select(pl.col("removed_lines").explode().struct.field("rule")).drop_nulls()
+    rules = pl.col("removed_rules") if "removed_rules" in articles.columns else pl.col("removed_lines").list.eval(pl.element().struct.field("rule"))
+    removed = articles.select(rule=rules.explode()).drop_nulls()  # ARTICLES, or LIGHT_ARTICLES on a state
     notes = articles.select(pl.col("note").str.split("; ").explode()).drop_nulls()
     kinds = notes.select(kind=pl.col("note").str.extract(r"^([^:]+):")).drop_nulls()
     largest = stories.head(top).select("story_id", "headline", "n_articles", n_sources=pl.col("sources").list.len())

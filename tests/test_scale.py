@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,9 @@ def write_batches(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def run_locally(paths: list[Path], work: Path, call: pipeline.Call = pipeline.direct) -> pipeline.Result:
+    """A run on the state in `work`, with the articles it published (the result holds no texts)."""
     result, _ = pipeline.run_on_state(paths, work / "out", work / "state", CONFIG, call=call)
-    return result
+    return replace(result, articles=pl.read_parquet(work / "out" / "articles.parquet"))
 
 
 def run_cli(*args: str | Path, home: Path, api: str | None = None) -> subprocess.CompletedProcess[str]:

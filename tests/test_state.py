@@ -30,14 +30,15 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def run_batch(
     paths: list[Path], folder: Path, at: datetime = T0, config: Config = CONFIG
 ) -> tuple[pipeline.Result, state.Update | None]:
-    """One scheduled run, as the flow does it: lock, load, update, commit, publish."""
+    """One scheduled run, as the flow does it: lock, load, update, commit, publish; the result
+    with the articles it published (an update's result holds no texts)."""
     with state.locked(folder):
         history = state.load(folder, config)
         result, update = pipeline.update(paths, history, config, at)
         if update is not None:
             state.commit(folder, history, update, config)
         state.publish(folder, folder.parent / "out")
-    return result, update
+    return replace(result, articles=pl.read_parquet(folder.parent / "out" / "articles.parquet")), update
 
 
 def split_by_time(source: Path, folder: Path) -> tuple[Path, Path]:
@@ -390,3 +391,87 @@ def test_rejected_records_beside_stories_are_kept_once_and_the_story_table_is_bu
     result, _ = run_batch([tmp_path / "two"], tmp_path / "state")
     assert result.articles.filter(pl.col("status") == "rejected")["source_file"].to_list() == [str(tmp_path / "one" / "broken.json")]
     assert result.stories["n_articles"].sum() == 2
+
+
+def three_seed_batches(folder: Path) -> list[Path]:
+    """The seed headlines in three files of a third each."""
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
+    paths = [folder / f"batch-{n}.csv" for n in range(3)]
+    for n, path in enumerate(paths):
+        headlines.filter(pl.int_range(pl.len()) % 3 == n).write_csv(path)
+    return paths
+
+
+def test_a_load_reads_no_texts_and_a_run_writes_the_rows_it_changed(tmp_path: Path) -> None:
+    """The history holds the records and articles without their texts; the texts come by id, as
+    stored. A one-record batch writes a part of its keyed tables with the rows it changed, not
+    the tables again; the published articles are still one table, each article once."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False).write_csv(first)
+    second.write_text("id,title\nz1,Volcano erupts in Iceland\n")
+    folder = tmp_path / "state"
+    run_batch([first], folder)
+    history = state.load(folder, CONFIG)
+    assert history.records.select(pl.col("text", "body", "text_raw").null_count()).row(0) == (history.records.height,) * 3
+    assert not {"text", "removed_lines", "title_raw"} & set(history.articles.columns)
+    some = history.records["article_id"].head(5)
+    written = pl.scan_parquet(folder / "current" / "records" / "*.parquet").filter(pl.col("article_id").is_in(some.implode()))
+    rows = history.record_rows(some)
+    assert rows["text_raw"].null_count() == 5  # read by no step once normalized
+    assert rows.drop("text_raw").equals(written.select(rows.drop("text_raw").columns).collect())
+    published = pl.read_parquet(tmp_path / "out" / "articles.parquet")
+    texts = history.article_texts(some).sort("article_id")
+    assert texts.equals(published.filter(pl.col("article_id").is_in(some.implode())).select(texts.columns).sort("article_id"))
+
+    result, update = run_batch([second], folder, T0 + timedelta(minutes=15))
+    assert update is not None
+    part = pl.read_parquet(folder / "current" / "articles" / "part-000002.parquet")
+    assert 1 <= part.height < history.articles.height and "z1" in part["article_id"].to_list()
+    assert pl.read_parquet(folder / "current" / "article_texts" / "part-000002.parquet")["article_id"].to_list() == ["z1"]
+    assert result.articles["article_id"].is_unique().all() and result.articles.height == history.articles.height + 1
+    assert result.articles.head(history.articles.height)["article_id"].equals(published["article_id"])  # in record order
+
+
+def test_compacted_keyed_tables_give_the_same_history_and_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three batches, with the parts of every keyed table folded into a new base at every run
+    (COMPACT_SHARE 0) and never: the same tables load, the same outputs are published."""
+    paths = three_seed_batches(tmp_path)
+    outcomes = {}
+    for share in (0.0, 1e9):
+        monkeypatch.setattr(state, "COMPACT_SHARE", share)
+        folder = tmp_path / f"share-{share}" / "state"
+        for n, path in enumerate(paths):
+            run_batch([path], folder, T0 + timedelta(minutes=15 * n))
+        outcomes[share] = state.load(folder, CONFIG), pl.read_parquet(folder.parent / "out" / "articles.parquet")
+        bases = sorted(path.name for path in (folder / "current" / "story_keywords").iterdir())
+        assert bases == (["base-000003.parquet", "part-000003.parquet"] if share == 0.0 else
+                         ["part-000001.parquet", "part-000002.parquet", "part-000003.parquet"])
+    (compacted, compacted_out), (parted, parted_out) = outcomes[0.0], outcomes[1e9]
+    for name in state.KEYED:
+        if name != "article_texts":
+            assert getattr(compacted, name).equals(getattr(parted, name)), name
+    assert compacted.article_texts(compacted.records["article_id"]).equals(parted.article_texts(parted.records["article_id"]))
+    assert compacted_out.equals(parted_out)
+    assert_same_as_one_run(pipeline.Result(compacted_out, pl.read_parquet(tmp_path / "share-0.0" / "out" / "stories.parquet"), None, None),  # type: ignore[arg-type]
+                           pipeline.run(paths, CONFIG))
+
+
+def test_a_new_title_teaches_decoration_to_old_titles_of_unchanged_groups(tmp_path: Path) -> None:
+    """A later title that is the bare form of earlier ones ("Comet passes Earth" after "Comet
+    passes Earth | Sky News") makes the earlier headlines lose their decoration, though their
+    groups did not change: the decorations learnt from what changed are those of one run."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text(
+        "id,title,url\n1,Comet passes Earth | Sky News,https://sky.example/a\n"
+        "2,Fed holds rates steady | Sky News,https://sky.example/b\n3,Volcano erupts in Iceland - Daily Planet,https://dp.example/c\n"
+    )
+    second.write_text("id,title,url\n4,Comet passes Earth,https://other.example/d\n5,Fed holds rates steady,https://other.example/e\n")
+    folder = tmp_path / "state"
+    run_batch([first], folder)
+    result, _ = run_batch([second], folder, T0 + timedelta(minutes=15))
+    single = pipeline.run([first, second], CONFIG)
+    assert_same_as_one_run(result, single)
+    headlines = dict(result.articles.select("article_id", "headline").iter_rows())
+    assert headlines["1"] == "Comet passes Earth" and headlines["2"] == "Fed holds rates steady"
+    history = state.load(folder, CONFIG)
+    assert set(history.headline_pieces["piece"]) == {"sky news"}
