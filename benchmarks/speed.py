@@ -4,6 +4,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py                        # smoke: signatures on 1,000 docs, pipeline on 2,000
     python benchmarks/speed.py signatures --docs 5000 # ours vs datasketch update/bulk and rensa
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
+    python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
     python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
     python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
@@ -26,6 +27,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +58,49 @@ TEMPLATES = [
 
 def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+class TreeMemory:
+    """The resident memory of this process and its children (worker processes), sampled every
+    20 ms on a thread: ru_maxrss counts one process, and a run with workers is several. `peak`
+    is the largest sum seen since the last `reset`."""
+
+    def __init__(self, every: float = 0.02) -> None:
+        self.peak = self.overall = 0
+        self._every, self._stop = every, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        self.peak = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._every):
+            now = sum(_rss_bytes(pid) for pid in _process_tree(os.getpid()))
+            self.peak, self.overall = max(self.peak, now), max(self.overall, now)
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids, found = [pid], 0
+    while found < len(pids):
+        try:
+            children = Path(f"/proc/{pids[found]}/task/{pids[found]}/children").read_text().split()
+        except OSError:
+            children = []
+        pids.extend(int(child) for child in children)
+        found += 1
+    return pids
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError):
+        return 0
 
 
 # --- corpus -----------------------------------------------------------------------------------
@@ -287,6 +332,52 @@ def show_pipeline(figures: dict[str, object]) -> None:
              if "duplicates_ari" in figures else ""))
     for stage, seconds in figures["stages"].items():
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
+
+
+def profile(corpus: Path, workers: int) -> None:
+    """One plain run, stage by stage: seconds, the peak resident memory of the process tree
+    during the stage and after it, and the bytes per document of what the stage returns (the
+    big frames column by column): where a run's time and bytes go."""
+    parts = sorted(corpus.glob("part-*.parquet"))
+    docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
+    memory = TreeMemory()
+    rows: list[tuple[str, float, int, int, dict[str, int]]] = []
+
+    def recorded(name: str, function: Callable[..., object], *args: object) -> object:
+        memory.reset()
+        started = time.perf_counter()
+        result = function(*args)
+        seconds = time.perf_counter() - started
+        time.sleep(0.05)  # one more sample of what the stage left
+        rows.append((name, seconds, memory.peak, _rss_bytes(os.getpid()), _bytes_of(result)))
+        return result
+
+    started = time.perf_counter()
+    pipeline.run(parts, Config(), call=_with_workers(recorded, workers))
+    wall = time.perf_counter() - started
+    memory.stop()
+    print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
+    print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'out B/doc':>11}  biggest columns of the output (B/doc)")
+    for name, seconds, peak, after, sizes in rows:
+        total = sum(sizes.values())
+        biggest = sorted(sizes.items(), key=lambda item: -item[1])[:6]
+        print(f"{name:<22}{seconds:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
+              f"{total / docs:>11,.0f}  " + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
+
+
+def _bytes_of(result: object, prefix: str = "") -> dict[str, int]:
+    """column (or array) -> bytes, for the frames and shingle sets in a stage's result."""
+    if isinstance(result, pl.DataFrame):
+        return {prefix + name: result[name].estimated_size() for name in result.columns}
+    if isinstance(result, minhash.ShingleSets):
+        return {prefix + "shingle hashes": result.hashes.nbytes + result.offsets.nbytes}
+    if isinstance(result, tuple):
+        return {k: v for i, part in enumerate(result) for k, v in _bytes_of(part, f"{prefix}{i}.").items()}
+    return {}
+
+
+def _with_workers(call: pipeline.Call, workers: int) -> pipeline.Call:
+    return call
 
 
 def in_fresh_process(corpus: Path, flow: bool) -> dict[str, object]:
@@ -557,7 +648,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "candidates", "seeds", "scale"])
+    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale"])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
@@ -581,6 +672,8 @@ def main() -> None:
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
         figures = run_pipeline(corpus, args.flow)
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
+    if args.what == "profile":
+        profile(args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs), args.workers)
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow)
     if args.what == "candidates":

@@ -121,6 +121,12 @@ class Config:
     consensus_share: float = 0.5
     """A 3-gram in at least this share of a group's copies is part of the shared article."""
 
+    # --- run ---------------------------------------------------------------------------------
+    workers: int = 0
+    """Processes the per-record stages run on (normalize, cleaning, band keys, verifying; see
+    `shards.on_cores`): 0 is one per available core, 1 runs everything in this process. The
+    output is the same for any number (tests/test_scale.py)."""
+
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
     """Largest stories listed in report.md and in the printed summary."""
@@ -128,6 +134,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.story_model not in STORY_MODELS:
             raise ValueError(f"story_model={self.story_model!r}: expected one of {', '.join(STORY_MODELS)}")
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers}: expected 0 (one per core) or more")
         if not 0 < self.story_semantic_similarity <= 1:
             raise ValueError(f"story_semantic_similarity={self.story_semantic_similarity}: expected a cosine in (0, 1]")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from dedupe import clean, cluster, minhash, normalize, read, state, stories, verify, write
+from dedupe import clean, cluster, minhash, normalize, read, shards, state, stories, verify, write
 from dedupe.config import Config
 from dedupe.schema import EMBEDDINGS, READ, empty
 
@@ -42,7 +42,7 @@ def run(
 ) -> Result:
     """Read, normalize, clean, match duplicates, group stories; everything but writing."""
     timings: dict[str, float] = {}
-    stage = _timed(call, timings)
+    stage = _timed(shards.on_cores(call, config), timings)
 
     records = stage("read", read.read, list(paths), config)
     log(f"read {records.height} records from {records['source_file'].n_unique()} files")
@@ -132,7 +132,7 @@ def update(
     move any fit), and the outputs over all history. story_model=minilm runs its story steps
     over all groups (average linkage is global), embedding only headlines not seen before."""
     timings: dict[str, float] = {}
-    stage = _timed(call, timings)
+    stage = _timed(shards.on_cores(call, config), timings)
 
     batch = stage("changed files", state.changed_files, list(paths), history)
     records_read = stage("read", read.read_found, batch.found, config)

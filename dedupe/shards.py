@@ -13,17 +13,30 @@ in flows/scale.py; the plain `map` below runs them in this process):
 - verifying: the candidate pairs in `shards` slices; each makes the shingles of its own pairs'
   articles, so shingles and signatures never meet in one process.
 
+`pipeline.run` adds two stages of its own: duplicate candidates (band keys per slice, the
+buckets paired here) and cleaning with copies (the records cut by duplicate group, so that a
+group's copies meet in one piece; headline decoration, learnt from all titles, is learnt here).
+
+`on_cores` gives both pipelines these shards on worker processes of this machine
+(`config.workers`). Pieces go to the workers with only the columns the stage reads filled, and
+come back with only the columns it writes: the raw text, a third of a row, never travels.
+
 Every such stage gives exactly what the one-process stage gives (tests/test_scale.py): the
-stages are per record, per bucket or per pair, and the pieces are put back in their order.
+stages are per record, per bucket, per group or per pair, and the pieces are put back in their
+order.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -31,8 +44,10 @@ import polars as pl
 from dedupe import clean, minhash, normalize, read, state, verify
 from dedupe.config import Config
 from dedupe.index import RedisIndex
-from dedupe.pipeline import Call
-from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, PAIRS, READ, check, empty
+from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, NORMALIZED, PAIRS, READ, check, empty
+
+if TYPE_CHECKING:  # pipeline runs its stages through `on_cores`
+    from dedupe.pipeline import Call
 
 Map = Callable[[str, Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
 """map(name, function, argument tuples) -> the results, in order."""
@@ -54,16 +69,74 @@ class Plan:
     """Band partitions duplicate candidates are found in."""
     index: str | None = None
     """redis://HOST:PORT/DB of a shared index, else the state's own band keys."""
+    min_rows: int = 1
+    """Rows a slice holds at least: fewer rows make fewer slices (one: the stage runs whole)."""
+
+
+MIN_ROWS_ON_CORES = 1_000
+"""Records a worker process of `on_cores` is given at least: a piece costs its pickling both
+ways (~0.1 s for 1,000 records of 3 KB) and the first one the workers' start (~2 s, once per
+process), while normalize and clean take ~0.5 s per 1,000 records: smaller batches (the
+tests' seeds, an incremental batch of a few hundred) run in process."""
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def on_cores(call: Call, config: Config) -> Call:
+    """`call` with the per-record stages on `config.workers` processes of this machine (0: one
+    per available core); `call` itself when that is one, or when it is sharded already (a
+    flow on a Dask or Ray task runner)."""
+    workers = config.workers or available_cores()
+    if workers <= 1 or getattr(call, "sharded", False):
+        return call
+    return sharded_call(call, Plan(map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES))
+
+
+@dataclass(frozen=True)
+class ProcessMap:
+    """A `Map` on `workers` processes of this machine, started on first use and kept for the
+    life of this process (later runs reuse them). They are spawned, not forked: a fork copies
+    polars' thread pool in whatever state it is, which can hang the child."""
+
+    workers: int
+
+    def __call__(self, name: str, function: Callable[..., Any], arguments: list[tuple[Any, ...]]) -> list[Any]:
+        if len(arguments) < 2:
+            return in_process(name, function, arguments)
+        pool = _pool(self.workers)
+        try:
+            return list(pool.map(_apply, [function] * len(arguments), arguments))
+        except BrokenProcessPool:  # a worker died (killed, out of memory): the next run starts new ones
+            _POOLS.pop(self.workers, None)
+            raise
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOLS[workers]
+
+
+def _apply(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    return function(*args)
 
 
 def sharded_call(call: Call, plan: Plan) -> Call:
     """`call`, with the stages `Plan` knows run its way (the others as they were)."""
     table: dict[Callable[..., Any], Callable[..., Any]] = {
         read.read_found: lambda found, config: read_found(plan, found, config),
-        normalize.normalize: lambda frame, *more: by_rows(plan, "normalize shard", normalize.normalize, frame, *more),
-        clean.clean: lambda frame, *more: by_rows(plan, "clean shard", clean.clean, frame, *more),
+        normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize_slice, frame),
+        clean.clean: lambda frame: by_rows(plan, "clean shard", clean_slice, frame, _unread(CLEAN_READS)),
         state.new_candidates: lambda records, history, config: new_candidates(plan, records, history, config),
         verify.verify_duplicates: lambda involved, candidates, _, config: verify_duplicates(plan, involved, candidates, config),
+        minhash.duplicate_candidates: lambda cleaned, config: duplicate_candidates(plan, cleaned, config),
+        clean.clean_with_copies: lambda cleaned, groups, config: clean_with_copies(plan, cleaned, groups, config),
     }
     if plan.index is not None:
         table[state.load] = lambda folder, config: load_indexed(plan.index, folder, config)  # type: ignore[arg-type]
@@ -74,6 +147,7 @@ def sharded_call(call: Call, plan: Plan) -> Call:
     def run(name: str, function: Callable[..., Any], *args: object) -> Any:
         return call(name, table.get(function, function), *args)
 
+    run.sharded = True  # type: ignore[attr-defined]
     return run
 
 
@@ -95,16 +169,86 @@ def file_runs(found: list[tuple[Path, str]], shards: int) -> list[list[tuple[Pat
     return [found[start:stop] for start, stop in zip(bounds, bounds[1:])]
 
 
-def row_slices(frame: pl.DataFrame, shards: int) -> list[pl.DataFrame]:
-    """`frame` in at most `shards` consecutive slices of about equal rows."""
-    size = max(1, -(-frame.height // max(1, shards)))
+def row_slices(frame: pl.DataFrame, shards: int, min_rows: int = 1) -> list[pl.DataFrame]:
+    """`frame` in at most `shards` consecutive slices of about equal rows, each of at least
+    `min_rows` rows (or one slice)."""
+    shards = max(1, min(shards, frame.height // max(1, min_rows)))
+    size = max(1, -(-frame.height // shards))
     return [frame.slice(start, size) for start in range(0, frame.height, size)] or [frame]
 
 
-def by_rows(plan: Plan, name: str, function: Callable[..., pl.DataFrame], frame: pl.DataFrame, *more: object) -> pl.DataFrame:
-    """A per-record stage over `frame` in slices (each with the arguments `more`), put back in order."""
-    pieces = [(piece, *more) for piece in row_slices(frame, plan.shards)]
-    return pl.concat(plan.map(name, function, pieces), rechunk=False)
+def by_rows(
+    plan: Plan, name: str, function: Callable[[pl.DataFrame], pl.DataFrame], frame: pl.DataFrame, unread: Sequence[pl.Expr] = ()
+) -> pl.DataFrame:
+    """A per-record stage that returns the columns it writes, over `frame` in slices (with the
+    `unread` columns emptied): `frame` with those columns (replaced, or added at the end)."""
+    sent = frame.with_columns(unread) if unread else frame
+    written = plan.map(name, function, [(piece,) for piece in row_slices(sent, plan.shards, plan.min_rows)])
+    return frame.with_columns(pl.concat(written, rechunk=False))
+
+
+NORMALIZE_WRITES = ("status", "reason", "title", "text")
+CLEAN_READS = ("article_id", "source_file", "line", "title", "text", "url", "source", "status", "reason")
+CLEAN_WRITES = ("status", "reason", "headline", "body", "removed_lines")
+
+
+def normalize_slice(records: pl.DataFrame) -> pl.DataFrame:
+    """`normalize.normalize` of a slice: the columns it writes."""
+    return normalize.normalize(records).select(NORMALIZE_WRITES)
+
+
+def clean_slice(normalized: pl.DataFrame) -> pl.DataFrame:
+    """`clean.clean` (first pass) of a slice: the columns it writes."""
+    return clean.clean(normalized).select(CLEAN_WRITES)
+
+
+def _unread(reads: tuple[str, ...], schema: dict[str, pl.DataType] = NORMALIZED) -> list[pl.Expr]:
+    """The columns of `schema` a stage does not read, as nulls: not pickled to its workers."""
+    return [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in reads]
+
+
+def duplicate_candidates(plan: Plan, cleaned: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, minhash.ShingleSets]:
+    """`minhash.duplicate_candidates`: band keys per slice of records, the buckets paired here
+    (the pairs do not depend on the order of the keys: buckets are grouped, pairs sorted). The
+    shingles are left to the verifying shards (`verify_duplicates`): the result holds none."""
+    check(cleaned, CLEANED, "duplicate candidates input")
+    slices = row_slices(matching_columns(cleaned), plan.shards, plan.min_rows)
+    keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, None) for piece in slices]))
+    pairs = [
+        minhash.bucket_pairs(keys.filter(pl.col("level") == level).drop("level"), level, config) for level in LEVELS
+    ]
+    return pl.concat(pairs), minhash.ShingleSets([], np.empty(0, np.uint32), np.empty(0, np.int64))
+
+
+def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """`clean.clean_with_copies` with the records cut by duplicate group (a group's copies in
+    one piece: what they share is learnt from all of them); headline decoration is learnt here,
+    once, from all titles."""
+    check(cleaned, CLEANED, "clean with copies input")
+    membership = groups.select("article_id", "duplicate_group")
+    decorations = clean.headline_decorations(cleaned, membership)
+    shards = max(1, min(plan.shards, cleaned.height // max(1, plan.min_rows)))
+    piece_of = (
+        cleaned.select("article_id")
+        .join(membership, on="article_id", how="left", maintain_order="left")
+        .select(pl.coalesce("duplicate_group", "article_id").hash(seed=0) % shards)
+        .to_series()
+    )
+    sent = cleaned.with_columns(_unread(CLEAN_READS + ("body", "removed_lines"), CLEANED)).with_columns(row=pl.int_range(pl.len()))
+    pieces, rows = [], []
+    for shard in range(shards):
+        piece = sent.filter(piece_of == shard)
+        rows.append(piece["row"])
+        members = membership.join(piece.select("article_id"), on="article_id", how="semi")
+        pieces.append((piece.drop("row"), members, decorations, config))
+    written = pl.concat(plan.map("clean with copies shard", clean_group_slice, pieces))
+    order = pl.concat(rows).arg_sort()
+    return check(cleaned.with_columns(written[order]), CLEANED, "clean with copies output")
+
+
+def clean_group_slice(cleaned: pl.DataFrame, groups: pl.DataFrame, decorations: clean.Decorations, config: Config) -> pl.DataFrame:
+    """`clean.clean_with_copies` of the records of whole duplicate groups: the columns it writes."""
+    return clean.clean(cleaned, clean.shared_in_groups(cleaned, groups, config), decorations).select(CLEAN_WRITES)
 
 
 def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, config: Config) -> state.Candidates:
