@@ -295,10 +295,14 @@ class _timer:
 # --- the pipeline -------------------------------------------------------------------------------
 
 
-def run_pipeline(corpus: Path, flow: bool) -> dict[str, object]:
-    """One run over the corpus (Prefect flow with writing, or the plain pipeline), as JSON-able figures."""
+def run_pipeline(corpus: Path, flow: bool, workers: int = 0) -> dict[str, object]:
+    """One run over the corpus (Prefect flow with writing, or the plain pipeline) with the
+    per-record stages on `workers` processes (`Config.workers`), as JSON-able figures. Peak
+    memory is that of the process tree (the workers included)."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
+    config = Config(workers=workers)
+    memory = TreeMemory()
     started = time.perf_counter()
     if flow:
         os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
@@ -309,19 +313,27 @@ def run_pipeline(corpus: Path, flow: bool) -> dict[str, object]:
         from flows.pipeline import dedupe_flow
 
         with tempfile.TemporaryDirectory() as out:
-            summary = dedupe_flow(paths=[str(p) for p in parts], out=out, config=Config())
+            summary = dedupe_flow(paths=[str(p) for p in parts], out=out, config=config)
         articles = None
     else:
-        result = pipeline.run(parts, Config())
+        result = pipeline.run(parts, config)
         summary, articles = result.summary, result.articles
-    figures: dict[str, object] = {"docs": docs, "wall_s": time.perf_counter() - started, "peak_gib": peak_memory_gib()}
+    wall = time.perf_counter() - started
+    memory.stop()
+    figures: dict[str, object] = {"docs": docs, "wall_s": wall, "peak_gib": max(peak_memory_gib(), memory.overall / 2**30)}
     figures["stages"] = summary.timings
     figures["candidates_per_doc"] = summary.candidates["duplicate"] / docs
     if articles is not None:
+        figures["output_digest"] = _digest(articles, result.stories, result.pairs)
         truth = pl.read_parquet(corpus / "labels.parquet.truth")
         scores = evaluate(articles.select(id="article_id", cluster="duplicate_group"), truth)
         figures["duplicates_ari"], figures["duplicates_b3_f1"] = scores.ari, scores.bcubed_f1
     return figures
+
+
+def _digest(*frames: pl.DataFrame) -> str:
+    """A fingerprint of whole frames (every column, in row order): equal runs give equal ones."""
+    return "-".join(f"{frame.height}:{frame.hash_rows(seed=0).sum()}" for frame in frames)
 
 
 def show_pipeline(figures: dict[str, object]) -> None:
@@ -353,7 +365,7 @@ def profile(corpus: Path, workers: int) -> None:
         return result
 
     started = time.perf_counter()
-    pipeline.run(parts, Config(), call=_with_workers(recorded, workers))
+    pipeline.run(parts, Config(workers=workers), call=recorded)
     wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
@@ -376,26 +388,33 @@ def _bytes_of(result: object, prefix: str = "") -> dict[str, int]:
     return {}
 
 
-def _with_workers(call: pipeline.Call, workers: int) -> pipeline.Call:
-    return call
-
-
-def in_fresh_process(corpus: Path, flow: bool) -> dict[str, object]:
+def in_fresh_process(corpus: Path, flow: bool, workers: int) -> dict[str, object]:
     """The pipeline in its own process, so that its peak memory is its own."""
-    command = [sys.executable, __file__, "pipeline", "--corpus", str(corpus), "--json"] + (["--flow"] if flow else [])
+    command = [sys.executable, __file__, "pipeline", "--corpus", str(corpus), "--workers", str(workers), "--json"] + (["--flow"] if flow else [])
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool) -> None:
-    print(f"{'docs':>10}{'wall s':>10}{'docs/s':>10}{'peak GiB':>10}{'candidates/doc':>16}  slowest stages")
+def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool, workers: int) -> None:
+    """Each size in fresh processes: with `workers` worker processes, then (when that is more
+    than one) in one process, the peer, right after it on the same corpus."""
+    print(f"{'docs':>10}{'workers':>8}{'wall s':>10}{'docs/s':>10}{'peak GiB':>10}{'candidates/doc':>16}  slowest stages")
     previous: tuple[int, float, dict[str, float]] | None = None
     for size in sizes:
         corpus = build_corpus(workdir / f"corpus-{size}", size, duplicates, seed=size)
-        figures = in_fresh_process(corpus, flow)
+        load = os.getloadavg()[0]
+        figures = in_fresh_process(corpus, flow, workers)
+        if workers != 1:
+            peer = in_fresh_process(corpus, flow, 1)
+            print(f"{size:>10,}{1:>8}{peer['wall_s']:>10.1f}{size / peer['wall_s']:>10,.0f}{peer['peak_gib']:>10.2f}"
+                  f"  (the in-process peer; with workers {peer['wall_s'] / figures['wall_s']:.2f}x its speed; "
+                  f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}; the same articles, stories and pairs: "
+                  f"{peer.get('output_digest') == figures.get('output_digest')})", flush=True)
+            print(f"{'':>18}docs/s per stage: "
+                  + ", ".join(f"{name} {size / max(seconds, 1e-9):,.0f}" for name, seconds in peer["stages"].items()), flush=True)
         rate = size / figures["wall_s"]
         slowest = sorted(figures["stages"].items(), key=lambda item: -item[1])[:3]
-        print(f"{size:>10,}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
+        print(f"{size:>10,}{workers or 'all':>8}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
               f"{figures.get('candidates_per_doc', float('nan')):>16.2f}  "
               + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest), flush=True)
         print(f"{'':>10}docs/s per stage: "
@@ -530,7 +549,7 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
 
     corpus = _split_corpus(build_corpus(workdir / f"corpus-{docs}", docs, duplicates, seed=docs), 4 * workers)
     paths = sorted(corpus.glob("part-*.parquet"))
-    config = Config()
+    config = Config(workers=1)  # the one-process peer; the sharded call runs on Dask
     with tempfile.TemporaryDirectory(prefix="dedupe-scale-") as scratch:
         work = Path(scratch)
         print(f"{docs:,} docs in {len(paths)} files; one process, then {workers} Dask workers "
@@ -657,7 +676,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
     parser.add_argument("--rounds", type=int, default=3, help="seeds: interleaved rounds")
-    parser.add_argument("--workers", type=int, default=2, help="scale: Dask worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (Config.workers; scale: Dask workers); 1: in process")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = Config()
@@ -670,12 +689,12 @@ def main() -> None:
     if args.what in ("smoke", "pipeline"):
         docs = 2_000 if args.what == "smoke" else args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        figures = run_pipeline(corpus, args.flow)
+        figures = run_pipeline(corpus, args.flow, args.workers)
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
     if args.what == "profile":
         profile(args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs), args.workers)
     if args.what == "scaling":
-        scaling(args.sizes, args.duplicates, args.workdir, args.flow)
+        scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers)
     if args.what == "candidates":
         for size in args.sizes:
             candidate_buckets(build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size), [200, 50, 20])

@@ -46,10 +46,13 @@ def run(
 
     records = stage("read", read.read, list(paths), config)
     log(f"read {records.height} records from {records['source_file'].n_unique()} files")
-    normalized = stage("normalize", normalize.normalize, records)
+    # no later stage reads the raw text (a third of a record's bytes): it is not held to the end
+    normalized = stage("normalize", normalize.normalize, records).with_columns(text_raw=pl.lit(None, pl.String))
+    del records
     cleaned = stage("clean", clean.clean, normalized)
     duplicate_candidates, shingles = stage("minhash duplicates", minhash.duplicate_candidates, cleaned, config)
     duplicate_pairs = stage("verify duplicates", verify.verify_duplicates, cleaned, duplicate_candidates, shingles, config)
+    del shingles  # 2.4 KB a document, read by verifying alone
     groups = stage("cluster duplicates", cluster.duplicate_groups, cleaned, duplicate_pairs, config)
     log(
         f"{duplicate_candidates.height} duplicate candidates, {duplicate_pairs.height} confirmed, "
@@ -73,6 +76,7 @@ def _timed(call: Call, timings: dict[str, float]) -> Call:
     def stage(name: str, function: Callable[..., Any], *args: object) -> Any:
         started = time.perf_counter()
         result = call(name, function, *args)
+        shards.release_free_memory()
         timings[name] = time.perf_counter() - started
         return result
 
