@@ -136,6 +136,10 @@ class ShingleSets(Mapping[str, np.ndarray]):
         hashes = self.hashes[starts + np.arange(counts.sum(), dtype=starts.dtype)]
         return ShingleSets([self.ids[i] for i in keep], hashes, counts)
 
+    def of(self, ids: Sequence[str]) -> ShingleSets:
+        """The sets of those of `ids` that are here, in that order."""
+        return self.subset(np.array([self._index[i] for i in ids if i in self._index], dtype=np.int64))
+
     def merge(self, other: ShingleSets) -> ShingleSets:
         return ShingleSets(self.ids + other.ids, np.concatenate([self.hashes, other.hashes]), np.concatenate([self.counts, other.counts]))
 

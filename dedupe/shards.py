@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import functools
 import ctypes.util
 import multiprocessing
 import os
@@ -153,7 +154,7 @@ def sharded_call(call: Call, plan: Plan) -> Call:
         normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize_slice, frame),
         clean.clean: lambda frame: by_rows(plan, "clean shard", clean_slice, frame, _unread(CLEAN_READS)),
         state.new_candidates: lambda records, history, config: new_candidates(plan, records, history, config),
-        verify.verify_duplicates: lambda involved, candidates, _, config: verify_duplicates(plan, involved, candidates, config),
+        verify.verify_duplicates: lambda involved, candidates, sets, config: verify_duplicates(plan, involved, candidates, config, sets),
         minhash.duplicate_candidates: lambda cleaned, config: duplicate_candidates(plan, cleaned, config),
         clean.clean_with_copies: lambda cleaned, groups, config: clean_with_copies(plan, cleaned, groups, config),
     }
@@ -227,16 +228,18 @@ def _unread(reads: tuple[str, ...], schema: dict[str, pl.DataType] = NORMALIZED)
 
 
 def duplicate_candidates(plan: Plan, cleaned: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, minhash.ShingleSets]:
-    """`minhash.duplicate_candidates`: band keys per slice of records, the buckets paired here
-    (the pairs do not depend on the order of the keys: buckets are grouped, pairs sorted). The
-    shingles are left to the verifying shards (`verify_duplicates`): the result holds none."""
+    """`minhash.duplicate_candidates`: band keys and shingles per slice of records, the buckets
+    paired here (the pairs do not depend on the order of the keys: buckets are grouped, pairs
+    sorted). The shingles come back for the verifying shards: pickling them costs a fraction of
+    making them again."""
     check(cleaned, CLEANED, "duplicate candidates input")
     slices = row_slices(matching_columns(cleaned), plan.shards, plan.min_rows)
-    keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, None) for piece in slices]))
+    keys, sets = zip(*plan.map("band keys", band_keys_with_shingles, [(piece, config) for piece in slices]))
+    level_keys = pl.concat(keys)
     pairs = [
-        minhash.bucket_pairs(keys.filter(pl.col("level") == level).drop("level"), level, config) for level in LEVELS
+        minhash.bucket_pairs(level_keys.filter(pl.col("level") == level).drop("level"), level, config) for level in LEVELS
     ]
-    return pl.concat(pairs), minhash.ShingleSets([], np.empty(0, np.uint32), np.empty(0, np.int64))
+    return pl.concat(pairs), functools.reduce(minhash.ShingleSets.merge, sets)
 
 
 def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -295,14 +298,19 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
 
 def shard_band_keys(records: pl.DataFrame, config: Config, index: str | None) -> pl.DataFrame:
     """LEVEL_BAND_KEYS of a slice of new records, added to the index when there is one."""
-    keys = []
-    for level, sets in minhash.duplicate_shingles(records, config).items():
-        level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
-        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
-    frame = check(pl.concat(keys), LEVEL_BAND_KEYS, "shard band keys")
+    frame, _ = band_keys_with_shingles(records, config)
     if index is not None:
         RedisIndex(index, config).add(frame)
     return frame
+
+
+def band_keys_with_shingles(records: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, minhash.ShingleSets]:
+    """LEVEL_BAND_KEYS of a slice of records, and their shingle sets (both levels)."""
+    keys, by_level = [], minhash.duplicate_shingles(records, config)
+    for level, sets in by_level.items():
+        level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
+        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
+    return check(pl.concat(keys), LEVEL_BAND_KEYS, "shard band keys"), by_level["text"].merge(by_level["headline"])
 
 
 def band_candidates(
@@ -335,10 +343,17 @@ def band_candidates(
     return pl.concat(pairs).filter(pl.col("article_id_a").is_in(new) | pl.col("article_id_b").is_in(new))
 
 
-def verify_duplicates(plan: Plan, involved: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """`verify.verify_duplicates` over slices of the candidate pairs, each with its own shingles."""
+def verify_duplicates(
+    plan: Plan, involved: pl.DataFrame, candidates: pl.DataFrame, config: Config, sets: minhash.ShingleSets
+) -> pl.DataFrame:
+    """`verify.verify_duplicates` over slices of the candidate pairs, each with the shingle sets
+    of its articles: from `sets`, or made by the shard where `sets` is empty (an update's
+    candidates come without them)."""
     rows = matching_columns(involved)
-    pieces = [(_rows_of_pairs(rows, piece), piece, config) for piece in row_slices(candidates, plan.shards)]
+    pieces = []
+    for piece in row_slices(candidates, plan.shards, plan.min_rows):
+        piece_rows = _rows_of_pairs(rows, piece)
+        pieces.append((piece_rows, piece, config, sets.of(piece_rows["article_id"].to_list()) if len(sets) else None))
     confirmed = pl.concat(plan.map("verify shard", verify_slice, pieces))
     return check(confirmed.sort("article_id_a", "article_id_b"), PAIRS, "duplicate pairs")
 
@@ -361,10 +376,15 @@ def _rows_of_pairs(records: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
     return records.filter(pl.col("article_id").is_in(ids))
 
 
-def verify_slice(rows: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """Verified pairs of one slice of candidates, from the shingles of its articles (`rows`) alone."""
-    sets = minhash.duplicate_shingles(rows, config)
-    return verify.verify_duplicates(rows, candidates, sets["text"].merge(sets["headline"]), config)
+def verify_slice(
+    rows: pl.DataFrame, candidates: pl.DataFrame, config: Config, sets: minhash.ShingleSets | None = None
+) -> pl.DataFrame:
+    """Verified pairs of one slice of candidates, from the shingle sets of its articles (`rows`),
+    made here when not given."""
+    if sets is None:
+        by_level = minhash.duplicate_shingles(rows, config)
+        sets = by_level["text"].merge(by_level["headline"])
+    return verify.verify_duplicates(rows, candidates, sets, config)
 
 
 # --- the state's keys in the index --------------------------------------------------------
