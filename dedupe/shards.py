@@ -29,14 +29,16 @@ order.
 from __future__ import annotations
 
 import builtins
+import collections
 import ctypes
-import functools
 import ctypes.util
+import functools
+import itertools
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +55,14 @@ from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, NORMALIZED, PAIR
 if TYPE_CHECKING:  # pipeline runs its stages through `on_cores`
     from dedupe.pipeline import Call
 
-Map = Callable[[str, Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
-"""map(name, function, argument tuples) -> the results, in order."""
+Map = Callable[[str, Callable[..., Any], Iterable[tuple[Any, ...]]], list[Any]]
+"""map(name, function, argument tuples) -> the results, in order. The arguments may be made
+lazily (a generator): a map that holds few pieces at once holds few arguments at once."""
 
 LEVELS = tuple(minhash.DUPLICATE_THRESHOLDS)  # "text", "headline": the order `state.new_candidates` gives
 
 
-def in_process(name: str, function: Callable[..., Any], arguments: list[tuple[Any, ...]]) -> list[Any]:
+def in_process(name: str, function: Callable[..., Any], arguments: Iterable[tuple[Any, ...]]) -> list[Any]:
     """A `Map` that runs each piece here, one after another."""
     return list(builtins.map(lambda args: function(*args), arguments))
 
@@ -75,8 +78,23 @@ class Plan:
     """redis://HOST:PORT/DB of a shared index, else the state's own band keys."""
     min_rows: int = 1
     """Rows a slice holds at least: fewer rows make fewer slices (one: the stage runs whole)."""
+    max_rows: int | None = None
+    """Rows a slice holds at most: more rows make more slices than `shards`, so that what a
+    worker holds at once does not grow with the run."""
+
+    def slices(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
+        return row_slices(frame, self.pieces(frame.height), self.min_rows)
+
+    def pieces(self, rows: int) -> int:
+        """How many pieces `rows` rows are cut into."""
+        wanted = max(self.shards, -(-rows // self.max_rows)) if self.max_rows else self.shards
+        return max(1, min(wanted, rows // max(1, self.min_rows)))
 
 
+MAX_ROWS_ON_CORES = 10_000
+"""Records a piece for a worker process holds at most: a worker's memory follows its piece
+(~15 KB a record in flight in normalize and clean), not the run; the pieces queue up, a few
+at a time in flight (`ProcessMap`)."""
 MIN_ROWS_ON_CORES = 1_000
 """Records a worker process of `on_cores` is given at least: a piece costs its pickling both
 ways (~0.1 s for 1,000 records of 3 KB) and the first one the workers' start (~2 s, once per
@@ -96,7 +114,8 @@ def on_cores(call: Call, config: Config) -> Call:
     workers = config.workers or available_cores()
     if workers <= 1 or getattr(call, "sharded", False):
         return call
-    return sharded_call(call, Plan(map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES))
+    plan = Plan(map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES, max_rows=MAX_ROWS_ON_CORES)
+    return sharded_call(call, plan)
 
 
 @dataclass(frozen=True)
@@ -107,15 +126,27 @@ class ProcessMap:
 
     workers: int
 
-    def __call__(self, name: str, function: Callable[..., Any], arguments: list[tuple[Any, ...]]) -> list[Any]:
-        if len(arguments) < 2:
-            return in_process(name, function, arguments)
+    def __call__(self, name: str, function: Callable[..., Any], arguments: Iterable[tuple[Any, ...]]) -> list[Any]:
+        pending = iter(arguments)
+        first = list(itertools.islice(pending, 2))
+        if len(first) < 2:
+            return in_process(name, function, first)
         pool = _pool(self.workers)
+        # two pieces per worker handed over at once; the rest wait, their arguments not yet made
+        pending = itertools.chain(first, pending)
+        running: collections.deque[Future[Any]] = collections.deque()
+        results = []
         try:
-            return list(pool.map(_apply, [function] * len(arguments), arguments))
+            for args in itertools.islice(pending, 2 * self.workers):
+                running.append(pool.submit(_apply, function, args))
+            while running:
+                results.append(running.popleft().result())
+                for args in itertools.islice(pending, 1):
+                    running.append(pool.submit(_apply, function, args))
         except BrokenProcessPool:  # a worker died (killed, out of memory): the next run starts new ones
             _POOLS.pop(self.workers, None)
             raise
+        return results
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -203,7 +234,7 @@ def by_rows(
     """A per-record stage that returns the columns it writes, over `frame` in slices (with the
     `unread` columns emptied): `frame` with those columns (replaced, or added at the end)."""
     sent = frame.with_columns(unread) if unread else frame
-    written = plan.map(name, function, [(piece,) for piece in row_slices(sent, plan.shards, plan.min_rows)])
+    written = plan.map(name, function, [(piece,) for piece in plan.slices(sent)])
     return frame.with_columns(pl.concat(written, rechunk=False))
 
 
@@ -233,7 +264,7 @@ def duplicate_candidates(plan: Plan, cleaned: pl.DataFrame, config: Config) -> t
     sorted). The shingles come back for the verifying shards: pickling them costs a fraction of
     making them again."""
     check(cleaned, CLEANED, "duplicate candidates input")
-    slices = row_slices(matching_columns(cleaned), plan.shards, plan.min_rows)
+    slices = plan.slices(matching_columns(cleaned))
     keys, sets = zip(*plan.map("band keys", band_keys_with_shingles, [(piece, config) for piece in slices]))
     level_keys = pl.concat(keys)
     pairs = [
@@ -249,7 +280,7 @@ def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, c
     check(cleaned, CLEANED, "clean with copies input")
     membership = groups.select("article_id", "duplicate_group")
     decorations = clean.headline_decorations(cleaned, membership)
-    shards = max(1, min(plan.shards, cleaned.height // max(1, plan.min_rows)))
+    shards = plan.pieces(cleaned.height)
     piece_of = (
         cleaned.select("article_id")
         .join(membership, on="article_id", how="left", maintain_order="left")
@@ -350,11 +381,13 @@ def verify_duplicates(
     of its articles: from `sets`, or made by the shard where `sets` is empty (an update's
     candidates come without them)."""
     rows = matching_columns(involved)
-    pieces = []
-    for piece in row_slices(candidates, plan.shards, plan.min_rows):
-        piece_rows = _rows_of_pairs(rows, piece)
-        pieces.append((piece_rows, piece, config, sets.of(piece_rows["article_id"].to_list()) if len(sets) else None))
-    confirmed = pl.concat(plan.map("verify shard", verify_slice, pieces))
+
+    def pieces() -> Iterator[tuple[Any, ...]]:  # made as the map takes them: the sets of a piece are a copy
+        for piece in plan.slices(candidates):
+            piece_rows = _rows_of_pairs(rows, piece)
+            yield piece_rows, piece, config, sets.of(piece_rows["article_id"].to_list()) if len(sets) else None
+
+    confirmed = pl.concat(plan.map("verify shard", verify_slice, pieces()))
     return check(confirmed.sort("article_id_a", "article_id_b"), PAIRS, "duplicate pairs")
 
 

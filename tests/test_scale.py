@@ -146,10 +146,11 @@ def test_dask_workers_then_the_redis_index_give_the_one_process_result(
 @needs_data
 def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: Path) -> None:
     """`pipeline.run` and then `pipeline.update` with the per-record stages on two spawned worker
-    processes, cut into slices of at least 100 records so that every stage is cut (normalize,
-    both cleanings, band keys, verifying): exactly the one-process result."""
+    processes, cut into pieces of 100-400 records so that every stage is cut, into more pieces
+    than workers (normalize, both cleanings, band keys, verifying): exactly the one-process
+    result."""
     first, second = write_batches(tmp_path / "data")
-    on_two = shards.sharded_call(pipeline.direct, shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=100))
+    on_two = shards.sharded_call(pipeline.direct, shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=100, max_rows=400))
     one_process = CONFIG.with_overrides(workers=1)
     assert_identical(pipeline.run(first + second, CONFIG, on_two), pipeline.run(first + second, one_process))
     for batch in (first, first + second):
@@ -169,6 +170,8 @@ def test_worker_processes_only_where_they_can_pay() -> None:
     assert [piece.height for piece in shards.row_slices(frame, 2, 1_000)] == [1_250, 1_250]
     assert [piece.height for piece in shards.row_slices(frame, 4, 1_000)] == [1_250, 1_250]
     assert [piece.height for piece in shards.row_slices(frame.head(1_500), 2, 1_000)] == [1_500]
+    plan = shards.Plan(shards=2, min_rows=1_000, max_rows=10_000)
+    assert [plan.pieces(rows) for rows in (500, 1_500, 2_500, 100_000, 1_000_000)] == [1, 1, 2, 10, 100]
     with pytest.raises(ValueError, match="workers"):
         CONFIG.with_overrides(workers=-1)
 
