@@ -81,6 +81,9 @@ class Plan:
     max_rows: int | None = None
     """Rows a slice holds at most: more rows make more slices than `shards`, so that what a
     worker holds at once does not grow with the run."""
+    read_in_shards: bool = True
+    """Whether files are read on the workers (where they can read them themselves); the whole
+    records would come back pickled from processes of this machine, for less than reading costs."""
 
     def slices(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         return row_slices(frame, self.pieces(frame.height), self.min_rows)
@@ -114,7 +117,9 @@ def on_cores(call: Call, config: Config) -> Call:
     workers = config.workers or available_cores()
     if workers <= 1 or getattr(call, "sharded", False):
         return call
-    plan = Plan(map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES, max_rows=MAX_ROWS_ON_CORES)
+    plan = Plan(
+        map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES, max_rows=MAX_ROWS_ON_CORES, read_in_shards=False
+    )
     return sharded_call(call, plan)
 
 
@@ -181,7 +186,6 @@ def release_free_memory() -> None:
 def sharded_call(call: Call, plan: Plan) -> Call:
     """`call`, with the stages `Plan` knows run its way (the others as they were)."""
     table: dict[Callable[..., Any], Callable[..., Any]] = {
-        read.read_found: lambda found, config: read_found(plan, found, config),
         normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize_slice, frame),
         clean.clean: lambda frame: by_rows(plan, "clean shard", clean_slice, frame, _unread(CLEAN_READS)),
         state.new_candidates: lambda records, history, config: new_candidates(plan, records, history, config),
@@ -189,6 +193,8 @@ def sharded_call(call: Call, plan: Plan) -> Call:
         minhash.duplicate_candidates: lambda cleaned, config: duplicate_candidates(plan, cleaned, config),
         clean.clean_with_copies: lambda cleaned, groups, config: clean_with_copies(plan, cleaned, groups, config),
     }
+    if plan.read_in_shards:
+        table[read.read_found] = lambda found, config: read_found(plan, found, config)
     if plan.index is not None:
         table[state.load] = lambda folder, config: load_indexed(plan.index, folder, config)  # type: ignore[arg-type]
         table[state.commit] = lambda folder, history, added, config: commit_indexed(
@@ -308,7 +314,7 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
     """`state.new_candidates` by shards and band partitions. The shingles are left to the
     verifying shards (`verify_duplicates`): the result holds none."""
     new = records.select(list(CLEANED))
-    slices = row_slices(matching_columns(new), plan.shards)
+    slices = plan.slices(matching_columns(new))
     keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in slices]))
     new_ids = new["article_id"]
     known = history.records["article_id"] if plan.index else None
