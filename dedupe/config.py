@@ -122,10 +122,15 @@ class Config:
     """A 3-gram in at least this share of a group's copies is part of the shared article."""
 
     # --- run ---------------------------------------------------------------------------------
-    workers: int = 0
-    """Processes the per-record stages run on (normalize, cleaning, band keys, verifying; see
-    `shards.on_cores`): 0 is one per available core, 1 runs everything in this process. The
-    output is the same for any number (tests/test_scale.py)."""
+    workers: int = 1
+    """Processes the per-record stages run on (normalize, cleanings, band keys; see
+    `shards.on_cores`): 1 runs everything in this process, 0 is one per available core. The
+    output is the same for any number (tests/test_scale.py). 1 by default because the second
+    process has not paid where it was measured: on the shared 2-core machine (kernel autogroup
+    scheduling gives a run its session's share of the cores however many processes it has)
+    2 workers ran 100k documents at 0.57x the one process and took 0.5 GiB more
+    (`python benchmarks/speed.py scaling --workers 2`, benchmarks/README.md); on a machine with a
+    free core, try `--workers 0`."""
 
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
@@ -135,7 +140,7 @@ class Config:
         if self.story_model not in STORY_MODELS:
             raise ValueError(f"story_model={self.story_model!r}: expected one of {', '.join(STORY_MODELS)}")
         if self.workers < 0:
-            raise ValueError(f"workers={self.workers}: expected 0 (one per core) or more")
+            raise ValueError(f"workers={self.workers}: expected 1 (this process), more, or 0 (one per core)")
         if not 0 < self.story_semantic_similarity <= 1:
             raise ValueError(f"story_semantic_similarity={self.story_semantic_similarity}: expected a cosine in (0, 1]")
 

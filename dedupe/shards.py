@@ -84,6 +84,11 @@ class Plan:
     read_in_shards: bool = True
     """Whether files are read on the workers (where they can read them themselves); the whole
     records would come back pickled from processes of this machine, for less than reading costs."""
+    verify_in_shards: bool = True
+    """Whether candidate pairs given with their shingle sets are verified on the workers. Each
+    piece needs the texts and sets of the articles of its pairs, which are most articles: on
+    processes of this machine, verifying 100k documents' pairs in pieces cost 5x the one process
+    (`speed.py scaling`), so there they are verified here (pairs without sets still go out)."""
 
     def slices(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         return row_slices(frame, self.pieces(frame.height), self.min_rows)
@@ -118,7 +123,8 @@ def on_cores(call: Call, config: Config) -> Call:
     if workers <= 1 or getattr(call, "sharded", False):
         return call
     plan = Plan(
-        map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES, max_rows=MAX_ROWS_ON_CORES, read_in_shards=False
+        map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES, max_rows=MAX_ROWS_ON_CORES,
+        read_in_shards=False, verify_in_shards=False,
     )
     return sharded_call(call, plan)
 
@@ -189,7 +195,11 @@ def sharded_call(call: Call, plan: Plan) -> Call:
         normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize_slice, frame),
         clean.clean: lambda frame: by_rows(plan, "clean shard", clean_slice, frame, _unread(CLEAN_READS)),
         state.new_candidates: lambda records, history, config: new_candidates(plan, records, history, config),
-        verify.verify_duplicates: lambda involved, candidates, sets, config: verify_duplicates(plan, involved, candidates, config, sets),
+        verify.verify_duplicates: lambda involved, candidates, sets, config: (
+            verify_duplicates(plan, involved, candidates, config, sets)
+            if plan.verify_in_shards or not len(sets)
+            else verify.verify_duplicates(involved, candidates, sets, config)
+        ),
         minhash.duplicate_candidates: lambda cleaned, config: duplicate_candidates(plan, cleaned, config),
         clean.clean_with_copies: lambda cleaned, groups, config: clean_with_copies(plan, cleaned, groups, config),
     }
@@ -389,7 +399,7 @@ def verify_duplicates(
     rows = matching_columns(involved)
 
     def pieces() -> Iterator[tuple[Any, ...]]:  # made as the map takes them: the sets of a piece are a copy
-        for piece in plan.slices(candidates):
+        for piece in row_slices(candidates, plan.shards, plan.min_rows):  # few pieces: each needs most articles
             piece_rows = _rows_of_pairs(rows, piece)
             yield piece_rows, piece, config, sets.of(piece_rows["article_id"].to_list()) if len(sets) else None
 

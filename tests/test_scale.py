@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,9 +151,13 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
     than workers (normalize, both cleanings, band keys, verifying): exactly the one-process
     result."""
     first, second = write_batches(tmp_path / "data")
-    on_two = shards.sharded_call(pipeline.direct, shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=100, max_rows=400))
+    pieces = shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=100, max_rows=400)
+    on_two = shards.sharded_call(pipeline.direct, pieces)
+    as_on_cores = shards.sharded_call(pipeline.direct, replace(pieces, read_in_shards=False, verify_in_shards=False))
     one_process = CONFIG.with_overrides(workers=1)
-    assert_identical(pipeline.run(first + second, CONFIG, on_two), pipeline.run(first + second, one_process))
+    alone = pipeline.run(first + second, one_process)
+    assert_identical(pipeline.run(first + second, CONFIG, on_two), alone)
+    assert_identical(pipeline.run(first + second, CONFIG, as_on_cores), alone)
     for batch in (first, first + second):
         local, _ = pipeline.run_on_state(batch, tmp_path / "local" / "out", tmp_path / "local" / "state", one_process)
         sharded, _ = pipeline.run_on_state(batch, tmp_path / "two" / "out", tmp_path / "two" / "state", CONFIG, call=on_two)
@@ -162,7 +167,7 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
 def test_worker_processes_only_where_they_can_pay() -> None:
     """One worker, or a call sharded already (a Dask flow), runs as given; slices never fall
     below `min_rows` records."""
-    assert shards.on_cores(pipeline.direct, CONFIG.with_overrides(workers=1)) is pipeline.direct
+    assert shards.on_cores(pipeline.direct, CONFIG) is pipeline.direct  # the default: one process
     dask_like = shards.sharded_call(pipeline.direct, shards.Plan(shards=2))
     assert shards.on_cores(dask_like, CONFIG.with_overrides(workers=2)) is dask_like
     assert shards.on_cores(pipeline.direct, CONFIG.with_overrides(workers=2)) is not pipeline.direct
