@@ -128,9 +128,10 @@ class Config:
     output is the same for any number (tests/test_scale.py). 1 by default because the second
     process has not paid where it was measured: on the shared 2-core machine (kernel autogroup
     scheduling gives a run its session's share of the cores however many processes it has)
-    2 workers ran 100k documents at 0.57x the one process and took 0.5 GiB more
-    (`python benchmarks/speed.py scaling --workers 2`, benchmarks/README.md); on a machine with a
-    free core, try `--workers 0`."""
+    2 workers ran 100k documents at 0.57x the one process and took 0.5 GiB more (that run also
+    verified in pieces, since dropped; the other sharded stages were 0.6-0.9x the one
+    process: `python benchmarks/speed.py scaling --workers 2`, benchmarks/README.md). On a
+    machine with a free core, try `--workers 0`."""
 
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
