@@ -100,14 +100,13 @@ class Plan:
 
 
 MAX_ROWS_ON_CORES = 10_000
-"""Records a piece for a worker process holds at most: a worker's memory follows its piece
-(~15 KB a record in flight in normalize and clean), not the run; the pieces queue up, a few
-at a time in flight (`ProcessMap`)."""
+"""Records a piece for a worker process holds at most: a worker's memory follows its piece,
+not the run; the pieces queue up, a few at a time in flight (`ProcessMap`)."""
 MIN_ROWS_ON_CORES = 1_000
 """Records a worker process of `on_cores` is given at least: a piece costs its pickling both
-ways (~0.1 s for 1,000 records of 3 KB) and the first one the workers' start (~2 s, once per
-process), while normalize and clean take ~0.5 s per 1,000 records: smaller batches (the
-tests' seeds, an incremental batch of a few hundred) run in process."""
+ways and the first one the workers' start (importing polars, numpy, ftfy and the rest, once
+per process), which a few hundred records (the seeds, a small incremental batch) do not repay:
+they run in process."""
 
 
 def available_cores() -> int:
@@ -183,8 +182,8 @@ def release_free_memory() -> None:
     """Give the memory that Python freed back to the system (glibc's `malloc_trim`). The text
     stages make and drop millions of Python strings of a few KB; glibc keeps the freed heap
     for later Python objects, but polars allocates through its own allocator, so without this
-    the next stage's frames come on top of it: it was 40% of a 100k run's peak memory
-    (`python benchmarks/speed.py profile`). A no-op off Linux."""
+    the next stage's frames come on top of it (benchmarks/README.md, `speed.py profile`). A
+    no-op off Linux."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
