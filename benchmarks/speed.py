@@ -4,6 +4,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py                        # smoke: signatures on 1,000 docs, pipeline on 2,000
     python benchmarks/speed.py signatures --docs 5000 # ours vs datasketch update/bulk and rensa
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
+    python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
     python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
     python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
@@ -26,6 +27,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +58,49 @@ TEMPLATES = [
 
 def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+class TreeMemory:
+    """The resident memory of this process and its children (worker processes), sampled every
+    20 ms on a thread: ru_maxrss counts one process, and a run with workers is several. `peak`
+    is the largest sum seen since the last `reset`."""
+
+    def __init__(self, every: float = 0.02) -> None:
+        self.peak = self.overall = 0
+        self._every, self._stop = every, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        self.peak = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._every):
+            now = sum(_rss_bytes(pid) for pid in _process_tree(os.getpid()))
+            self.peak, self.overall = max(self.peak, now), max(self.overall, now)
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids, found = [pid], 0
+    while found < len(pids):
+        try:
+            children = Path(f"/proc/{pids[found]}/task/{pids[found]}/children").read_text().split()
+        except OSError:
+            children = []
+        pids.extend(int(child) for child in children)
+        found += 1
+    return pids
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError):
+        return 0
 
 
 # --- corpus -----------------------------------------------------------------------------------
@@ -250,10 +295,14 @@ class _timer:
 # --- the pipeline -------------------------------------------------------------------------------
 
 
-def run_pipeline(corpus: Path, flow: bool) -> dict[str, object]:
-    """One run over the corpus (Prefect flow with writing, or the plain pipeline), as JSON-able figures."""
+def run_pipeline(corpus: Path, flow: bool, workers: int = 0) -> dict[str, object]:
+    """One run over the corpus (Prefect flow with writing, or the plain pipeline) with the
+    per-record stages on `workers` processes (`Config.workers`), as JSON-able figures. Peak
+    memory is that of the process tree (the workers included)."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
+    config = Config(workers=workers)
+    memory = TreeMemory()
     started = time.perf_counter()
     if flow:
         os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
@@ -264,19 +313,27 @@ def run_pipeline(corpus: Path, flow: bool) -> dict[str, object]:
         from flows.pipeline import dedupe_flow
 
         with tempfile.TemporaryDirectory() as out:
-            summary = dedupe_flow(paths=[str(p) for p in parts], out=out, config=Config())
+            summary = dedupe_flow(paths=[str(p) for p in parts], out=out, config=config)
         articles = None
     else:
-        result = pipeline.run(parts, Config())
+        result = pipeline.run(parts, config)
         summary, articles = result.summary, result.articles
-    figures: dict[str, object] = {"docs": docs, "wall_s": time.perf_counter() - started, "peak_gib": peak_memory_gib()}
+    wall = time.perf_counter() - started
+    memory.stop()
+    figures: dict[str, object] = {"docs": docs, "wall_s": wall, "peak_gib": max(peak_memory_gib(), memory.overall / 2**30)}
     figures["stages"] = summary.timings
     figures["candidates_per_doc"] = summary.candidates["duplicate"] / docs
     if articles is not None:
+        figures["output_digest"] = _digest(articles, result.stories, result.pairs)
         truth = pl.read_parquet(corpus / "labels.parquet.truth")
         scores = evaluate(articles.select(id="article_id", cluster="duplicate_group"), truth)
         figures["duplicates_ari"], figures["duplicates_b3_f1"] = scores.ari, scores.bcubed_f1
     return figures
+
+
+def _digest(*frames: pl.DataFrame) -> str:
+    """A fingerprint of whole frames (every column, in row order): equal runs give equal ones."""
+    return "-".join(f"{frame.height}:{frame.hash_rows(seed=0).sum()}" for frame in frames)
 
 
 def show_pipeline(figures: dict[str, object]) -> None:
@@ -289,22 +346,75 @@ def show_pipeline(figures: dict[str, object]) -> None:
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
 
 
-def in_fresh_process(corpus: Path, flow: bool) -> dict[str, object]:
+def profile(corpus: Path, workers: int) -> None:
+    """One plain run, stage by stage: seconds, the peak resident memory of the process tree
+    during the stage and after it, and the bytes per document of what the stage returns (the
+    big frames column by column): where a run's time and bytes go."""
+    parts = sorted(corpus.glob("part-*.parquet"))
+    docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
+    memory = TreeMemory()
+    rows: list[tuple[str, float, int, int, dict[str, int]]] = []
+
+    def recorded(name: str, function: Callable[..., object], *args: object) -> object:
+        memory.reset()
+        started = time.perf_counter()
+        result = function(*args)
+        seconds = time.perf_counter() - started
+        time.sleep(0.05)  # one more sample of what the stage left
+        rows.append((name, seconds, memory.peak, _rss_bytes(os.getpid()), _bytes_of(result)))
+        return result
+
+    started = time.perf_counter()
+    pipeline.run(parts, Config(workers=workers), call=recorded)
+    wall = time.perf_counter() - started
+    memory.stop()
+    print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
+    print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'out B/doc':>11}  biggest columns of the output (B/doc)")
+    for name, seconds, peak, after, sizes in rows:
+        total = sum(sizes.values())
+        biggest = sorted(sizes.items(), key=lambda item: -item[1])[:6]
+        print(f"{name:<22}{seconds:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
+              f"{total / docs:>11,.0f}  " + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
+
+
+def _bytes_of(result: object, prefix: str = "") -> dict[str, int]:
+    """column (or array) -> bytes, for the frames and shingle sets in a stage's result."""
+    if isinstance(result, pl.DataFrame):
+        return {prefix + name: result[name].estimated_size() for name in result.columns}
+    if isinstance(result, minhash.ShingleSets):
+        return {prefix + "shingle hashes": result.hashes.nbytes + result.offsets.nbytes}
+    if isinstance(result, tuple):
+        return {k: v for i, part in enumerate(result) for k, v in _bytes_of(part, f"{prefix}{i}.").items()}
+    return {}
+
+
+def in_fresh_process(corpus: Path, flow: bool, workers: int) -> dict[str, object]:
     """The pipeline in its own process, so that its peak memory is its own."""
-    command = [sys.executable, __file__, "pipeline", "--corpus", str(corpus), "--json"] + (["--flow"] if flow else [])
+    command = [sys.executable, __file__, "pipeline", "--corpus", str(corpus), "--workers", str(workers), "--json"] + (["--flow"] if flow else [])
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool) -> None:
-    print(f"{'docs':>10}{'wall s':>10}{'docs/s':>10}{'peak GiB':>10}{'candidates/doc':>16}  slowest stages")
+def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool, workers: int) -> None:
+    """Each size in fresh processes: with `workers` worker processes, then (when that is more
+    than one) in one process, the peer, right after it on the same corpus."""
+    print(f"{'docs':>10}{'workers':>8}{'wall s':>10}{'docs/s':>10}{'peak GiB':>10}{'candidates/doc':>16}  slowest stages")
     previous: tuple[int, float, dict[str, float]] | None = None
     for size in sizes:
         corpus = build_corpus(workdir / f"corpus-{size}", size, duplicates, seed=size)
-        figures = in_fresh_process(corpus, flow)
+        load = os.getloadavg()[0]
+        figures = in_fresh_process(corpus, flow, workers)
+        if workers != 1:
+            peer = in_fresh_process(corpus, flow, 1)
+            print(f"{size:>10,}{1:>8}{peer['wall_s']:>10.1f}{size / peer['wall_s']:>10,.0f}{peer['peak_gib']:>10.2f}"
+                  f"  (the in-process peer; with workers {peer['wall_s'] / figures['wall_s']:.2f}x its speed; "
+                  f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}; the same articles, stories and pairs: "
+                  f"{peer.get('output_digest') == figures.get('output_digest')})", flush=True)
+            print(f"{'':>18}docs/s per stage: "
+                  + ", ".join(f"{name} {size / max(seconds, 1e-9):,.0f}" for name, seconds in peer["stages"].items()), flush=True)
         rate = size / figures["wall_s"]
         slowest = sorted(figures["stages"].items(), key=lambda item: -item[1])[:3]
-        print(f"{size:>10,}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
+        print(f"{size:>10,}{workers or 'all':>8}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
               f"{figures.get('candidates_per_doc', float('nan')):>16.2f}  "
               + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest), flush=True)
         print(f"{'':>10}docs/s per stage: "
@@ -440,7 +550,7 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
 
     corpus = _split_corpus(build_corpus(workdir / f"corpus-{docs}", docs, duplicates, seed=docs), 4 * workers)
     paths = sorted(corpus.glob("part-*.parquet"))
-    config = Config()
+    config = Config(workers=1)  # the one-process peer; the sharded call runs on Dask
     with tempfile.TemporaryDirectory(prefix="dedupe-scale-") as scratch:
         work = Path(scratch)
         print(f"{docs:,} docs in {len(paths)} files; one process, then {workers} Dask workers "
@@ -558,7 +668,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "scaling", "candidates", "seeds", "scale"])
+    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale"])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
@@ -567,7 +677,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
     parser.add_argument("--rounds", type=int, default=3, help="seeds: interleaved rounds")
-    parser.add_argument("--workers", type=int, default=2, help="scale: Dask worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (Config.workers; scale: Dask workers); 1: in process")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = Config()
@@ -580,10 +690,12 @@ def main() -> None:
     if args.what in ("smoke", "pipeline"):
         docs = 2_000 if args.what == "smoke" else args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        figures = run_pipeline(corpus, args.flow)
+        figures = run_pipeline(corpus, args.flow, args.workers)
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
+    if args.what == "profile":
+        profile(args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs), args.workers)
     if args.what == "scaling":
-        scaling(args.sizes, args.duplicates, args.workdir, args.flow)
+        scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers)
     if args.what == "candidates":
         for size in args.sizes:
             candidate_buckets(build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size), [200, 50, 20])

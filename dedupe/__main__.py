@@ -80,10 +80,16 @@ def run(
         typer.Option("--task-runner", help="Run the per-record stages in shards on workers: dask, dask:ADDRESS, ray, ray:ADDRESS."),
     ] = None,
     index: IndexOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=0, help="Processes for the per-record stages (default 1: this process; 0: one per core)."),
+    ] = None,
 ) -> None:
     """Match the new records in PATHS against earlier runs' state; write the outputs over all of
     it to --out. Records seen before (same id and content) are skipped."""
     config = _config(settings or [])
+    if workers is not None:
+        config = config.with_overrides(workers=workers)
     _check_scale_options(task_runner, index)
     missing = [str(path) for path in paths if not path.exists() and not path.is_symlink()]
     if missing:

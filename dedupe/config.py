@@ -121,6 +121,18 @@ class Config:
     consensus_share: float = 0.5
     """A 3-gram in at least this share of a group's copies is part of the shared article."""
 
+    # --- run ---------------------------------------------------------------------------------
+    workers: int = 1
+    """Processes the per-record stages run on (normalize, cleanings, band keys; see
+    `shards.on_cores`): 1 runs everything in this process, 0 is one per available core. The
+    output is the same for any number (tests/test_scale.py). 1 by default because the second
+    process has not paid where it was measured: on the shared 2-core machine (kernel autogroup
+    scheduling gives a run its session's share of the cores however many processes it has)
+    2 workers ran 100k documents at 0.57x the one process and took 0.5 GiB more (that run also
+    verified in pieces, since dropped; the other sharded stages were 0.6-0.9x the one
+    process: `python benchmarks/speed.py scaling --workers 2`, benchmarks/README.md). On a
+    machine with a free core, try `--workers 0`."""
+
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
     """Largest stories listed in report.md and in the printed summary."""
@@ -128,6 +140,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.story_model not in STORY_MODELS:
             raise ValueError(f"story_model={self.story_model!r}: expected one of {', '.join(STORY_MODELS)}")
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers}: expected 1 (this process), more, or 0 (one per core)")
         if not 0 < self.story_semantic_similarity <= 1:
             raise ValueError(f"story_semantic_similarity={self.story_semantic_similarity}: expected a cosine in (0, 1]")
 

@@ -37,9 +37,12 @@ STOP_WORDS = frozenset(
 )
 TOKEN = r"\w+"
 """A word for shingles, as polars (Rust regex, Unicode) finds it in lower-cased text."""
-BATCH_TEXTS = 20_000
-"""Texts tokenized and hashed at once: ~9M shingles of 450-word texts, ~0.5 GB of strings and
-arrays per batch in flight, so memory stays flat however many texts there are."""
+BATCH_TEXTS = 2_000
+"""Texts tokenized and hashed at once, so memory stays flat however many texts there are: a
+450-word text is ~40 KB of words, shingles and hashes in flight, and a batch per thread is in
+flight at once. 20,000 (~1.6 GB for two threads) made the peak memory of a 100k run; with
+2,000 the batches are no slower (polars' per-batch cost is small at this size); see the minhash
+stage in `python benchmarks/speed.py profile` (benchmarks/README.md)."""
 THREADS = 2
 """Batches and permutations run on two threads (polars and numpy release the GIL): with a core
 free, the permutation loop took 0.49 s where one thread took 0.80 s (6.8M shingles, 128
@@ -132,6 +135,10 @@ class ShingleSets(Mapping[str, np.ndarray]):
         starts = np.repeat(self.offsets[keep] - (np.cumsum(counts) - counts), counts)
         hashes = self.hashes[starts + np.arange(counts.sum(), dtype=starts.dtype)]
         return ShingleSets([self.ids[i] for i in keep], hashes, counts)
+
+    def of(self, ids: Sequence[str]) -> ShingleSets:
+        """The sets of those of `ids` that are here, in that order."""
+        return self.subset(np.array([self._index[i] for i in ids if i in self._index], dtype=np.int64))
 
     def merge(self, other: ShingleSets) -> ShingleSets:
         return ShingleSets(self.ids + other.ids, np.concatenate([self.hashes, other.hashes]), np.concatenate([self.counts, other.counts]))

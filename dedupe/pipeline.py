@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from dedupe import clean, cluster, minhash, normalize, read, state, stories, verify, write
+from dedupe import clean, cluster, minhash, normalize, read, shards, state, stories, verify, write
 from dedupe.config import Config
 from dedupe.schema import ARTICLE_TEXTS, EMBEDDINGS, READ, empty
 
@@ -42,14 +42,17 @@ def run(
 ) -> Result:
     """Read, normalize, clean, match duplicates, group stories; everything but writing."""
     timings: dict[str, float] = {}
-    stage = _timed(call, timings)
+    stage = _timed(shards.on_cores(call, config), timings)
 
     records = stage("read", read.read, list(paths), config)
     log(f"read {records.height} records from {records['source_file'].n_unique()} files")
-    normalized = stage("normalize", normalize.normalize, records)
+    # no later stage reads the raw text (a third of a record's bytes): it is not held to the end
+    normalized = stage("normalize", normalize.normalize, records).with_columns(text_raw=pl.lit(None, pl.String))
+    del records
     cleaned = stage("clean", clean.clean, normalized)
     duplicate_candidates, shingles = stage("minhash duplicates", minhash.duplicate_candidates, cleaned, config)
     duplicate_pairs = stage("verify duplicates", verify.verify_duplicates, cleaned, duplicate_candidates, shingles, config)
+    del shingles  # 2.4 KB a document, read by verifying alone
     groups = stage("cluster duplicates", cluster.duplicate_groups, cleaned, duplicate_pairs, config)
     log(
         f"{duplicate_candidates.height} duplicate candidates, {duplicate_pairs.height} confirmed, "
@@ -73,6 +76,7 @@ def _timed(call: Call, timings: dict[str, float]) -> Call:
     def stage(name: str, function: Callable[..., Any], *args: object) -> Any:
         started = time.perf_counter()
         result = call(name, function, *args)
+        shards.release_free_memory()
         timings[name] = time.perf_counter() - started
         return result
 
@@ -135,7 +139,7 @@ def update(
     articles.parquet (one table: `state.publish` streams it after the commit).
     story_model=minilm runs its story steps over all groups (average linkage is global), embedding only headlines not seen before."""
     timings: dict[str, float] = {}
-    stage = _timed(call, timings)
+    stage = _timed(shards.on_cores(call, config), timings)
 
     batch = stage("changed files", state.changed_files, list(paths), history)
     records_read = stage("read", read.read_found, batch.found, config)

@@ -13,17 +13,36 @@ in flows/scale.py; the plain `map` below runs them in this process):
 - verifying: the candidate pairs in `shards` slices; each makes the shingles of its own pairs'
   articles, so shingles and signatures never meet in one process.
 
+`pipeline.run` adds two stages of its own: duplicate candidates (band keys per slice, the
+buckets paired here) and cleaning with copies (the records cut by duplicate group, so that a
+group's copies meet in one piece; headline decoration, learnt from all titles, is learnt here).
+
+`on_cores` gives both pipelines these shards on worker processes of this machine
+(`config.workers`). Pieces go to the workers with only the columns the stage reads filled, and
+come back with only the columns it writes: the raw text, a third of a row, never travels.
+
 Every such stage gives exactly what the one-process stage gives (tests/test_scale.py): the
-stages are per record, per bucket or per pair, and the pieces are put back in their order.
+stages are per record, per bucket, per group or per pair, and the pieces are put back in their
+order.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+import collections
+import ctypes
+import ctypes.util
+import functools
+import itertools
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -31,16 +50,19 @@ import polars as pl
 from dedupe import clean, minhash, normalize, read, state, verify
 from dedupe.config import Config
 from dedupe.index import RedisIndex
-from dedupe.pipeline import Call
-from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, PAIRS, READ, check, empty
+from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, NORMALIZED, PAIRS, READ, check, empty
 
-Map = Callable[[str, Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
-"""map(name, function, argument tuples) -> the results, in order."""
+if TYPE_CHECKING:  # pipeline runs its stages through `on_cores`
+    from dedupe.pipeline import Call
+
+Map = Callable[[str, Callable[..., Any], Iterable[tuple[Any, ...]]], list[Any]]
+"""map(name, function, argument tuples) -> the results, in order. The arguments may be made
+lazily (a generator): a map that holds few pieces at once holds few arguments at once."""
 
 LEVELS = tuple(minhash.DUPLICATE_THRESHOLDS)  # "text", "headline": the order `state.new_candidates` gives
 
 
-def in_process(name: str, function: Callable[..., Any], arguments: list[tuple[Any, ...]]) -> list[Any]:
+def in_process(name: str, function: Callable[..., Any], arguments: Iterable[tuple[Any, ...]]) -> list[Any]:
     """A `Map` that runs each piece here, one after another."""
     return list(builtins.map(lambda args: function(*args), arguments))
 
@@ -54,17 +76,134 @@ class Plan:
     """Band partitions duplicate candidates are found in."""
     index: str | None = None
     """redis://HOST:PORT/DB of a shared index, else the state's own band keys."""
+    min_rows: int = 1
+    """Rows a slice holds at least: fewer rows make fewer slices (one: the stage runs whole)."""
+    max_rows: int | None = None
+    """Rows a slice holds at most: more rows make more slices than `shards`, so that what a
+    worker holds at once does not grow with the run."""
+    read_in_shards: bool = True
+    """Whether files are read on the workers (where they can read them themselves); the whole
+    records would come back pickled from processes of this machine, for less than reading costs."""
+    verify_in_shards: bool = True
+    """Whether candidate pairs given with their shingle sets are verified on the workers. Each
+    piece needs the texts and sets of the articles of its pairs, which are most articles: on
+    processes of this machine, verifying 100k documents' pairs in pieces cost 5x the one process
+    (`speed.py scaling`), so there they are verified here (pairs without sets still go out)."""
+
+    def slices(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
+        return row_slices(frame, self.pieces(frame.height), self.min_rows)
+
+    def pieces(self, rows: int) -> int:
+        """How many pieces `rows` rows are cut into."""
+        wanted = max(self.shards, -(-rows // self.max_rows)) if self.max_rows else self.shards
+        return max(1, min(wanted, rows // max(1, self.min_rows)))
+
+
+MAX_ROWS_ON_CORES = 10_000
+"""Records a piece for a worker process holds at most: a worker's memory follows its piece,
+not the run; the pieces queue up, a few at a time in flight (`ProcessMap`)."""
+MIN_ROWS_ON_CORES = 1_000
+"""Records a worker process of `on_cores` is given at least: a piece costs its pickling both
+ways and the first one the workers' start (importing polars, numpy, ftfy and the rest, once
+per process), which a few hundred records (the seeds, a small incremental batch) do not repay:
+they run in process."""
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def on_cores(call: Call, config: Config) -> Call:
+    """`call` with the per-record stages on `config.workers` processes of this machine (0: one
+    per available core); `call` itself when that is one, or when it is sharded already (a
+    flow on a Dask or Ray task runner)."""
+    workers = config.workers or available_cores()
+    if workers <= 1 or getattr(call, "sharded", False):
+        return call
+    plan = Plan(
+        map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES, max_rows=MAX_ROWS_ON_CORES,
+        read_in_shards=False, verify_in_shards=False,
+    )
+    return sharded_call(call, plan)
+
+
+@dataclass(frozen=True)
+class ProcessMap:
+    """A `Map` on `workers` processes of this machine, started on first use and kept for the
+    life of this process (later runs reuse them). They are spawned, not forked: a fork copies
+    polars' thread pool in whatever state it is, which can hang the child."""
+
+    workers: int
+
+    def __call__(self, name: str, function: Callable[..., Any], arguments: Iterable[tuple[Any, ...]]) -> list[Any]:
+        pending = iter(arguments)
+        first = list(itertools.islice(pending, 2))
+        if len(first) < 2:
+            return in_process(name, function, first)
+        pool = _pool(self.workers)
+        # two pieces per worker handed over at once; the rest wait, their arguments not yet made
+        pending = itertools.chain(first, pending)
+        running: collections.deque[Future[Any]] = collections.deque()
+        results = []
+        try:
+            for args in itertools.islice(pending, 2 * self.workers):
+                running.append(pool.submit(_apply, function, args))
+            while running:
+                results.append(running.popleft().result())
+                for args in itertools.islice(pending, 1):
+                    running.append(pool.submit(_apply, function, args))
+        except BrokenProcessPool:  # a worker died (killed, out of memory): the next run starts new ones
+            _POOLS.pop(self.workers, None)
+            raise
+        return results
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOLS[workers]
+
+
+def _apply(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return function(*args)
+    finally:
+        release_free_memory()  # the workers live on between pieces and runs
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+
+
+def release_free_memory() -> None:
+    """Give the memory that Python freed back to the system (glibc's `malloc_trim`). The text
+    stages make and drop millions of Python strings of a few KB; glibc keeps the freed heap
+    for later Python objects, but polars allocates through its own allocator, so without this
+    the next stage's frames come on top of it (benchmarks/README.md, `speed.py profile`). A
+    no-op off Linux."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def sharded_call(call: Call, plan: Plan) -> Call:
     """`call`, with the stages `Plan` knows run its way (the others as they were)."""
     table: dict[Callable[..., Any], Callable[..., Any]] = {
-        read.read_found: lambda found, config: read_found(plan, found, config),
-        normalize.normalize: lambda frame, *more: by_rows(plan, "normalize shard", normalize.normalize, frame, *more),
-        clean.clean: lambda frame, *more: by_rows(plan, "clean shard", clean.clean, frame, *more),
+        normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize_slice, frame),
+        clean.clean: lambda frame: by_rows(plan, "clean shard", clean_slice, frame, _unread(CLEAN_READS)),
         state.new_candidates: lambda records, history, config: new_candidates(plan, records, history, config),
-        verify.verify_duplicates: lambda involved, candidates, _, config: verify_duplicates(plan, involved, candidates, config),
+        verify.verify_duplicates: lambda involved, candidates, sets, config: (
+            verify_duplicates(plan, involved, candidates, config, sets)
+            if plan.verify_in_shards or not len(sets)
+            else verify.verify_duplicates(involved, candidates, sets, config)
+        ),
+        minhash.duplicate_candidates: lambda cleaned, config: duplicate_candidates(plan, cleaned, config),
+        clean.clean_with_copies: lambda cleaned, groups, config: clean_with_copies(plan, cleaned, groups, config),
     }
+    if plan.read_in_shards:
+        table[read.read_found] = lambda found, config: read_found(plan, found, config)
     if plan.index is not None:
         table[state.load] = lambda folder, config: load_indexed(plan.index, folder, config)  # type: ignore[arg-type]
         table[state.commit] = lambda folder, history, added, config: commit_indexed(
@@ -74,6 +213,7 @@ def sharded_call(call: Call, plan: Plan) -> Call:
     def run(name: str, function: Callable[..., Any], *args: object) -> Any:
         return call(name, table.get(function, function), *args)
 
+    run.sharded = True  # type: ignore[attr-defined]
     return run
 
 
@@ -95,23 +235,95 @@ def file_runs(found: list[tuple[Path, str]], shards: int) -> list[list[tuple[Pat
     return [found[start:stop] for start, stop in zip(bounds, bounds[1:])]
 
 
-def row_slices(frame: pl.DataFrame, shards: int) -> list[pl.DataFrame]:
-    """`frame` in at most `shards` consecutive slices of about equal rows."""
-    size = max(1, -(-frame.height // max(1, shards)))
+def row_slices(frame: pl.DataFrame, shards: int, min_rows: int = 1) -> list[pl.DataFrame]:
+    """`frame` in at most `shards` consecutive slices of about equal rows, each of at least
+    `min_rows` rows (or one slice)."""
+    shards = max(1, min(shards, frame.height // max(1, min_rows)))
+    size = max(1, -(-frame.height // shards))
     return [frame.slice(start, size) for start in range(0, frame.height, size)] or [frame]
 
 
-def by_rows(plan: Plan, name: str, function: Callable[..., pl.DataFrame], frame: pl.DataFrame, *more: object) -> pl.DataFrame:
-    """A per-record stage over `frame` in slices (each with the arguments `more`), put back in order."""
-    pieces = [(piece, *more) for piece in row_slices(frame, plan.shards)]
-    return pl.concat(plan.map(name, function, pieces), rechunk=False)
+def by_rows(
+    plan: Plan, name: str, function: Callable[[pl.DataFrame], pl.DataFrame], frame: pl.DataFrame, unread: Sequence[pl.Expr] = ()
+) -> pl.DataFrame:
+    """A per-record stage that returns the columns it writes, over `frame` in slices (with the
+    `unread` columns emptied): `frame` with those columns (replaced, or added at the end)."""
+    sent = frame.with_columns(unread) if unread else frame
+    written = plan.map(name, function, [(piece,) for piece in plan.slices(sent)])
+    return frame.with_columns(pl.concat(written, rechunk=False))
+
+
+NORMALIZE_WRITES = ("status", "reason", "title", "text")
+CLEAN_READS = ("article_id", "source_file", "line", "title", "text", "url", "source", "status", "reason")
+CLEAN_WRITES = ("status", "reason", "headline", "body", "removed_lines")
+
+
+def normalize_slice(records: pl.DataFrame) -> pl.DataFrame:
+    """`normalize.normalize` of a slice: the columns it writes."""
+    return normalize.normalize(records).select(NORMALIZE_WRITES)
+
+
+def clean_slice(normalized: pl.DataFrame) -> pl.DataFrame:
+    """`clean.clean` (first pass) of a slice: the columns it writes."""
+    return clean.clean(normalized).select(CLEAN_WRITES)
+
+
+def _unread(reads: tuple[str, ...], schema: dict[str, pl.DataType] = NORMALIZED) -> list[pl.Expr]:
+    """The columns of `schema` a stage does not read, as nulls: not pickled to its workers."""
+    return [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in reads]
+
+
+def duplicate_candidates(plan: Plan, cleaned: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, minhash.ShingleSets]:
+    """`minhash.duplicate_candidates`: band keys and shingles per slice of records, the buckets
+    paired here (the pairs do not depend on the order of the keys: buckets are grouped, pairs
+    sorted). The shingles come back for the verifying shards: pickling them costs a fraction of
+    making them again."""
+    check(cleaned, CLEANED, "duplicate candidates input")
+    slices = plan.slices(matching_columns(cleaned))
+    keys, sets = zip(*plan.map("band keys", band_keys_with_shingles, [(piece, config) for piece in slices]))
+    level_keys = pl.concat(keys)
+    pairs = [
+        minhash.bucket_pairs(level_keys.filter(pl.col("level") == level).drop("level"), level, config) for level in LEVELS
+    ]
+    return pl.concat(pairs), functools.reduce(minhash.ShingleSets.merge, sets)
+
+
+def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """`clean.clean_with_copies` with the records cut by duplicate group (a group's copies in
+    one piece: what they share is learnt from all of them); headline decoration is learnt here,
+    once, from all titles."""
+    check(cleaned, CLEANED, "clean with copies input")
+    membership = groups.select("article_id", "duplicate_group")
+    decorations = clean.headline_decorations(cleaned, membership)
+    shards = plan.pieces(cleaned.height)
+    piece_of = (
+        cleaned.select("article_id")
+        .join(membership, on="article_id", how="left", maintain_order="left")
+        .select(pl.coalesce("duplicate_group", "article_id").hash(seed=0) % shards)
+        .to_series()
+    )
+    sent = cleaned.with_columns(_unread(CLEAN_READS + ("body", "removed_lines"), CLEANED)).with_columns(row=pl.int_range(pl.len()))
+    pieces, rows = [], []
+    for shard in range(shards):
+        piece = sent.filter(piece_of == shard)
+        rows.append(piece["row"])
+        members = membership.join(piece.select("article_id"), on="article_id", how="semi")
+        pieces.append((piece.drop("row"), members, decorations, config))
+    written = pl.concat(plan.map("clean with copies shard", clean_group_slice, pieces))
+    order = pl.concat(rows).arg_sort()
+    return check(cleaned.with_columns(written[order]), CLEANED, "clean with copies output")
+
+
+def clean_group_slice(cleaned: pl.DataFrame, groups: pl.DataFrame, decorations: clean.Decorations, config: Config) -> pl.DataFrame:
+    """`clean.clean_with_copies` of the records of whole duplicate groups: the columns it writes."""
+    return clean.clean(cleaned, clean.shared_in_groups(cleaned, groups, config), decorations).select(CLEAN_WRITES)
 
 
 def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, config: Config) -> state.Candidates:
     """`state.new_candidates` by shards and band partitions. The shingles are left to the
     verifying shards (`verify_duplicates`): the result holds none."""
     new = records.select(list(CLEANED))
-    slices = row_slices(matching_columns(new), plan.shards)
+    slices = plan.slices(matching_columns(new))
     keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in slices]))
     new_ids = new["article_id"]
     known = history.records["article_id"] if plan.index else None
@@ -131,14 +343,19 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
 
 def shard_band_keys(records: pl.DataFrame, config: Config, index: str | None) -> pl.DataFrame:
     """LEVEL_BAND_KEYS of a slice of new records, added to the index when there is one."""
-    keys = []
-    for level, sets in minhash.duplicate_shingles(records, config).items():
-        level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
-        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
-    frame = check(pl.concat(keys), LEVEL_BAND_KEYS, "shard band keys")
+    frame, _ = band_keys_with_shingles(records, config)
     if index is not None:
         RedisIndex(index, config).add(frame)
     return frame
+
+
+def band_keys_with_shingles(records: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, minhash.ShingleSets]:
+    """LEVEL_BAND_KEYS of a slice of records, and their shingle sets (both levels)."""
+    keys, by_level = [], minhash.duplicate_shingles(records, config)
+    for level, sets in by_level.items():
+        level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
+        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
+    return check(pl.concat(keys), LEVEL_BAND_KEYS, "shard band keys"), by_level["text"].merge(by_level["headline"])
 
 
 def band_candidates(
@@ -171,11 +388,20 @@ def band_candidates(
     return pl.concat(pairs).filter(pl.col("article_id_a").is_in(new) | pl.col("article_id_b").is_in(new))
 
 
-def verify_duplicates(plan: Plan, involved: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """`verify.verify_duplicates` over slices of the candidate pairs, each with its own shingles."""
+def verify_duplicates(
+    plan: Plan, involved: pl.DataFrame, candidates: pl.DataFrame, config: Config, sets: minhash.ShingleSets
+) -> pl.DataFrame:
+    """`verify.verify_duplicates` over slices of the candidate pairs, each with the shingle sets
+    of its articles: from `sets`, or made by the shard where `sets` is empty (an update's
+    candidates come without them)."""
     rows = matching_columns(involved)
-    pieces = [(_rows_of_pairs(rows, piece), piece, config) for piece in row_slices(candidates, plan.shards)]
-    confirmed = pl.concat(plan.map("verify shard", verify_slice, pieces))
+
+    def pieces() -> Iterator[tuple[Any, ...]]:  # made as the map takes them: the sets of a piece are a copy
+        for piece in row_slices(candidates, plan.shards, plan.min_rows):  # few pieces: each needs most articles
+            piece_rows = _rows_of_pairs(rows, piece)
+            yield piece_rows, piece, config, sets.of(piece_rows["article_id"].to_list()) if len(sets) else None
+
+    confirmed = pl.concat(plan.map("verify shard", verify_slice, pieces()))
     return check(confirmed.sort("article_id_a", "article_id_b"), PAIRS, "duplicate pairs")
 
 
@@ -197,10 +423,15 @@ def _rows_of_pairs(records: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
     return records.filter(pl.col("article_id").is_in(ids))
 
 
-def verify_slice(rows: pl.DataFrame, candidates: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """Verified pairs of one slice of candidates, from the shingles of its articles (`rows`) alone."""
-    sets = minhash.duplicate_shingles(rows, config)
-    return verify.verify_duplicates(rows, candidates, sets["text"].merge(sets["headline"]), config)
+def verify_slice(
+    rows: pl.DataFrame, candidates: pl.DataFrame, config: Config, sets: minhash.ShingleSets | None = None
+) -> pl.DataFrame:
+    """Verified pairs of one slice of candidates, from the shingle sets of its articles (`rows`),
+    made here when not given."""
+    if sets is None:
+        by_level = minhash.duplicate_shingles(rows, config)
+        sets = by_level["text"].merge(by_level["headline"])
+    return verify.verify_duplicates(rows, candidates, sets, config)
 
 
 # --- the state's keys in the index --------------------------------------------------------

@@ -36,12 +36,22 @@ def overlap(candidates: pl.DataFrame, shingle_sets: Mapping[str, np.ndarray]) ->
     jaccard, containment = [], []
     for a, b in candidates.select("article_id_a", "article_id_b").iter_rows():
         first, second = set_of(a), set_of(b)
-        shared = np.intersect1d(first, second, assume_unique=True).size
+        shared = _shared_count(first, second)
         jaccard.append(shared / (first.size + second.size - shared) if shared else 0.0)
         containment.append(shared / min(first.size, second.size) if shared else 0.0)
     return candidates.with_columns(
         pl.Series("jaccard", jaccard, dtype=pl.Float64), pl.Series("containment", containment, dtype=pl.Float64)
     )
+
+
+def _shared_count(first: np.ndarray, second: np.ndarray) -> int:
+    """The values two sorted sets have in common: where each of `first` would sit in `second`,
+    and whether it is there. `np.intersect1d` sorts both together; with this, verifying ran
+    1.4-1.5x faster on aeb and the speed corpus, the same pairs (`benchmarks/text_stages.py
+    --against acf1bdd`)."""
+    if not first.size or not second.size:
+        return 0
+    return int(np.count_nonzero(second.take(np.searchsorted(second, first), mode="clip") == first))
 
 
 def verify_duplicates(

@@ -268,3 +268,14 @@ def test_ascii_shortcuts_agree_with_the_regexes(line: str) -> None:
 
     assert fold(line) == " ".join(_WORD.findall(line.casefold()))
     assert _may_hold_url(line) or not URL.search(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from("aZ _-'.9é" + "’‘“”—–…«»•·─©®€£°"), max_size=60))
+def test_fold_of_ascii_with_common_punctuation_agrees_with_the_regex(line: str) -> None:
+    """The separators `fold` turns into spaces split words as the regex does, with and without
+    other non-ASCII beside them."""
+    from dedupe.clean import _WORD, NON_ASCII_SEPARATORS, fold
+
+    assert not any(_WORD.search(mark.casefold()) for mark in NON_ASCII_SEPARATORS)
+    assert fold(line) == " ".join(_WORD.findall(line.casefold()))

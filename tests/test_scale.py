@@ -146,6 +146,43 @@ def test_dask_workers_then_the_redis_index_give_the_one_process_result(
 
 
 @needs_data
+def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: Path) -> None:
+    """`pipeline.run` and then `pipeline.update` with the per-record stages on two spawned worker
+    processes, cut into pieces of 100-400 records so that every stage is cut, into more pieces
+    than workers (normalize, both cleanings, band keys, verifying): exactly the one-process
+    result."""
+    first, second = write_batches(tmp_path / "data")
+    pieces = shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=100, max_rows=400)
+    on_two = shards.sharded_call(pipeline.direct, pieces)
+    as_on_cores = shards.sharded_call(pipeline.direct, replace(pieces, read_in_shards=False, verify_in_shards=False))
+    one_process = CONFIG.with_overrides(workers=1)
+    alone = pipeline.run(first + second, one_process)
+    assert_identical(pipeline.run(first + second, CONFIG, on_two), alone)
+    assert_identical(pipeline.run(first + second, CONFIG, as_on_cores), alone)
+    for batch in (first, first + second):
+        local, _ = pipeline.run_on_state(batch, tmp_path / "local" / "out", tmp_path / "local" / "state", one_process)
+        sharded, _ = pipeline.run_on_state(batch, tmp_path / "two" / "out", tmp_path / "two" / "state", CONFIG, call=on_two)
+    assert_identical(sharded, local)
+
+
+def test_worker_processes_only_where_they_can_pay() -> None:
+    """One worker, or a call sharded already (a Dask flow), runs as given; slices never fall
+    below `min_rows` records."""
+    assert shards.on_cores(pipeline.direct, CONFIG) is pipeline.direct  # the default: one process
+    dask_like = shards.sharded_call(pipeline.direct, shards.Plan(shards=2))
+    assert shards.on_cores(dask_like, CONFIG.with_overrides(workers=2)) is dask_like
+    assert shards.on_cores(pipeline.direct, CONFIG.with_overrides(workers=2)) is not pipeline.direct
+    frame = pl.DataFrame({"x": range(2_500)})
+    assert [piece.height for piece in shards.row_slices(frame, 2, 1_000)] == [1_250, 1_250]
+    assert [piece.height for piece in shards.row_slices(frame, 4, 1_000)] == [1_250, 1_250]
+    assert [piece.height for piece in shards.row_slices(frame.head(1_500), 2, 1_000)] == [1_500]
+    plan = shards.Plan(shards=2, min_rows=1_000, max_rows=10_000)
+    assert [plan.pieces(rows) for rows in (500, 1_500, 2_500, 100_000, 1_000_000)] == [1, 1, 2, 10, 100]
+    with pytest.raises(ValueError, match="workers"):
+        CONFIG.with_overrides(workers=-1)
+
+
+@needs_data
 def test_index_in_one_process_gives_the_one_process_result_batch_after_batch(tmp_path: Path, empty_redis: str) -> None:
     """The index alone, in shards and band partitions of this process: matching the second batch
     against the first through Redis finds what the state's own keys find, though the index also
