@@ -135,7 +135,7 @@ PUBLISHED_COMPRESSION = "lz4"
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
 reader (polars, duckdb, pyarrow) reads it."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
-REPORT_ONLY_SETTINGS = {"top_stories"}
+UNSTORED_SETTINGS = {"top_stories", "workers"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
 
@@ -821,7 +821,7 @@ def load(state: Path, config: Config) -> History:
     differing = {
         name: value
         for name, value in meta["config"].items()
-        if getattr(config, name, None) != value and name not in REPORT_ONLY_SETTINGS
+        if getattr(config, name, None) != value and name not in UNSTORED_SETTINGS
     }
     if differing:
         settings = ", ".join(f"{name}={value}" for name, value in differing.items())

@@ -266,6 +266,12 @@ def test_a_state_made_with_other_settings_is_refused(tmp_path: Path) -> None:
         state.load(tmp_path / "state", CONFIG.with_overrides(num_perm=64))
 
 
+def test_settings_that_do_not_shape_the_state_may_change_between_runs(tmp_path: Path) -> None:
+    run_batch([SEEDS / "headlines-sample.csv"], tmp_path / "state")
+    loaded = state.load(tmp_path / "state", CONFIG.with_overrides(workers=2, top_stories=3))
+    assert loaded.generation == 1
+
+
 def history_with(stories: dict[str, list[str]], created: dict[str, datetime]) -> state.History:
     """A history whose last run put these articles in these stories (other columns null)."""
     members = pl.DataFrame(
