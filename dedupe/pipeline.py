@@ -205,9 +205,9 @@ def _clean_changed(
 ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.Series]:
     """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`), read
     with their texts; the others keep the last run's cleaning (their texts stay unread, null).
-    Headline decoration is learnt again from all titles (a new title can teach a new site
-    suffix); it is a fast pass over the titles, and only the headlines it changes are cleaned
-    again. Returns the cleaned records, the decoration tables to store and the ids cleaned again."""
+    Headline decoration is learnt from what changed (`state.headline_decorations`: a new title
+    can teach a new site suffix), and only the headlines it changes are cleaned again. Returns
+    the cleaned records, the decoration tables to store and the ids cleaned again."""
     changed_rows = history.with_record_texts(records.join(changed.select("article_id"), on="article_id", how="semi"))
     shared = clean.shared_in_groups(changed_rows, changed, config)
     decorations, tables = state.headline_decorations(records, groups, changed, history)

@@ -94,9 +94,9 @@ def write_batches(folder: Path) -> tuple[list[Path], list[Path]]:
     return first, second
 
 
-def run_locally(paths: list[Path], work: Path, call: pipeline.Call = pipeline.direct) -> pipeline.Result:
+def run_locally(paths: list[Path], work: Path, call: pipeline.Call = pipeline.direct, config: Config = CONFIG) -> pipeline.Result:
     """A run on the state in `work`, with the articles it published (the result holds no texts)."""
-    result, _ = pipeline.run_on_state(paths, work / "out", work / "state", CONFIG, call=call)
+    result, _ = pipeline.run_on_state(paths, work / "out", work / "state", config, call=call)
     return replace(result, articles=pl.read_parquet(work / "out" / "articles.parquet"))
 
 
@@ -160,8 +160,8 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
     assert_identical(pipeline.run(first + second, CONFIG, on_two), alone)
     assert_identical(pipeline.run(first + second, CONFIG, as_on_cores), alone)
     for batch in (first, first + second):
-        local, _ = pipeline.run_on_state(batch, tmp_path / "local" / "out", tmp_path / "local" / "state", one_process)
-        sharded, _ = pipeline.run_on_state(batch, tmp_path / "two" / "out", tmp_path / "two" / "state", CONFIG, call=on_two)
+        local = run_locally(batch, tmp_path / "local", config=one_process)
+        sharded = run_locally(batch, tmp_path / "two", call=on_two)
     assert_identical(sharded, local)
 
 
