@@ -322,22 +322,12 @@ def record_limit(folder: Path) -> list[Path]:
 
 @contextmanager
 def prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real `prefect server start` on 127.0.0.1 and a free port, with its own PREFECT_HOME;
-    stopped by its process group id. (`flows.server.local_server` yields only the URL; the
-    lost-API case needs the process, to stop it mid-run.)"""
-    port = servers.free_port()
+    """A real `prefect server start` on 127.0.0.1 and a free port, with its own PREFECT_HOME."""
+    home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        servers.wait_healthy(url, server)
+    with servers.local_server_process(home / "server.log", env=env) as (url, server):
         yield url, server
-    finally:
-        servers.stop(server)
 
 
 def cli(paths: list[Path], out: Path, env: dict[str, str], server: subprocess.Popen[bytes] | None = None) -> str:

@@ -56,6 +56,16 @@ def configured_or_local(notify: Callable[[str], None] = print) -> Iterator[str]:
 def local_server(log: Path, port: int | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
     """`prefect server start` on 127.0.0.1 (a free port unless given); yields its API URL once
     /api/health answers, and stops it when done."""
+    with local_server_process(log, port, env) as (api, _):
+        yield api
+
+
+@contextmanager
+def local_server_process(
+    log: Path, port: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`local_server` with its process too (to stop it early: benchmarks/faults.py loses the API
+    mid-run), in its own process group, stopped by its id when done."""
     port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
     with open(log, "ab") as output:
@@ -65,7 +75,7 @@ def local_server(log: Path, port: int | None = None, env: dict[str, str] | None 
         )
     try:
         wait_healthy(api, process)
-        yield api
+        yield api, process
     finally:
         stop(process)
 
