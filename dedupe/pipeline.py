@@ -173,7 +173,8 @@ def update(
         story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, history, config)
         groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, history, config)
         story_index = {
-            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs, **kept
+            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs,
+            "parts": found.parts, **kept,
         }
         story_candidates, vectors = found.candidates.height, empty(EMBEDDINGS)
     else:

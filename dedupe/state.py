@@ -240,6 +240,11 @@ class Update(_Replaced):
     run: dict[str, object]
     report: str
     files: pl.DataFrame
+    parts: Mapping[str, tuple[pl.DataFrame, pl.DataFrame]] = field(default_factory=dict)
+    """name -> (the loaded keyed table, this run's part of it: `_changes` of the table against
+    that one), for tables whose stage knows which rows it changed: the commit writes the part
+    without comparing a history-sized table (1.3M story band keys at 50,000 records). Used only
+    when the commit's history holds that very table."""
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -430,6 +435,7 @@ class StoryCandidates:
     band_keys: pl.DataFrame  # BAND_KEYS of every group's keywords, to store
     changed: pl.Series  # groups whose story text is not the one the last run matched
     keyword_sets: dict[str, set[bytes]]  # of the changed groups
+    parts: dict[str, tuple[pl.DataFrame, pl.DataFrame]]  # `Update.parts` of story_band_keys and story_candidates
 
 
 PAIR = ["article_id_a", "article_id_b"]
@@ -452,20 +458,24 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     unchanged = headlines.join(changed, on="duplicate_group", how="anti")["duplicate_group"].implode()
     is_unchanged = pl.col("article_id").is_in(unchanged)
     keys = pl.concat([history.story_band_keys.filter(is_unchanged), new_keys])
+    # the stored rows of unchanged groups are kept as they are: only the others can differ or go
+    keys_part = _changes(new_keys, history.story_band_keys.filter(~is_unchanged), KEYED["story_band_keys"][1])
     touched = pl.concat([new_keys, history.story_band_keys.filter(~is_unchanged)]).select("band", "key").unique()
     before = minhash.bucket_pair_counts(history.story_band_keys.join(touched, on=["band", "key"], how="semi"), config)
     after = minhash.bucket_pair_counts(keys.join(touched, on=["band", "key"], how="semi"), config)
     delta = pl.concat([before.with_columns(-pl.col("buckets")), after]).group_by(PAIR).agg(pl.col("buckets").sum())
-    was = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="semi")
+    was = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="semi", maintain_order="left")
     now = delta.join(was, on=PAIR, how="left", suffix="_before").select(
         *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
     )
     # in a fixed order (the stored rows as they were, then the touched ones sorted): the state's
     # files are the same bytes for the same batches (benchmarks/faults.py), without sorting all pairs
-    counts = pl.concat([
-        history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left"),
-        now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR),
-    ])
+    touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR)
+    counts = pl.concat([history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left"), touched_counts])
+    parts = {
+        "story_band_keys": (history.story_band_keys, keys_part),
+        "story_candidates": (history.story_candidates, _changes(touched_counts, was, PAIR)),
+    }
     changed_groups = changed["duplicate_group"].implode()
     is_changed = pl.col("article_id_a").is_in(changed_groups) | pl.col("article_id_b").is_in(changed_groups)
     to_score = now.filter((pl.col("buckets") > 0) & (is_changed | ~pl.col("existed"))).select(*PAIR, level=pl.lit("story"))
@@ -474,7 +484,7 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
         check(counts.select(*PAIR, level=pl.lit("story")), CANDIDATES, "story candidates"),
         check(to_score, CANDIDATES, "story candidates to score"), dropped,
         check(counts, BUCKET_PAIRS, "story bucket pairs"), check(keys, BAND_KEYS, "story band keys"),
-        changed["duplicate_group"], keyword_sets,
+        changed["duplicate_group"], keyword_sets, parts,
     )
 
 
@@ -878,7 +888,13 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
             for part in _parts(previous / name):
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
-        changes = _with_deleted(rows, False) if name == "article_texts" else _changes(rows, getattr(history, name), key)
+        before, known = update.parts.get(name, (None, None))
+        if name == "article_texts":
+            changes = _with_deleted(rows, False)
+        elif known is not None and before is getattr(history, name):
+            changes = known
+        else:
+            changes = _changes(rows, getattr(history, name), key)
         if changes.height:
             changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
         _compact_if_grown(temporary / name, key, generation)
