@@ -12,7 +12,7 @@ A state folder holds generations; `current` is a symlink to the one in use:
         duplicate_pairs/part-*.parquet  confirmed duplicate pairs (PAIRS)
         articles/, article_texts/, group_headlines/, story_band_keys/, story_candidates/,
         story_keywords/, story_roots/, story_rounds/, bare_titles/, headline_pieces/,
-        title_pieces/, group_bare_titles/
+        title_pieces/, group_bare_titles/, central_headlines/
                                     keyed tables (KEYED): the state's own copy of the articles, less
                                     their texts (LIGHT_ARTICLES) and their texts (ARTICLE_TEXTS), and
                                     what the last run's group-level steps found, so the next one
@@ -62,7 +62,7 @@ import polars_hash as plh
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from dedupe import clean, cluster, minhash, read, verify
+from dedupe import clean, cluster, minhash, read, stories, verify
 from dedupe.config import Config
 from dedupe.schema import (
     ARTICLE_TEXTS,
@@ -71,6 +71,7 @@ from dedupe.schema import (
     BARE_TITLES,
     BUCKET_PAIRS,
     CANDIDATES,
+    CENTRAL_HEADLINES,
     CLEANED,
     EMBEDDINGS,
     FILES,
@@ -96,20 +97,21 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 6  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+FORMAT_VERSION = 7  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
 # 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
-# 6: the story attachment's rounds
+# 6: the story attachment's rounds; 7: the totals of the central headlines' candidates
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
     "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
     "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
     "story_roots": STORY_ROOTS, "story_rounds": STORY_ROUNDS, "title_pieces": TITLE_PIECES, "group_bare_titles": GROUP_BARE_TITLES,
+    "central_headlines": CENTRAL_HEADLINES,
 }
 """Tables of the last run that the next one compares its own with: what each duplicate group says
 in story matching, the LSH band keys of its keywords, every story candidate pair (the confirmed
-ones are the `same_story` rows of pairs), the story attachment's rounds, and what the titles
-taught about decoration."""
+ones are the `same_story` rows of pairs), the story attachment's rounds, what the titles
+taught about decoration, and the totals of each story's central headline candidates."""
 KEYED = {
     "articles": (LIGHT_ARTICLES, ["article_id"]),
     "article_texts": (ARTICLE_TEXTS, ["article_id"]),
@@ -123,6 +125,7 @@ KEYED = {
     "story_rounds": (STORY_ROUNDS, ["round", "story"]),
     "title_pieces": (TITLE_PIECES, ["title"]),
     "group_bare_titles": (GROUP_BARE_TITLES, ["duplicate_group", "title"]),
+    "central_headlines": (CENTRAL_HEADLINES, ["story_id", "headline"]),
 }
 """Tables stored as a base and one part per run with the rows it changed (schema, key)."""
 assert set(REPLACED) <= set(KEYED)
@@ -158,6 +161,7 @@ class _Replaced:
     story_rounds: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROUNDS))
     title_pieces: pl.DataFrame = field(default_factory=lambda: empty(TITLE_PIECES))
     group_bare_titles: pl.DataFrame = field(default_factory=lambda: empty(GROUP_BARE_TITLES))
+    central_headlines: pl.DataFrame = field(default_factory=lambda: empty(CENTRAL_HEADLINES))
 
 
 assert set(REPLACED) == {f.name for f in fields(_Replaced)}
@@ -755,13 +759,13 @@ def run_counts(batch: Batch, records_in: int, records: pl.DataFrame, articles: p
     }
 
 
-def build_changed_stories(
-    articles: pl.DataFrame, history: History, build: Callable[[pl.DataFrame], pl.DataFrame]
-) -> pl.DataFrame:
-    """`build` (stories.build_stories) for the stories whose member rows (LIGHT_ARTICLES: the
-    length of a text, not the text) changed since the last run; the others as it built them then.
-    A story's row depends on its members' rows alone, so a batch rebuilds the stories it touches,
-    not all of them."""
+def build_changed_stories(articles: pl.DataFrame, history: History) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`stories.build_stories` for the stories whose member rows (LIGHT_ARTICLES: the length of
+    a text, not the text) changed since the last run; the others as it built them then. A
+    story's row depends on its members' rows alone, so a batch rebuilds the stories it touches,
+    not all of them; their central headlines are found from the totals the last run kept
+    (`stories.headline_totals`), so a story that gained an article scores its new headlines
+    only. Returns the stories and the totals to keep (CENTRAL_HEADLINES)."""
     check(articles, LIGHT_ARTICLES, "changed stories input")
 
     def members(frame: pl.DataFrame) -> pl.DataFrame:
@@ -771,10 +775,14 @@ def build_changed_stories(
 
     same = members(articles).join(members(history.articles), on="story_id", suffix="_before")
     unchanged = same.filter(pl.col("row") == pl.col("row_before"))["story_id"].implode()
-    rebuilt = build(articles.filter(~pl.col("story_id").is_in(unchanged)))
+    changed = articles.filter(~pl.col("story_id").is_in(unchanged))
+    totals = stories.headline_totals(stories.central_candidates(changed.filter(pl.col("story_id").is_not_null())), history.central_headlines)
+    rebuilt = stories.build_stories(changed, stories.central_headlines(totals))
     kept = history.stories.filter(pl.col("story_id").is_in(unchanged))
     out = pl.concat([rebuilt, kept]).sort(["n_articles", "story_id"], descending=[True, False])  # as `build` sorts
-    return check(out, STORIES, "stories")
+    kept_totals = history.central_headlines.filter(pl.col("story_id").is_in(unchanged))
+    exact = totals.filter("exact").drop("exact")
+    return check(out, STORIES, "stories"), check(pl.concat([kept_totals, exact]), CENTRAL_HEADLINES, "central headlines")
 
 
 def story_overview(stories: pl.DataFrame, registry: pl.DataFrame, top: int) -> pl.DataFrame:
