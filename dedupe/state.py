@@ -776,7 +776,8 @@ def build_changed_stories(articles: pl.DataFrame, history: History) -> tuple[pl.
     same = members(articles).join(members(history.articles), on="story_id", suffix="_before")
     unchanged = same.filter(pl.col("row") == pl.col("row_before"))["story_id"].implode()
     changed = articles.filter(~pl.col("story_id").is_in(unchanged))
-    totals = stories.headline_totals(stories.central_candidates(changed.filter(pl.col("story_id").is_not_null())), history.central_headlines)
+    candidates = stories.central_candidates(changed.filter(pl.col("story_id").is_not_null()))
+    totals = stories.headline_totals(candidates, history.central_headlines)
     rebuilt = stories.build_stories(changed, stories.central_headlines(totals))
     kept = history.stories.filter(pl.col("story_id").is_in(unchanged))
     out = pl.concat([rebuilt, kept]).sort(["n_articles", "story_id"], descending=[True, False])  # as `build` sorts

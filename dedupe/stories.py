@@ -133,8 +133,12 @@ def headline_totals(candidates: pl.DataFrame, known: pl.DataFrame | None = None)
     100 x 3 x EXACT_WEIGHT_LIMIT < 2^27, every partial sum is an integer multiple of 2^-26
     below 2^53 of them, which float64 holds exactly, in any order. Otherwise the story's
     totals are computed whole, as a single run does, and not `exact`."""
-    known_rows = empty(CENTRAL_HEADLINES) if known is None else known.join(candidates.select("story_id").unique(), on="story_id", how="semi")
-    before = {story: dict(zip(rows["headline"], zip(rows["count"], rows["total"]))) for (story,), rows in known_rows.partition_by("story_id", as_dict=True).items()}
+    asked = candidates.select("story_id").unique()
+    known_rows = empty(CENTRAL_HEADLINES) if known is None else known.join(asked, on="story_id", how="semi")
+    before = {
+        story: dict(zip(rows["headline"], zip(rows["count"], rows["total"])))
+        for (story,), rows in known_rows.partition_by("story_id", as_dict=True).items()
+    }
     parts = []
     for (story,), rows in candidates.partition_by("story_id", as_dict=True, maintain_order=True).items():
         distinct, weight = rows["headline"].to_list(), rows["count"].to_numpy()
@@ -165,7 +169,8 @@ def _updated_totals(
     moved = {headline: change for headline, change in sorted(moved.items()) if change}
     kept = [headline for headline in distinct if headline in before]
     entered = [headline for headline in distinct if headline not in before]
-    if len(kept) * len(moved) + len(entered) * len(distinct) >= len(distinct) ** 2 or max(weight.sum(), sum(c for c, _ in before.values())) >= EXACT_WEIGHT_LIMIT:
+    cheaper = len(kept) * len(moved) + len(entered) * len(distinct) < len(distinct) ** 2
+    if not cheaper or max(int(weight.sum()), sum(count for count, _ in before.values())) >= EXACT_WEIGHT_LIMIT:
         return None, False
     totals = np.empty(len(distinct), dtype=np.float64)
     position = {headline: i for i, headline in enumerate(distinct)}
