@@ -68,9 +68,10 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     started = time.perf_counter()
     loaded = state.load(folder, CONFIG)
     load = time.perf_counter() - started
-    # each try on a history of its own: a history keeps the records it read (`History.record_rows`)
-    tries = [pipeline.update([new], history, CONFIG, datetime.now(UTC)) for history in (loaded, state.load(folder, CONFIG))]
-    result, update = min(tries, key=lambda attempt: sum(attempt[0].summary.timings.values()))
+    # each try on a history of its own: a history keeps the records it read (`History.record_rows`);
+    # the commit is given the history its update was made from, as a scheduled run does
+    tries = [(history, *pipeline.update([new], history, CONFIG, datetime.now(UTC))) for history in (loaded, state.load(folder, CONFIG))]
+    loaded, result, update = min(tries, key=lambda attempt: sum(attempt[1].summary.timings.values()))
     assert update is not None
     started = time.perf_counter()
     state.commit(folder, loaded, update, CONFIG)

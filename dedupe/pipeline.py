@@ -173,7 +173,8 @@ def update(
         story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, history, config)
         groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, history, config)
         story_index = {
-            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs, **kept
+            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs,
+            "parts": found.parts, **kept,
         }
         story_candidates, vectors = found.candidates.height, empty(EMBEDDINGS)
     else:
@@ -181,7 +182,7 @@ def update(
         story_index = {}
     story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
     articles, texts = stage("assemble", _assemble_light, cleaned, story_ids.groups, cleaned_again, history)
-    story_table = stage("build stories", state.build_changed_stories, articles, history, stories.build_stories)
+    story_table, central = stage("build stories", state.build_changed_stories, articles, history)
     counts = state.run_counts(batch, records_read.height, records, articles, story_table, story_ids, history)
     log(
         f"{story_table.height} stories: {counts['stories_opened']} opened, {counts['stories_updated']} updated, "
@@ -195,7 +196,7 @@ def update(
         records=records, embeddings=vectors, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
         articles=articles, article_texts=texts, stories=story_table, pairs=pairs, registry=story_ids.registry,
         files=batch.files, run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
-        **decorations,
+        **decorations, central_headlines=central,
     )
     return Result(articles, story_table, pairs, summary), added
 

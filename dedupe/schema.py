@@ -120,6 +120,10 @@ STORY_ROOTS = {"duplicate_group": pl.String, "root": pl.String}
 # Each round of the story attachment (cluster.attach_stories), one row per story in it: the story it
 # moved to (null: it stayed), an interval holding its fit there, bounds on its fits to every other
 # candidate, and the size of the round's smallest story; the next run replays the rounds.
+CENTRAL_HEADLINES = {"story_id": pl.String, "headline": pl.String, "count": pl.UInt32, "total": pl.Float64}
+"""A story's candidate headlines for its central one (`stories.central_candidates`) with their
+weighted total similarity to the others, kept where that total is exact (`stories.headline_totals`)."""
+
 STORY_ROUNDS = {
     "round": pl.Int32,
     "story": pl.String,

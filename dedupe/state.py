@@ -12,7 +12,7 @@ A state folder holds generations; `current` is a symlink to the one in use:
         duplicate_pairs/part-*.parquet  confirmed duplicate pairs (PAIRS)
         articles/, article_texts/, group_headlines/, story_band_keys/, story_candidates/,
         story_keywords/, story_roots/, story_rounds/, bare_titles/, headline_pieces/,
-        title_pieces/, group_bare_titles/
+        title_pieces/, group_bare_titles/, central_headlines/
                                     keyed tables (KEYED): the state's own copy of the articles, less
                                     their texts (LIGHT_ARTICLES) and their texts (ARTICLE_TEXTS), and
                                     what the last run's group-level steps found, so the next one
@@ -62,7 +62,7 @@ import polars_hash as plh
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from dedupe import clean, cluster, minhash, read, verify
+from dedupe import clean, cluster, minhash, read, stories, verify
 from dedupe.config import Config
 from dedupe.schema import (
     ARTICLE_TEXTS,
@@ -71,6 +71,7 @@ from dedupe.schema import (
     BARE_TITLES,
     BUCKET_PAIRS,
     CANDIDATES,
+    CENTRAL_HEADLINES,
     CLEANED,
     EMBEDDINGS,
     FILES,
@@ -96,20 +97,21 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 6  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+FORMAT_VERSION = 7  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
 # 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
-# 6: the story attachment's rounds
+# 6: the story attachment's rounds; 7: the totals of the central headlines' candidates
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
     "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
     "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
     "story_roots": STORY_ROOTS, "story_rounds": STORY_ROUNDS, "title_pieces": TITLE_PIECES, "group_bare_titles": GROUP_BARE_TITLES,
+    "central_headlines": CENTRAL_HEADLINES,
 }
 """Tables of the last run that the next one compares its own with: what each duplicate group says
 in story matching, the LSH band keys of its keywords, every story candidate pair (the confirmed
-ones are the `same_story` rows of pairs), the story attachment's rounds, and what the titles
-taught about decoration."""
+ones are the `same_story` rows of pairs), the story attachment's rounds, what the titles
+taught about decoration, and the totals of each story's central headline candidates."""
 KEYED = {
     "articles": (LIGHT_ARTICLES, ["article_id"]),
     "article_texts": (ARTICLE_TEXTS, ["article_id"]),
@@ -123,6 +125,7 @@ KEYED = {
     "story_rounds": (STORY_ROUNDS, ["round", "story"]),
     "title_pieces": (TITLE_PIECES, ["title"]),
     "group_bare_titles": (GROUP_BARE_TITLES, ["duplicate_group", "title"]),
+    "central_headlines": (CENTRAL_HEADLINES, ["story_id", "headline"]),
 }
 """Tables stored as a base and one part per run with the rows it changed (schema, key)."""
 assert set(REPLACED) <= set(KEYED)
@@ -158,6 +161,7 @@ class _Replaced:
     story_rounds: pl.DataFrame = field(default_factory=lambda: empty(STORY_ROUNDS))
     title_pieces: pl.DataFrame = field(default_factory=lambda: empty(TITLE_PIECES))
     group_bare_titles: pl.DataFrame = field(default_factory=lambda: empty(GROUP_BARE_TITLES))
+    central_headlines: pl.DataFrame = field(default_factory=lambda: empty(CENTRAL_HEADLINES))
 
 
 assert set(REPLACED) == {f.name for f in fields(_Replaced)}
@@ -240,6 +244,11 @@ class Update(_Replaced):
     run: dict[str, object]
     report: str
     files: pl.DataFrame
+    parts: Mapping[str, tuple[pl.DataFrame, pl.DataFrame]] = field(default_factory=dict)
+    """name -> (the loaded keyed table, this run's part of it: `_changes` of the table against
+    that one), for tables whose stage knows which rows it changed: the commit writes the part
+    without comparing a history-sized table (1.3M story band keys at 50,000 records). Used only
+    when the commit's history holds that very table."""
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -430,6 +439,7 @@ class StoryCandidates:
     band_keys: pl.DataFrame  # BAND_KEYS of every group's keywords, to store
     changed: pl.Series  # groups whose story text is not the one the last run matched
     keyword_sets: dict[str, set[bytes]]  # of the changed groups
+    parts: dict[str, tuple[pl.DataFrame, pl.DataFrame]]  # `Update.parts` of story_band_keys and story_candidates
 
 
 PAIR = ["article_id_a", "article_id_b"]
@@ -452,20 +462,24 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     unchanged = headlines.join(changed, on="duplicate_group", how="anti")["duplicate_group"].implode()
     is_unchanged = pl.col("article_id").is_in(unchanged)
     keys = pl.concat([history.story_band_keys.filter(is_unchanged), new_keys])
+    # the stored rows of unchanged groups are kept as they are: only the others can differ or go
+    keys_part = _changes(new_keys, history.story_band_keys.filter(~is_unchanged), KEYED["story_band_keys"][1])
     touched = pl.concat([new_keys, history.story_band_keys.filter(~is_unchanged)]).select("band", "key").unique()
     before = minhash.bucket_pair_counts(history.story_band_keys.join(touched, on=["band", "key"], how="semi"), config)
     after = minhash.bucket_pair_counts(keys.join(touched, on=["band", "key"], how="semi"), config)
     delta = pl.concat([before.with_columns(-pl.col("buckets")), after]).group_by(PAIR).agg(pl.col("buckets").sum())
-    was = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="semi")
+    was = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="semi", maintain_order="left")
     now = delta.join(was, on=PAIR, how="left", suffix="_before").select(
         *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
     )
     # in a fixed order (the stored rows as they were, then the touched ones sorted): the state's
     # files are the same bytes for the same batches (benchmarks/faults.py), without sorting all pairs
-    counts = pl.concat([
-        history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left"),
-        now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR),
-    ])
+    touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR)
+    counts = pl.concat([history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left"), touched_counts])
+    parts = {
+        "story_band_keys": (history.story_band_keys, keys_part),
+        "story_candidates": (history.story_candidates, _changes(touched_counts, was, PAIR)),
+    }
     changed_groups = changed["duplicate_group"].implode()
     is_changed = pl.col("article_id_a").is_in(changed_groups) | pl.col("article_id_b").is_in(changed_groups)
     to_score = now.filter((pl.col("buckets") > 0) & (is_changed | ~pl.col("existed"))).select(*PAIR, level=pl.lit("story"))
@@ -474,7 +488,7 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
         check(counts.select(*PAIR, level=pl.lit("story")), CANDIDATES, "story candidates"),
         check(to_score, CANDIDATES, "story candidates to score"), dropped,
         check(counts, BUCKET_PAIRS, "story bucket pairs"), check(keys, BAND_KEYS, "story band keys"),
-        changed["duplicate_group"], keyword_sets,
+        changed["duplicate_group"], keyword_sets, parts,
     )
 
 
@@ -745,13 +759,13 @@ def run_counts(batch: Batch, records_in: int, records: pl.DataFrame, articles: p
     }
 
 
-def build_changed_stories(
-    articles: pl.DataFrame, history: History, build: Callable[[pl.DataFrame], pl.DataFrame]
-) -> pl.DataFrame:
-    """`build` (stories.build_stories) for the stories whose member rows (LIGHT_ARTICLES: the
-    length of a text, not the text) changed since the last run; the others as it built them then.
-    A story's row depends on its members' rows alone, so a batch rebuilds the stories it touches,
-    not all of them."""
+def build_changed_stories(articles: pl.DataFrame, history: History) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`stories.build_stories` for the stories whose member rows (LIGHT_ARTICLES: the length of
+    a text, not the text) changed since the last run; the others as it built them then. A
+    story's row depends on its members' rows alone, so a batch rebuilds the stories it touches,
+    not all of them; their central headlines are found from the totals the last run kept
+    (`stories.headline_totals`), so a story that gained an article scores its new headlines
+    only. Returns the stories and the totals to keep (CENTRAL_HEADLINES)."""
     check(articles, LIGHT_ARTICLES, "changed stories input")
 
     def members(frame: pl.DataFrame) -> pl.DataFrame:
@@ -761,10 +775,15 @@ def build_changed_stories(
 
     same = members(articles).join(members(history.articles), on="story_id", suffix="_before")
     unchanged = same.filter(pl.col("row") == pl.col("row_before"))["story_id"].implode()
-    rebuilt = build(articles.filter(~pl.col("story_id").is_in(unchanged)))
+    changed = articles.filter(~pl.col("story_id").is_in(unchanged))
+    candidates = stories.central_candidates(changed.filter(pl.col("story_id").is_not_null()))
+    totals = stories.headline_totals(candidates, history.central_headlines)
+    rebuilt = stories.build_stories(changed, stories.central_headlines(totals))
     kept = history.stories.filter(pl.col("story_id").is_in(unchanged))
     out = pl.concat([rebuilt, kept]).sort(["n_articles", "story_id"], descending=[True, False])  # as `build` sorts
-    return check(out, STORIES, "stories")
+    kept_totals = history.central_headlines.filter(pl.col("story_id").is_in(unchanged))
+    exact = totals.filter("exact").drop("exact")
+    return check(out, STORIES, "stories"), check(pl.concat([kept_totals, exact]), CENTRAL_HEADLINES, "central headlines")
 
 
 def story_overview(stories: pl.DataFrame, registry: pl.DataFrame, top: int) -> pl.DataFrame:
@@ -878,7 +897,13 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
             for part in _parts(previous / name):
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
-        changes = _with_deleted(rows, False) if name == "article_texts" else _changes(rows, getattr(history, name), key)
+        before, known = update.parts.get(name, (None, None))
+        if name == "article_texts":
+            changes = _with_deleted(rows, False)
+        elif known is not None and before is getattr(history, name):
+            changes = known
+        else:
+            changes = _changes(rows, getattr(history, name), key)
         if changes.height:
             changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
         _compact_if_grown(temporary / name, key, generation)

@@ -173,6 +173,10 @@ def test_story_matching_scores_only_the_groups_whose_story_text_changed(tmp_path
     )
     found = state.story_candidates(retold, history, CONFIG)
     assert found.changed.to_list() == [group]
+    for name, table in {"story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs}.items():
+        before, part = found.parts[name]  # what the commit writes, found without comparing whole tables
+        assert before is getattr(history, name) and part.equals(state._changes(table, before, state.KEYED[name][1]))
+        assert part.height > 0
     single_candidates, keyword_sets = minhash.story_candidates(retold, CONFIG)
     assert found.candidates.sort("article_id_a", "article_id_b").equals(single_candidates)
     single = verify.verify_stories(retold, single_candidates, keyword_sets, CONFIG)

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-import polars as pl
+import random
 
-from dedupe import pipeline
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dedupe import pipeline, stories
 from dedupe.cluster import duplicate_groups, semantic_story_ids, story_ids
 from dedupe.config import Config
 from dedupe.evaluate import evaluate, read_labels
@@ -91,3 +96,39 @@ def test_semantic_stories_do_not_depend_on_the_input_order() -> None:
     expected = story_groups(frame)
     assert expected["story_id"].n_unique() == 4
     assert story_groups(frame.sample(fraction=1.0, shuffle=True, seed=3)).equals(expected)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 8))
+def test_central_headlines_from_kept_totals_are_those_of_a_single_run(seed: int, cap: int) -> None:
+    """Totals updated from the last run's (`known`) are the very floats, and give the very
+    central headlines, of totals computed whole: stories that gain, lose and re-count
+    headlines, with new ones pushing others out of the candidates (a small cap)."""
+    pool = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)["title"].head(40).to_list()
+    rng = random.Random(seed)
+    first = [(f"s{story}", rng.choice(pool[story * 10 : story * 10 + 12])) for story in range(3) for _ in range(rng.randint(1, 15))]
+    second = [row for row in first if rng.random() > 0.1] + [
+        (f"s{rng.randrange(4)}", rng.choice(pool)) for _ in range(rng.randint(0, 3))
+    ]
+    schema = {"story_id": pl.String, "headline": pl.String}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stories, "CENTRAL_HEADLINE_CANDIDATES", cap)
+        before = stories.headline_totals(stories.central_candidates(pl.DataFrame(first, schema=schema, orient="row")))
+        candidates = stories.central_candidates(pl.DataFrame(second, schema=schema, orient="row"))
+        updated = stories.headline_totals(candidates, before.filter("exact").drop("exact"))
+        whole = stories.headline_totals(candidates)
+    assert updated.drop("exact").equals(whole.drop("exact"))  # bit for bit, in the same order
+    assert stories.central_headlines(updated) == stories.central_headlines(whole)
+
+
+def test_a_story_that_gains_an_article_scores_its_headline_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)["title"].head(30).to_list()
+    members = pl.DataFrame({"headline": headlines}).with_columns(story_id=pl.lit("s"))
+    known = stories.headline_totals(stories.central_candidates(members)).drop("exact")
+    scored = []
+    similarities = stories._similarities
+    monkeypatch.setattr(stories, "_similarities", lambda a, b: scored.append(len(a) * len(b)) or similarities(a, b))
+    grown = stories.central_candidates(pl.concat([members, members.head(1)]))
+    updated = stories.headline_totals(grown, known)
+    assert scored == [len(set(headlines))]  # each kept candidate against the one recounted headline
+    assert updated["exact"].all() and updated.drop("exact").equals(stories.headline_totals(grown).drop("exact"))
