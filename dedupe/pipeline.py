@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ def _timed(call: Call, timings: dict[str, float]) -> Call:
         started = time.perf_counter()
         result = call(name, function, *args)
         shards.release_free_memory()
-        timings[name] = time.perf_counter() - started
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started  # summed over a run's chunks
         return result
 
     return stage
@@ -143,13 +143,39 @@ def update(
 
     batch = stage("changed files", state.changed_files, list(paths), history)
     records_read = stage("read", read.read_found, batch.found, config)
+    return _update(batch, records_read, history, config, run_at, stage, timings, log, Earlier(history))
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What the earlier chunks of a run read and added: the counts and story ids of each chunk
+    are those of the whole run so far, so the last chunk's are the run's."""
+
+    history: state.History  # as the run found it: story ids pass on from its stories
+    records_in: int = 0
+    new: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"article_id": pl.String}))
+
+
+def _update(
+    batch: state.Batch,
+    records_read: pl.DataFrame,
+    history: state.History,
+    config: Config,
+    run_at: datetime,
+    stage: Call,
+    timings: dict[str, float],
+    log: Callable[[str], None],
+    earlier: Earlier,
+) -> tuple[Result, state.Update | None]:
+    """`update` from the records read on; `history` holds the earlier chunks of the run."""
     fresh = stage("new records", state.new_records, records_read, history)
     log(
         f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): "
         f"{records_read.height} records, {fresh.height} new, {records_read.height - fresh.height} seen before"
     )
+    records_in = earlier.records_in + records_read.height
     if fresh.height == 0:
-        summary = _unchanged(history, batch, records_read, timings, config)
+        summary = _unchanged(history, batch, records_in, timings, config)
         return Result(history.articles, history.stories, history.pairs, summary), None
     normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
@@ -179,10 +205,11 @@ def update(
     else:
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
         story_index = {}
-    story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
+    story_ids = stage("stable story ids", state.stable_story_ids, groups, earlier.history, run_at)
     articles, texts = stage("assemble", _assemble_light, cleaned, story_ids.groups, cleaned_again, history)
     story_table = stage("build stories", state.build_changed_stories, articles, history, stories.build_stories)
-    counts = state.run_counts(batch, records_read.height, records, articles, story_table, story_ids, history)
+    new = pl.concat([earlier.new, records.select("article_id")])
+    counts = state.run_counts(batch, records_in, new, articles, story_table, story_ids, earlier.history)
     log(
         f"{story_table.height} stories: {counts['stories_opened']} opened, {counts['stories_updated']} updated, "
         f"{counts['stories_merged']} merged into older ones"
@@ -239,12 +266,12 @@ def _cluster_stories(
 
 
 def _unchanged(
-    history: state.History, batch: state.Batch, records_read: pl.DataFrame, timings: dict[str, float], config: Config
+    history: state.History, batch: state.Batch, records_in: int, timings: dict[str, float], config: Config
 ) -> write.Summary:
     """The last run's summary with this run's counts: nothing new."""
     counts = dict.fromkeys(state.RUN_COUNTS, 0) | {
         "files_read": len(batch.found), "files_unchanged": batch.unchanged,
-        "records_in": records_read.height, "already_seen": records_read.height,
+        "records_in": records_in, "already_seen": records_in,
     }
     summary = write.summarize(history.articles, history.stories, history.pairs, {}, timings, config.top_stories)
     return replace(summary, run=counts)
@@ -262,13 +289,60 @@ def run_on_state(
 ) -> tuple[Result, pl.DataFrame]:
     """`update` on the history in `folder` under its lock, committed (when anything was new) and
     published to `out`: (the result, the story registry). The flow runs this with tasks; a run
-    that loses its Prefect API runs it again directly, and finds committed work already done."""
+    that loses its Prefect API runs it again directly, and finds committed work already done.
+
+    The records are read and matched in chunks of at most `config.chunk_records` (`read.Chunks`),
+    so that memory follows the chunk, not the input: each chunk is an update of the generation
+    the last one committed, and only the last chunk's generation is made current (one rename),
+    so a run killed half-way leaves the state as it was. Chunks give the outputs of one update
+    over all the records (tests/test_pipeline.py): it is the same machinery as runs one after
+    another, with the story ids and counts taken against the history the run started from."""
     with state.locked(folder, wait=wait, notify=warn):
         history = call("load state", state.load, folder, config)
-        result, added = update(paths, history, config, datetime.now(UTC), call, log)
+        result, added = _update_in_chunks(paths, folder, history, config, datetime.now(UTC), call, log)
         if added is None:
             log(f"nothing new in {', '.join(map(str, paths))}: state {folder} and outputs unchanged")
-        else:
-            call("commit state", state.commit, folder, history, added, config)
         call("publish outputs", state.publish, folder, out)
     return result, added.registry if added else history.registry
+
+
+def _update_in_chunks(
+    paths: Sequence[str | Path],
+    folder: Path,
+    history: state.History,
+    config: Config,
+    run_at: datetime,
+    call: Call,
+    log: Callable[[str], None],
+) -> tuple[Result, state.Update | None]:
+    """`update` chunk by chunk, each committed on top of the last; the last committed
+    generation made current. (The result and update of the last chunk that added records.)"""
+    timings: dict[str, float] = {}
+    stage = _timed(shards.on_cores(call, config), timings)
+    batch = stage("changed files", state.changed_files, list(paths), history)
+    chunks = read.Chunks(batch.found, config, config.chunk_records)
+    earlier, chain = Earlier(history), history
+    done: tuple[Result, state.Update, Path] | None = None
+    last, number = False, 0
+    while not last:
+        number += 1
+        records_read, last = stage("read", chunks.next)
+        if number > 1 or not last:
+            log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
+                f"{earlier.records_in + records_read.height:,} of the input")
+        result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier)
+        if added is None:
+            earlier = replace(earlier, records_in=earlier.records_in + records_read.height)
+            continue
+        run_from = None if chain is history else history
+        generation = call("commit state", state.commit, folder, chain, added, config, run_from, last)
+        done = (result, added, generation)
+        if not last:
+            chain = call("load state", state.load_generation, generation, config)
+            new = pl.concat([earlier.new, added.records.select("article_id")])
+            earlier = replace(earlier, records_in=earlier.records_in + records_read.height, new=new)
+    if done is None:
+        return result, None
+    if added is None:  # the last chunk had nothing new: the one before it is the run's last generation
+        call("commit state", state.make_current_generation, folder, done[2])
+    return done[0], done[1]
