@@ -895,10 +895,17 @@ def commit(
                     _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         changes = _with_deleted(rows, False) if name == "article_texts" else _changes(rows, getattr(history, name), key)
-        if own is not None and previous is not None and (previous / name / own).exists():
-            changes = _folded(pl.read_parquet(previous / name / own), changes, key)
-        if changes.height:
-            changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+        part = temporary / name / f"part-{generation:06d}.parquet"
+        earlier = previous / name / own if own is not None and previous is not None else None
+        if earlier is not None and earlier.exists() and name == "article_texts":
+            # the run's texts so far, streamed: publishing joins them by id, their order does not matter
+            kept = pl.scan_parquet(earlier).join(changes.select(key).lazy(), on=key, how="anti")
+            pl.concat([kept, changes.lazy()]).sink_parquet(part)
+        else:
+            if earlier is not None and earlier.exists():
+                changes = _folded(pl.read_parquet(earlier), changes, key)
+            if changes.height:
+                changes.write_parquet(part)
         _compact_if_grown(temporary / name, key, generation)
     if started is not None:
         _link(started / "articles.parquet", temporary / "articles.previous.parquet")
