@@ -76,7 +76,7 @@ def read_found(found: Iterable[tuple[Path, str]], config: Config = Config()) -> 
 def read_files(found: Iterable[tuple[Path, str]], config: Config = Config()) -> pl.DataFrame:  # noqa: B008 (frozen)
     """The records of the files in order, ids not yet made unique: sharded reads concatenate
     these and make ids unique once over all of them (`unique_ids` numbers repeats in order)."""
-    frames = list(_frames(found, config))
+    frames = [frame for frame, _ in _frames(found, config)]
     return pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=READ)  # no copy of all the text
 
 
@@ -88,45 +88,43 @@ class Chunks:
 
     def __init__(self, found: Iterable[tuple[Path, str]], config: Config, size: int) -> None:
         self._frames = _frames(found, config, size or None)
-        self._next = next(self._frames, None)
         self._earlier = pl.DataFrame(schema={name: READ[name] for name in _ID_COLUMNS})
 
     def next(self) -> tuple[pl.DataFrame, bool]:
-        """(the next frame, whether it is the last): one frame ahead is known to be there or
-        not, not read (a frame is made when asked for), so the last one is told apart."""
-        frame = self._next if self._next is not None else pl.DataFrame(schema=READ)
-        self._next = next(self._frames, None) if self._next is not None else None
+        """(the next frame, whether it is the last); an empty last frame for no input."""
+        frame, last = next(self._frames, (pl.DataFrame(schema=READ), True))
         ids = frame.select(_ID_COLUMNS)
         both = unique_ids(pl.concat([self._earlier, ids]))
+        made = both.slice(self._earlier.height)
         self._earlier = pl.concat([self._earlier, ids.with_columns(note=pl.lit(None, pl.String))])
-        made = both.slice(self._earlier.height - frame.height)
         frame = frame.with_columns(article_id=made["article_id"], note=made["note"])
-        return check(frame, READ, "read"), self._next is None
+        return check(frame, READ, "read"), last
 
 
 _ID_COLUMNS = ["article_id", "source_file", "line", "note"]
 """What `unique_ids` reads: the ids of earlier chunks, with notes left empty, decide a chunk's."""
 
 
-def _frames(found: Iterable[tuple[Path, str]], config: Config, size: int | None = None) -> Iterator[pl.DataFrame]:
-    """The records of the files in order, in frames of at most `size` rows (None: one frame),
-    each made of pieces of _CHUNK_ROWS rows; a frame is read when it is asked for."""
+def _frames(
+    found: Iterable[tuple[Path, str]], config: Config, size: int | None = None
+) -> Iterator[tuple[pl.DataFrame, bool]]:
+    """(frame, whether it is the last) over the records of the files in order, in frames of at
+    most `size` rows (None: one frame), each made of pieces of _CHUNK_ROWS rows. A frame is
+    read when it is asked for; one record ahead tells the last frame apart."""
+    records = (row for path, key in found for row in read_file(path, key, config))
     pieces: list[pl.DataFrame] = []
     rows: list[dict[str, Any]] = []
     held = 0
-    for path, key in found:
-        for row in read_file(path, key, config):
-            rows.append(row)
-            if len(rows) == _CHUNK_ROWS or held + len(rows) == size:
-                pieces.append(pl.DataFrame(rows, schema=READ, orient="row"))
-                held, rows = held + len(rows), []
-                if held == size:
-                    yield pl.concat(pieces, rechunk=False)
-                    pieces, held = [], 0
-    if rows:
-        pieces.append(pl.DataFrame(rows, schema=READ, orient="row"))
-    if pieces:
-        yield pl.concat(pieces, rechunk=False)
+    row = next(records, None)
+    while row is not None:
+        rows.append(row)
+        row = next(records, None)
+        if len(rows) == _CHUNK_ROWS or held + len(rows) == size or row is None:
+            pieces.append(pl.DataFrame(rows, schema=READ, orient="row"))
+            held, rows = held + len(rows), []
+            if held == size or row is None:
+                yield pl.concat(pieces, rechunk=False), row is None
+                pieces, held = [], 0
 
 
 def discover(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
