@@ -154,6 +154,7 @@ class Earlier:
     history: state.History  # as the run found it: story ids pass on from its stories
     records_in: int = 0
     new: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"article_id": pl.String}))
+    candidates: tuple[int, int] = (0, 0)  # duplicate and story candidate pairs, summed over the chunks
 
 
 def _update(
@@ -215,7 +216,7 @@ def _update(
         f"{counts['stories_merged']} merged into older ones"
     )
     pairs = write.concat_pairs(duplicate_pairs, story_pairs)
-    candidates = {"duplicate": matched.candidates.height, "story": story_candidates}
+    candidates = {"duplicate": earlier.candidates[0] + matched.candidates.height, "story": earlier.candidates[1] + story_candidates}
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     summary = replace(summary, run=counts)
     added = state.Update(
@@ -299,11 +300,11 @@ def run_on_state(
     another, with the story ids and counts taken against the history the run started from."""
     with state.locked(folder, wait=wait, notify=warn):
         history = call("load state", state.load, folder, config)
-        result, added = _update_in_chunks(paths, folder, history, config, datetime.now(UTC), call, log)
-        if added is None:
+        result, registry = _update_in_chunks(paths, folder, history, config, datetime.now(UTC), call, log)
+        if registry is None:
             log(f"nothing new in {', '.join(map(str, paths))}: state {folder} and outputs unchanged")
         call("publish outputs", state.publish, folder, out)
-    return result, added.registry if added else history.registry
+    return result, history.registry if registry is None else registry
 
 
 def _update_in_chunks(
@@ -314,16 +315,19 @@ def _update_in_chunks(
     run_at: datetime,
     call: Call,
     log: Callable[[str], None],
-) -> tuple[Result, state.Update | None]:
+) -> tuple[Result, pl.DataFrame | None]:
     """`update` chunk by chunk, each committed on top of the last; the last committed
-    generation made current. (The result and update of the last chunk that added records.)"""
+    generation made current. The result of the last chunk that added records and the story
+    registry after it (None: nothing was new). A chunk's frames are let go before the next
+    is read: what is held between chunks is the committed generation's light tables."""
     timings: dict[str, float] = {}
     stage = _timed(shards.on_cores(call, config), timings)
     batch = stage("changed files", state.changed_files, list(paths), history)
     chunks = read.Chunks(batch.found, config, config.chunk_records)
     earlier, chain = Earlier(history), history
-    done: tuple[Result, state.Update, Path] | None = None
-    last, number = False, 0
+    done: tuple[Result, pl.DataFrame, Path] | None = None
+    last = last_committed = False
+    number = 0
     while not last:
         number += 1
         records_read, last = stage("read", chunks.next)
@@ -331,18 +335,33 @@ def _update_in_chunks(
             log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
                 f"{earlier.records_in + records_read.height:,} of the input")
         result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier)
+        records_in = earlier.records_in + records_read.height
+        del records_read
         if added is None:
-            earlier = replace(earlier, records_in=earlier.records_in + records_read.height)
+            earlier = replace(earlier, records_in=records_in)
             continue
         run_from = None if chain is history else history
         generation = call("commit state", state.commit, folder, chain, added, config, run_from, last)
-        done = (result, added, generation)
+        done, last_committed = (result, added.registry, generation), last
+        new = pl.concat([earlier.new, added.records.select("article_id")])
+        del added, chain  # the chunk's texts and the last generation's tables
         if not last:
             chain = call("load state", state.load_generation, generation, config)
-            new = pl.concat([earlier.new, added.records.select("article_id")])
-            earlier = replace(earlier, records_in=earlier.records_in + records_read.height, new=new)
+            candidates = (result.summary.candidates["duplicate"], result.summary.candidates["story"])
+            earlier = replace(earlier, records_in=records_in, new=new, candidates=candidates)
     if done is None:
         return result, None
-    if added is None:  # the last chunk had nothing new: the one before it is the run's last generation
-        call("commit state", state.make_current_generation, folder, done[2])
-    return done[0], done[1]
+    result, registry, generation = done
+    if not last_committed:  # the last chunks had nothing new: the one before them is the run's last generation
+        run = result.summary.run
+        seen = run["already_seen"] + earlier.records_in - run["records_in"]
+        result = replace(result, summary=replace(result.summary, run=run | {"records_in": earlier.records_in, "already_seen": seen}))
+        call("commit state", _make_current, folder, generation, result.summary)
+    return result, registry
+
+
+def _make_current(folder: Path, generation: Path, summary: write.Summary) -> None:
+    """Make a run's last committed generation current, its run's counts and report those of
+    the whole run (the chunks after it read records seen before)."""
+    state.amend_run(generation, summary.run, write.render_report(summary))
+    state.make_current_generation(folder, generation)

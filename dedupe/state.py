@@ -926,6 +926,15 @@ def commit(
     return final
 
 
+def amend_run(generation: Path, run: dict[str, object], report: str) -> None:
+    """Give a committed generation, not yet current, other counts for its run (the last row of
+    runs.parquet) and another report.md."""
+    runs = pl.read_parquet(generation / "runs.parquet")
+    last = runs.tail(1).with_columns(pl.lit(value, RUNS[name]).alias(name) for name, value in run.items())
+    pl.concat([runs.head(-1), last]).write_parquet(generation / "runs.parquet")
+    (generation / "report.md").write_text(report)
+
+
 def make_current_generation(state: Path, final: Path) -> None:
     """Swap `current` to the committed generation `final` with one rename (the commit point)
     and remove the others."""

@@ -60,8 +60,11 @@ def _slice_of_real_data(folder: Path) -> list[Path]:
     (folder / "one" / "aeb.jsonl").write_text("\n".join(aeb[0::3]) + "\n{broken\n")
     (folder / "two" / "aeb.jsonl").write_text("\n".join(aeb[1::3] + aeb[2::3] + aeb[:2]))  # aeb[:2]: ids used before
     headlines.head(150).write_csv(folder / "one" / "headlines.csv")
-    headlines.slice(150).write_csv(folder / "two" / "headlines.csv")
-    return [folder / "one", folder / "two"]
+    headlines.slice(150, 200).write_csv(folder / "two" / "headlines.csv")
+    (folder / "three").mkdir()
+    headlines.slice(350).write_csv(folder / "three" / "aa.csv")  # new, then records seen before: the last chunk adds nothing
+    (folder / "three" / "zz.jsonl").write_text("\n".join(aeb[0::3]))
+    return [folder / "one", folder / "two", folder / "three"]
 
 
 def _outputs(out: Path) -> dict[str, pl.DataFrame]:
@@ -77,16 +80,17 @@ def _outputs(out: Path) -> dict[str, pl.DataFrame]:
 @pytest.mark.parametrize("size", [97, 250])
 def test_a_run_in_chunks_gives_the_outputs_of_one_update(tmp_path: Path, size: int) -> None:
     """Articles, stories with their ids, pairs, the story registry and merges and the run's
-    counts are those of the same runs unchunked, on a fresh state and on one with a history."""
-    one, two = _slice_of_real_data(tmp_path / "input")
+    counts are those of the same runs unchunked, on a fresh state and on one with a history,
+    also when the last chunk has nothing new."""
+    batches = _slice_of_real_data(tmp_path / "input")
     results = {}
     for chunk in (0, size):
         out = tmp_path / f"out-{chunk}"
         config = Config(chunk_records=chunk)
-        pipeline.run_on_state([one], out, out / "state", config, warn=lambda _: None)
-        first = _outputs(out)
-        pipeline.run_on_state([two], out, out / "state", config, warn=lambda _: None)
-        results[chunk] = (first, _outputs(out))
+        results[chunk] = []
+        for batch in batches:
+            pipeline.run_on_state([batch], out, out / "state", config, warn=lambda _: None)
+            results[chunk].append(_outputs(out))
         assert [path.name for path in (out / "state" / "generations").iterdir()] == [(out / "state" / "current").resolve().name]
     for unchunked, chunked in zip(results[0], results[size], strict=True):
         for name, table in unchunked.items():
