@@ -4,7 +4,9 @@
 per-record stages are cut into shards and handed to `Plan.map` (a Prefect task runner's workers
 in flows/scale.py; the plain `map` below runs them in this process):
 
-- read: the input files in `shards` runs of files (ids are made unique once, over all of them);
+- read: the input files in `shards` runs of files (ids are made unique once, over all of them),
+  in `pipeline.update`; a run on a state (`pipeline.run_on_state`) reads its chunks in its own
+  process (`read.Chunks`), a chunk at a time;
 - normalize, first cleaning: the records in `shards` slices;
 - duplicate candidates: shingles and band keys per slice of records (the workers that make them
   also add them to the Redis index), then buckets per band partition (band % `partitions`):
