@@ -370,10 +370,11 @@ def show_pipeline(figures: dict[str, object]) -> None:
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
 
 
-def profile(corpus: Path, workers: int) -> None:
+def profile(corpus: Path, workers: int, chunk: int | None = None) -> None:
     """One plain run, stage by stage: seconds, the peak resident memory of the process tree
     during the stage and after it, and the bytes per document of what the stage returns (the
-    big frames column by column): where a run's time and bytes go."""
+    big frames column by column): where a run's time and bytes go. With `chunk`, a run on a new
+    state in chunks of that many records (`pipeline.run_on_state`), each step of each chunk."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
@@ -389,7 +390,11 @@ def profile(corpus: Path, workers: int) -> None:
         return result
 
     started = time.perf_counter()
-    pipeline.run(parts, Config(workers=workers), call=recorded)
+    if chunk is None:
+        pipeline.run(parts, Config(workers=workers), call=recorded)
+    else:
+        with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
+            pipeline.run_on_state(parts, Path(out), Path(out) / "state", Config(workers=workers, chunk_records=chunk), call=recorded)
     wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
@@ -735,7 +740,7 @@ def main() -> None:
         figures = run_pipeline(corpus, args.flow, args.workers, args.chunk)
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
     if args.what == "profile":
-        profile(args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs), args.workers)
+        profile(args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs), args.workers, args.chunk)
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":
