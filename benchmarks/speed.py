@@ -9,6 +9,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py scaling --sizes 10000 100000 --workers 1 --chunk 100000 --unchunked-at 100000 [--flow]
                                                       # runs on a state in chunks, read to write, beside unchunked
     python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
+    python benchmarks/speed.py history --generation STATE/generations/N  # what loading a state takes, table by table
     python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
 
@@ -476,6 +477,25 @@ def _stage_exponents(before: dict[str, float], after: dict[str, float], growth: 
     return ", ".join(f"{name} {np.log(after[name] / max(before[name], 1e-3)) / np.log(growth):.2f}" for name in slow)
 
 
+def history_size(generation: Path) -> None:
+    """What a run (or a run's next chunk) loads from a state generation: seconds, resident
+    memory, and each table's rows and bytes, largest first."""
+    from dataclasses import fields
+
+    from dedupe import state
+
+    before = _rss_bytes(os.getpid())
+    started = time.perf_counter()
+    history = state.load_generation(generation.resolve(), Config())
+    seconds, after = time.perf_counter() - started, _rss_bytes(os.getpid())
+    tables = {f.name: getattr(history, f.name) for f in fields(history) if isinstance(getattr(history, f.name), pl.DataFrame)}
+    total = sum(table.estimated_size() for table in tables.values())
+    print(f"{generation}: {history.records.height:,} records, loaded in {seconds:.1f} s, {total / 2**30:.2f} GiB of frames, "
+          f"resident {before / 2**30:.2f} -> {after / 2**30:.2f} GiB")
+    for name, table in sorted(tables.items(), key=lambda item: -item[1].estimated_size())[:10]:
+        print(f"  {name:<20}{table.height:>13,} rows{table.estimated_size() / 2**20:>9,.0f} MiB")
+
+
 # --- where duplicate candidates come from -------------------------------------------------------
 
 
@@ -713,7 +733,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale"])
+    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history"])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
@@ -725,6 +745,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (Config.workers; scale: Dask workers); 1: in process")
     parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
     parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
+    parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = Config()
@@ -748,6 +769,8 @@ def main() -> None:
             candidate_buckets(build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size), [200, 50, 20])
     if args.what == "seeds":
         seeds_run(args.rounds)
+    if args.what == "history":
+        history_size(args.generation)
     if args.what == "scale":
         scale(args.docs, args.duplicates, args.workdir, args.workers)
 
