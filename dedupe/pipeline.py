@@ -293,7 +293,7 @@ def run_on_state(
     that loses its Prefect API runs it again directly, and finds committed work already done.
 
     The records are read and matched in chunks of at most `config.chunk_records` (`read.Chunks`),
-    so that memory follows the chunk, not the input: each chunk is an update of the generation
+    so that the records held are a chunk's, not the input's: each chunk is an update of the generation
     the last one committed, and only the last chunk's generation is made current (one rename),
     so a run killed half-way leaves the state as it was. Chunks give the outputs of one update
     over all the records (tests/test_pipeline.py): it is the same machinery as runs one after
