@@ -216,7 +216,9 @@ def _update(
         f"{counts['stories_merged']} merged into older ones"
     )
     pairs = write.concat_pairs(duplicate_pairs, story_pairs)
-    candidates = {"duplicate": earlier.candidates[0] + matched.candidates.height, "story": earlier.candidates[1] + story_candidates}
+    candidates = {
+        "duplicate": earlier.candidates[0] + matched.candidates.height, "story": earlier.candidates[1] + story_candidates
+    }
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     summary = replace(summary, run=counts)
     added = state.Update(
@@ -355,7 +357,8 @@ def _update_in_chunks(
     if not last_committed:  # the last chunks had nothing new: the one before them is the run's last generation
         run = result.summary.run
         seen = run["already_seen"] + earlier.records_in - run["records_in"]
-        result = replace(result, summary=replace(result.summary, run=run | {"records_in": earlier.records_in, "already_seen": seen}))
+        counts = run | {"records_in": earlier.records_in, "already_seen": seen}
+        result = replace(result, summary=replace(result.summary, run=counts))
         call("commit state", _make_current, folder, generation, result.summary)
     return result, registry
 

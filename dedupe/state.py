@@ -858,7 +858,12 @@ def load_generation(current: Path, config: Config) -> History:
 
 
 def commit(
-    state: Path, history: History, update: Update, config: Config, run_from: History | None = None, make_current: bool = True
+    state: Path,
+    history: History,
+    update: Update,
+    config: Config,
+    run_from: History | None = None,
+    make_current: bool = True,
 ) -> Path:
     """Write the next generation beside the current one and make it current with one rename.
     What it writes follows the batch: the growing tables' new part, and a part per keyed table

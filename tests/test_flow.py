@@ -89,7 +89,8 @@ def test_a_run_in_chunks_shows_each_chunk_and_writes_the_same_outputs(
     assert "chunk 2: records 101 to 200" in output and "chunk 3, the last" in output
     assert output.count("Finished in state Completed()") > 3 * 16  # the stages of three chunks, as tasks
     for name in ("articles", "stories", "pairs"):
-        assert pl.read_parquet(tmp_path / f"{name}.parquet").equals(pl.read_parquet(unchunked / f"{name}.parquet")), name
+        chunked = pl.read_parquet(tmp_path / f"{name}.parquet")
+        assert chunked.equals(pl.read_parquet(unchunked / f"{name}.parquet")), name
 
 
 def test_nothing_readable_exits_non_zero_with_a_clear_message(tmp_path: Path, prefect_home: Path) -> None:

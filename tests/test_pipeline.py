@@ -34,7 +34,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(["a", "b", "a~2", "a~2~2", None]), min_size=1, max_size=30), st.integers(1, 7))
-def test_reading_in_chunks_gives_the_ids_and_notes_of_one_read(tmp_path: Path, ids: list[str | None], size: int) -> None:
+def test_reading_in_chunks_gives_the_ids_and_notes_of_one_read(
+    tmp_path: Path, ids: list[str | None], size: int
+) -> None:
     """Repeated ids across chunk boundaries (and input ids that look like renamed ones) come out
     as one read numbers them; so do rejected lines."""
     lines = [json.dumps({"id": i, "title": f"title {n}"}) if i else "{broken" for n, i in enumerate(ids)]
@@ -62,7 +64,8 @@ def _slice_of_real_data(folder: Path) -> list[Path]:
     headlines.head(150).write_csv(folder / "one" / "headlines.csv")
     headlines.slice(150, 200).write_csv(folder / "two" / "headlines.csv")
     (folder / "three").mkdir()
-    headlines.slice(350).write_csv(folder / "three" / "aa.csv")  # new, then records seen before: the last chunk adds nothing
+    # new records, then records seen before: the last chunk adds nothing
+    headlines.slice(350).write_csv(folder / "three" / "aa.csv")
     (folder / "three" / "zz.jsonl").write_text("\n".join(aeb[0::3]))
     return [folder / "one", folder / "two", folder / "three"]
 
@@ -91,7 +94,8 @@ def test_a_run_in_chunks_gives_the_outputs_of_one_update(tmp_path: Path, size: i
         for batch in batches:
             pipeline.run_on_state([batch], out, out / "state", config, warn=lambda _: None)
             results[chunk].append(_outputs(out))
-        assert [path.name for path in (out / "state" / "generations").iterdir()] == [(out / "state" / "current").resolve().name]
+        generations = [path.name for path in (out / "state" / "generations").iterdir()]
+        assert generations == [(out / "state" / "current").resolve().name]
     for unchunked, chunked in zip(results[0], results[size], strict=True):
         for name, table in unchunked.items():
             assert chunked[name].equals(table), name
