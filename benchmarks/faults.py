@@ -14,7 +14,8 @@ outputs in `--out`, and the case's own check finds nothing. To add a case, appen
 CASES: a function that writes its input files under a folder, what it expects, and, if it is not
 a plain run of the pipeline, how to run it (`Case.run`).
 Two cases are about the state, not bad input: `killed-at-stage` SIGKILLs a second batch as each
-step of `pipeline.run_on_state` is about to start, `two-at-once` starts runs on one state while
+step of `pipeline.run_on_state` is about to start (`killed-in-chunks`: each step of each chunk
+of a run in chunks), `two-at-once` starts runs on one state while
 another holds it; both run the pipeline in children (`--on-state`) stage by stage.
 tests/test_faults.py runs every case too.
 """
@@ -398,7 +399,7 @@ def two_batches(folder: Path) -> list[Path]:
     return [folder / "batch-1", folder / "batch-2"]
 
 
-def run_announcing_stages(out: Path, folder: Path, paths: list[Path], wait: bool) -> None:
+def run_announcing_stages(out: Path, folder: Path, paths: list[Path], wait: bool, chunk: int = 0) -> None:
     """`pipeline.run_on_state` in a child process that prints each step's name and runs it only
     once its parent answers a line on stdin: the parent kills it at a step it chose, not wherever
     a timer lands."""
@@ -410,7 +411,7 @@ def run_announcing_stages(out: Path, folder: Path, paths: list[Path], wait: bool
 
     say = partial(print, flush=True)
     try:
-        pipeline.run_on_state(paths, out, folder, Config(), wait, announced, log=say, warn=say)
+        pipeline.run_on_state(paths, out, folder, Config(chunk_records=chunk), wait, announced, log=say, warn=say)
     except StateError as error:
         say(f"error: {error}")
         sys.exit(1)
@@ -419,16 +420,18 @@ def run_announcing_stages(out: Path, folder: Path, paths: list[Path], wait: bool
 class StagedRun:
     """A run on a state in a child process (`run_announcing_stages`), step by step at our pace."""
 
-    def __init__(self, out: Path, folder: Path, paths: list[Path], wait: bool = True) -> None:
-        command = [sys.executable, __file__, "--on-state", str(out), str(folder), *map(str, paths)]
+    def __init__(self, out: Path, folder: Path, paths: list[Path], wait: bool = True, chunk: int = 0) -> None:
+        command = [sys.executable, __file__, "--on-state", str(out), str(folder), *map(str, paths), "--chunk-records", str(chunk)]
         self.process = subprocess.Popen(command + ([] if wait else ["--no-wait"]), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []
+        self.steps: list[str] = []
         self.paused = False
 
-    def until(self, stage: str | None = None, text: str | None = None) -> bool:
-        """Let the run go on until it announces `stage` (not yet run) or prints `text`; False
-        if it ended first."""
+    def until(self, stage: str | None = None, text: str | None = None, occurrence: int = 1) -> bool:
+        """Let the run go on until it announces `stage` (not yet run) for the `occurrence`-th
+        time (a run in chunks runs most steps once per chunk) or prints `text`; False if it
+        ended first."""
         assert self.process.stdout is not None
         if self.paused:
             self._go_on()
@@ -437,7 +440,8 @@ class StagedRun:
             if text is not None and text in line:
                 return True
             if line.startswith(ANNOUNCED):
-                if line.removeprefix(ANNOUNCED).strip() == stage:
+                self.steps.append(line.removeprefix(ANNOUNCED).strip())
+                if self.steps[-1] == stage and self.steps.count(stage) == occurrence:
                     self.paused = True
                     return True
                 self._go_on()
@@ -465,8 +469,8 @@ class StagedRun:
         return "".join(self.output)
 
 
-def run_directly(paths: list[Path], out: Path) -> None:
-    pipeline.run_on_state(paths, out, out / "state", Config(), warn=lambda _: None)
+def run_directly(paths: list[Path], out: Path, chunk: int = 0) -> None:
+    pipeline.run_on_state(paths, out, out / "state", Config(chunk_records=chunk), warn=lambda _: None)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -516,45 +520,67 @@ def differing_outputs(out: Path, reference: Path, compare_bytes: bool = True) ->
     return problems
 
 
-def killed_at_each_stage(folder: Path, paths: list[Path], config: Config) -> Path:
+def killed_at_each_stage(folder: Path, paths: list[Path], config: Config, chunk: int = 0) -> Path:
     """Batch 1 makes a state; batch 2 is run in a child killed (SIGKILL) as each step is about to
     start. After each kill, OUT and the state are byte for byte as before (the lock file aside,
     which keeps the dead run's pid until the next run), except a kill before publishing, which
     leaves the run committed and OUT as before; the rerun gives the outputs of an undisturbed
-    run of both batches, byte for byte."""
+    run of both batches, byte for byte. With `chunk`, batch 2 runs in chunks of that many
+    records and is killed at each step of each chunk: the generations committed for earlier
+    chunks are left beside the current one, never made current, and the next run removes them."""
     out = folder / "run" / "out"
     first, second = paths
-    run_directly([first], out)
+    run_directly([first], out, chunk)
     problems = []
     with tempfile.TemporaryDirectory(prefix="faults-killed-") as scratch:
         reference, pristine = Path(scratch) / "reference", Path(scratch) / "pristine"
-        run_directly([first], reference)
-        run_directly([second], reference)
+        run_directly([first], reference, chunk)
+        shutil.copytree(reference, pristine, symlinks=True)
+        undisturbed = StagedRun(pristine, pristine / "state", [second], chunk=chunk)
+        undisturbed.finish()
+        shutil.rmtree(pristine)
+        run_directly([second], reference, chunk)
+        steps = [(step, undisturbed.steps[: n + 1].count(step)) for n, step in enumerate(undisturbed.steps)]
+        if not chunk and [step for step, _ in steps] != list(KILL_POINTS):
+            problems.append(f"the run's steps are {[step for step, _ in steps]}, not {list(KILL_POINTS)}")
         shutil.copytree(out, pristine, symlinks=True)
-        for stage in KILL_POINTS:
+        current = os.readlink(out / "state" / "current")
+        for stage, occurrence in steps:
+            where = f"{stage} ({occurrence})" if chunk else stage
             shutil.rmtree(out)
             shutil.copytree(pristine, out, symlinks=True)
             before = file_hashes(out)
-            killed = StagedRun(out, out / "state", [second])
-            if not killed.until(stage):
-                problems.append(f"{stage}: the run ended before it: {killed.text[-300:]}")
+            killed = StagedRun(out, out / "state", [second], chunk=chunk)
+            if not killed.until(stage, occurrence=occurrence):
+                problems.append(f"{where}: the run ended before it: {killed.text[-300:]}")
                 continue
             killed.kill()
             after = file_hashes(out)
             lock = (out / "state" / "lock").read_text()
             if lock not in ("", f"pid {killed.process.pid}\n"):
-                problems.append(f"{stage}: the lock file says {lock!r}")
+                problems.append(f"{where}: the lock file says {lock!r}")
             if stage == "publish outputs":  # committed already: OUT alone must be as before
                 before, after = outside_state(before), outside_state(after)
-            changed = [name for name in differences(before, after) if name != "state/lock"]
+            unused = f"state/{Path(current).parent}/"  # generations a killed run in chunks left unused
+            changed = [name for name in differences(before, after)
+                       if name != "state/lock" and not (name.startswith(unused) and name not in before)]
             if changed:
-                problems.append(f"killed at {stage}: changed {', '.join(changed[:5])}")
-            run_directly([second], out)
+                problems.append(f"killed at {where}: changed {', '.join(changed[:5])}")
+            if stage != "publish outputs" and os.readlink(out / "state" / "current") != current:
+                problems.append(f"killed at {where}: current moved")
+            run_directly([second], out, chunk)
             rerun = [*differing_outputs(out, reference), *differing_state(out / "state", reference / "state")]
-            problems += [f"rerun after a kill at {stage}: {problem}" for problem in rerun]
+            if chunk and len(list((out / "state" / "generations").iterdir())) != 1:
+                rerun.append("generations other than the current one were left")
+            problems += [f"rerun after a kill at {where}: {problem}" for problem in rerun]
     if problems:
         raise RuntimeError("; ".join(problems))
     return out
+
+
+def killed_in_chunks(folder: Path, paths: list[Path], config: Config) -> Path:
+    """`killed_at_each_stage` with batch 2 (91 records) in chunks of 40."""
+    return killed_at_each_stage(folder, paths, config, chunk=40)
 
 
 def two_runs_at_once(folder: Path, paths: list[Path], config: Config) -> Path:
@@ -635,6 +661,8 @@ CASES = [
          4, 1, expect_reasons("feed.jsonl:4: malformed JSON line"), slow=True, run=run_losing_the_prefect_api),
     Case("killed-at-stage", f"a second batch SIGKILLed at each of {len(KILL_POINTS)} steps, then rerun",
          two_batches, 181, 1, expect_reasons("aeb.jsonl:41: malformed JSON line"), run=killed_at_each_stage),
+    Case("killed-in-chunks", "the same, batch 2 in 3 chunks, killed at each step of each chunk",
+         two_batches, 181, 1, expect_reasons("aeb.jsonl:41: malformed JSON line"), run=killed_in_chunks),
     Case("two-at-once", "two runs of a batch on one state while a third holds it, with and without wait",
          two_batches, 181, 1, expect_reasons("aeb.jsonl:41: malformed JSON line"), run=two_runs_at_once),
 ]
@@ -782,6 +810,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("CASE", "FOLDER"), help=argparse.SUPPRESS)
     parser.add_argument("--on-state", nargs="+", metavar="OUT STATE PATH", help=argparse.SUPPRESS)
     parser.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-records", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, folder = args.child
@@ -789,7 +818,7 @@ def main() -> None:
         return
     if args.on_state:
         out, folder, *paths = map(Path, args.on_state)
-        run_announcing_stages(out, folder, paths, wait=not args.no_wait)
+        run_announcing_stages(out, folder, paths, wait=not args.no_wait, chunk=args.chunk_records)
         return
     if args.read_memory:
         read_memory(args.read_memory)

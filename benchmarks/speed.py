@@ -6,7 +6,10 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
+    python benchmarks/speed.py scaling --sizes 10000 100000 --workers 1 --chunk 100000 --unchunked-at 100000 [--flow]
+                                                      # runs on a state in chunks, read to write, beside unchunked
     python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
+    python benchmarks/speed.py history --generation STATE/generations/N  # what loading a state takes, table by table
     python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
 
@@ -128,7 +131,12 @@ def _codes(words: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_corpus(folder: Path, docs: int, duplicates: float, seed: int, data: Path = DATA) -> Path:
-    """Write `docs` articles as Parquet parts in `folder` and their true groups to labels.parquet."""
+    """Write `docs` articles as Parquet parts in `folder` and their true groups to labels.parquet;
+    a folder already built with the same arguments is used as it is (1M documents take ~7 minutes)."""
+    made = {"docs": docs, "duplicates": duplicates, "seed": seed, "data": str(data)}
+    marker = folder / "corpus.json"
+    if marker.exists() and json.loads(marker.read_text()) == made:
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     chain = bigram_chain(data)
@@ -142,6 +150,7 @@ def build_corpus(folder: Path, docs: int, duplicates: float, seed: int, data: Pa
         frame.write_parquet(folder / f"part-{part:04}.parquet")
         labels.append(frame.select("id", cluster=pl.Series([f"o{c}" for c in copy_of[rows]])))
     pl.concat(labels).write_parquet(folder / "labels.parquet.truth")
+    marker.write_text(json.dumps(made))
     return folder
 
 
@@ -295,40 +304,56 @@ class _timer:
 # --- the pipeline -------------------------------------------------------------------------------
 
 
-def run_pipeline(corpus: Path, flow: bool, workers: int = 0) -> dict[str, object]:
+def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None = None) -> dict[str, object]:
     """One run over the corpus (Prefect flow with writing, or the plain pipeline) with the
     per-record stages on `workers` processes (`Config.workers`), as JSON-able figures. Peak
-    memory is that of the process tree (the workers included)."""
+    memory is that of the process tree (the workers included). With `chunk` (`Config.chunk_records`,
+    0: all at once) and no flow, the run is `pipeline.run_on_state` on a new state, with writing:
+    the flow's sequence without Prefect. The flow and the state runs are timed read to write."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
-    config = Config(workers=workers)
+    config = Config(workers=workers) if chunk is None else Config(workers=workers, chunk_records=chunk)
     memory = TreeMemory()
     started = time.perf_counter()
-    if flow:
-        os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
-        from dedupe.__main__ import PREFECT_DEFAULTS
-
-        for name, value in PREFECT_DEFAULTS.items():
-            os.environ.setdefault(name, value)
-        from flows.pipeline import dedupe_flow
-
-        with tempfile.TemporaryDirectory() as out:
-            summary = dedupe_flow(paths=[str(p) for p in parts], out=out, config=config)
-        articles = None
+    articles = None
+    if flow or chunk is not None:
+        with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
+            if flow:
+                summary = _flow_run(parts, out, config)
+            else:
+                summary = pipeline.run_on_state(parts, Path(out), Path(out) / "state", config)[0].summary
+            wall = time.perf_counter() - started
+            published = [pl.read_parquet(Path(out) / f"{name}.parquet") for name in ("articles", "stories", "pairs")]
+            output_digest = _digest(*published)
+            articles = published[0]
+            del published
     else:
         result = pipeline.run(parts, config)
         summary, articles = result.summary, result.articles
-    wall = time.perf_counter() - started
+        wall = time.perf_counter() - started
+        output_digest = _digest(articles, result.stories, result.pairs)
     memory.stop()
     figures: dict[str, object] = {"docs": docs, "wall_s": wall, "peak_gib": max(peak_memory_gib(), memory.overall / 2**30)}
     figures["stages"] = summary.timings
-    figures["candidates_per_doc"] = summary.candidates["duplicate"] / docs
+    figures["candidates_per_doc"] = summary.candidates.get("duplicate", 0) / docs
+    figures["output_digest"] = output_digest
     if articles is not None:
-        figures["output_digest"] = _digest(articles, result.stories, result.pairs)
         truth = pl.read_parquet(corpus / "labels.parquet.truth")
         scores = evaluate(articles.select(id="article_id", cluster="duplicate_group"), truth)
         figures["duplicates_ari"], figures["duplicates_b3_f1"] = scores.ari, scores.bcubed_f1
     return figures
+
+
+def _flow_run(parts: list[Path], out: str, config: Config) -> object:
+    """The Prefect flow, as `python -m dedupe run` starts it (its Prefect defaults)."""
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+    from dedupe.__main__ import PREFECT_DEFAULTS
+
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from flows.pipeline import dedupe_flow
+
+    return dedupe_flow(paths=[str(p) for p in parts], out=out, config=config)
 
 
 def _digest(*frames: pl.DataFrame) -> str:
@@ -346,10 +371,11 @@ def show_pipeline(figures: dict[str, object]) -> None:
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
 
 
-def profile(corpus: Path, workers: int) -> None:
+def profile(corpus: Path, workers: int, chunk: int | None = None) -> None:
     """One plain run, stage by stage: seconds, the peak resident memory of the process tree
     during the stage and after it, and the bytes per document of what the stage returns (the
-    big frames column by column): where a run's time and bytes go."""
+    big frames column by column): where a run's time and bytes go. With `chunk`, a run on a new
+    state in chunks of that many records (`pipeline.run_on_state`), each step of each chunk."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
@@ -365,7 +391,11 @@ def profile(corpus: Path, workers: int) -> None:
         return result
 
     started = time.perf_counter()
-    pipeline.run(parts, Config(workers=workers), call=recorded)
+    if chunk is None:
+        pipeline.run(parts, Config(workers=workers), call=recorded)
+    else:
+        with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
+            pipeline.run_on_state(parts, Path(out), Path(out) / "state", Config(workers=workers, chunk_records=chunk), call=recorded)
     wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
@@ -388,35 +418,46 @@ def _bytes_of(result: object, prefix: str = "") -> dict[str, int]:
     return {}
 
 
-def in_fresh_process(corpus: Path, flow: bool, workers: int) -> dict[str, object]:
+def in_fresh_process(corpus: Path, flow: bool, workers: int, chunk: int | None = None) -> dict[str, object]:
     """The pipeline in its own process, so that its peak memory is its own."""
     command = [sys.executable, __file__, "pipeline", "--corpus", str(corpus), "--workers", str(workers), "--json"] + (["--flow"] if flow else [])
+    command += ["--chunk", str(chunk)] if chunk is not None else []
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool, workers: int) -> None:
+def scaling(
+    sizes: list[int], duplicates: float, workdir: Path, flow: bool, workers: int, chunk: int | None = None,
+    unchunked_at: list[int] | None = None,
+) -> None:
     """Each size in fresh processes: with `workers` worker processes, then (when that is more
-    than one) in one process, the peer, right after it on the same corpus."""
-    print(f"{'docs':>10}{'workers':>8}{'wall s':>10}{'docs/s':>10}{'peak GiB':>10}{'candidates/doc':>16}  slowest stages")
+    than one) in one process, the peer, right after it on the same corpus. With `chunk` the runs
+    go through the state in chunks of that many records (`Config.chunk_records`), read to write;
+    at the sizes in `unchunked_at` the same run unchunked (chunk 0) follows, for the ratio."""
+    print(f"{'docs':>10}{'workers':>8}{'chunk':>9}{'wall s':>10}{'docs/s':>10}{'peak GiB':>10}{'candidates/doc':>16}  slowest stages")
     previous: tuple[int, float, dict[str, float]] | None = None
     for size in sizes:
         corpus = build_corpus(workdir / f"corpus-{size}", size, duplicates, seed=size)
         load = os.getloadavg()[0]
-        figures = in_fresh_process(corpus, flow, workers)
-        if workers != 1:
-            peer = in_fresh_process(corpus, flow, 1)
-            print(f"{size:>10,}{1:>8}{peer['wall_s']:>10.1f}{size / peer['wall_s']:>10,.0f}{peer['peak_gib']:>10.2f}"
-                  f"  (the in-process peer; with workers {peer['wall_s'] / figures['wall_s']:.2f}x its speed; "
+        figures = in_fresh_process(corpus, flow, workers, chunk)
+        peers = [(1, chunk, "the in-process peer")] if workers != 1 else []
+        peers += [(workers, 0, "unchunked")] if chunk and size in (unchunked_at or []) else []
+        for peer_workers, peer_chunk, what in peers:
+            peer = in_fresh_process(corpus, flow, peer_workers, peer_chunk)
+            print(f"{size:>10,}{peer_workers or 'all':>8}{_chunk_name(peer_chunk):>9}{peer['wall_s']:>10.1f}"
+                  f"{size / peer['wall_s']:>10,.0f}{peer['peak_gib']:>10.2f}"
+                  f"  ({what}; the run above takes {figures['wall_s'] / peer['wall_s']:.2f}x its time and "
+                  f"{figures['peak_gib'] / peer['peak_gib']:.2f}x its peak memory; "
                   f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}; the same articles, stories and pairs: "
                   f"{peer.get('output_digest') == figures.get('output_digest')})", flush=True)
             print(f"{'':>18}docs/s per stage: "
                   + ", ".join(f"{name} {size / max(seconds, 1e-9):,.0f}" for name, seconds in peer["stages"].items()), flush=True)
         rate = size / figures["wall_s"]
-        slowest = sorted(figures["stages"].items(), key=lambda item: -item[1])[:3]
-        print(f"{size:>10,}{workers or 'all':>8}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
+        slowest = sorted(figures["stages"].items(), key=lambda item: -item[1])[:4]
+        print(f"{size:>10,}{workers or 'all':>8}{_chunk_name(chunk):>9}{figures['wall_s']:>10.1f}{rate:>10,.0f}{figures['peak_gib']:>10.2f}"
               f"{figures.get('candidates_per_doc', float('nan')):>16.2f}  "
-              + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest), flush=True)
+              + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest)
+              + f" (load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
         print(f"{'':>10}docs/s per stage: "
               + ", ".join(f"{name} {size / max(seconds, 1e-9):,.0f}" for name, seconds in figures["stages"].items()), flush=True)
         if previous:  # time ~ docs^k: k = 1 is linear
@@ -426,9 +467,33 @@ def scaling(sizes: list[int], duplicates: float, workdir: Path, flow: bool, work
         previous = (size, figures["wall_s"], figures["stages"])
 
 
+def _chunk_name(chunk: int | None) -> str:
+    """How a run's records were taken: 'run' (`pipeline.run`), 'all' (state, unchunked) or the size."""
+    return "run" if chunk is None else "all" if chunk == 0 else f"{chunk:,}"
+
+
 def _stage_exponents(before: dict[str, float], after: dict[str, float], growth: float) -> str:
     slow = [name for name, seconds in after.items() if seconds >= 1.0]
     return ", ".join(f"{name} {np.log(after[name] / max(before[name], 1e-3)) / np.log(growth):.2f}" for name in slow)
+
+
+def history_size(generation: Path) -> None:
+    """What a run (or a run's next chunk) loads from a state generation: seconds, resident
+    memory, and each table's rows and bytes, largest first."""
+    from dataclasses import fields
+
+    from dedupe import state
+
+    before = _rss_bytes(os.getpid())
+    started = time.perf_counter()
+    history = state.load_generation(generation.resolve(), Config())
+    seconds, after = time.perf_counter() - started, _rss_bytes(os.getpid())
+    tables = {f.name: getattr(history, f.name) for f in fields(history) if isinstance(getattr(history, f.name), pl.DataFrame)}
+    total = sum(table.estimated_size() for table in tables.values())
+    print(f"{generation}: {history.records.height:,} records, loaded in {seconds:.1f} s, {total / 2**30:.2f} GiB of frames, "
+          f"resident {before / 2**30:.2f} -> {after / 2**30:.2f} GiB")
+    for name, table in sorted(tables.items(), key=lambda item: -item[1].estimated_size())[:10]:
+        print(f"  {name:<20}{table.height:>13,} rows{table.estimated_size() / 2**20:>9,.0f} MiB")
 
 
 # --- where duplicate candidates come from -------------------------------------------------------
@@ -668,7 +733,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale"])
+    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history"])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
@@ -678,6 +743,9 @@ def main() -> None:
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
     parser.add_argument("--rounds", type=int, default=3, help="seeds: interleaved rounds")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (Config.workers; scale: Dask workers); 1: in process")
+    parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
+    parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
+    parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = Config()
@@ -690,17 +758,19 @@ def main() -> None:
     if args.what in ("smoke", "pipeline"):
         docs = 2_000 if args.what == "smoke" else args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        figures = run_pipeline(corpus, args.flow, args.workers)
+        figures = run_pipeline(corpus, args.flow, args.workers, args.chunk)
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
     if args.what == "profile":
-        profile(args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs), args.workers)
+        profile(args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs), args.workers, args.chunk)
     if args.what == "scaling":
-        scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers)
+        scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":
         for size in args.sizes:
             candidate_buckets(build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size), [200, 50, 20])
     if args.what == "seeds":
         seeds_run(args.rounds)
+    if args.what == "history":
+        history_size(args.generation)
     if args.what == "scale":
         scale(args.docs, args.duplicates, args.workdir, args.workers)
 

@@ -133,6 +133,15 @@ class Config:
     process: `python benchmarks/speed.py scaling --workers 2`, benchmarks/README.md). On a
     machine with a free core, try `--workers 0`."""
 
+    chunk_records: int = 100_000
+    """A run reads and matches its new records in chunks of at most this many (0: all at once),
+    each committed on top of the last as one update (`pipeline.run_on_state`), so that it holds
+    one chunk of records at a time (what it keeps of the history still grows with it: 1M
+    records did not fit in 15 GB, benchmarks/README.md). The outputs are the
+    same for any size (tests/test_pipeline.py). 100k: inputs up to it run as one chunk, and on
+    the speed corpus 4 chunks of 25k took 1.07x the time of one run of 100k for the same peak
+    memory (benchmarks/README.md, *Chunked runs and 1M*)."""
+
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
     """Largest stories listed in report.md and in the printed summary."""
@@ -140,6 +149,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.story_model not in STORY_MODELS:
             raise ValueError(f"story_model={self.story_model!r}: expected one of {', '.join(STORY_MODELS)}")
+        if self.chunk_records < 0:
+            raise ValueError(f"chunk_records={self.chunk_records}: expected a number of records, or 0 (all at once)")
         if self.workers < 0:
             raise ValueError(f"workers={self.workers}: expected 1 (this process), more, or 0 (one per core)")
         if not 0 < self.story_semantic_similarity <= 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ def _timed(call: Call, timings: dict[str, float]) -> Call:
         started = time.perf_counter()
         result = call(name, function, *args)
         shards.release_free_memory()
-        timings[name] = time.perf_counter() - started
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started  # summed over a run's chunks
         return result
 
     return stage
@@ -143,13 +143,40 @@ def update(
 
     batch = stage("changed files", state.changed_files, list(paths), history)
     records_read = stage("read", read.read_found, batch.found, config)
+    return _update(batch, records_read, history, config, run_at, stage, timings, log, Earlier(history))
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What the earlier chunks of a run read and added: the counts and story ids of each chunk
+    are those of the whole run so far, so the last chunk's are the run's."""
+
+    history: state.History  # as the run found it: story ids pass on from its stories
+    records_in: int = 0
+    new: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"article_id": pl.String}))
+    candidates: tuple[int, int] = (0, 0)  # duplicate and story candidate pairs, summed over the chunks
+
+
+def _update(
+    batch: state.Batch,
+    records_read: pl.DataFrame,
+    history: state.History,
+    config: Config,
+    run_at: datetime,
+    stage: Call,
+    timings: dict[str, float],
+    log: Callable[[str], None],
+    earlier: Earlier,
+) -> tuple[Result, state.Update | None]:
+    """`update` from the records read on; `history` holds the earlier chunks of the run."""
     fresh = stage("new records", state.new_records, records_read, history)
     log(
         f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): "
         f"{records_read.height} records, {fresh.height} new, {records_read.height - fresh.height} seen before"
     )
+    records_in = earlier.records_in + records_read.height
     if fresh.height == 0:
-        summary = _unchanged(history, batch, records_read, timings, config)
+        summary = _unchanged(history, batch, records_in, timings, config)
         return Result(history.articles, history.stories, history.pairs, summary), None
     normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
@@ -180,16 +207,19 @@ def update(
     else:
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
         story_index = {}
-    story_ids = stage("stable story ids", state.stable_story_ids, groups, history, run_at)
+    story_ids = stage("stable story ids", state.stable_story_ids, groups, earlier.history, run_at)
     articles, texts = stage("assemble", _assemble_light, cleaned, story_ids.groups, cleaned_again, history)
     story_table, central = stage("build stories", state.build_changed_stories, articles, history)
-    counts = state.run_counts(batch, records_read.height, records, articles, story_table, story_ids, history)
+    new = pl.concat([earlier.new, records.select("article_id")])
+    counts = state.run_counts(batch, records_in, new, articles, story_table, story_ids, earlier.history)
     log(
         f"{story_table.height} stories: {counts['stories_opened']} opened, {counts['stories_updated']} updated, "
         f"{counts['stories_merged']} merged into older ones"
     )
     pairs = write.concat_pairs(duplicate_pairs, story_pairs)
-    candidates = {"duplicate": matched.candidates.height, "story": story_candidates}
+    candidates = {
+        "duplicate": earlier.candidates[0] + matched.candidates.height, "story": earlier.candidates[1] + story_candidates
+    }
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     summary = replace(summary, run=counts)
     added = state.Update(
@@ -240,12 +270,12 @@ def _cluster_stories(
 
 
 def _unchanged(
-    history: state.History, batch: state.Batch, records_read: pl.DataFrame, timings: dict[str, float], config: Config
+    history: state.History, batch: state.Batch, records_in: int, timings: dict[str, float], config: Config
 ) -> write.Summary:
     """The last run's summary with this run's counts: nothing new."""
     counts = dict.fromkeys(state.RUN_COUNTS, 0) | {
         "files_read": len(batch.found), "files_unchanged": batch.unchanged,
-        "records_in": records_read.height, "already_seen": records_read.height,
+        "records_in": records_in, "already_seen": records_in,
     }
     summary = write.summarize(history.articles, history.stories, history.pairs, {}, timings, config.top_stories)
     return replace(summary, run=counts)
@@ -263,13 +293,79 @@ def run_on_state(
 ) -> tuple[Result, pl.DataFrame]:
     """`update` on the history in `folder` under its lock, committed (when anything was new) and
     published to `out`: (the result, the story registry). The flow runs this with tasks; a run
-    that loses its Prefect API runs it again directly, and finds committed work already done."""
+    that loses its Prefect API runs it again directly, and finds committed work already done.
+
+    The records are read and matched in chunks of at most `config.chunk_records` (`read.Chunks`),
+    so that the records held are a chunk's, not the input's: each chunk is an update of the generation
+    the last one committed, and only the last chunk's generation is made current (one rename),
+    so a run killed half-way leaves the state as it was. Chunks give the outputs of one update
+    over all the records (tests/test_pipeline.py): it is the same machinery as runs one after
+    another, with the story ids and counts taken against the history the run started from."""
     with state.locked(folder, wait=wait, notify=warn):
         history = call("load state", state.load, folder, config)
-        result, added = update(paths, history, config, datetime.now(UTC), call, log)
-        if added is None:
+        result, registry = _update_in_chunks(paths, folder, history, config, datetime.now(UTC), call, log)
+        if registry is None:
             log(f"nothing new in {', '.join(map(str, paths))}: state {folder} and outputs unchanged")
-        else:
-            call("commit state", state.commit, folder, history, added, config)
         call("publish outputs", state.publish, folder, out)
-    return result, added.registry if added else history.registry
+    return result, history.registry if registry is None else registry
+
+
+def _update_in_chunks(
+    paths: Sequence[str | Path],
+    folder: Path,
+    history: state.History,
+    config: Config,
+    run_at: datetime,
+    call: Call,
+    log: Callable[[str], None],
+) -> tuple[Result, pl.DataFrame | None]:
+    """`update` chunk by chunk, each committed on top of the last; the last committed
+    generation made current. The result of the last chunk that added records and the story
+    registry after it (None: nothing was new). A chunk's frames are let go before the next
+    is read: what is held between chunks is the committed generation's light tables."""
+    timings: dict[str, float] = {}
+    stage = _timed(shards.on_cores(call, config), timings)
+    batch = stage("changed files", state.changed_files, list(paths), history)
+    chunks = read.Chunks(batch.found, config, config.chunk_records)
+    earlier, chain = Earlier(history), history
+    done: tuple[Result, pl.DataFrame, Path] | None = None
+    last = last_committed = False
+    number = 0
+    while not last:
+        number += 1
+        records_read, last = stage("read", chunks.next)
+        if number > 1 or not last:
+            log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
+                f"{earlier.records_in + records_read.height:,} of the input")
+        result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier)
+        records_in = earlier.records_in + records_read.height
+        del records_read
+        if added is None:
+            earlier = replace(earlier, records_in=records_in)
+            continue
+        run_from = None if chain is history else history
+        generation = call("commit state", state.commit, folder, chain, added, config, run_from, last)
+        done, last_committed = (result, added.registry, generation), last
+        new = pl.concat([earlier.new, added.records.select("article_id")])
+        del added, chain  # the chunk's texts and the last generation's tables
+        if not last:
+            chain = call("load state", state.load_generation, generation, config)
+            candidates = (result.summary.candidates["duplicate"], result.summary.candidates["story"])
+            earlier = replace(earlier, records_in=records_in, new=new, candidates=candidates)
+    if done is None:
+        return result, None
+    result, registry, generation = done
+    if not last_committed:  # the last chunks had nothing new: the one before them is the run's last generation
+        run = result.summary.run
+        seen = run["already_seen"] + earlier.records_in - run["records_in"]
+        counts = run | {"records_in": earlier.records_in, "already_seen": seen}
+        result = replace(result, summary=replace(result.summary, run=counts))
+        call("commit state", _make_current, folder, generation, result.summary)
+    return result, registry
+
+
+def _make_current(folder: Path, generation: Path, summary: write.Summary) -> None:
+    """Make a run's last committed generation current, its run's counts and report those of
+    the whole run (the chunks after it read records seen before)."""
+    state.amend_run(generation, summary.run, write.render_report(summary))
+    state.make_current_generation(folder, generation)

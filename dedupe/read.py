@@ -76,16 +76,55 @@ def read_found(found: Iterable[tuple[Path, str]], config: Config = Config()) -> 
 def read_files(found: Iterable[tuple[Path, str]], config: Config = Config()) -> pl.DataFrame:  # noqa: B008 (frozen)
     """The records of the files in order, ids not yet made unique: sharded reads concatenate
     these and make ids unique once over all of them (`unique_ids` numbers repeats in order)."""
-    chunks: list[pl.DataFrame] = []
+    frames = [frame for frame, _ in _frames(found, config)]
+    return pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=READ)  # no copy of all the text
+
+
+class Chunks:
+    """`read_found` in frames of at most `size` records (0: one frame), read as they are asked
+    for, so that a run over a big input never holds all of its raw text. Ids are made unique
+    over everything read so far (`unique_ids` on the ids before, which later records never
+    change), so the frames put together are `read_found`'s frame: same rows, ids and notes."""
+
+    def __init__(self, found: Iterable[tuple[Path, str]], config: Config, size: int) -> None:
+        self._frames = _frames(found, config, size or None)
+        self._earlier = pl.DataFrame(schema={name: READ[name] for name in _ID_COLUMNS})
+
+    def next(self) -> tuple[pl.DataFrame, bool]:
+        """(the next frame, whether it is the last); an empty last frame for no input."""
+        frame, last = next(self._frames, (pl.DataFrame(schema=READ), True))
+        ids = frame.select(_ID_COLUMNS)
+        both = unique_ids(pl.concat([self._earlier, ids]))
+        made = both.slice(self._earlier.height)
+        self._earlier = pl.concat([self._earlier, ids.with_columns(note=pl.lit(None, pl.String))])
+        frame = frame.with_columns(article_id=made["article_id"], note=made["note"])
+        return check(frame, READ, "read"), last
+
+
+_ID_COLUMNS = ["article_id", "source_file", "line", "note"]
+"""What `unique_ids` reads: the ids of earlier chunks, with notes left empty, decide a chunk's."""
+
+
+def _frames(
+    found: Iterable[tuple[Path, str]], config: Config, size: int | None = None
+) -> Iterator[tuple[pl.DataFrame, bool]]:
+    """(frame, whether it is the last) over the records of the files in order, in frames of at
+    most `size` rows (None: one frame), each made of pieces of _CHUNK_ROWS rows. A frame is
+    read when it is asked for; one record ahead tells the last frame apart."""
+    records = (row for path, key in found for row in read_file(path, key, config))
+    pieces: list[pl.DataFrame] = []
     rows: list[dict[str, Any]] = []
-    for path, key in found:
-        for row in read_file(path, key, config):
-            rows.append(row)
-            if len(rows) == _CHUNK_ROWS:
-                chunks.append(pl.DataFrame(rows, schema=READ, orient="row"))
-                rows = []
-    chunks.append(pl.DataFrame(rows, schema=READ, orient="row") if rows else pl.DataFrame(schema=READ))
-    return pl.concat(chunks, rechunk=False)  # no copy of all the text
+    held = 0
+    row = next(records, None)
+    while row is not None:
+        rows.append(row)
+        row = next(records, None)
+        if len(rows) == _CHUNK_ROWS or held + len(rows) == size or row is None:
+            pieces.append(pl.DataFrame(rows, schema=READ, orient="row"))
+            held, rows = held + len(rows), []
+            if held == size or row is None:
+                yield pl.concat(pieces, rechunk=False), row is None
+                pieces, held = [], 0
 
 
 def discover(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:

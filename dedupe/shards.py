@@ -4,7 +4,9 @@
 per-record stages are cut into shards and handed to `Plan.map` (a Prefect task runner's workers
 in flows/scale.py; the plain `map` below runs them in this process):
 
-- read: the input files in `shards` runs of files (ids are made unique once, over all of them);
+- read: the input files in `shards` runs of files (ids are made unique once, over all of them),
+  in `pipeline.update`; a run on a state (`pipeline.run_on_state`) reads its chunks in its own
+  process (`read.Chunks`), a chunk at a time;
 - normalize, first cleaning: the records in `shards` slices;
 - duplicate candidates: shingles and band keys per slice of records (the workers that make them
   also add them to the Redis index), then buckets per band partition (band % `partitions`):
@@ -206,8 +208,8 @@ def sharded_call(call: Call, plan: Plan) -> Call:
         table[read.read_found] = lambda found, config: read_found(plan, found, config)
     if plan.index is not None:
         table[state.load] = lambda folder, config: load_indexed(plan.index, folder, config)  # type: ignore[arg-type]
-        table[state.commit] = lambda folder, history, added, config: commit_indexed(
-            plan.index, folder, history, added, config  # type: ignore[arg-type]
+        table[state.commit] = lambda folder, history, added, config, *chained: commit_indexed(
+            plan.index, folder, history, added, config, *chained  # type: ignore[arg-type]
         )
 
     def run(name: str, function: Callable[..., Any], *args: object) -> Any:
@@ -448,11 +450,14 @@ def load_indexed(index: str, folder: Path, config: Config) -> state.History:
     return history
 
 
-def commit_indexed(index: str, folder: Path, history: state.History, added: state.Update, config: Config) -> Path:
-    """`state.commit`, recording in the index that the new generation's keys are there (the
-    shards added them before the commit; a run killed in between adds them again, harmlessly)."""
+def commit_indexed(
+    index: str, folder: Path, history: state.History, added: state.Update, config: Config, *chained: object
+) -> Path:
+    """`state.commit` (`chained`: its arguments for a run's later chunks), recording in the index
+    that the new generation's keys are there (the shards added them before the commit; a run
+    killed in between adds them again, harmlessly)."""
     shared = RedisIndex(index, config)
-    final = state.commit(folder, history, added, config)
+    final = state.commit(folder, history, added, config, *chained)  # type: ignore[arg-type]
     shared.mark(_state_name(folder), int(final.name))
     return final
 

@@ -138,7 +138,7 @@ PUBLISHED_COMPRESSION = "lz4"
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
 reader (polars, duckdb, pyarrow) reads it."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
-UNSTORED_SETTINGS = {"top_stories", "workers"}
+UNSTORED_SETTINGS = {"top_stories", "workers", "chunk_records"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
 
@@ -829,8 +829,13 @@ def load(state: Path, config: Config) -> History:
     (temporary or unused generations) are removed; call under `locked`."""
     current = _current(state)
     _remove_unused_generations(state, current)
-    if current is None:
-        return History()
+    return History() if current is None else load_generation(current, config)
+
+
+def load_generation(current: Path, config: Config) -> History:
+    """The history a generation holds: the current one (`load`), or one a run in chunks
+    committed for its last chunk and not yet made current (`commit`)."""
+    state = current.parent.parent
     meta = json.loads((current / "meta.json").read_text())
     if meta["format"] != FORMAT_VERSION:
         raise StateError(
@@ -871,17 +876,32 @@ def load(state: Path, config: Config) -> History:
     )
 
 
-def commit(state: Path, history: History, update: Update, config: Config) -> Path:
+def commit(
+    state: Path,
+    history: History,
+    update: Update,
+    config: Config,
+    run_from: History | None = None,
+    make_current: bool = True,
+) -> Path:
     """Write the next generation beside the current one and make it current with one rename.
     What it writes follows the batch: the growing tables' new part, and a part per keyed table
     with the rows this run changed (compacted now and then, see COMPACT_SHARE); the published
-    articles come after, in `publish`."""
+    articles come after, in `publish`.
+
+    A run in chunks commits each chunk on top of the last one's generation (`history`), made
+    current with the last chunk alone (`make_current`), so a run killed half-way leaves the
+    state as it was: `run_from` is the history the run started from. The run's changes to a
+    keyed table stay in one part, the last chunk's (the earlier chunks' parts are folded into
+    it), so that publishing finds all of them; its runs row and merges replace the last chunk's."""
     generation = history.generation + 1
     generations = state / "generations"
     temporary = generations / f".tmp-{generation:06d}-{os.getpid()}"
-    previous = _current(state)
-    if previous is not None:
-        _published_articles(previous)  # a run killed before publishing left it to do
+    previous = history.folder if run_from is not None else _current(state)
+    started = run_from.folder if run_from is not None else previous  # its articles.parquet is the published one
+    own = f"part-{history.generation:06d}.parquet" if run_from is not None else None  # the run's changes so far
+    if started is not None:
+        _published_articles(started)  # a run killed before publishing left it to do
     temporary.mkdir(parents=True)
     for name, schema in GROWING.items():
         (temporary / name).mkdir()
@@ -895,37 +915,64 @@ def commit(state: Path, history: History, update: Update, config: Config) -> Pat
         (temporary / name).mkdir()
         if previous is not None:
             for part in _parts(previous / name):
-                _link(part, temporary / name / part.name)
+                if part.name != own:
+                    _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         before, known = update.parts.get(name, (None, None))
         if name == "article_texts":
             changes = _with_deleted(rows, False)
         elif known is not None and before is getattr(history, name):
-            changes = known
+            changes = known  # story matching knows the rows it changed
         else:
             changes = _changes(rows, getattr(history, name), key)
-        if changes.height:
-            changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+        part = temporary / name / f"part-{generation:06d}.parquet"
+        earlier = previous / name / own if own is not None and previous is not None else None
+        if earlier is not None and earlier.exists() and name == "article_texts":
+            # the run's texts so far, streamed: publishing joins them by id, their order does not matter
+            kept = pl.scan_parquet(earlier).join(changes.select(key).lazy(), on=key, how="anti")
+            pl.concat([kept, changes.lazy()]).sink_parquet(part)
+        else:
+            if earlier is not None and earlier.exists():
+                changes = _folded(pl.read_parquet(earlier), changes, key)
+            if changes.height:
+                changes.write_parquet(part)
         _compact_if_grown(temporary / name, key, generation)
-    if previous is not None:
-        _link(previous / "articles.parquet", temporary / "articles.previous.parquet")
+    if started is not None:
+        _link(started / "articles.parquet", temporary / "articles.previous.parquet")
     update.stories.write_parquet(temporary / "stories.parquet")
     update.pairs.write_parquet(temporary / "pairs.parquet")
     update.registry.write_parquet(temporary / "story_registry.parquet")
     update.files.write_parquet(temporary / "files.parquet")
-    pl.concat([history.merges, update.merges]).write_parquet(temporary / "story_merges.parquet")
+    before = run_from or history
+    pl.concat([before.merges, update.merges]).write_parquet(temporary / "story_merges.parquet")
     run = pl.DataFrame([{"generation": generation, **update.run}], schema=RUNS)
-    pl.concat([history.runs, run]).write_parquet(temporary / "runs.parquet")
+    pl.concat([before.runs, run]).write_parquet(temporary / "runs.parquet")
     (temporary / "report.md").write_text(update.report)
     (temporary / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION, "config": asdict(config)}))
     final = generations / f"{generation:06d}"
     os.rename(temporary, final)
+    if make_current:
+        make_current_generation(state, final)
+    return final
+
+
+def amend_run(generation: Path, run: dict[str, object], report: str) -> None:
+    """Give a committed generation, not yet current, other counts for its run (the last row of
+    runs.parquet) and another report.md."""
+    runs = pl.read_parquet(generation / "runs.parquet")
+    last = runs.tail(1).with_columns(pl.lit(value, RUNS[name]).alias(name) for name, value in run.items())
+    pl.concat([runs.head(-1), last]).write_parquet(generation / "runs.parquet")
+    (generation / "report.md").write_text(report)
+
+
+def make_current_generation(state: Path, final: Path) -> None:
+    """Swap `current` to the committed generation `final` with one rename (the commit point)
+    and remove the others."""
     link = state / f".current-{os.getpid()}"
     link.unlink(missing_ok=True)
     link.symlink_to(final.relative_to(state))
     os.replace(link, state / "current")  # the commit point
     _remove_unused_generations(state, final)
-    return final
 
 
 def publish(state: Path, out: Path) -> list[Path]:
@@ -1071,6 +1118,17 @@ def _changes(now: pl.DataFrame, before: pl.DataFrame, key: list[str]) -> pl.Data
         *(pl.col(name) if name in key else pl.lit(None, dtype).alias(name) for name, dtype in now.schema.items())
     )
     return pl.concat([_with_deleted(upserts, False), _with_deleted(gone_rows, True)])
+
+
+def _folded(earlier: pl.DataFrame, later: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Two parts of a keyed table as one: the rows of `earlier` in their order, each replaced
+    by its key's row in `later` if there is one, then `later`'s other rows in theirs (so the
+    articles a run adds stay in the order of its records)."""
+    indexed = earlier.with_row_index("position")
+    replaced = indexed.select("position", *key).join(later, on=key).select(indexed.columns)
+    kept = indexed.join(later.select(key), on=key, how="anti")
+    added = later.join(earlier.select(key), on=key, how="anti", maintain_order="left")
+    return pl.concat([pl.concat([kept, replaced]).sort("position").drop("position"), added])
 
 
 def _part_of(folder: Path, generation: int, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:

@@ -1,4 +1,5 @@
-"""The dedupe flow: `dedupe.pipeline.update` with each stage as a Prefect task, on a state folder.
+"""The dedupe flow: `dedupe.pipeline.run_on_state` with each stage as a Prefect task, on a state
+folder (a big input in chunks: each chunk's stages are tasks, and its log lines say which chunk).
 
 Frames pass between tasks in memory; `NO_CACHE` because hashing a large frame for a cache key
 costs more than the stage it would skip, and `quote` because Prefect otherwise walks every
@@ -34,14 +35,24 @@ def as_task(name: str, function: Callable[..., Any], *args: object) -> Any:
 
 
 def with_progress(progress: UUID) -> pipeline.Call:
-    """`as_task` that moves the run's progress artifact on after each stage."""
-    done: list[str] = []
+    """`as_task` that moves the run's progress artifact on after each stage; a run in chunks
+    starts it again at each chunk's read, naming the chunk (how many come is not known ahead:
+    the input is read as it goes)."""
+    done: set[str] = set()
+    chunk = 0
 
     def call(name: str, function: Callable[..., Any], *args: object) -> Any:
+        nonlocal chunk
         result = as_task(name, function, *args)
         if name in pipeline.UPDATE_STAGES:  # not loading, committing, publishing
-            done.append(name)
-            update_progress_artifact(progress, 100.0 * len(done) / len(pipeline.UPDATE_STAGES))
+            if name == "read":
+                chunk += 1
+                done.intersection_update({"changed files"})
+            done.add(name)
+            update_progress_artifact(
+                progress, 100.0 * len(done) / len(pipeline.UPDATE_STAGES),
+                description=f"stages done, chunk {chunk}" if chunk > 1 else "stages done",
+            )
         return result
 
     return call

@@ -77,6 +77,22 @@ def test_seed_run_shows_real_duplicates_and_stories(seed_run: tuple[subprocess.C
     assert "## Largest stories" in report and "repeated_headline" in report
 
 
+def test_a_run_in_chunks_shows_each_chunk_and_writes_the_same_outputs(
+    tmp_path: Path, prefect_home: Path, seed_run: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
+    """The seeds in chunks of 100 records: every stage of every chunk a task, a log line per
+    chunk, and the outputs of the unchunked run."""
+    _, unchunked = seed_run
+    result = run_cli("seeds/", "--out", tmp_path, "--set", "chunk_records=100", home=prefect_home)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "chunk 2: records 101 to 200" in output and "chunk 3, the last" in output
+    assert output.count("Finished in state Completed()") > 3 * 16  # the stages of three chunks, as tasks
+    for name in ("articles", "stories", "pairs"):
+        chunked = pl.read_parquet(tmp_path / f"{name}.parquet")
+        assert chunked.equals(pl.read_parquet(unchunked / f"{name}.parquet")), name
+
+
 def test_nothing_readable_exits_non_zero_with_a_clear_message(tmp_path: Path, prefect_home: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.json").write_text("{nope")

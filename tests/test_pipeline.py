@@ -3,10 +3,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dedupe import pipeline
+from dedupe import pipeline, read
 from dedupe.config import Config
 
 words = st.sampled_from(["council", "budget", "approved", "the", "école", "東京", "\u200b", "&amp;", "\x00", "-", "\n"])
@@ -25,3 +27,75 @@ def test_any_unicode_goes_through_matching_and_every_record_comes_out(
     result = pipeline.run([path], Config())
     assert result.articles.height == len(lines)
     assert set(result.articles["status"]) <= {"kept", "duplicate", "rejected"}
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["a", "b", "a~2", "a~2~2", None]), min_size=1, max_size=30), st.integers(1, 7))
+def test_reading_in_chunks_gives_the_ids_and_notes_of_one_read(
+    tmp_path: Path, ids: list[str | None], size: int
+) -> None:
+    """Repeated ids across chunk boundaries (and input ids that look like renamed ones) come out
+    as one read numbers them; so do rejected lines."""
+    lines = [json.dumps({"id": i, "title": f"title {n}"}) if i else "{broken" for n, i in enumerate(ids)]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines[: len(lines) // 2]))
+    (tmp_path / "b.jsonl").write_text("\n".join(lines[len(lines) // 2 :]) or "\n")
+    found = read.discover([tmp_path])
+    chunks, last = [], False
+    reader = read.Chunks(found, Config(), size)
+    while not last:
+        frame, last = reader.next()
+        assert frame.height <= size
+        chunks.append(frame)
+    assert pl.concat(chunks).equals(read.read_found(found, Config()))
+
+
+def _slice_of_real_data(folder: Path) -> list[Path]:
+    """aeb versions (duplicate groups with copies to clean against), news-aggregator headlines
+    (stories), an id used twice and a malformed line, in two batch folders."""
+    aeb = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()[:360]
+    headlines = pl.read_csv(SHARED_DATA / "news-aggregator" / "headlines.csv", infer_schema=False).head(400)
+    for batch in ("one", "two"):
+        (folder / batch).mkdir(parents=True)
+    (folder / "one" / "aeb.jsonl").write_text("\n".join(aeb[0::3]) + "\n{broken\n")
+    (folder / "two" / "aeb.jsonl").write_text("\n".join(aeb[1::3] + aeb[2::3] + aeb[:2]))  # aeb[:2]: ids used before
+    headlines.head(150).write_csv(folder / "one" / "headlines.csv")
+    headlines.slice(150, 200).write_csv(folder / "two" / "headlines.csv")
+    (folder / "three").mkdir()
+    # new records, then records seen before: the last chunk adds nothing
+    headlines.slice(350).write_csv(folder / "three" / "aa.csv")
+    (folder / "three" / "zz.jsonl").write_text("\n".join(aeb[0::3]))
+    return [folder / "one", folder / "two", folder / "three"]
+
+
+def _outputs(out: Path) -> dict[str, pl.DataFrame]:
+    tables = {name: pl.read_parquet(out / f"{name}.parquet") for name in ("articles", "stories", "pairs")}
+    state = out / "state" / "current"
+    tables |= {name: pl.read_parquet(state / f"{name}.parquet").drop("created_at", "merged_at", strict=False)
+               for name in ("story_registry", "story_merges")}
+    runs = pl.read_parquet(state / "runs.parquet").drop("generation", "run_at")
+    return tables | {"runs": runs}
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
+@pytest.mark.parametrize("size", [97, 250])
+def test_a_run_in_chunks_gives_the_outputs_of_one_update(tmp_path: Path, size: int) -> None:
+    """Articles, stories with their ids, pairs, the story registry and merges and the run's
+    counts are those of the same runs unchunked, on a fresh state and on one with a history,
+    also when the last chunk has nothing new."""
+    batches = _slice_of_real_data(tmp_path / "input")
+    results = {}
+    for chunk in (0, size):
+        out = tmp_path / f"out-{chunk}"
+        config = Config(chunk_records=chunk)
+        results[chunk] = []
+        for batch in batches:
+            pipeline.run_on_state([batch], out, out / "state", config, warn=lambda _: None)
+            results[chunk].append(_outputs(out))
+        generations = [path.name for path in (out / "state" / "generations").iterdir()]
+        assert generations == [(out / "state" / "current").resolve().name]
+    for unchunked, chunked in zip(results[0], results[size], strict=True):
+        for name, table in unchunked.items():
+            assert chunked[name].equals(table), name
