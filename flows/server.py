@@ -224,8 +224,25 @@ def stop(process: subprocess.Popen[bytes], group: bool = True) -> None:
         process.wait()
 
 
-def request(api: str, method: str, path: str, body: object = None) -> Any:
-    """One call to the Prefect REST API, JSON in and out."""
+RETRYABLE_STATUS = (429, 502, 503)
+"""What Prefect's own client retries: its server answers 503 to errors a client may retry, such
+as SQLite's "database is locked" while two served flows write at once (seen in CI)."""
+
+
+def request(api: str, method: str, path: str, body: object = None, attempts: int = 5) -> Any:
+    """One call to the Prefect REST API, JSON in and out; a retryable status is tried again
+    after 0.5, 1, 2, 4 s."""
+    for attempt in range(attempts - 1):
+        try:
+            return _request_once(api, method, path, body)
+        except urllib.error.HTTPError as error:
+            if error.code not in RETRYABLE_STATUS:
+                raise
+        time.sleep(0.5 * 2**attempt)
+    return _request_once(api, method, path, body)
+
+
+def _request_once(api: str, method: str, path: str, body: object) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     call = urllib.request.Request(f"{api}{path}", data=data, method=method, headers=headers)

@@ -4,10 +4,13 @@ with its schedule whose runs complete."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +123,32 @@ def test_a_run_on_a_state_in_use_stops_with_a_clear_message(
     assert result.returncode == 1
     assert "is in use by another run (pid" in " ".join(result.stdout.split())
     assert not (tmp_path / "out" / "articles.parquet").exists()
+
+
+def test_a_retryable_status_is_asked_again_and_any_other_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's server answers 503 to what a client may retry (SQLite busy while two served
+    flows write at once, seen in CI): `server.request` asks again, as Prefect's client does; a 404
+    is an answer and is raised at once."""
+    answers = {"/busy": [503, 503, 200], "/missing": [404, 200]}
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked.append(self.path)
+            code = answers[self.path].pop(0)
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b'{"ok": true}' if code == 200 else b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    monkeypatch.setattr(server.time, "sleep", lambda _: None)
+    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        api = f"http://127.0.0.1:{httpd.server_port}"
+        assert server.request(api, "POST", "/busy", {}) == {"ok": True}
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            server.request(api, "POST", "/missing", {})
+        httpd.shutdown()
+    assert asked == ["/busy"] * 3 + ["/missing"]
