@@ -218,7 +218,8 @@ def _update(
     )
     pairs = write.concat_pairs(duplicate_pairs, story_pairs)
     candidates = {
-        "duplicate": earlier.candidates[0] + matched.candidates.height, "story": earlier.candidates[1] + story_candidates
+        "duplicate": earlier.candidates[0] + matched.candidates.height,
+        "story": earlier.candidates[1] + story_candidates,
     }
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     summary = replace(summary, run=counts)

@@ -475,7 +475,8 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     # in a fixed order (the stored rows as they were, then the touched ones sorted): the state's
     # files are the same bytes for the same batches (benchmarks/faults.py), without sorting all pairs
     touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR)
-    counts = pl.concat([history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left"), touched_counts])
+    untouched = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left")
+    counts = pl.concat([untouched, touched_counts])
     parts = {
         "story_band_keys": (history.story_band_keys, keys_part),
         "story_candidates": (history.story_candidates, _changes(touched_counts, was, PAIR)),
@@ -783,7 +784,8 @@ def build_changed_stories(articles: pl.DataFrame, history: History) -> tuple[pl.
     out = pl.concat([rebuilt, kept]).sort(["n_articles", "story_id"], descending=[True, False])  # as `build` sorts
     kept_totals = history.central_headlines.filter(pl.col("story_id").is_in(unchanged))
     exact = totals.filter("exact").drop("exact")
-    return check(out, STORIES, "stories"), check(pl.concat([kept_totals, exact]), CENTRAL_HEADLINES, "central headlines")
+    totals_to_keep = check(pl.concat([kept_totals, exact]), CENTRAL_HEADLINES, "central headlines")
+    return check(out, STORIES, "stories"), totals_to_keep
 
 
 def story_overview(stories: pl.DataFrame, registry: pl.DataFrame, top: int) -> pl.DataFrame:

@@ -111,7 +111,8 @@ def build_stories(articles: pl.DataFrame, central: Mapping[str, str | None] | No
 def central_headline(headlines: list[str]) -> str | None:
     """The headline with the highest total similarity to the story's other headlines (each
     headline counted as often as it occurs); ties go to the shorter, then the first in order."""
-    members = pl.DataFrame({"headline": headlines}, schema={"headline": pl.String}).with_columns(story_id=pl.lit("story"))
+    members = pl.DataFrame({"headline": headlines}, schema={"headline": pl.String})
+    members = members.with_columns(story_id=pl.lit("story"))
     return central_headlines(headline_totals(central_candidates(members))).get("story")
 
 
@@ -165,7 +166,9 @@ def _updated_totals(
     candidate gains its scores to the headlines whose count moved times that move, a new one is
     scored against all; None when that is not cheaper or not provably exact."""
     now = dict(zip(distinct, weight.tolist()))
-    moved = {headline: now.get(headline, 0) - before.get(headline, (0, 0.0))[0] for headline in now.keys() | before.keys()}
+    moved = {
+        headline: now.get(headline, 0) - before.get(headline, (0, 0.0))[0] for headline in now.keys() | before.keys()
+    }
     moved = {headline: change for headline, change in sorted(moved.items()) if change}
     kept = [headline for headline in distinct if headline in before]
     entered = [headline for headline in distinct if headline not in before]
@@ -179,7 +182,8 @@ def _updated_totals(
         if not _exact(scores):
             return None, False
         gained = scores.astype(np.float64) @ np.array(list(moved.values()), dtype=np.float64)
-        totals[[position[headline] for headline in kept]] = np.array([before[headline][1] for headline in kept]) + gained
+        kept_totals = np.array([before[headline][1] for headline in kept])
+        totals[[position[headline] for headline in kept]] = kept_totals + gained
     if entered:
         scores = _similarities(entered, distinct)
         if not _exact(scores):
