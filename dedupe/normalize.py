@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import ftfy
 import polars as pl
+from ftfy.badness import BADNESS_RE
+from ftfy.chardata import CONTROL_CHARS, LIGATURES, WIDTH_MAP
 
 from dedupe.schema import NORMALIZED, READ, check
 
@@ -22,6 +24,19 @@ _FTFY = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, explain=F
 # always has a character of U+0080-U+00FF (Ã, Â, â, ¬, C1 controls), and ftfy also folds
 # ligatures, fullwidth forms and lone surrogates. On aeb this is 2.6% of lines, 10x faster.
 _FTFY_SUSPECT = re.compile("[\x80-\xff\ufb00-\ufb06\uff01-\uff5e\ud800-\udfff]")
+# What ftfy (with `_FTFY`) can change on a line without mojibake: the characters its character fixers map
+# (ligatures, widths, control characters with the escape of terminal codes, C1, line breaks, surrogates).
+# A line with none of them, NFC, and no match of ftfy's mojibake test leaves `ftfy.fix_text` as it came,
+# so it is not called (a test applies each fixer to every other code point).
+_FTFY_FIXER_CHARACTERS = re.compile(
+    "["
+    + "".join(re.escape(chr(code)) for code in sorted({*LIGATURES, *WIDTH_MAP, *CONTROL_CHARS}))
+    + "\n\r\x80-\x9f\u2028\u2029\ud800-\udfff]"
+)
+_NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
+_BADNESS_REACH = 6
+"""Every match of ftfy's mojibake regex holds a non-ASCII character and is at most this + 1 long
+(a test reads the regex to hold it), so it lies within this many characters of a non-ASCII run."""
 _INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\u200b-\u200d\u2060\ufeff\u00ad]")
 _HORIZONTAL_SPACE = re.compile(r"\s+")  # within one line, so every run of whitespace
 _MAX_PASSES = 8
@@ -94,5 +109,30 @@ def _normalize_line(line: str) -> str:
         # normalize ran 1.15-1.5x faster with the same output (`benchmarks/text_stages.py`).
         return line.strip()
     if _FTFY_SUSPECT.search(line):
-        line = ftfy.fix_text(line, _FTFY)
+        line = _fix_text(line)
+        if line.isprintable() and "  " not in line:
+            return line.strip()  # as above: the regexes below would change nothing
     return _HORIZONTAL_SPACE.sub(" ", _INVISIBLE.sub("", line)).strip()
+
+
+def _fix_text(line: str) -> str:
+    """`ftfy.fix_text(line, _FTFY)`, not called where it would return the line unchanged (most
+    accented or non-Latin lines): normalize ran ~2x faster on the speed corpus (benchmarks/README.md)."""
+    if (
+        _FTFY_FIXER_CHARACTERS.search(line)
+        or not unicodedata.is_normalized("NFC", line)
+        or len(line) > _FTFY.max_decode_length
+        or _looks_like_mojibake(line)
+    ):
+        return ftfy.fix_text(line, _FTFY)
+    return line
+
+
+def _looks_like_mojibake(line: str) -> bool:
+    """`ftfy.badness.is_bad(line)`, searched only within `_BADNESS_REACH` of the line's non-ASCII
+    runs: ftfy searches every position of the line, 0.1 ms for a paragraph. `pos` keeps the
+    regex's `^` at the line's true start."""
+    return any(
+        BADNESS_RE.search(line, max(run.start() - _BADNESS_REACH, 0), run.end() + _BADNESS_REACH)
+        for run in _NON_ASCII_RUN.finditer(line)
+    )

@@ -4,13 +4,16 @@ import sys
 
 import ftfy
 import polars as pl
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dedupe.normalize import normalize, normalize_text, normalize_title
 from dedupe.read import read
 from dedupe.schema import NORMALIZED
-from tests.conftest import SEEDS
+from tests.conftest import ROOT, SEEDS
+
+AEB = ROOT.parent / "shared" / "data" / "aeb" / "articles.jsonl"
 
 
 def test_mojibake_entities_and_whitespace() -> None:
@@ -74,3 +77,111 @@ def test_a_line_comes_out_as_the_regexes_and_ftfy_make_it(line: str) -> None:
 
     fixed = ftfy.fix_text(line, _FTFY) if _FTFY_SUSPECT.search(line) else line
     assert _normalize_line(line) == _HORIZONTAL_SPACE.sub(" ", _INVISIBLE.sub("", fixed)).strip()
+
+
+def test_the_fixers_ftfy_runs_are_the_ones_the_fast_path_knows() -> None:
+    """`_fix_text` skips ftfy on lines that none of these fixers changes (the mojibake fixers act
+    only where `is_bad` holds); a fixer turned on in `_FTFY` (say `uncurl_quotes`) would need its
+    own characters in `_FTFY_FIXER_CHARACTERS`."""
+    from ftfy import FIXERS
+
+    from dedupe.normalize import _FTFY
+
+    mojibake = {"fix_encoding", "restore_byte_a0", "replace_lossy_sequences", "decode_inconsistent_utf8"}
+    assert {name for name in [*FIXERS, "fix_encoding"] if getattr(_FTFY, name)} == {
+        *mojibake, *CHARACTER_FIXERS, "fix_c1_controls",
+    }
+    assert _FTFY.normalization == "NFC"
+
+
+CHARACTER_FIXERS = (
+    "fix_latin_ligatures", "fix_character_width", "fix_line_breaks", "fix_surrogates",
+    "remove_terminal_escapes", "remove_control_chars",
+)
+
+
+def test_no_character_fixer_of_ftfy_changes_a_character_outside_the_fast_paths_class() -> None:
+    """Every code point but those of `_FTFY_FIXER_CHARACTERS`, in one string, goes through each of
+    ftfy's character fixers (and its C1 fixer) unchanged."""
+    from ftfy import fixes
+
+    from dedupe.normalize import _FTFY_FIXER_CHARACTERS
+
+    others = "".join(c for code in range(sys.maxunicode + 1) if not _FTFY_FIXER_CHARACTERS.match(c := chr(code)))
+    assert len(others) > 1_000_000
+    for name in (*CHARACTER_FIXERS, "fix_c1_controls"):
+        assert getattr(fixes, name)(others) == others, name
+
+
+def test_the_mojibake_regex_matches_near_a_non_ascii_character_only() -> None:
+    """What `_looks_like_mojibake` rests on, read from the parsed regex of `ftfy.badness.is_bad`:
+    its matches are at most `_BADNESS_REACH` + 1 long, its only anchor is `^` (which `pos` keeps at
+    the true start), no lookaround, and each alternative needs a character that is not ASCII."""
+    import re._constants as sre
+    import re._parser as parser
+
+    from ftfy.badness import BADNESS_RE
+
+    from dedupe.normalize import _BADNESS_REACH
+
+    parsed = parser.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
+    assert parsed.getwidth()[1] <= _BADNESS_REACH + 1
+
+    def opcodes(node):
+        if isinstance(node, parser.SubPattern):
+            for op, argument in node:
+                yield op, argument
+                yield from opcodes(argument)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                yield from opcodes(item)
+
+    assert {op for op, _ in opcodes(parsed)} & {sre.ASSERT, sre.ASSERT_NOT, sre.GROUPREF} == set()
+    assert {argument for op, argument in opcodes(parsed) if op is sre.AT} == {sre.AT_BEGINNING}
+
+    def only_non_ascii(op, argument) -> bool:
+        if op is sre.LITERAL:
+            return argument > 0x7F
+        if op is sre.IN:
+            return all(
+                (kind is sre.LITERAL and value > 0x7F) or (kind is sre.RANGE and value[0] > 0x7F) for kind, value in argument
+            )
+        return False
+
+    [(branch, (_, alternatives))] = list(parsed)
+    assert branch is sre.BRANCH and len(alternatives) > 30
+    for alternative in alternatives:
+        assert any(only_non_ascii(op, argument) for op, argument in alternative), alternative
+
+
+MOJIBAKE_ALPHABET = st.sampled_from(
+    [*"abcXYZ .,!?'\"-19\t", *"ÃÂâ€œ™šžŸ¢£¤¥¦§¨©ª«¬®¯°±²³´µ¶·¸¹º»¼½¾¿àáçéêëñöüßŒœ", *"вЂГРСВΒΓΞΟāβ√≈‚", "\x81", "\x9d",
+     "ﬁ", "Ｆ", "\u00a0", "\u2019", "\u201c", "о", "の", "─", "\x1b[1m", "e\u0301"]
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(MOJIBAKE_ALPHABET, max_size=40).map("".join))
+@example("voilÃ le travail, la Ã  b")  # the ASCII of a match furthest from its non-ASCII character
+@example("xГўВЂВ.a")
+def test_the_ftfy_fast_path_returns_what_ftfy_returns(line: str) -> None:
+    """Lines dense in the characters of mojibake, next to ASCII, where ftfy's test and fixers act."""
+    from ftfy.badness import is_bad
+
+    from dedupe.normalize import _FTFY, _fix_text, _looks_like_mojibake
+
+    assert _looks_like_mojibake(line) == is_bad(line)
+    assert _fix_text(line) == ftfy.fix_text(line, _FTFY)
+
+
+@pytest.mark.skipif(not AEB.exists(), reason="../shared/data is not beside the project")
+def test_the_ftfy_fast_path_on_every_line_of_aeb() -> None:
+    from ftfy.badness import is_bad
+
+    from dedupe.normalize import _FTFY, _FTFY_SUSPECT, _fix_text, _looks_like_mojibake
+
+    lines = [line for text in read([AEB])["text_raw"].drop_nulls() for line in text.splitlines() if _FTFY_SUSPECT.search(line)]
+    assert len(lines) > 1000
+    assert [_looks_like_mojibake(line) for line in lines] == [is_bad(line) for line in lines]
+    assert any(is_bad(line) for line in lines)
+    assert [_fix_text(line) for line in lines] == [ftfy.fix_text(line, _FTFY) for line in lines]
