@@ -100,26 +100,24 @@ def clean(
     check(frame, CLEANED if second_pass else NORMALIZED, "clean input")
     shared = shared or {}
     decorations = decorations or Decorations()
-    previous = (
-        frame.select("body", "removed_lines")
-        if second_pass
-        else pl.DataFrame({"body": [None] * frame.height, "removed_lines": [None] * frame.height})
-    )
-    headlines, bodies, removed = [], [], []
+    again = pl.col("article_id").is_in(list(shared)) if second_pass else pl.lit(True)
+    first_removals = iter(frame.filter(again)["removed_lines"].to_list()) if second_pass else None
+    bodies = frame["body"].to_list() if second_pass else [None] * frame.height
+    headlines: list[str | None] = []
+    removals = _RemovedLines()
     rows = frame.select("article_id", "title", "text", "source", "url").iter_rows()
-    for (article_id, title, text, source, url), (body, removals) in zip(rows, previous.iter_rows()):
-        if not second_pass or article_id in shared:
-            line_rules = _first_pass_rules(removals) if second_pass else None
-            body, found = clean_text(text, title, shared.get(article_id), line_rules)
-            removals = [{"line": r.line, "text": r.text, "rule": r.rule} for r in found]
+    for row, (article_id, title, text, source, url) in enumerate(rows):
+        if first_removals is None or article_id in shared:
+            line_rules = _first_pass_rules(next(first_removals)) if first_removals is not None else None
+            bodies[row], found = clean_text(text, title, shared.get(article_id), line_rules)
+            removals.add(row, found)
         title = decorations.bare_titles.get(article_id, title)
         headlines.append(clean_headline(title, source, url, decorations.pieces))
-        bodies.append(body)
-        removed.append(removals)
+    removed = removals.column(frame.height)
     out = frame.select(list(NORMALIZED)).with_columns(
         pl.Series("headline", headlines, dtype=pl.String),
         pl.Series("body", bodies, dtype=pl.String),
-        pl.Series("removed_lines", removed, dtype=CLEANED["removed_lines"]),
+        removed_lines=pl.when(again).then(removed).otherwise(frame["removed_lines"]) if second_pass else removed,
     )
     emptied = (pl.col("status") == "ok") & pl.col("headline").is_null() & pl.col("body").is_null()
     out = out.with_columns(
@@ -192,6 +190,34 @@ def clean_text(
     body = "\n".join(line for index, line in enumerate(kept) if index not in dropped)
     body = re.sub(r"\n{3,}", "\n\n", body).strip("\n") or None
     return body, sorted(removals, key=lambda removal: removal.line)
+
+
+class _RemovedLines:
+    """The `removed_lines` column, gathered flat (row, line, text, rule) and nested by one polars
+    group_by: building it from a Python dict per removal took ~a fifth of clean's time."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.removals: list[Removal] = []
+
+    def add(self, row: int, removals: list[Removal]) -> None:
+        self.rows.extend([row] * len(removals))
+        self.removals.extend(removals)
+
+    def column(self, height: int) -> pl.Series:
+        """One list per row, empty for the rows without removals."""
+        flat = pl.DataFrame(
+            {
+                "row": self.rows,
+                "line": [removal.line for removal in self.removals],
+                "text": [removal.text for removal in self.removals],
+                "rule": [removal.rule for removal in self.removals],
+            },
+            schema={"row": pl.Int64, **CLEANED["removed_lines"].inner.to_schema()},
+        )
+        nested = flat.group_by("row", maintain_order=True).agg(removed_lines=pl.struct(pl.exclude("row")))
+        every_row = pl.DataFrame({"row": pl.int_range(height, eager=True)})
+        return every_row.join(nested, on="row", how="left", maintain_order="left")["removed_lines"].fill_null([])
 
 
 def _first_pass_rules(removals: list[dict[str, object]] | None) -> dict[int, str] | None:

@@ -145,6 +145,27 @@ def test_frame_schema_and_rejects_records_with_nothing_left() -> None:
     assert [r["rule"] for r in out["removed_lines"][0]] == ["boilerplate", "boilerplate"]
 
 
+
+def test_each_row_gets_its_own_removed_lines_and_a_second_pass_keeps_the_rest() -> None:
+    """`removed_lines` is gathered flat and nested by row: each row's list must be its own, in order."""
+    texts = ["Advertisement\nA line of the article itself, which stays.\nShare", None, "Plain text", "Home\nMenu"]
+    frame = pl.concat([read([SEED_ARTICLE])] * 4).with_columns(
+        article_id=pl.Series(["a", "b", "c", "d"]), text_raw=pl.Series(texts)
+    )
+    first = clean(normalize(frame))
+    expected = [
+        [{"line": r.line, "text": r.text, "rule": r.rule} for r in clean_text(text, title)[1]]
+        for text, title in first.select("text", "title").iter_rows()
+    ]
+    assert first["removed_lines"].to_list() == expected
+    assert [len(removed) for removed in expected] == [2, 0, 0, 2]
+    kept = first.with_columns(removed_lines=pl.when(pl.col("article_id") == "c").then(None).otherwise("removed_lines"))
+    again = clean(kept, {"d": lambda piece: piece == "Menu"})
+    assert again["removed_lines"].to_list() == [
+        expected[0], [], None,
+        [{"line": 1, "text": "Home", "rule": "outside_shared_body"}, {"line": 2, "text": "Menu", "rule": "boilerplate"}],
+    ]
+
 lines = st.one_of(
     st.sampled_from(["", "Advertisement", "* Home", "News", "Iraq-Syria Airstrikes", "* * *", "https://x.com/a"]),
     st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=80).map(lambda s: " ".join(s.split())),
