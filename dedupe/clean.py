@@ -305,17 +305,24 @@ def _line_rule(line: str, folded: str, folded_title: str, leading: bool) -> str 
         return "boilerplate"
     if BOILERPLATE_STARTS.match(line) and _word_count(folded) <= BOILERPLATE_START_MAX_WORDS:
         return "boilerplate"
-    if _may_hold_url(line) and URL.search(line) and _word_count(fold(URL.sub(" ", BULLET.sub("", line)))) <= NAVIGATION_MAX_WORDS:
-        return "link"
+    if _may_be_link(line):
+        without_urls, urls = URL.subn(" ", BULLET.sub("", line))  # URL finds the same in either (a test holds it)
+        if urls and _word_count(fold(without_urls)) <= NAVIGATION_MAX_WORDS:
+            return "link"
     if BULLET.match(line) and _word_count(folded) <= SHORT_BULLET_MAX_WORDS:
         return "short_bullet"
     return None
 
 
-def _may_hold_url(line: str) -> bool:
-    """False where `URL` cannot match (no "://", no "(", no "www." in any case), found by
-    substring tests that cost a fraction of the regex's search."""
-    return "://" in line or "(" in line or "www." in line.lower()
+def _may_be_link(line: str) -> bool:
+    """False where the link rule cannot hold, found without its regexes (two scans of the line and
+    a fold: the bulk of clean where lines carry links). URL needs a "://", "(" or "www.", and every
+    token that URL or the bullet touches holds one of their marks, so each token of ASCII letters
+    and digits stays a word: a line with more of those than NAVIGATION_MAX_WORDS is no link (a
+    Hypothesis test compares this with the rule)."""
+    if not ("://" in line or "(" in line or "www." in line.lower()):
+        return False
+    return sum(1 for token in line.split() if token.isalnum() and token.isascii()) <= NAVIGATION_MAX_WORDS
 
 
 def _repeats_title(folded: str, folded_title: str, leading: bool) -> bool:

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import polars as pl
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dedupe.clean import clean, clean_headline, clean_text, clean_with_copies, headline_decorations
@@ -274,21 +274,50 @@ def test_cleaning_any_unicode_never_raises_and_keeps_every_row(records: list[tup
 def test_the_shortcuts_of_the_line_rules_agree_with_the_regexes(line: str) -> None:
     """`fold` of ASCII text, word counts, the sentence-end test and the URL pre-check give what
     the plain regexes give."""
-    from dedupe.clean import _WORD, SENTENCE_END, URL, _ends_sentence, _may_hold_url, _word_count, fold
+    from dedupe.clean import _WORD, SENTENCE_END, _ends_sentence, _may_be_link, _word_count, fold
 
     assert fold(line) == " ".join(_WORD.findall(line.casefold()))
     assert _word_count(fold(line)) == len(fold(line).split())
     assert _ends_sentence(line) == bool(SENTENCE_END.search(line))
-    assert _may_hold_url(line) or not URL.search(line)
+    assert _may_be_link(line) or not link_rule(line)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.characters(max_codepoint=127), max_size=120))
 def test_ascii_shortcuts_agree_with_the_regexes(line: str) -> None:
-    from dedupe.clean import _WORD, URL, _may_hold_url, fold
+    from dedupe.clean import _WORD, _may_be_link, fold
 
     assert fold(line) == " ".join(_WORD.findall(line.casefold()))
-    assert _may_hold_url(line) or not URL.search(line)
+    assert _may_be_link(line) or not link_rule(line)
+
+
+def link_rule(line: str) -> bool:
+    """The link rule as the regexes say it, before `_may_be_link` and `subn` came in front."""
+    from dedupe.clean import BULLET, NAVIGATION_MAX_WORDS, URL, _word_count, fold
+
+    return bool(URL.search(line)) and _word_count(fold(URL.sub(" ", BULLET.sub("", line)))) <= NAVIGATION_MAX_WORDS
+
+
+LINK_PIECES = st.sampled_from(
+    ["http://a.b/c", "https://x.io", "WWW.", "www.y", "HTTP://", "(", ")", "( /", "/x", "#", "(#top)", "(/a b)", "word",
+     "Word9", "é", "é1", "x-y", "a.b", "_", "*", "1.", "•", "-", ">", "’", ":", "//"]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.tuples(LINK_PIECES, st.sampled_from(["", " ", "  ", "\t", " * "])), max_size=24))
+@example([("word", " ")] * 2 + [("(", " "), ("/x", " "), (")", " ")] + [("word", " ")] * 2)  # at the bound
+@example([("* ", ""), ("[Help](https://support.microsoft.com/kb/2999557/)", " "), ("word", " ")])
+def test_the_link_rule_holds_only_where_its_pre_check_lets_it(pieces: list[tuple[str, str]]) -> None:
+    """Lines dense in URL marks, bullets and plain words: `_may_be_link` never rules out a link,
+    and URL finds a match after the bullet is cut exactly where it finds one in the line."""
+    from dedupe.clean import BULLET, URL, _line_rule, _may_be_link, fold
+
+    line = "".join(piece + separator for piece, separator in pieces)
+    assert _may_be_link(line) or not link_rule(line)
+    assert bool(URL.subn(" ", BULLET.sub("", line))[1]) == bool(URL.search(line))
+    rule = _line_rule(line, fold(line), "", False)
+    assert (rule == "link") == (link_rule(line) and rule not in {"no_words", "boilerplate"})
 
 
 @settings(max_examples=300, deadline=None)
