@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import islice
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -322,7 +323,12 @@ def _may_be_link(line: str) -> bool:
     Hypothesis test compares this with the rule)."""
     if not ("://" in line or "(" in line or "www." in line.lower()):
         return False
-    return sum(1 for token in line.split() if token.isalnum() and token.isascii()) <= NAVIGATION_MAX_WORDS
+    return next(islice(_PLAIN_TOKEN.finditer(line), NAVIGATION_MAX_WORDS, None), None) is None
+
+
+_PLAIN_TOKEN = re.compile(r"(?<!\S)[A-Za-z0-9]+(?!\S)")
+"""A whitespace-separated token of ASCII letters and digits; found by a regex that stops at the
+sixth, 2x faster on the speed corpus than splitting the line and testing every token."""
 
 
 def _repeats_title(folded: str, folded_title: str, leading: bool) -> bool:

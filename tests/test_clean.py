@@ -305,7 +305,7 @@ LINK_PIECES = st.sampled_from(
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.lists(st.tuples(LINK_PIECES, st.sampled_from(["", " ", "  ", "\t", " * "])), max_size=24))
+@given(st.lists(st.tuples(LINK_PIECES, st.sampled_from(["", " ", "  ", "\t", " * ", "\x1f", "\u00a0", "\u2003"])), max_size=24))
 @example([("word", " ")] * 2 + [("(", " "), ("/x", " "), (")", " ")] + [("word", " ")] * 2)  # at the bound
 @example([("* ", ""), ("[Help](https://support.microsoft.com/kb/2999557/)", " "), ("word", " ")])
 def test_the_link_rule_holds_only_where_its_pre_check_lets_it(pieces: list[tuple[str, str]]) -> None:
