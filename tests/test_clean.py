@@ -163,7 +163,10 @@ def test_each_row_gets_its_own_removed_lines_and_a_second_pass_keeps_the_rest() 
     again = clean(kept, {"d": lambda piece: piece == "Menu"})
     assert again["removed_lines"].to_list() == [
         expected[0], [], None,
-        [{"line": 1, "text": "Home", "rule": "outside_shared_body"}, {"line": 2, "text": "Menu", "rule": "boilerplate"}],
+        [
+            {"line": 1, "text": "Home", "rule": "outside_shared_body"},
+            {"line": 2, "text": "Menu", "rule": "boilerplate"},
+        ],
     ]
 
 lines = st.one_of(
@@ -303,9 +306,11 @@ LINK_PIECES = st.sampled_from(
      "Word9", "é", "é1", "x-y", "a.b", "_", "*", "1.", "•", "-", ">", "’", ":", "//"]
 )
 
+LINK_SEPARATORS = st.sampled_from(["", " ", "  ", "\t", " * ", "\x1f", "\u00a0", "\u2003"])
+
 
 @settings(max_examples=2000, deadline=None)
-@given(st.lists(st.tuples(LINK_PIECES, st.sampled_from(["", " ", "  ", "\t", " * ", "\x1f", "\u00a0", "\u2003"])), max_size=24))
+@given(st.lists(st.tuples(LINK_PIECES, LINK_SEPARATORS), max_size=24))
 @example([("word", " ")] * 2 + [("(", " "), ("/x", " "), (")", " ")] + [("word", " ")] * 2)  # at the bound
 @example([("* ", ""), ("[Help](https://support.microsoft.com/kb/2999557/)", " "), ("word", " ")])
 def test_the_link_rule_holds_only_where_its_pre_check_lets_it(pieces: list[tuple[str, str]]) -> None:

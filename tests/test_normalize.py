@@ -144,7 +144,8 @@ def test_the_mojibake_regex_matches_near_a_non_ascii_character_only() -> None:
             return argument > 0x7F
         if op is sre.IN:
             return all(
-                (kind is sre.LITERAL and value > 0x7F) or (kind is sre.RANGE and value[0] > 0x7F) for kind, value in argument
+                (kind is sre.LITERAL and value > 0x7F) or (kind is sre.RANGE and value[0] > 0x7F)
+                for kind, value in argument
             )
         return False
 
@@ -155,8 +156,10 @@ def test_the_mojibake_regex_matches_near_a_non_ascii_character_only() -> None:
 
 
 MOJIBAKE_ALPHABET = st.sampled_from(
-    [*"abcXYZ .,!?'\"-19\t", *"ÃÂâ€œ™šžŸ¢£¤¥¦§¨©ª«¬®¯°±²³´µ¶·¸¹º»¼½¾¿àáçéêëñöüßŒœ", *"вЂГРСВΒΓΞΟāβ√≈‚", "\x81", "\x9d",
-     "ﬁ", "Ｆ", "\u00a0", "\u2019", "\u201c", "о", "の", "─", "\x1b[1m", "e\u0301"]
+    [
+        *"abcXYZ .,!?'\"-19\t", *"ÃÂâ€œ™šžŸ¢£¤¥¦§¨©ª«¬®¯°±²³´µ¶·¸¹º»¼½¾¿àáçéêëñöüßŒœ", *"вЂГРСВΒΓΞΟāβ√≈‚",
+        "\x81", "\x9d", "ﬁ", "Ｆ", "\u00a0", "\u2019", "\u201c", "о", "の", "─", "\x1b[1m", "e\u0301",
+    ]
 )
 
 
@@ -180,7 +183,8 @@ def test_the_ftfy_fast_path_on_every_line_of_aeb() -> None:
 
     from dedupe.normalize import _FTFY, _FTFY_SUSPECT, _fix_text, _looks_like_mojibake
 
-    lines = [line for text in read([AEB])["text_raw"].drop_nulls() for line in text.splitlines() if _FTFY_SUSPECT.search(line)]
+    texts = read([AEB])["text_raw"].drop_nulls()
+    lines = [line for text in texts for line in text.splitlines() if _FTFY_SUSPECT.search(line)]
     assert len(lines) > 1000
     assert [_looks_like_mojibake(line) for line in lines] == [is_bad(line) for line in lines]
     assert any(is_bad(line) for line in lines)
