@@ -146,12 +146,16 @@ def clean_with_copies(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Confi
 def shared_in_groups(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> dict[str, Shared]:
     """article_id -> what its copies share, for the members of groups of at least
     `consensus_min_copies` (only the groups in `groups`: a later run passes those that changed)."""
-    texts = cleaned.select("article_id", "text").join(groups.select("article_id", "duplicate_group"), on="article_id")
+    members = (
+        cleaned.select("article_id", "text")
+        .join(groups.select("article_id", "duplicate_group"), on="article_id")
+        .group_by("duplicate_group")  # one aggregation: iterating the groups gathers a frame each, ~a fifth of the stage
+        .agg("article_id", pl.col("text").drop_nulls())
+        .filter(pl.col("article_id").list.len() >= config.consensus_min_copies)
+    )
     shared: dict[str, Shared] = {}
-    for (_group,), members in texts.group_by("duplicate_group"):
-        if members.height >= config.consensus_min_copies:
-            predicate = shared_by_copies(members["text"].drop_nulls().to_list(), config)
-            shared.update(dict.fromkeys(members["article_id"], predicate))
+    for article_ids, texts in members.select("article_id", "text").iter_rows():
+        shared.update(dict.fromkeys(article_ids, shared_by_copies(texts, config)))
     return shared
 
 
