@@ -149,7 +149,7 @@ def shared_in_groups(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config
     members = (
         cleaned.select("article_id", "text")
         .join(groups.select("article_id", "duplicate_group"), on="article_id")
-        .group_by("duplicate_group")  # one aggregation: iterating the groups gathers a frame each, ~a fifth of the stage
+        .group_by("duplicate_group")  # one aggregation: iterating groups gathers a frame each (a fifth of the stage)
         .agg("article_id", pl.col("text").drop_nulls())
         .filter(pl.col("article_id").list.len() >= config.consensus_min_copies)
     )
