@@ -130,8 +130,8 @@ def _fix_text(line: str) -> str:
 
 def _looks_like_mojibake(line: str) -> bool:
     """`ftfy.badness.is_bad(line)`, searched only within `_BADNESS_REACH` of the line's non-ASCII
-    runs: ftfy searches every position of the line, 0.1 ms for a paragraph. `pos` keeps the
-    regex's `^` at the line's true start."""
+    runs, where ftfy searches every position of the line. `pos` keeps the regex's `^` at the
+    line's true start."""
     return any(
         BADNESS_RE.search(line, max(run.start() - _BADNESS_REACH, 0), run.end() + _BADNESS_REACH)
         for run in _NON_ASCII_RUN.finditer(line)
