@@ -497,3 +497,10 @@ NON_ASCII_SEPARATORS = "’‘“”—–…«»•·─©®€£°"
 case-folds to one (a test holds it), so each splits words as a space does: a line whose only
 non-ASCII characters are these takes the ASCII way instead of the regex (clean's speed-up:
 `python benchmarks/text_stages.py --against COMMIT`, benchmarks/README.md)."""
+
+
+def clear_line_caches() -> None:
+    """Empty the per-line caches (`fold`, `_trigrams`): they serve the copies within a stage, and
+    full they hold ~1 GiB of Python tuples that a run in chunks would otherwise keep to its end."""
+    fold.cache_clear()
+    _trigrams.cache_clear()

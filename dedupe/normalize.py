@@ -96,3 +96,8 @@ def _normalize_line(line: str) -> str:
     if _FTFY_SUSPECT.search(line):
         line = ftfy.fix_text(line, _FTFY)
     return _HORIZONTAL_SPACE.sub(" ", _INVISIBLE.sub("", line)).strip()
+
+
+def clear_line_cache() -> None:
+    """Empty `_normalize_line`'s cache: it serves the wire copies within a stage, not a run's chunks."""
+    _normalize_line.cache_clear()
