@@ -500,7 +500,7 @@ non-ASCII characters are these takes the ASCII way instead of the regex (clean's
 
 
 def clear_line_caches() -> None:
-    """Empty the per-line caches (`fold`, `_trigrams`): they serve the copies within a stage, and
-    full they hold ~1 GiB of Python tuples that a run in chunks would otherwise keep to its end."""
+    """Empty the per-line caches (`fold`, `_trigrams`): they serve the copies within a stage;
+    kept, a run in chunks held what every chunk filled them with (up to 2^18 tuples of 3-grams)."""
     fold.cache_clear()
     _trigrams.cache_clear()
