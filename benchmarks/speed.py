@@ -5,6 +5,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py signatures --docs 5000 # ours vs datasketch update/bulk and rensa
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
+    python benchmarks/speed.py profile --docs 30000 --chunk 10000 --workers 1 [--flow]  # each step of a chunked run
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
     python benchmarks/speed.py scaling --sizes 10000 100000 --workers 1 --chunk 100000 --unchunked-at 100000 [--flow]
                                                       # runs on a state in chunks, read to write, beside unchunked
@@ -24,6 +25,7 @@ within one process are steadier. Peak memory is the process's maximum resident s
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -346,10 +348,7 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
 
 def _flow_run(parts: list[Path], out: str, config: Config) -> object:
     """The Prefect flow, as `python -m dedupe run` starts it (its Prefect defaults)."""
-    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
-    from dedupe.__main__ import PREFECT_DEFAULTS
-
-    for name, value in PREFECT_DEFAULTS.items():
+    for name, value in _prefect_environment().items():
         os.environ.setdefault(name, value)
     from flows.pipeline import dedupe_flow
 
@@ -371,11 +370,13 @@ def show_pipeline(figures: dict[str, object]) -> None:
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
 
 
-def profile(corpus: Path, workers: int, chunk: int | None = None) -> None:
+def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False) -> None:
     """One plain run, stage by stage: seconds, the peak resident memory of the process tree
-    during the stage and after it, and the bytes per document of what the stage returns (the
-    big frames column by column): where a run's time and bytes go. With `chunk`, a run on a new
-    state in chunks of that many records (`pipeline.run_on_state`), each step of each chunk."""
+    during the stage and after it, the frames still referenced after it, and the bytes per
+    document of what the stage returns (the big frames column by column): where a run's time and
+    bytes go. With `chunk`, a run on a new state in chunks of that many records
+    (`pipeline.run_on_state`), each step of each chunk; with `flow` too, each step a Prefect task
+    as the flow runs it (`flows.pipeline.as_task`, in a flow of this script's)."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
@@ -387,24 +388,66 @@ def profile(corpus: Path, workers: int, chunk: int | None = None) -> None:
         result = function(*args)
         seconds = time.perf_counter() - started
         time.sleep(0.05)  # one more sample of what the stage left
-        rows.append((name, seconds, memory.peak, _rss_bytes(os.getpid()), _bytes_of(result)))
+        rows.append((name, seconds, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
         return result
 
     started = time.perf_counter()
     if chunk is None:
         pipeline.run(parts, Config(workers=workers), call=recorded)
     else:
+        config = Config(workers=workers, chunk_records=chunk)
         with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
-            pipeline.run_on_state(parts, Path(out), Path(out) / "state", Config(workers=workers, chunk_records=chunk), call=recorded)
+            if flow:
+                _profiled_flow(parts, Path(out), config, recorded)
+            else:
+                pipeline.run_on_state(parts, Path(out), Path(out) / "state", config, call=recorded)
     wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
-    print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'out B/doc':>11}  biggest columns of the output (B/doc)")
-    for name, seconds, peak, after, sizes in rows:
+    print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
+          "  biggest columns of the output (B/doc)")
+    for name, seconds, peak, after, live, sizes in rows:
         total = sum(sizes.values())
         biggest = sorted(sizes.items(), key=lambda item: -item[1])[:6]
         print(f"{name:<22}{seconds:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
-              f"{total / docs:>11,.0f}  " + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
+              f"{live / 2**30:>10.2f}{total / docs:>11,.0f}  "
+              + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
+    print("live GiB: the frames and series still referenced after the step (found by the garbage collector; buffers "
+          "two frames share count twice): what 'after GiB' holds beyond it, the allocators keep")
+
+
+def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipeline.Call) -> None:
+    """`pipeline.run_on_state` in a Prefect flow with each step a task, as `flows.pipeline.dedupe_flow`
+    runs it, each task timed and measured by `recorded`."""
+    for name, value in _prefect_environment().items():
+        os.environ.setdefault(name, value)
+    from prefect import flow
+
+    from flows.pipeline import as_task
+
+    @flow(name="dedupe-profile")
+    def profiled() -> None:
+        def call(name: str, function: Callable[..., object], *args: object) -> object:
+            return recorded(name, as_task, name, function, *args)
+
+        pipeline.run_on_state(parts, out, out / "state", config, call=call)
+
+    profiled()
+
+
+def _prefect_environment() -> dict[str, str]:
+    """Prefect's settings for a benchmark's flow: a home of its own, and `python -m dedupe run`'s defaults."""
+    from dedupe.__main__ import PREFECT_DEFAULTS
+
+    home = os.environ.get("PREFECT_HOME") or tempfile.mkdtemp(prefix="prefect-home-")
+    return {"PREFECT_HOME": home, **PREFECT_DEFAULTS}
+
+
+def _live_frame_bytes() -> int:
+    """Bytes of every polars frame and series this process still references (an upper bound:
+    buffers shared between frames count once per frame)."""
+    gc.collect()
+    return sum(item.estimated_size() for item in gc.get_objects() if isinstance(item, (pl.DataFrame, pl.Series)))
 
 
 def _bytes_of(result: object, prefix: str = "") -> dict[str, int]:
@@ -761,7 +804,9 @@ def main() -> None:
         figures = run_pipeline(corpus, args.flow, args.workers, args.chunk)
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
     if args.what == "profile":
-        profile(args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs), args.workers, args.chunk)
+        docs = args.docs
+        corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
+        profile(corpus, args.workers, args.chunk, args.flow)
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":

@@ -544,3 +544,10 @@ NON_ASCII_SEPARATORS = "’‘“”—–…«»•·─©®€£°"
 case-folds to one (a test holds it), so each splits words as a space does: a line whose only
 non-ASCII characters are these takes the ASCII way instead of the regex (clean's speed-up:
 `python benchmarks/text_stages.py --against COMMIT`, benchmarks/README.md)."""
+
+
+def clear_line_caches() -> None:
+    """Empty the per-line caches (`fold`, `_trigrams`): they serve the copies within a stage;
+    kept, a run in chunks held what every chunk filled them with (up to 2^18 tuples of 3-grams)."""
+    fold.cache_clear()
+    _trigrams.cache_clear()

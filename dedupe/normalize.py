@@ -136,3 +136,8 @@ def _looks_like_mojibake(line: str) -> bool:
         BADNESS_RE.search(line, max(run.start() - _BADNESS_REACH, 0), run.end() + _BADNESS_REACH)
         for run in _NON_ASCII_RUN.finditer(line)
     )
+
+
+def clear_line_cache() -> None:
+    """Empty `_normalize_line`'s cache: it serves the wire copies within a stage, not a run's chunks."""
+    _normalize_line.cache_clear()

@@ -123,8 +123,8 @@ def _frames(
             pieces.append(pl.DataFrame(rows, schema=READ, orient="row"))
             held, rows = held + len(rows), []
             if held == size or row is None:
-                yield pl.concat(pieces, rechunk=False), row is None
-                pieces, held = [], 0
+                frame, pieces, held = [pl.concat(pieces, rechunk=False)], [], 0
+                yield frame.pop(), row is None  # popped: no local holds a chunk's raw text while the run uses it
 
 
 def discover(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:

@@ -181,11 +181,16 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" el
 
 
 def release_free_memory() -> None:
-    """Give the memory that Python freed back to the system (glibc's `malloc_trim`). The text
-    stages make and drop millions of Python strings of a few KB; glibc keeps the freed heap
-    for later Python objects, but polars allocates through its own allocator, so without this
-    the next stage's frames come on top of it (benchmarks/README.md, `speed.py profile`). A
-    no-op off Linux."""
+    """Let go of what a stage kept for itself and give the memory that Python freed back to the
+    system (glibc's `malloc_trim`). The per-line caches of normalize and clean are emptied: they
+    pay within a stage, and kept they grew with the records a run had seen, up to their caps
+    (with the reader's pieces, 0.26 GiB of a chunked run's resident memory at 20,000 records:
+    benchmarks/README.md, *Memory kept between chunks*). The text stages make and drop millions
+    of Python strings of a few KB; glibc keeps the freed heap for later Python objects, but polars
+    allocates through its own allocator, so without the trim the next stage's frames come on top
+    of it (`speed.py profile`). The trim is a no-op off Linux."""
+    normalize.clear_line_cache()
+    clean.clear_line_caches()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 

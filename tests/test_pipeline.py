@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -8,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dedupe import pipeline, read
+from dedupe import clean, normalize, pipeline, read, shards, state
 from dedupe.config import Config
+from dedupe.schema import READ
 
 words = st.sampled_from(["council", "budget", "approved", "the", "école", "東京", "\u200b", "&amp;", "\x00", "-", "\n"])
 any_text = st.one_of(st.text(st.characters(exclude_categories=()), max_size=300), st.lists(words, max_size=80).map(" ".join))
@@ -50,6 +53,49 @@ def test_reading_in_chunks_gives_the_ids_and_notes_of_one_read(
         assert frame.height <= size
         chunks.append(frame)
     assert pl.concat(chunks).equals(read.read_found(found, Config()))
+
+
+def test_a_chunk_read_is_not_held_by_the_reader_once_the_run_lets_it_go(tmp_path: Path) -> None:
+    """A run drops a chunk's raw records before it commits and loads the next: the reader must
+    not keep them (it did, in its list of pieces, until the next chunk was asked for)."""
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"id": str(n), "title": f"title {n}"}) for n in range(10)))
+    reader = read.Chunks(read.discover([tmp_path]), Config(), 4)
+    frame, last = reader.next()
+    assert frame.height == 4 and not last
+    del frame
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, pl.DataFrame) and "title_raw" in o.columns]
+    assert not [o for o in alive if "title 0" in o["title_raw"].to_list()]  # nor the pieces it was made of
+
+
+def test_a_run_in_chunks_lets_go_of_the_history_texts_it_read(tmp_path: Path) -> None:
+    """The history a run starts from is kept to its end (story ids pass on from it): the texts
+    its first chunk read of it (candidate partners, touched groups) must not be kept with it."""
+    one, two, _ = _slice_of_real_data(tmp_path / "input")
+    out = tmp_path / "out"
+    pipeline.run_on_state([one], out, out / "state", Config(), warn=lambda _: None)
+    history = state.load(out / "state", Config())
+    config = Config(chunk_records=100)
+    folder, run_at = out / "state", datetime.now(UTC)
+    pipeline._update_in_chunks([two], folder, history, config, run_at, pipeline.direct, lambda _: None)
+    assert history.read_records == {}
+
+
+def test_stages_let_go_of_the_per_line_caches() -> None:
+    """The text stages' per-line caches live with a stage: kept, they grew with every record a
+    run in chunks had seen (benchmarks/README.md, *Memory kept between chunks*)."""
+    normalize.normalize(pl.DataFrame({"text_raw": ["A line.\nAnother line."], "title_raw": ["A title"]}).pipe(_as_read))
+    clean.shared_by_copies(["Council approves the budget.", "Council approves the budget."], Config())
+    caches = (normalize._normalize_line, clean.fold, clean._trigrams)
+    assert all(cache.cache_info().currsize for cache in caches)
+    shards.release_free_memory()
+    assert [cache.cache_info().currsize for cache in caches] == [0, 0, 0]
+
+
+def _as_read(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.lit(None, dtype).alias(name) for name, dtype in READ.items() if name not in frame.columns
+    ).with_columns(article_id=pl.lit("a"), status=pl.lit("ok")).select(list(READ))
 
 
 def _slice_of_real_data(folder: Path) -> list[Path]:
