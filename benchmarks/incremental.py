@@ -41,6 +41,7 @@ CONFIG = Config()
 TOTALS = (
     "load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
     "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "single s",
+    "rows changed", "texts changed", *(f"segments {size}" for size in (256, 1024, 4096)),
 )
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
@@ -80,6 +81,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     started = time.perf_counter()
     state.publish(folder, work / f"out-{history}")
     publish = time.perf_counter() - started
+    layout = published_layout(work / f"out-{history}" / "articles.parquet", update, loaded)
     peak = peak_rss_mib()
     (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     del loaded, tries, update
@@ -94,7 +96,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
         "old copies": copies,
         "rss before MiB": rss_before, "peak rss MiB": peak, "child start MiB": child_start, "child peak MiB": child_peak,
         "computed": replayed.computed, "carried": replayed.carried, "single computed": single.computed,
-        "replayed s": replay_seconds, "single s": single_seconds,
+        "replayed s": replay_seconds, "single s": single_seconds, **layout,
     }
 
 
@@ -203,6 +205,23 @@ def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     return articles.filter(pl.col("duplicate_group").is_in(touched) & ~new).height
 
 
+SEGMENT_ROWS = (256, 1024, 4096)
+
+
+def published_layout(published: Path, update: state.Update, history: state.History) -> dict[str, float]:
+    """What a run changed of the published articles: the rows that differ from the last run's
+    (new ones among them), those whose texts were cleaned again, and for each size in
+    SEGMENT_ROWS how many of the file's runs of that many consecutive rows hold a changed row
+    (of how many): what a layout rewriting only the segments a run touches would rewrite."""
+    now, before = (articles.select("article_id", row=articles.hash_rows()) for articles in (update.articles, history.articles))
+    changed = now.join(before, on=["article_id", "row"], how="anti")["article_id"]
+    rows = pl.scan_parquet(published).select("article_id").with_row_index("position")
+    positions = rows.filter(pl.col("article_id").is_in(changed.implode())).collect()["position"]
+    total = rows.select(pl.len()).collect().item()
+    touched = {f"segments {size}": (positions // size).n_unique() / -(-total // size) for size in SEGMENT_ROWS}
+    return {"rows changed": positions.len(), "texts changed": update.article_texts.height, **touched}
+
+
 def slope_ms_per_1000(histories: list[int], seconds: list[float]) -> float:
     """Least-squares growth of `seconds` with the history size, in ms per 1,000 history records."""
     return float(np.polyfit(np.array(histories) / 1000, np.array(seconds) * 1000, 1)[0]) if len(histories) > 1 else 0.0
@@ -239,6 +258,12 @@ def main() -> None:
     for history, row in rows.items():
         print(f"{history:>8} {row['replayed s']:>11.3f} {row['single s']:>8.3f} {row['single s'] / row['replayed s']:>17.1f} "
               f"{row['computed']:>22.0f} {row['single computed']:>7.0f} {row['carried']:>13.0f}")
+    print("\npublished articles.parquet: rows the batch changed, and the share of the file's segments of N consecutive rows"
+          " that hold one (a layout rewriting only touched segments rewrites that share)")
+    print(f"{'history':>8} {'rows changed':>13} {'texts changed':>14}" + "".join(f"{f'segments {n}':>14}" for n in SEGMENT_ROWS))
+    for history, row in rows.items():
+        print(f"{history:>8} {row['rows changed']:>13.0f} {row['texts changed']:>14.0f}"
+              + "".join(f"{row[f'segments {n}']:>14.2f}" for n in SEGMENT_ROWS))
     first, last = rows[histories[0]], rows[histories[-1]]
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
