@@ -183,6 +183,29 @@ def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
     return seconds
 
 
+def bridge_seconds(pairs: pl.DataFrame) -> dict[str, float]:
+    """Best of three: the bridges of the story-pair graph (`pairs`, PAIRS of a state), as
+    `cluster.without_weak_bridges` finds them (igraph) and as networkx, which it replaced, did;
+    the two must be the same set."""
+    edges = list(pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b").iter_rows())
+    import networkx as nx  # pip install -e '.[bench]'
+
+    finders = {
+        "igraph": lambda: cluster._bridges(edges),
+        "networkx": lambda: {frozenset(edge) for edge in nx.bridges(nx.Graph(edges))},
+    }
+    found, seconds = {}, {}
+    for name, finder in finders.items():
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            found[name] = finder()
+            times.append(time.perf_counter() - started)
+        seconds[name] = min(times)
+    assert found["igraph"] == found["networkx"], "igraph and networkx found different bridges"
+    return {"edges": len(edges), "bridges": len(found["igraph"]), **seconds}
+
+
 def compression_costs(published: Path, folder: Path) -> dict[str, tuple[float, int]]:
     """Best of three: seconds to stream the published articles into a new file (as publishing
     does) with each compression, and the file's bytes."""
@@ -213,7 +236,7 @@ def published_layout(published: Path, update: state.Update, history: state.Histo
     (new ones among them), those whose texts were cleaned again, and for each size in
     SEGMENT_ROWS how many of the file's runs of that many consecutive rows hold a changed row
     (of how many): what a layout rewriting only the segments a run touches would rewrite."""
-    now, before = (articles.select("article_id", row=articles.hash_rows()) for articles in (update.articles, history.articles))
+    now, before = (frame.select("article_id", row=frame.hash_rows()) for frame in (update.articles, history.articles))
     changed = now.join(before, on=["article_id", "row"], how="anti")["article_id"]
     rows = pl.scan_parquet(published).select("article_id").with_row_index("position")
     positions = rows.filter(pl.col("article_id").is_in(changed.implode())).collect()["position"]
@@ -242,7 +265,9 @@ def main() -> None:
             rows[history] = measure(history, batch, records.head(max(histories)), Path(work))
             row = rows[history]
             print(f"history {history:,}: incremental {row['incremental']:.2f} s, one run {row['full run']:.2f} s", file=sys.stderr, flush=True)
-        keys = state.load(Path(work) / f"state-{histories[-1]}", CONFIG).band_keys
+        largest = state.load(Path(work) / f"state-{histories[-1]}", CONFIG)
+        keys, bridges = largest.band_keys, bridge_seconds(largest.pairs)
+        del largest
         reload = reload_seconds(keys, Path(work))
         published = Path(work) / f"out-{histories[-1]}" / "articles.parquet"
         compressions = compression_costs(published, Path(work))
@@ -258,9 +283,10 @@ def main() -> None:
     for history, row in rows.items():
         print(f"{history:>8} {row['replayed s']:>11.3f} {row['single s']:>8.3f} {row['single s'] / row['replayed s']:>17.1f} "
               f"{row['computed']:>22.0f} {row['single computed']:>7.0f} {row['carried']:>13.0f}")
-    print("\npublished articles.parquet: rows the batch changed, and the share of the file's segments of N consecutive rows"
-          " that hold one (a layout rewriting only touched segments rewrites that share)")
-    print(f"{'history':>8} {'rows changed':>13} {'texts changed':>14}" + "".join(f"{f'segments {n}':>14}" for n in SEGMENT_ROWS))
+    print("\npublished articles.parquet: rows the batch changed, and the share of the file's segments of N consecutive"
+          " rows that hold one (a layout rewriting only touched segments rewrites that share)")
+    segments = "".join(f"{f'segments {n}':>14}" for n in SEGMENT_ROWS)
+    print(f"{'history':>8} {'rows changed':>13} {'texts changed':>14}{segments}")
     for history, row in rows.items():
         print(f"{history:>8} {row['rows changed']:>13.0f} {row['texts changed']:>14.0f}"
               + "".join(f"{row[f'segments {n}']:>14.2f}" for n in SEGMENT_ROWS))
@@ -268,6 +294,9 @@ def main() -> None:
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
     reloads = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in reload.items())
+    print(f"bridges of the largest state's story-pair graph ({bridges['edges']:,} pairs, {bridges['bridges']:,} "
+          f"bridges): igraph (cluster.without_weak_bridges) {bridges['igraph'] * 1000:.1f} ms, "
+          f"networkx {bridges['networkx'] * 1000:.1f} ms")
     print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
     print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is "
           f"{getattr(state, 'PUBLISHED_COMPRESSION', 'zstd')}): "

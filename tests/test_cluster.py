@@ -110,7 +110,10 @@ def test_bridges_are_the_edges_whose_removal_splits_the_graph(numbers: list[tupl
     def count(kept: list[tuple[str, str]]) -> int:
         return len(set(components(ids, kept).values()))
 
-    bridges = {frozenset(edge) for edge in edges if count([e for e in edges if frozenset(e) != frozenset(edge)]) > count(edges)}
+    def without(edge: tuple[str, str]) -> list[tuple[str, str]]:
+        return [other for other in edges if frozenset(other) != frozenset(edge)]
+
+    bridges = {frozenset(edge) for edge in edges if count(without(edge)) > count(edges)}
     assert without_weak_bridges(ids, edges, min_group=1) == [edge for edge in edges if frozenset(edge) not in bridges]
 
 
