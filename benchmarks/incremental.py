@@ -19,6 +19,7 @@ wall-clock on a shared machine: noisy in absolute terms.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -36,12 +37,13 @@ import speed  # benchmarks/ is a folder of scripts, not a package
 
 from dedupe import cluster, pipeline, state
 from dedupe.config import Config
+from dedupe.schema import ARTICLES
 
 CONFIG = Config()
 TOTALS = (
     "load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
     "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "single s",
-    "rows changed", "texts changed", *(f"segments {size}" for size in (256, 1024, 4096)),
+    "published",
 )
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
@@ -78,11 +80,13 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     state.commit(folder, loaded, update, CONFIG)
     commit = time.perf_counter() - started
     copies = old_copies(result.articles, update)
+    published, previous = work / f"out-{history}" / "articles.parquet", work / f"previous-{history}.parquet"
+    os.link(published, previous)  # the last run's file, kept to compare
     started = time.perf_counter()
     state.publish(folder, work / f"out-{history}")
     publish = time.perf_counter() - started
-    layout = published_layout(work / f"out-{history}" / "articles.parquet", update, loaded)
     peak = peak_rss_mib()
+    layout = published_changes(previous, published, update.article_texts.height)
     (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     del loaded, tries, update
     started = time.perf_counter()
@@ -96,7 +100,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
         "old copies": copies,
         "rss before MiB": rss_before, "peak rss MiB": peak, "child start MiB": child_start, "child peak MiB": child_peak,
         "computed": replayed.computed, "carried": replayed.carried, "single computed": single.computed,
-        "replayed s": replay_seconds, "single s": single_seconds, **layout,
+        "replayed s": replay_seconds, "single s": single_seconds, "published": layout,
     }
 
 
@@ -231,18 +235,33 @@ def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
 SEGMENT_ROWS = (256, 1024, 4096)
 
 
-def published_layout(published: Path, update: state.Update, history: state.History) -> dict[str, float]:
-    """What a run changed of the published articles: the rows that differ from the last run's
-    (new ones among them), those whose texts were cleaned again, and for each size in
-    SEGMENT_ROWS how many of the file's runs of that many consecutive rows hold a changed row
-    (of how many): what a layout rewriting only the segments a run touches would rewrite."""
-    now, before = (frame.select("article_id", row=frame.hash_rows()) for frame in (update.articles, history.articles))
-    changed = now.join(before, on=["article_id", "row"], how="anti")["article_id"]
-    rows = pl.scan_parquet(published).select("article_id").with_row_index("position")
-    positions = rows.filter(pl.col("article_id").is_in(changed.implode())).collect()["position"]
-    total = rows.select(pl.len()).collect().item()
-    touched = {f"segments {size}": (positions // size).n_unique() / -(-total // size) for size in SEGMENT_ROWS}
-    return {"rows changed": positions.len(), "texts changed": update.article_texts.height, **touched}
+def published_changes(previous: Path, published: Path, texts_changed: int) -> dict[str, object]:
+    """What a run changed of the published articles.parquet against the last one (`previous`;
+    the old articles keep their order, new ones follow): rows changed (new ones among them), the
+    articles whose texts were cleaned again, the old rows changed in each column, and for each
+    size in SEGMENT_ROWS the share of the file's runs of that many consecutive rows that hold a
+    changed row: what a layout rewriting only the segments a run touches would rewrite. Read
+    one column at a time."""
+    old_rows = pl.scan_parquet(previous).select(pl.len()).collect().item()
+    total = pl.scan_parquet(published).select(pl.len()).collect().item()
+    changed = np.zeros(total, dtype=bool)
+    changed[old_rows:] = True
+    columns = {}
+    for name in ARTICLES:
+        before, now = (
+            pl.read_parquet(path, columns=[name]).to_series().head(old_rows) for path in (previous, published)
+        )
+        if name == "article_id" and not before.equals(now):
+            raise AssertionError("published articles.parquet: the old articles moved")
+        differs = (before.hash() != now.hash()) if isinstance(before.dtype, pl.List) else ~before.eq_missing(now)
+        changed[:old_rows] |= differs.to_numpy()
+        if differs.any():
+            columns[name] = int(differs.sum())
+    positions = np.flatnonzero(changed)
+    touched = {size: len(np.unique(positions // size)) / -(-total // size) for size in SEGMENT_ROWS}
+    return {
+        "rows changed": len(positions), "texts changed": texts_changed, "old rows by column": columns, "segments": touched,
+    }
 
 
 def slope_ms_per_1000(histories: list[int], seconds: list[float]) -> float:
@@ -286,10 +305,12 @@ def main() -> None:
     print("\npublished articles.parquet: rows the batch changed, and the share of the file's segments of N consecutive"
           " rows that hold one (a layout rewriting only touched segments rewrites that share)")
     segments = "".join(f"{f'segments {n}':>14}" for n in SEGMENT_ROWS)
-    print(f"{'history':>8} {'rows changed':>13} {'texts changed':>14}{segments}")
+    print(f"{'history':>8} {'rows changed':>13} {'texts changed':>14}{segments}   old rows changed, by column")
     for history, row in rows.items():
-        print(f"{history:>8} {row['rows changed']:>13.0f} {row['texts changed']:>14.0f}"
-              + "".join(f"{row[f'segments {n}']:>14.2f}" for n in SEGMENT_ROWS))
+        changes = row["published"]
+        by_column = ", ".join(f"{name} {count:,}" for name, count in changes["old rows by column"].items())
+        print(f"{history:>8} {changes['rows changed']:>13,} {changes['texts changed']:>14,}"
+              + "".join(f"{changes['segments'][n]:>14.2f}" for n in SEGMENT_ROWS) + f"   {by_column}")
     first, last = rows[histories[0]], rows[histories[-1]]
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
