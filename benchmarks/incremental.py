@@ -260,7 +260,8 @@ def published_changes(previous: Path, published: Path, texts_changed: int) -> di
     positions = np.flatnonzero(changed)
     touched = {size: len(np.unique(positions // size)) / -(-total // size) for size in SEGMENT_ROWS}
     return {
-        "rows changed": len(positions), "texts changed": texts_changed, "old rows by column": columns, "segments": touched,
+        "rows changed": len(positions), "texts changed": texts_changed,
+        "old rows by column": columns, "segments": touched,
     }
 
 
