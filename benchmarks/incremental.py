@@ -19,6 +19,7 @@ wall-clock on a shared machine: noisy in absolute terms.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -36,11 +37,13 @@ import speed  # benchmarks/ is a folder of scripts, not a package
 
 from dedupe import cluster, pipeline, state
 from dedupe.config import Config
+from dedupe.schema import ARTICLES
 
 CONFIG = Config()
 TOTALS = (
     "load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
     "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "single s",
+    "published",
 )
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
@@ -77,10 +80,13 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     state.commit(folder, loaded, update, CONFIG)
     commit = time.perf_counter() - started
     copies = old_copies(result.articles, update)
+    published, previous = work / f"out-{history}" / "articles.parquet", work / f"previous-{history}.parquet"
+    os.link(published, previous)  # the last run's file, kept to compare
     started = time.perf_counter()
     state.publish(folder, work / f"out-{history}")
     publish = time.perf_counter() - started
     peak = peak_rss_mib()
+    layout = published_changes(previous, published, update.article_texts.height)
     (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     del loaded, tries, update
     started = time.perf_counter()
@@ -94,7 +100,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
         "old copies": copies,
         "rss before MiB": rss_before, "peak rss MiB": peak, "child start MiB": child_start, "child peak MiB": child_peak,
         "computed": replayed.computed, "carried": replayed.carried, "single computed": single.computed,
-        "replayed s": replay_seconds, "single s": single_seconds,
+        "replayed s": replay_seconds, "single s": single_seconds, "published": layout,
     }
 
 
@@ -181,6 +187,29 @@ def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
     return seconds
 
 
+def bridge_seconds(pairs: pl.DataFrame) -> dict[str, float]:
+    """Best of three: the bridges of the story-pair graph (`pairs`, PAIRS of a state), as
+    `cluster.without_weak_bridges` finds them (igraph) and as networkx, which it replaced, did;
+    the two must be the same set."""
+    edges = list(pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b").iter_rows())
+    import networkx as nx  # pip install -e '.[bench]'
+
+    finders = {
+        "igraph": lambda: cluster._bridges(edges),
+        "networkx": lambda: {frozenset(edge) for edge in nx.bridges(nx.Graph(edges))},
+    }
+    found, seconds = {}, {}
+    for name, finder in finders.items():
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            found[name] = finder()
+            times.append(time.perf_counter() - started)
+        seconds[name] = min(times)
+    assert found["igraph"] == found["networkx"], "igraph and networkx found different bridges"
+    return {"edges": len(edges), "bridges": len(found["igraph"]), **seconds}
+
+
 def compression_costs(published: Path, folder: Path) -> dict[str, tuple[float, int]]:
     """Best of three: seconds to stream the published articles into a new file (as publishing
     does) with each compression, and the file's bytes."""
@@ -203,6 +232,39 @@ def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     return articles.filter(pl.col("duplicate_group").is_in(touched) & ~new).height
 
 
+SEGMENT_ROWS = (256, 1024, 4096)
+
+
+def published_changes(previous: Path, published: Path, texts_changed: int) -> dict[str, object]:
+    """What a run changed of the published articles.parquet against the last one (`previous`;
+    the old articles keep their order, new ones follow): rows changed (new ones among them), the
+    articles whose texts were cleaned again, the old rows changed in each column, and for each
+    size in SEGMENT_ROWS the share of the file's runs of that many consecutive rows that hold a
+    changed row: what a layout rewriting only the segments a run touches would rewrite. Read
+    one column at a time."""
+    old_rows = pl.scan_parquet(previous).select(pl.len()).collect().item()
+    total = pl.scan_parquet(published).select(pl.len()).collect().item()
+    changed = np.zeros(total, dtype=bool)
+    changed[old_rows:] = True
+    columns = {}
+    for name in ARTICLES:
+        before, now = (
+            pl.read_parquet(path, columns=[name]).to_series().head(old_rows) for path in (previous, published)
+        )
+        if name == "article_id" and not before.equals(now):
+            raise AssertionError("published articles.parquet: the old articles moved")
+        differs = (before.hash() != now.hash()) if isinstance(before.dtype, pl.List) else ~before.eq_missing(now)
+        changed[:old_rows] |= differs.to_numpy()
+        if differs.any():
+            columns[name] = int(differs.sum())
+    positions = np.flatnonzero(changed)
+    touched = {size: len(np.unique(positions // size)) / -(-total // size) for size in SEGMENT_ROWS}
+    return {
+        "rows changed": len(positions), "texts changed": texts_changed,
+        "old rows by column": columns, "segments": touched,
+    }
+
+
 def slope_ms_per_1000(histories: list[int], seconds: list[float]) -> float:
     """Least-squares growth of `seconds` with the history size, in ms per 1,000 history records."""
     return float(np.polyfit(np.array(histories) / 1000, np.array(seconds) * 1000, 1)[0]) if len(histories) > 1 else 0.0
@@ -223,7 +285,9 @@ def main() -> None:
             rows[history] = measure(history, batch, records.head(max(histories)), Path(work))
             row = rows[history]
             print(f"history {history:,}: incremental {row['incremental']:.2f} s, one run {row['full run']:.2f} s", file=sys.stderr, flush=True)
-        keys = state.load(Path(work) / f"state-{histories[-1]}", CONFIG).band_keys
+        largest = state.load(Path(work) / f"state-{histories[-1]}", CONFIG)
+        keys, bridges = largest.band_keys, bridge_seconds(largest.pairs)
+        del largest
         reload = reload_seconds(keys, Path(work))
         published = Path(work) / f"out-{histories[-1]}" / "articles.parquet"
         compressions = compression_costs(published, Path(work))
@@ -239,10 +303,22 @@ def main() -> None:
     for history, row in rows.items():
         print(f"{history:>8} {row['replayed s']:>11.3f} {row['single s']:>8.3f} {row['single s'] / row['replayed s']:>17.1f} "
               f"{row['computed']:>22.0f} {row['single computed']:>7.0f} {row['carried']:>13.0f}")
+    print("\npublished articles.parquet: rows the batch changed, and the share of the file's segments of N consecutive"
+          " rows that hold one (a layout rewriting only touched segments rewrites that share)")
+    segments = "".join(f"{f'segments {n}':>14}" for n in SEGMENT_ROWS)
+    print(f"{'history':>8} {'rows changed':>13} {'texts changed':>14}{segments}   old rows changed, by column")
+    for history, row in rows.items():
+        changes = row["published"]
+        by_column = ", ".join(f"{name} {count:,}" for name, count in changes["old rows by column"].items())
+        print(f"{history:>8} {changes['rows changed']:>13,} {changes['texts changed']:>14,}"
+              + "".join(f"{changes['segments'][n]:>14.2f}" for n in SEGMENT_ROWS) + f"   {by_column}")
     first, last = rows[histories[0]], rows[histories[-1]]
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
     reloads = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in reload.items())
+    print(f"bridges of the largest state's story-pair graph ({bridges['edges']:,} pairs, {bridges['bridges']:,} "
+          f"bridges): igraph (cluster.without_weak_bridges) {bridges['igraph'] * 1000:.1f} ms, "
+          f"networkx {bridges['networkx'] * 1000:.1f} ms")
     print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
     print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is "
           f"{getattr(state, 'PUBLISHED_COMPRESSION', 'zstd')}): "

@@ -98,6 +98,25 @@ def test_one_pair_does_not_join_two_well_knit_groups() -> None:
     assert len(kept) == len(ring) + len(other) + len(tail)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 14), st.integers(0, 14)), max_size=40))
+def test_bridges_are_the_edges_whose_removal_splits_the_graph(numbers: list[tuple[int, int]]) -> None:
+    """With min_group=1 every bridge is weak: what is dropped is exactly the edges whose removal
+    (every copy, either way round) leaves more components; on small graphs with repeated and
+    reversed pairs and self-loops."""
+    edges = [(f"n{a:02d}", f"n{b:02d}") for a, b in numbers]
+    ids = sorted({node for edge in edges for node in edge})
+
+    def count(kept: list[tuple[str, str]]) -> int:
+        return len(set(components(ids, kept).values()))
+
+    def without(edge: tuple[str, str]) -> list[tuple[str, str]]:
+        return [other for other in edges if frozenset(other) != frozenset(edge)]
+
+    bridges = {frozenset(edge) for edge in edges if count(without(edge)) > count(edges)}
+    assert without_weak_bridges(ids, edges, min_group=1) == [edge for edge in edges if frozenset(edge) not in bridges]
+
+
 def brute_force_average_linkage(weights: dict[str, int], similarity: dict[frozenset[str], float], threshold: float) -> dict[str, str]:
     """Textbook UPGMA over the full matrix (pairs not given count as 0), for reference."""
     clusters = {node: [node] for node in weights}
