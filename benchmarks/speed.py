@@ -685,6 +685,32 @@ def candidate_buckets(corpus: Path, caps: list[int]) -> None:
         print(f"  lsh_max_bucket {cap}: {pairs.height / docs:.2f} candidates per document, {true:,} true pairs among them")
 
 
+def story_buckets(corpus: Path, caps: list[int]) -> None:
+    """The story LSH buckets of a corpus by size, as story matching sees them when every
+    duplicate group is found (one group per original, its headline as story text), and the
+    story candidates per group (and those of one event among them) at each story bucket cap."""
+    config = Config()
+    originals = pl.concat([pl.read_parquet(part, columns=["id", "title"]) for part in sorted(corpus.glob("part-*.parquet"))])
+    groups = originals.join(pl.read_parquet(corpus / "labels.parquet.truth"), on="id").filter(
+        pl.col("id").str.slice(1).cast(pl.Int64) == pl.col("cluster").str.slice(1).cast(pl.Int64)
+    )
+    sets = minhash.ShingleSets.from_sets(dict(zip(groups["id"], map(minhash.keywords, groups["title"]))))
+    keys = minhash.band_keys(sets, config.story_lsh_threshold, config)
+    sizes = keys.group_by("band", "key").len()["len"].to_numpy()
+    print(f"\n{len(sets):,} duplicate groups, {keys['band'].n_unique()} story bands: buckets by size "
+          "(the pairs each would make without the cap, repeats counted)")
+    for low, high in [(2, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, 200), (201, None)]:
+        chosen = (sizes >= low) & (sizes <= (high or sizes.max()))
+        pairs = int((sizes[chosen] * (sizes[chosen] - 1) // 2).sum())
+        print(f"  {low}-{high or 'more'} groups: {int(chosen.sum()):>8,} buckets, {pairs / len(sets):>8.2f} pairs per group")
+    event = dict(pl.read_parquet(corpus / "stories.parquet.truth").iter_rows())
+    for cap in caps:
+        pairs = minhash.bucket_pairs(keys, "story", config.with_overrides(story_lsh_max_bucket=cap))
+        same = sum(event[a] == event[b] for a, b in pairs.select("article_id_a", "article_id_b").iter_rows())
+        print(f"  story_lsh_max_bucket {cap}: {pairs.height / len(sets):.2f} candidates per group, "
+              f"{same / max(pairs.height, 1):.0%} of them within one event")
+
+
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
 
 
@@ -926,7 +952,9 @@ def main() -> None:
         scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":
         for size in args.sizes:
-            candidate_buckets(build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size), [200, 50, 20])
+            corpus = build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size)
+            candidate_buckets(corpus, [200, 50, 20])
+            story_buckets(corpus, [50, 20, 10, 5])
     if args.what == "seeds":
         seeds_run(args.rounds)
     if args.what == "history":
