@@ -18,8 +18,9 @@ words, real word pairs, new documents), about events of Zipf-distributed size (m
 or twice, a few by hundreds), each headlined by a walk of a word-bigram chain trained on the
 news-aggregator headlines and reworded by each original about it; and `--duplicates` of the
 documents copies of an original with a few words changed, a site template around them and its
-headline lightly decorated, so the true duplicate groups (and events) are known. Timings are wall clock on a shared machine (noisy); ratios
-within one process are steadier. Peak memory is the process's maximum resident set.
+headline lightly decorated, so the true duplicate groups (and events) are known. Timings are
+wall clock on a shared machine (noisy); ratios within one process are steadier. Peak memory is
+the process's maximum resident set.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ class ChunkWatcher:
         self._memory.reset()
         self._started = now
         for table in self.TABLES:
-            parts = [generation / "pairs.parquet"] if table == "pairs" else sorted((generation / table).glob("*.parquet"))
+            folder = generation / table
+            parts = [generation / "pairs.parquet"] if table == "pairs" else sorted(folder.glob("*.parquet"))
             chunk[table] = sum(pl.scan_parquet(part).select(pl.len()).collect().item() for part in parts)
         self.chunks.append(chunk)
 
@@ -282,16 +284,18 @@ def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, event_of: np.ndarray, ch
     writer = _HeadlineWriter(headlines, seed)
     titles = [writer.title(int(row), int(original), int(event), source)
               for row, original, event, source in zip(rows, copy_of, event_of, sources)]
-    return pl.DataFrame({"id": [f"d{row:07}" for row in rows], "title": titles, "text": text.str.strip_chars(), "source": sources})
+    ids = [f"d{row:07}" for row in rows]
+    return pl.DataFrame({"id": ids, "title": titles, "text": text.str.strip_chars(), "source": sources})
 
 
 class _HeadlineWriter:
     """New headlines from the headline chain: each event has one, walked from the start word;
     each original about it keeps a random head of it (a third to two thirds) and walks on from
     there, as coverage of one event rewords it (two originals of one event are story candidates
-    in about half the pairs; at least half the head kept: 0.8, news-aggregator's stories: 0.23); a copy keeps its original's headline and decorates it
-    (`DECORATIONS`). Every headline is a function of the seed and its event, original or row,
-    so a part is written the same whatever other parts hold."""
+    in about half the pairs; at least half the head kept: 0.8, news-aggregator's stories: 0.23);
+    a copy keeps its original's headline and decorates it (`DECORATIONS`). Every headline is a
+    function of the seed and its event, original or row, so a part is written the same whatever
+    other parts hold."""
 
     def __init__(self, chain: Chain, seed: int) -> None:
         vocabulary, starts, counts, successors = chain
@@ -511,7 +515,8 @@ def show_pipeline(figures: dict[str, object]) -> None:
           + (f", duplicate groups vs truth ARI {figures['duplicates_ari']:.3f} B3 F1 {figures['duplicates_b3_f1']:.3f}"
              if "duplicates_ari" in figures else ""))
     if "stories_ari" in figures:
-        print(f"  stories vs the corpus's events: ARI {figures['stories_ari']:.3f} B3 F1 {figures['stories_b3_f1']:.3f}")
+        print(f"  stories vs the corpus's events: ARI {figures['stories_ari']:.3f} "
+              f"B3 F1 {figures['stories_b3_f1']:.3f}")
     for stage, seconds in figures["stages"].items():
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
     show_chunks(figures.get("chunks", []))
@@ -690,7 +695,8 @@ def story_buckets(corpus: Path, caps: list[int]) -> None:
     duplicate group is found (one group per original, its headline as story text), and the
     story candidates per group (and those of one event among them) at each story bucket cap."""
     config = Config()
-    originals = pl.concat([pl.read_parquet(part, columns=["id", "title"]) for part in sorted(corpus.glob("part-*.parquet"))])
+    parts = sorted(corpus.glob("part-*.parquet"))
+    originals = pl.concat([pl.read_parquet(part, columns=["id", "title"]) for part in parts])
     groups = originals.join(pl.read_parquet(corpus / "labels.parquet.truth"), on="id").filter(
         pl.col("id").str.slice(1).cast(pl.Int64) == pl.col("cluster").str.slice(1).cast(pl.Int64)
     )
@@ -702,7 +708,8 @@ def story_buckets(corpus: Path, caps: list[int]) -> None:
     for low, high in [(2, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, 200), (201, None)]:
         chosen = (sizes >= low) & (sizes <= (high or sizes.max()))
         pairs = int((sizes[chosen] * (sizes[chosen] - 1) // 2).sum())
-        print(f"  {low}-{high or 'more'} groups: {int(chosen.sum()):>8,} buckets, {pairs / len(sets):>8.2f} pairs per group")
+        print(f"  {low}-{high or 'more'} groups: {int(chosen.sum()):>8,} buckets, "
+              f"{pairs / len(sets):>8.2f} pairs per group")
     event = dict(pl.read_parquet(corpus / "stories.parquet.truth").iter_rows())
     for cap in caps:
         pairs = minhash.bucket_pairs(keys, "story", config.with_overrides(story_lsh_max_bucket=cap))
