@@ -199,10 +199,10 @@ def body_chain(data: Path) -> Chain:
 def headline_chain(data: Path) -> Chain:
     """The chain of the news-aggregator headlines' words, each headline between a start and an
     end word (a cut headline's "  ..." dropped), for new headlines in the style of real ones.
-    Its pairs are distinct: walked by frequency, the 2,821 headlines lead walks down their
-    own few paths, and two unrelated originals were story candidates (keyword LSH, no bucket
-    cap) at 2.5x the rate of distinct pairs (0.0043 against 0.0017 of the pairs of different
-    events; news-aggregator's headlines of different stories: 0.0006)."""
+    Its pairs are distinct (a walk takes a word's successors alike): walked by frequency, the
+    2,821 headlines lead walks down their own few paths, and unrelated originals share their
+    keywords far more often than real headlines do (`python benchmarks/speed.py candidates`
+    prints the rates of this corpus and of news-aggregator)."""
     titles = pl.read_csv(data / "news-aggregator/headlines.csv", infer_schema=False)["title"].drop_nulls()
     titles = titles.str.replace(r"\s*\.\.\.$", "").str.replace_all(r"\s+", " ").str.strip_chars()
     words = (HEADLINE_START + " " + titles + " " + HEADLINE_END).str.split(" ").explode()
@@ -291,11 +291,11 @@ def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, event_of: np.ndarray, ch
 class _HeadlineWriter:
     """New headlines from the headline chain: each event has one, walked from the start word;
     each original about it keeps a random head of it (a third to two thirds) and walks on from
-    there, as coverage of one event rewords it (two originals of one event are story candidates
-    in about half the pairs; at least half the head kept: 0.8, news-aggregator's stories: 0.23);
-    a copy keeps its original's headline and decorates it (`DECORATIONS`). Every headline is a
-    function of the seed and its event, original or row, so a part is written the same whatever
-    other parts hold."""
+    there, as coverage of one event rewords it (keeping at least half of it made most
+    pairs of one event story candidates, far more than in news-aggregator's stories); a copy
+    keeps its original's headline and decorates it (`DECORATIONS`). Every headline is a function
+    of the seed and its event, original or row, so a part is written the same whatever other
+    parts hold."""
 
     def __init__(self, chain: Chain, seed: int) -> None:
         vocabulary, starts, counts, successors = chain
@@ -711,11 +711,34 @@ def story_buckets(corpus: Path, caps: list[int]) -> None:
         print(f"  {low}-{high or 'more'} groups: {int(chosen.sum()):>8,} buckets, "
               f"{pairs / len(sets):>8.2f} pairs per group")
     event = dict(pl.read_parquet(corpus / "stories.parquet.truth").iter_rows())
+    sample = groups.head(3_000)
+    aggregator = pl.read_csv(DATA / "news-aggregator/headlines.csv", infer_schema=False).join(
+        pl.read_csv(DATA / "news-aggregator/labels.csv", infer_schema=False), on="id"
+    )
+    for name, titles, events in [
+        ("news-aggregator headlines (stories)", aggregator["title"].fill_null(""), aggregator["cluster"]),
+        (f"{sample.height:,} originals of this corpus (events)", sample["title"], sample["id"].replace_strict(event)),
+    ]:
+        within, across = _candidate_rates(titles.to_list(), events.to_numpy(), config)
+        print(f"  {name}: story candidates (no cap) in {within:.2f} of the pairs of one story, "
+              f"{across:.5f} of the others")
     for cap in caps:
         pairs = minhash.bucket_pairs(keys, "story", config.with_overrides(story_lsh_max_bucket=cap))
         same = sum(event[a] == event[b] for a, b in pairs.select("article_id_a", "article_id_b").iter_rows())
         print(f"  story_lsh_max_bucket {cap}: {pairs.height / len(sets):.2f} candidates per group, "
               f"{same / max(pairs.height, 1):.0%} of them within one event")
+
+
+def _candidate_rates(titles: list[str], events: np.ndarray, config: Config) -> tuple[float, float]:
+    """The share of the title pairs of one event, and of different events, that are story
+    candidates (keyword LSH at `story_lsh_threshold`, buckets uncapped)."""
+    sets = minhash.ShingleSets.from_sets({str(i): minhash.keywords(title) for i, title in enumerate(titles)})
+    uncapped = config.with_overrides(story_lsh_max_bucket=len(titles))
+    pairs = minhash.candidates(sets, config.story_lsh_threshold, "story", uncapped)
+    same = events[pairs["article_id_a"].cast(pl.Int64)] == events[pairs["article_id_b"].cast(pl.Int64)]
+    sizes = np.unique(events, return_counts=True)[1]
+    within = int((sizes * (sizes - 1) // 2).sum())
+    return same.sum() / max(within, 1), (~same).sum() / (len(titles) * (len(titles) - 1) // 2 - within)
 
 
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
@@ -961,7 +984,7 @@ def main() -> None:
         for size in args.sizes:
             corpus = build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size)
             candidate_buckets(corpus, [200, 50, 20])
-            story_buckets(corpus, [50, 20, 10, 5])
+            story_buckets(corpus, [50, 30, 15, 10])
     if args.what == "seeds":
         seeds_run(args.rounds)
     if args.what == "history":
