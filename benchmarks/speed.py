@@ -488,6 +488,8 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
             events = pl.read_parquet(corpus / "stories.parquet.truth")
             scores = evaluate(articles.select(id="article_id", cluster="story_id"), events)
             figures["stories_ari"], figures["stories_b3_f1"] = scores.ari, scores.bcubed_f1
+            figures["largest_story"] = articles["story_id"].value_counts(sort=True)["count"][0] / docs
+            figures["largest_event"] = events["cluster"].value_counts(sort=True)["count"][0] / docs
     return figures
 
 
@@ -516,7 +518,8 @@ def show_pipeline(figures: dict[str, object]) -> None:
              if "duplicates_ari" in figures else ""))
     if "stories_ari" in figures:
         print(f"  stories vs the corpus's events: ARI {figures['stories_ari']:.3f} "
-              f"B3 F1 {figures['stories_b3_f1']:.3f}")
+              f"B3 F1 {figures['stories_b3_f1']:.3f}; the largest story holds {figures['largest_story']:.1%} "
+              f"of the articles, the largest event {figures['largest_event']:.1%}")
     for stage, seconds in figures["stages"].items():
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
     show_chunks(figures.get("chunks", []))
@@ -623,7 +626,9 @@ def scaling(
         print(f"{'':>10}docs/s per stage: "
               + ", ".join(f"{name} {size / max(seconds, 1e-9):,.0f}" for name, seconds in figures["stages"].items()), flush=True)
         print(f"{'':>10}duplicates vs truth ARI {figures.get('duplicates_ari', float('nan')):.3f}, "
-              f"stories vs events ARI {figures.get('stories_ari', float('nan')):.3f}; per chunk:")
+              f"stories vs events ARI {figures.get('stories_ari', float('nan')):.3f} (largest story "
+              f"{figures.get('largest_story', float('nan')):.1%} of the articles, largest event "
+              f"{figures.get('largest_event', float('nan')):.1%}); per chunk:")
         show_chunks(figures.get("chunks", []))
         if previous:  # time ~ docs^k: k = 1 is linear
             exponent = np.log(figures["wall_s"] / previous[1]) / np.log(size / previous[0])
