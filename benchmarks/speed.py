@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,6 +90,11 @@ class TreeMemory:
             self.peak, self.overall = max(self.peak, now), max(self.overall, now)
 
 
+CHUNK_LINE = "chunk figures: "
+"""Marks the line `ChunkWatcher` prints at each commit, which `in_fresh_process` passes on at
+once: a run stopped half-way (memory, time) still leaves its finished chunks' figures."""
+
+
 class ChunkWatcher:
     """Per-chunk figures of a run on a state, taken as each chunk's generation appears in
     STATE/generations (its commit's rename; the flow and `pipeline.run_on_state` alike): seconds
@@ -135,6 +141,9 @@ class ChunkWatcher:
             parts = [generation / "pairs.parquet"] if table == "pairs" else sorted(folder.glob("*.parquet"))
             chunk[table] = sum(pl.scan_parquet(part).select(pl.len()).collect().item() for part in parts)
         self.chunks.append(chunk)
+        print(f"{CHUNK_LINE}chunk {len(self.chunks)} committed: {chunk['s']:.1f} s, peak {chunk['peak_gib']:.2f} GiB, "
+              f"after the commit {chunk['after_commit_gib']:.2f} GiB; rows "
+              + ", ".join(f"{table} {int(chunk[table]):,}" for table in self.TABLES), file=sys.stderr, flush=True)
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -587,8 +596,18 @@ def in_fresh_process(corpus: Path, flow: bool, workers: int, chunk: int | None =
     """The pipeline in its own process, so that its peak memory is its own."""
     command = [sys.executable, __file__, "pipeline", "--corpus", str(corpus), "--workers", str(workers), "--json"] + (["--flow"] if flow else [])
     command += ["--chunk", str(chunk)] if chunk is not None else []
-    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    last_lines: deque[str] = deque(maxlen=40)
+    with tempfile.TemporaryFile(mode="w+") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for line in process.stderr:  # type: ignore[union-attr]
+            last_lines.append(line)
+            if line.startswith(CHUNK_LINE):
+                print(f"{'':>10}{line.removeprefix(CHUNK_LINE).rstrip()}", flush=True)
+        if process.wait():
+            print("".join(last_lines), file=sys.stderr)
+            raise subprocess.CalledProcessError(process.returncode, command)
+        output.seek(0)
+        return json.loads(output.read().strip().splitlines()[-1])
 
 
 def scaling(
