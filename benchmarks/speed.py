@@ -15,11 +15,13 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
-words, real word pairs, new documents), headlines from news-aggregator with three words replaced,
-and `--duplicates` of the
-documents copies of an original with a few words changed and a site template around them, so the
-true duplicate groups are known. Timings are wall clock on a shared machine (noisy); ratios
-within one process are steadier. Peak memory is the process's maximum resident set.
+words, real word pairs, new documents), about events of Zipf-distributed size (most covered once
+or twice, a few by hundreds), each headlined by a walk of a word-bigram chain trained on the
+news-aggregator headlines and reworded by each original about it; and `--duplicates` of the
+documents copies of an original with a few words changed, a site template around them and its
+headline lightly decorated, so the true duplicate groups (and events) are known. Timings are
+wall clock on a shared machine (noisy); ratios within one process are steadier. Peak memory is
+the process's maximum resident set.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,6 +92,62 @@ class TreeMemory:
             self.peak, self.overall = max(self.peak, now), max(self.overall, now)
 
 
+CHUNK_LINE = "chunk figures: "
+"""Marks the line `ChunkWatcher` prints at each commit, which `in_fresh_process` passes on at
+once: a run stopped half-way (memory, time) still leaves its finished chunks' figures."""
+
+
+class ChunkWatcher:
+    """Per-chunk figures of a run on a state, taken as each chunk's generation appears in
+    STATE/generations (its commit's rename; the flow and `pipeline.run_on_state` alike): seconds
+    since the last one (or the start), the peak resident memory of the process tree meanwhile
+    (`memory`, reset at each commit), the resident memory just after the commit, and the rows
+    stored in the parts of the state tables that grow with the history (a keyed table's parts
+    hold its replaced and deleted rows too, as loading reads them)."""
+
+    TABLES = ("band_keys", "story_band_keys", "story_candidates", "pairs")
+
+    def __init__(self, state: Path, memory: TreeMemory, every: float = 0.1) -> None:
+        self.chunks: list[dict[str, float]] = []
+        self._generations, self._memory, self._every = state / "generations", memory, every
+        self._seen: set[str] = set()
+        self._started = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[dict[str, float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.chunks
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                names = sorted(name for name in os.listdir(self._generations) if name.isdigit())
+            except OSError:
+                continue
+            for name in names:
+                if name not in self._seen:
+                    self._seen.add(name)
+                    self._record(self._generations / name)
+
+    def _record(self, generation: Path) -> None:
+        now = time.perf_counter()
+        after = sum(_rss_bytes(pid) for pid in _process_tree(os.getpid()))
+        chunk = {"s": now - self._started, "peak_gib": self._memory.peak / 2**30, "after_commit_gib": after / 2**30}
+        self._memory.reset()
+        self._started = now
+        for table in self.TABLES:
+            folder = generation / table
+            parts = [generation / "pairs.parquet"] if table == "pairs" else sorted(folder.glob("*.parquet"))
+            chunk[table] = sum(pl.scan_parquet(part).select(pl.len()).collect().item() for part in parts)
+        self.chunks.append(chunk)
+        print(f"{CHUNK_LINE}chunk {len(self.chunks)} committed: {chunk['s']:.1f} s, peak {chunk['peak_gib']:.2f} GiB, "
+              f"after the commit {chunk['after_commit_gib']:.2f} GiB; rows "
+              + ", ".join(f"{table} {int(chunk[table]):,}" for table in self.TABLES), file=sys.stderr, flush=True)
+
+
 def _process_tree(pid: int) -> list[int]:
     pids, found = [pid], 0
     while found < len(pids):
@@ -111,18 +170,54 @@ def _rss_bytes(pid: int) -> int:
 # --- corpus -----------------------------------------------------------------------------------
 
 
-def bigram_chain(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(vocabulary, successor start per word, successor count per word, successors): every
-    whitespace word pair of the aeb pages, so a walk writes real word pairs in new orders."""
-    texts = pl.read_ndjson(data / "aeb/articles.jsonl")["text"].drop_nulls()
-    words = texts.str.replace_all(r"\s+", " ").str.split(" ").explode().drop_nulls()
-    words = words.filter(words.str.len_chars() > 0)
+Chain = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""A word-bigram chain: (vocabulary, successor start per word, successor count per word, successors)."""
+HEADLINE_START, HEADLINE_END = "\x02", "\x03"
+"""Words that open and close every headline of the headline chain, so walks begin and end as headlines do."""
+HEADLINE_WORDS = (5, 16)
+"""A generated headline's words at least (shorter walks are walked again) and at most; the
+news-aggregator headlines have 9.3 words on average."""
+EVENT_SIZE_EXPONENT, EVENT_SHARE_MAX = 2.0, 0.005
+"""Originals per event: Zipf with exponent 2 (most events are covered once or twice, a few by
+hundreds: the heavy tail of news coverage), cut at 0.5% of the originals (a day's biggest
+story; ~20 events reach it at any size), so a corpus has ~one event per 5 originals and a
+bigger day has more events, not bigger ones only."""
+DECORATIONS = ("{}", "{} - {source}", "{} | {source}", "UPDATE 1-{}", "{} (VIDEO)")
+"""How a copy dresses its original's headline (a syndicated article keeps its title)."""
+
+
+def bigram_chain(words: pl.Series, distinct: bool = False) -> Chain:
+    """Every consecutive word pair of `words`, so a walk writes real word pairs in new orders;
+    `distinct`: each pair once, so a walk takes a word's successors alike, rare or common."""
     codes, vocabulary = _codes(words)
-    order = np.argsort(codes[:-1], kind="stable")
-    successors = codes[1:][order]
-    counts = np.bincount(codes[:-1], minlength=len(vocabulary))
+    pairs = np.stack([codes[:-1], codes[1:]])
+    if distinct:
+        pairs = np.unique(pairs, axis=1)
+    order = np.argsort(pairs[0], kind="stable")
+    successors = pairs[1][order]
+    counts = np.bincount(pairs[0], minlength=len(vocabulary))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     return vocabulary, starts, counts, successors
+
+
+def body_chain(data: Path) -> Chain:
+    """The chain of the aeb pages' words, for bodies."""
+    texts = pl.read_ndjson(data / "aeb/articles.jsonl")["text"].drop_nulls()
+    words = texts.str.replace_all(r"\s+", " ").str.split(" ").explode().drop_nulls()
+    return bigram_chain(words.filter(words.str.len_chars() > 0))
+
+
+def headline_chain(data: Path) -> Chain:
+    """The chain of the news-aggregator headlines' words, each headline between a start and an
+    end word (a cut headline's "  ..." dropped), for new headlines in the style of real ones.
+    Its pairs are distinct (a walk takes a word's successors alike): walked by frequency, the
+    2,821 headlines lead walks down their own few paths, and unrelated originals share their
+    keywords far more often than real headlines do (`python benchmarks/speed.py candidates`
+    prints the rates of this corpus and of news-aggregator)."""
+    titles = pl.read_csv(data / "news-aggregator/headlines.csv", infer_schema=False)["title"].drop_nulls()
+    titles = titles.str.replace(r"\s*\.\.\.$", "").str.replace_all(r"\s+", " ").str.strip_chars()
+    words = (HEADLINE_START + " " + titles + " " + HEADLINE_END).str.split(" ").explode()
+    return bigram_chain(words.filter(words.str.len_chars() > 0), distinct=True)
 
 
 def _codes(words: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -133,31 +228,43 @@ def _codes(words: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_corpus(folder: Path, docs: int, duplicates: float, seed: int, data: Path = DATA) -> Path:
-    """Write `docs` articles as Parquet parts in `folder` and their true groups to labels.parquet;
-    a folder already built with the same arguments is used as it is (1M documents take ~7 minutes)."""
-    made = {"docs": docs, "duplicates": duplicates, "seed": seed, "data": str(data)}
+    """Write `docs` articles as Parquet parts in `folder`, their true duplicate groups to
+    labels.parquet.truth and their events (stories) to stories.parquet.truth; a folder already
+    built with the same arguments is used as it is (1M documents take ~7 minutes)."""
+    made = {"docs": docs, "duplicates": duplicates, "seed": seed, "data": str(data), "titles": "headline chain, events"}
     marker = folder / "corpus.json"
     if marker.exists() and json.loads(marker.read_text()) == made:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    chain = bigram_chain(data)
-    headlines = pl.read_csv(data / "news-aggregator/headlines.csv", infer_schema=False)["title"].drop_nulls().to_numpy()
+    chains = body_chain(data), headline_chain(data)
     originals = max(1, round(docs * (1 - duplicates)))
     copy_of = np.concatenate([np.arange(originals), rng.integers(0, originals, docs - originals)])
-    labels = []
+    event_of = _events(originals, rng)
+    labels, stories = [], []
     for part, start in enumerate(range(0, docs, CORPUS_PART)):
         rows = np.arange(start, min(start + CORPUS_PART, docs))
-        frame = _corpus_part(rows, copy_of[rows], chain, headlines, seed)
+        frame = _corpus_part(rows, copy_of[rows], event_of[copy_of[rows]], chains, seed)
         frame.write_parquet(folder / f"part-{part:04}.parquet")
         labels.append(frame.select("id", cluster=pl.Series([f"o{c}" for c in copy_of[rows]])))
+        stories.append(frame.select("id", cluster=pl.Series([f"e{e}" for e in event_of[copy_of[rows]]])))
     pl.concat(labels).write_parquet(folder / "labels.parquet.truth")
+    pl.concat(stories).write_parquet(folder / "stories.parquet.truth")
     marker.write_text(json.dumps(made))
     return folder
 
 
-def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, chain: tuple, headlines: np.ndarray, seed: int) -> pl.DataFrame:
-    vocabulary, starts, counts, successors = chain
+def _events(originals: int, rng: np.random.Generator) -> np.ndarray:
+    """The event of each original: event sizes drawn from `EVENT_SIZE_EXPONENT`, members spread
+    over the day in random order."""
+    sizes = np.minimum(rng.zipf(EVENT_SIZE_EXPONENT, originals), max(1, round(originals * EVENT_SHARE_MAX)))
+    events = int(np.searchsorted(np.cumsum(sizes), originals)) + 1
+    return rng.permutation(np.repeat(np.arange(events), sizes[:events])[:originals])
+
+
+def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, event_of: np.ndarray, chains: tuple[Chain, Chain],
+                 seed: int) -> pl.DataFrame:
+    (vocabulary, starts, counts, successors), headlines = chains
     words = np.empty((len(rows), WORDS_PER_DOC), dtype=np.int64)
     original_rng = [np.random.default_rng([seed, int(original)]) for original in copy_of]  # a copy rewrites its original
     words[:, 0] = [r.integers(len(vocabulary)) for r in original_rng]
@@ -184,21 +291,62 @@ def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, chain: tuple, headlines:
     after = np.where(is_copy, rng.integers(0, len(TEMPLATES), len(rows)), -1)
     template = np.array(["", *TEMPLATES], dtype=object)
     text = pl.Series(template[before + 1]) + "\n" + bodies + "\n" + pl.Series(template[after + 1])
-    title_rng = [np.random.default_rng([seed, int(original), 2]) for original in copy_of]
-    titles = [_new_headline(headlines[r.integers(len(headlines))], vocabulary, r) for r in title_rng]
-    return pl.DataFrame(
-        {"id": [f"d{row:07}" for row in rows], "title": titles, "text": text.str.strip_chars(), "source": [f"site{r % 97}" for r in rows]}
-    )
+    sources = [f"site{r % 97}" for r in rows]
+    writer = _HeadlineWriter(headlines, seed)
+    titles = [writer.title(int(row), int(original), int(event), source)
+              for row, original, event, source in zip(rows, copy_of, event_of, sources)]
+    ids = [f"d{row:07}" for row in rows]
+    return pl.DataFrame({"id": ids, "title": titles, "text": text.str.strip_chars(), "source": sources})
 
 
-def _new_headline(headline: str, vocabulary: np.ndarray, rng: np.random.Generator) -> str:
-    """A real headline with three of its words replaced: a day of 1M articles has ~100k stories,
-    not the 2,821 headlines of news-aggregator, and repeating those verbatim across thousands of
-    unrelated originals makes every story bucket huge (30k docs: 50 story candidates a document)."""
-    words = headline.split()
-    for position in rng.integers(0, len(words), 3):
-        words[position] = str(vocabulary[rng.integers(len(vocabulary))])
-    return " ".join(words)
+class _HeadlineWriter:
+    """New headlines from the headline chain: each event has one, walked from the start word;
+    each original about it keeps a random head of it (a third to two thirds) and walks on from
+    there, as coverage of one event rewords it (keeping at least half of it made most
+    pairs of one event story candidates, far more than in news-aggregator's stories); a copy
+    keeps its original's headline and decorates it (`DECORATIONS`). Every headline is a function
+    of the seed and its event, original or row, so a part is written the same whatever other
+    parts hold."""
+
+    def __init__(self, chain: Chain, seed: int) -> None:
+        vocabulary, starts, counts, successors = chain
+        self.words, self.seed = vocabulary, seed
+        self.starts, self.counts, self.successors = starts.tolist(), counts.tolist(), successors.tolist()
+        self.start = int(np.flatnonzero(vocabulary == HEADLINE_START)[0])
+        self.end = int(np.flatnonzero(vocabulary == HEADLINE_END)[0])
+        self.events: dict[int, list[int]] = {}
+        self.originals: dict[int, str] = {}
+
+    def title(self, row: int, original: int, event: int, source: str) -> str:
+        if original not in self.originals:
+            head = self._event(event)
+            rng = np.random.default_rng([self.seed, original, 2])
+            kept = head[: rng.integers(max(1, len(head) // 3), 2 * len(head) // 3 + 1)]
+            self.originals[original] = " ".join(self.words[self._walk(kept, rng)])
+        if row == original:
+            return self.originals[original]
+        rng = np.random.default_rng([self.seed, row, 4])
+        return DECORATIONS[rng.integers(len(DECORATIONS))].format(self.originals[original], source=source)
+
+    def _event(self, event: int) -> list[int]:
+        if event not in self.events:
+            rng = np.random.default_rng([self.seed, event, 3])
+            walk: list[int] = []
+            while len(walk) < HEADLINE_WORDS[0]:
+                walk = self._walk([], rng)
+            self.events[event] = walk
+        return self.events[event]
+
+    def _walk(self, head: list[int], rng: np.random.Generator) -> list[int]:
+        """`head` and the chain's words after it, up to the end word or `HEADLINE_WORDS`[1] words."""
+        walk, draws = list(head), rng.random(HEADLINE_WORDS[1]).tolist()
+        while len(walk) < HEADLINE_WORDS[1]:
+            previous = walk[-1] if walk else self.start
+            word = self.successors[self.starts[previous] + int(draws[len(walk)] * self.counts[previous])]
+            if word == self.end:
+                break
+            walk.append(word)
+        return walk
 
 
 # --- signatures against the peers ---------------------------------------------------------------
@@ -317,14 +465,17 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
     config = Config(workers=workers) if chunk is None else Config(workers=workers, chunk_records=chunk)
     memory = TreeMemory()
     started = time.perf_counter()
-    articles = None
+    articles, chunks = None, []
     if flow or chunk is not None:
         with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
+            watcher = ChunkWatcher(Path(out) / "state", memory)  # the flow's state is OUT/state too
             if flow:
                 summary = _flow_run(parts, out, config)
             else:
                 summary = pipeline.run_on_state(parts, Path(out), Path(out) / "state", config)[0].summary
             wall = time.perf_counter() - started
+            time.sleep(0.2)  # one more look: a one-chunk run commits just before publishing
+            chunks = watcher.stop()
             published = [pl.read_parquet(Path(out) / f"{name}.parquet") for name in ("articles", "stories", "pairs")]
             output_digest = _digest(*published)
             articles = published[0]
@@ -339,10 +490,17 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
     figures["stages"] = summary.timings
     figures["candidates_per_doc"] = summary.candidates.get("duplicate", 0) / docs
     figures["output_digest"] = output_digest
+    figures["chunks"] = chunks
     if articles is not None:
         truth = pl.read_parquet(corpus / "labels.parquet.truth")
         scores = evaluate(articles.select(id="article_id", cluster="duplicate_group"), truth)
         figures["duplicates_ari"], figures["duplicates_b3_f1"] = scores.ari, scores.bcubed_f1
+        if (corpus / "stories.parquet.truth").exists():
+            events = pl.read_parquet(corpus / "stories.parquet.truth")
+            scores = evaluate(articles.select(id="article_id", cluster="story_id"), events)
+            figures["stories_ari"], figures["stories_b3_f1"] = scores.ari, scores.bcubed_f1
+            figures["largest_story"] = articles["story_id"].value_counts(sort=True)["count"][0] / docs
+            figures["largest_event"] = events["cluster"].value_counts(sort=True)["count"][0] / docs
     return figures
 
 
@@ -366,8 +524,24 @@ def show_pipeline(figures: dict[str, object]) -> None:
           f"peak memory {figures['peak_gib']:.2f} GiB"
           + (f", duplicate groups vs truth ARI {figures['duplicates_ari']:.3f} B3 F1 {figures['duplicates_b3_f1']:.3f}"
              if "duplicates_ari" in figures else ""))
+    if "stories_ari" in figures:
+        print(f"  stories vs the corpus's events: ARI {figures['stories_ari']:.3f} "
+              f"B3 F1 {figures['stories_b3_f1']:.3f}; the largest story holds {figures['largest_story']:.1%} "
+              f"of the articles, the largest event {figures['largest_event']:.1%}")
     for stage, seconds in figures["stages"].items():
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
+    show_chunks(figures.get("chunks", []))
+
+
+def show_chunks(chunks: list[dict[str, float]]) -> None:
+    """The per-chunk figures of `ChunkWatcher`, a line per chunk."""
+    if not chunks:
+        return
+    print(f"{'':>10}{'chunk':>6}{'s':>8}{'peak GiB':>10}{'after commit GiB':>18}"
+          + "".join(f"{table:>18}" for table in ChunkWatcher.TABLES))
+    for number, chunk in enumerate(chunks, 1):
+        print(f"{'':>10}{number:>6}{chunk['s']:>8.1f}{chunk['peak_gib']:>10.2f}{chunk['after_commit_gib']:>18.2f}"
+              + "".join(f"{int(chunk[table]):>18,}" for table in ChunkWatcher.TABLES), flush=True)
 
 
 def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False) -> None:
@@ -465,8 +639,18 @@ def in_fresh_process(corpus: Path, flow: bool, workers: int, chunk: int | None =
     """The pipeline in its own process, so that its peak memory is its own."""
     command = [sys.executable, __file__, "pipeline", "--corpus", str(corpus), "--workers", str(workers), "--json"] + (["--flow"] if flow else [])
     command += ["--chunk", str(chunk)] if chunk is not None else []
-    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    last_lines: deque[str] = deque(maxlen=40)
+    with tempfile.TemporaryFile(mode="w+") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for line in process.stderr:  # type: ignore[union-attr]
+            last_lines.append(line)
+            if line.startswith(CHUNK_LINE):
+                print(f"{'':>10}{line.removeprefix(CHUNK_LINE).rstrip()}", flush=True)
+        if process.wait():
+            print("".join(last_lines), file=sys.stderr)
+            raise subprocess.CalledProcessError(process.returncode, command)
+        output.seek(0)
+        return json.loads(output.read().strip().splitlines()[-1])
 
 
 def scaling(
@@ -503,6 +687,11 @@ def scaling(
               + f" (load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
         print(f"{'':>10}docs/s per stage: "
               + ", ".join(f"{name} {size / max(seconds, 1e-9):,.0f}" for name, seconds in figures["stages"].items()), flush=True)
+        print(f"{'':>10}duplicates vs truth ARI {figures.get('duplicates_ari', float('nan')):.3f}, "
+              f"stories vs events ARI {figures.get('stories_ari', float('nan')):.3f} (largest story "
+              f"{figures.get('largest_story', float('nan')):.1%} of the articles, largest event "
+              f"{figures.get('largest_event', float('nan')):.1%}); per chunk:")
+        show_chunks(figures.get("chunks", []))
         if previous:  # time ~ docs^k: k = 1 is linear
             exponent = np.log(figures["wall_s"] / previous[1]) / np.log(size / previous[0])
             print(f"{'':>10}time grows as docs^{exponent:.2f} from {previous[0]:,} to {size:,} "
@@ -566,6 +755,57 @@ def candidate_buckets(corpus: Path, caps: list[int]) -> None:
         pairs = minhash.bucket_pairs(keys, "text", config.with_overrides(lsh_max_bucket=cap))
         true = sum(truth[a] == truth[b] for a, b in pairs.select("article_id_a", "article_id_b").iter_rows())
         print(f"  lsh_max_bucket {cap}: {pairs.height / docs:.2f} candidates per document, {true:,} true pairs among them")
+
+
+def story_buckets(corpus: Path, caps: list[int]) -> None:
+    """The story LSH buckets of a corpus by size, as story matching sees them when every
+    duplicate group is found (one group per original, its headline as story text), and the
+    story candidates per group (and those of one event among them) at each story bucket cap."""
+    config = Config()
+    parts = sorted(corpus.glob("part-*.parquet"))
+    originals = pl.concat([pl.read_parquet(part, columns=["id", "title"]) for part in parts])
+    groups = originals.join(pl.read_parquet(corpus / "labels.parquet.truth"), on="id").filter(
+        pl.col("id").str.slice(1).cast(pl.Int64) == pl.col("cluster").str.slice(1).cast(pl.Int64)
+    )
+    sets = minhash.ShingleSets.from_sets(dict(zip(groups["id"], map(minhash.keywords, groups["title"]))))
+    keys = minhash.band_keys(sets, config.story_lsh_threshold, config)
+    sizes = keys.group_by("band", "key").len()["len"].to_numpy()
+    print(f"\n{len(sets):,} duplicate groups, {keys['band'].n_unique()} story bands: buckets by size "
+          "(the pairs each would make without the cap, repeats counted)")
+    for low, high in [(2, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, 200), (201, None)]:
+        chosen = (sizes >= low) & (sizes <= (high or sizes.max()))
+        pairs = int((sizes[chosen] * (sizes[chosen] - 1) // 2).sum())
+        print(f"  {low}-{high or 'more'} groups: {int(chosen.sum()):>8,} buckets, "
+              f"{pairs / len(sets):>8.2f} pairs per group")
+    event = dict(pl.read_parquet(corpus / "stories.parquet.truth").iter_rows())
+    sample = groups.head(3_000)
+    aggregator = pl.read_csv(DATA / "news-aggregator/headlines.csv", infer_schema=False).join(
+        pl.read_csv(DATA / "news-aggregator/labels.csv", infer_schema=False), on="id"
+    )
+    for name, titles, events in [
+        ("news-aggregator headlines (stories)", aggregator["title"].fill_null(""), aggregator["cluster"]),
+        (f"{sample.height:,} originals of this corpus (events)", sample["title"], sample["id"].replace_strict(event)),
+    ]:
+        within, across = _candidate_rates(titles.to_list(), events.to_numpy(), config)
+        print(f"  {name}: story candidates (no cap) in {within:.2f} of the pairs of one story, "
+              f"{across:.5f} of the others")
+    for cap in caps:
+        pairs = minhash.bucket_pairs(keys, "story", config.with_overrides(story_lsh_max_bucket=cap))
+        same = sum(event[a] == event[b] for a, b in pairs.select("article_id_a", "article_id_b").iter_rows())
+        print(f"  story_lsh_max_bucket {cap}: {pairs.height / len(sets):.2f} candidates per group, "
+              f"{same / max(pairs.height, 1):.0%} of them within one event")
+
+
+def _candidate_rates(titles: list[str], events: np.ndarray, config: Config) -> tuple[float, float]:
+    """The share of the title pairs of one event, and of different events, that are story
+    candidates (keyword LSH at `story_lsh_threshold`, buckets uncapped)."""
+    sets = minhash.ShingleSets.from_sets({str(i): minhash.keywords(title) for i, title in enumerate(titles)})
+    uncapped = config.with_overrides(story_lsh_max_bucket=len(titles))
+    pairs = minhash.candidates(sets, config.story_lsh_threshold, "story", uncapped)
+    same = events[pairs["article_id_a"].cast(pl.Int64)] == events[pairs["article_id_b"].cast(pl.Int64)]
+    sizes = np.unique(events, return_counts=True)[1]
+    within = int((sizes * (sizes - 1) // 2).sum())
+    return same.sum() / max(within, 1), (~same).sum() / (len(titles) * (len(titles) - 1) // 2 - within)
 
 
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
@@ -811,7 +1051,9 @@ def main() -> None:
         scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":
         for size in args.sizes:
-            candidate_buckets(build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size), [200, 50, 20])
+            corpus = build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size)
+            candidate_buckets(corpus, [200, 50, 20])
+            story_buckets(corpus, [50, 30, 15, 10])
     if args.what == "seeds":
         seeds_run(args.rounds)
     if args.what == "history":

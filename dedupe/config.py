@@ -52,6 +52,15 @@ class Config:
     grow with the corpus; 50 rather than 200 cut the candidates of 30k speed-corpus documents
     from 6.1 to 4.7 per document with the same true pairs among them, and the same aeb and
     news-aggregator scores (20 cost aeb 0.001 ARI)."""
+    story_lsh_max_bucket: int = 15
+    """`lsh_max_bucket` for the story buckets (duplicate groups' headline keywords, 37 bands of
+    3 rows at `story_lsh_threshold`). Unrelated headlines share keywords ("Malaysia", "Apple")
+    far more often than unrelated texts share word 3-grams, so story buckets fill up as a day
+    grows: on the speed corpus (one group per original) 50 gave 18.3 story candidates per group
+    at 21k groups and 29.4 at 70k, 15 gives 9.2 and 13.0 (`python benchmarks/speed.py candidates
+    --sizes 30000 100000`). News-aggregator keyword stories ARI / B-cubed F1 (`benchmarks/quality.py
+    --only stories --set story_model=keywords --set story_lsh_max_bucket=X`): 50 and 30 0.847 /
+    0.834, 20 0.845 / 0.833, 15 0.847 / 0.836, 10 0.816 / 0.810: 15 is the lowest before the drop."""
     min_text_words: int = 20
     """Below this many words a record is matched on its headline, not its text."""
 

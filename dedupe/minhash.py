@@ -314,27 +314,34 @@ def band_keys(sets: ShingleSets, threshold: float, config: Config) -> pl.DataFra
 
 def bucket_pairs(keys: pl.DataFrame, level: str, config: Config) -> pl.DataFrame:
     """CANDIDATES: pairs (a < b) sharing a bucket. Work is linear in articles plus candidate
-    pairs: a bucket of more than `lsh_max_bucket` articles (a story copied thousands of times)
-    links each member to its smallest id instead of to every other."""
+    pairs: a bucket of more than `lsh_max_bucket` articles (a story copied thousands of times;
+    `story_lsh_max_bucket` for story buckets) links each member to its smallest id instead of to
+    every other."""
     check(keys, BAND_KEYS, "bucket input")
-    frame = _pair_per_bucket(keys, config).unique().sort("article_id_a", "article_id_b")
+    frame = _pair_per_bucket(keys, max_bucket(level, config)).unique().sort("article_id_a", "article_id_b")
     return check(frame.with_columns(level=pl.lit(level)), CANDIDATES, f"{level} candidates")
 
 
-def bucket_pair_counts(keys: pl.DataFrame, config: Config) -> pl.DataFrame:
+def max_bucket(level: str, config: Config) -> int:
+    """The bucket size above which a bucket of `level` links its members to one member."""
+    return config.story_lsh_max_bucket if level == "story" else config.lsh_max_bucket
+
+
+def bucket_pair_counts(keys: pl.DataFrame, level: str, config: Config) -> pl.DataFrame:
     """BUCKET_PAIRS: the pairs of `bucket_pairs` with the number of buckets that pair them. Counts
     add up over buckets, so a later run can take away what the buckets it touches gave before
     and add what they give now, without pairing the untouched buckets again."""
     check(keys, BAND_KEYS, "bucket input")
-    counts = _pair_per_bucket(keys, config).group_by("article_id_a", "article_id_b").agg(buckets=pl.len().cast(pl.Int64))
+    pairs = _pair_per_bucket(keys, max_bucket(level, config))
+    counts = pairs.group_by("article_id_a", "article_id_b").agg(buckets=pl.len().cast(pl.Int64))
     return check(counts, BUCKET_PAIRS, "bucket pair counts")
 
 
-def _pair_per_bucket(keys: pl.DataFrame, config: Config) -> pl.DataFrame:
+def _pair_per_bucket(keys: pl.DataFrame, largest: int) -> pl.DataFrame:
     """article_id_a < article_id_b, once for each bucket that pairs them."""
     buckets = keys.group_by("band", "key").agg("article_id").filter(pl.col("article_id").list.len() > 1)
-    small = buckets.filter(pl.col("article_id").list.len() <= config.lsh_max_bucket)
-    large = buckets.filter(pl.col("article_id").list.len() > config.lsh_max_bucket)
+    small = buckets.filter(pl.col("article_id").list.len() <= largest)
+    large = buckets.filter(pl.col("article_id").list.len() > largest)
     pairs = pl.concat(
         [
             _pairs_within(small, "article_id").filter(pl.col("a") < pl.col("b")),

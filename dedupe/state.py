@@ -465,8 +465,10 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     # the stored rows of unchanged groups are kept as they are: only the others can differ or go
     keys_part = _changes(new_keys, history.story_band_keys.filter(~is_unchanged), KEYED["story_band_keys"][1])
     touched = pl.concat([new_keys, history.story_band_keys.filter(~is_unchanged)]).select("band", "key").unique()
-    before = minhash.bucket_pair_counts(history.story_band_keys.join(touched, on=["band", "key"], how="semi"), config)
-    after = minhash.bucket_pair_counts(keys.join(touched, on=["band", "key"], how="semi"), config)
+    before = minhash.bucket_pair_counts(
+        history.story_band_keys.join(touched, on=["band", "key"], how="semi"), "story", config
+    )
+    after = minhash.bucket_pair_counts(keys.join(touched, on=["band", "key"], how="semi"), "story", config)
     delta = pl.concat([before.with_columns(-pl.col("buckets")), after]).group_by(PAIR).agg(pl.col("buckets").sum())
     was = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="semi", maintain_order="left")
     now = delta.join(was, on=PAIR, how="left", suffix="_before").select(

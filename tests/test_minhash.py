@@ -55,6 +55,13 @@ def test_a_huge_bucket_links_every_member_to_its_smallest_id() -> None:
     assert set(pairs["article_id_a"]) == {"copy000"}
 
 
+def test_story_buckets_have_their_own_cap() -> None:
+    sets = ShingleSets.from_sets({f"group{i:02}": {b"malaysia", b"airlines", b"missing"} for i in range(20)})
+    config = Config(lsh_max_bucket=50, story_lsh_max_bucket=15)
+    assert candidates(sets, 0.3, "story", config).height == 19  # over 15: each group linked to the first
+    assert candidates(sets, 0.3, "text", config).height == 190  # within 50: every pair
+
+
 def test_shared_keyword_pairs_skip_keywords_too_common_to_tell() -> None:
     sets = {"a": {b"sbarro", b"bankruptcy"}, "b": {b"sbarro", b"files"}, "c": {b"apple"}}
     sets |= {f"g{i}": {b"google", b"bankruptcy"} for i in range(5)}  # "bankruptcy": 6 sets
