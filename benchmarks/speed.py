@@ -11,7 +11,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
                                                       # runs on a state in chunks, read to write, beside unchunked
     python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
     python benchmarks/speed.py history --generation STATE/generations/N  # what loading a state takes, table by table
-    python benchmarks/speed.py seeds [--rounds 3]     # `python -m dedupe run seeds/`: wall time, Prefect's share
+    python benchmarks/speed.py seeds [--rounds 3] [--against DIR]  # `python -m dedupe run seeds/`: wall time, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
@@ -811,7 +811,7 @@ def _candidate_rates(titles: list[str], events: np.ndarray, config: Config) -> t
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
 
 
-def seeds_run(rounds: int) -> None:
+def seeds_run(rounds: int, against: Path | None = None) -> None:
     """Wall time of `python -m dedupe run seeds/`: the first run on a fresh PREFECT_HOME (the
     embedded server's template database is made from the schema shipped in
     flows/prefect_schemas), a later run on the same PREFECT_HOME (a copy of the template),
@@ -819,7 +819,8 @@ def seeds_run(rounds: int) -> None:
     (database file in PREFECT_HOME migrated at each start, block registration, event services),
     and the same work without Prefect. Rounds interleaved, so that a busy neighbour slows all
     alike; medians. The server's start-up is also timed from the run's log: from the process
-    start to Prefect's first line of the flow run."""
+    start to Prefect's first line of the flow run. `against`: another checkout of the project (a
+    git worktree of an older commit), whose CLI's first and later runs join the same rounds."""
     from dedupe.__main__ import PREFECT_DEFAULTS
 
     def prefect_own(home: str) -> dict[str, str]:
@@ -833,34 +834,41 @@ def seeds_run(rounds: int) -> None:
 
     names = ["CLI, first run on a fresh PREFECT_HOME", "CLI, a later run", "CLI, Prefect's own embedded server",
              "CLI, against a running prefect server", "no Prefect"]
+    if against is not None:
+        names[2:2] = [f"{names[0]} ({against.name})", f"{names[1]} ({against.name})"]
     times: dict[str, list[float]] = {name: [] for name in names}
-    to_flow: dict[str, list[float]] = {name: [] for name in names[:4]}
+    to_flow: dict[str, list[float]] = {name: [] for name in names if name != "no Prefect"}
     with tempfile.TemporaryDirectory() as server_home, local_server(
         Path(server_home) / "server.log", env={**os.environ, "PREFECT_HOME": server_home}
     ) as api:
         for _ in range(rounds):
-            with tempfile.TemporaryDirectory() as shared_home:
+            with tempfile.TemporaryDirectory() as shared_home, tempfile.TemporaryDirectory() as against_home:
                 for name in names:
+                    other = against is not None and name.endswith(f"({against.name})")
+                    checkout = against if other and against is not None else ROOT
                     with tempfile.TemporaryDirectory() as own_home, tempfile.TemporaryDirectory() as out:
-                        _seeds_once(name, shared_home if name in names[:2] else own_home, out, api, prefect_own, plain, times, to_flow)
+                        # the first and the later run of one checkout share a PREFECT_HOME
+                        home = (against_home if other else shared_home) if name.startswith(tuple(names[:2])) else own_home
+                        _seeds_once(name, home, out, api, prefect_own, plain, times, to_flow, checkout)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     for name, median in medians.items():
-        print(f"{name:<42}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})"
+        print(f"{name:<54}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})"
               + (f"; until the flow run begins {np.median(to_flow[name]):.1f} s" if name in to_flow else ""))
     plain_s = medians["no Prefect"]
-    print("Prefect's share: " + ", ".join(f"{name.removeprefix('CLI, ')} {medians[name] - plain_s:.1f} s" for name in names[:4]))
+    print("Prefect's share: " + ", ".join(f"{name.removeprefix('CLI, ')} {medians[name] - plain_s:.1f} s" for name in to_flow))
 
 
 def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[[str], dict[str, str]], plain: str,
-                times: dict[str, list[float]], to_flow: dict[str, list[float]]) -> None:
-    """One run of `seeds_run` (the later run shares the first run's PREFECT_HOME)."""
+                times: dict[str, list[float]], to_flow: dict[str, list[float]], checkout: Path) -> None:
+    """One run of `seeds_run` (the later run shares the first run's PREFECT_HOME), the CLI of `checkout`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
+    env["PYTHONPATH"] = str(checkout)
     env |= prefect_own(home) if "own" in name else {}
     env |= {"PREFECT_API_URL": api} if "running" in name else {}
     cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
     command = [sys.executable, "-c", plain, out] if name == "no Prefect" else cli
     started, wall = time.time(), time.perf_counter()
-    output = subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    output = subprocess.run(command, check=True, cwd=checkout, env=env, capture_output=True, text=True)
     times[name].append(time.perf_counter() - wall)
     if name in to_flow:
         to_flow[name].append(_seconds_to_flow_run(output.stdout + output.stderr, started))
@@ -1025,6 +1033,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
     parser.add_argument("--rounds", type=int, default=3, help="seeds: interleaved rounds")
+    parser.add_argument("--against", type=Path, help="seeds: another checkout (a git worktree) run beside")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (Config.workers; scale: Dask workers); 1: in process")
     parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
     parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
@@ -1055,7 +1064,7 @@ def main() -> None:
             candidate_buckets(corpus, [200, 50, 20])
             story_buckets(corpus, [50, 30, 15, 10])
     if args.what == "seeds":
-        seeds_run(args.rounds)
+        seeds_run(args.rounds, args.against)
     if args.what == "history":
         history_size(args.generation)
     if args.what == "scale":
