@@ -108,7 +108,9 @@ class EmbeddedServer:
       template, which is written whole under a unique name and renamed into place;
     - on a fresh PREFECT_HOME, the template is made from the SQL of the migrated schema that
       ships in `SCHEMAS` for the installed Prefect version (milliseconds), so even a first run
-      does not migrate; a version with no shipped schema migrates on its first run, as before.
+      does not migrate; a version with no shipped schema migrates on its first run, as before;
+    - and a copy of the template skips Prefect's migration check at start (Alembic at head still
+      loads every migration script).
 
     Stopped at exit (after Prefect's event worker has drained, as Prefect orders it) or by `stop`."""
 
@@ -137,6 +139,8 @@ class EmbeddedServer:
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.database}",
             "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
         }
+        if not self.fresh:  # a copy of the template is at head: no need for Alembic to load its scripts to see so
+            env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] = "false"
         command = [
             sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "error", "--lifespan", "on",
