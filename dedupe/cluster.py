@@ -121,9 +121,9 @@ def without_weak_bridges(nodes: int, a: np.ndarray, b: np.ndarray, min_group: in
 def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> list[int]:
     """The positions of the bridges among the distinct edges (a[i], b[i]) of an undirected simple
     graph, in linear time: igraph's, in C. networkx's, in Python, took 790 ms for the 35,183 story
-    pairs of a 50,000-record state, this 118 ms with the numbering of the nodes, the same bridges
-    (benchmarks/incremental.py)."""
-    return igraph.Graph(n=nodes, edges=np.column_stack([a, b]).tolist()).bridges()
+    pairs of a 50,000-record state, igraph 118 ms with the numbering of the nodes, the same bridges
+    (benchmarks/incremental.py, which prints both)."""
+    return igraph.Graph(n=nodes, edges=list(zip(a.tolist(), b.tolist()))).bridges()
 
 
 def _smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
