@@ -275,7 +275,8 @@ def published_changes(previous: Path, published: Path, texts_changed: int) -> di
 
 def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path, top: int) -> None:
     """The top `top` cumulative entries of a cProfile of the batch's update against a history of
-    `history` records (built and committed as `measure` does), then the update's stage seconds."""
+    `history` records (built and committed as `measure` does), then the update's stage seconds and
+    a digest of its outputs (run it with PYTHONPATH at another checkout to compare the two)."""
     old, new, folder = work / "history.parquet", work / "batch.parquet", work / "state"
     records.head(history).write_parquet(old)
     batch.write_parquet(new)
@@ -287,6 +288,8 @@ def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, wor
     result, _ = profiler.runcall(pipeline.update, [new], loaded, CONFIG, datetime.now(UTC))
     pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
     print(", ".join(f"{name} {seconds:.3f} s" for name, seconds in result.summary.timings.items()))
+    articles = result.articles.drop("source_file")  # a path in a temporary folder: another each run
+    print(f"outputs of the update (articles less source_file, stories, pairs): {speed._digest(articles, result.stories, result.pairs)}")
 
 
 def slope_ms_per_1000(histories: list[int], seconds: list[float]) -> float:
