@@ -1,7 +1,8 @@
 """Group articles: duplicate groups from verified duplicate pairs, stories from story pairs.
 
-Connected components with a union-find: near-linear in articles plus pairs, and independent of the
-input order (every group is named by its smallest member, every choice broken by id).
+Connected components over numbered ids (scipy; `components` is the plain union-find over names,
+for small inputs): near-linear in articles plus pairs, and independent of the input order (every
+group is named by its smallest member, every choice broken by id).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def knit_components(ids: pl.Series, pairs: pl.DataFrame, min_group: int) -> pl.S
 
     Numbered and columnar (polars joins, igraph's bridges, scipy's components): the dicts, sets
     and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
-    touched story component of a 50,000-record state (benchmarks/README.md, 2026-12-02)."""
+    touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
+    benchmarks/README.md, 2026-12-02)."""
     number = ids.to_frame("id").with_row_index("node")
     a, b = (
         pairs.select(id=pl.col(side)).join(number, on="id", how="left", maintain_order="left")["node"]
