@@ -289,7 +289,8 @@ def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, wor
     pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
     print(", ".join(f"{name} {seconds:.3f} s" for name, seconds in result.summary.timings.items()))
     articles = result.articles.drop("source_file")  # a path in a temporary folder: another each run
-    print(f"outputs of the update (articles less source_file, stories, pairs): {speed._digest(articles, result.stories, result.pairs)}")
+    digest = speed._digest(articles, result.stories, result.pairs)
+    print(f"outputs of the update (articles less source_file, stories, pairs): {digest}")
 
 
 def slope_ms_per_1000(histories: list[int], seconds: list[float]) -> float:

@@ -123,7 +123,8 @@ def test_bridges_are_the_edges_whose_removal_splits_the_graph(numbers: list[tupl
 
     bridges = {frozenset(edge) for edge in edges if count(without(edge)) > count(edges)}
     assert kept_edges(edges, min_group=1) == [edge for edge in edges if frozenset(edge) not in bridges]
-    knit = knit_components(pl.Series(ids), pl.DataFrame(edges, schema={"a": pl.String, "b": pl.String}, orient="row"), min_group)
+    pairs = pl.DataFrame(edges, schema={"a": pl.String, "b": pl.String}, orient="row")
+    knit = knit_components(pl.Series(ids), pairs, min_group)
     assert dict(zip(ids, knit)) == components(ids, kept_edges(edges, min_group))
 
 

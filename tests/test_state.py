@@ -331,7 +331,8 @@ def test_story_ids_are_never_reused_and_every_old_id_lives_on_or_is_merged(befor
 
 def story_pairs_of(edges: set[tuple[int, int]]) -> pl.DataFrame:
     rows = [(f"g{min(a, b):02d}", f"g{max(a, b):02d}", None, 80.0, "same_story") for a, b in sorted(edges) if a != b]
-    return pl.DataFrame(rows, schema=PAIRS, orient="row").unique(["article_id_a", "article_id_b"]).sort("article_id_a", "article_id_b")
+    frame = pl.DataFrame(rows, schema=PAIRS, orient="row")
+    return frame.unique(["article_id_a", "article_id_b"]).sort("article_id_a", "article_id_b")
 
 
 @settings(max_examples=300, deadline=None)
@@ -360,7 +361,8 @@ def test_story_components_of_touched_components_are_those_of_the_whole_graph(
     after = (groups - gone_groups) | new_groups
     kept_edges = sorted(edges)[gone_edges:]
     after_pairs = story_pairs_of({(a, b) for a, b in [*kept_edges, *new_edges] if a in after and b in after})
-    after_groups = pl.DataFrame({"duplicate_group": sorted(f"g{g:02d}" for g in after)}, schema={"duplicate_group": pl.String})
+    after_names = sorted(f"g{g:02d}" for g in after)
+    after_groups = pl.DataFrame({"duplicate_group": after_names}, schema={"duplicate_group": pl.String})
     restricted = state.story_components(after_groups, after_pairs, history, config)
     whole = cluster.story_components(after_groups["duplicate_group"], after_pairs, config)
     assert restricted.equals(whole)
