@@ -2,6 +2,7 @@
 next to one run over everything in the same process.
 
     python benchmarks/incremental.py [--history 1000,5000,20000,50000] [--batch 100] [--duplicates 0.3]
+    python benchmarks/incremental.py --profile 50000 [--top 40]
 
 The records come from `speed.build_corpus` (real aeb words and news-aggregator titles, 30% of
 the documents copies of another, see benchmarks/speed.py), in a fixed shuffled order: the batch
@@ -13,13 +14,16 @@ committing and publishing (Linux VmHWM, reset before loading) is printed beside 
 process held before (corpus and imports), and so is the peak of the same run in a process of its
 own, on a copy of the state (the figure to compare). The slope of each stage (least squares over the history sizes, ms per 1,000
 history records) says what still follows the history rather than the batch. Timings are
-wall-clock on a shared machine: noisy in absolute terms.
+wall-clock on a shared machine: noisy in absolute terms. `--profile H` instead builds the history
+of H records and prints the top cumulative entries of a cProfile of the batch's update against it.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import shutil
 import subprocess
 import sys
@@ -189,13 +193,17 @@ def reload_seconds(keys: pl.DataFrame, folder: Path) -> dict[str, float]:
 
 def bridge_seconds(pairs: pl.DataFrame) -> dict[str, float]:
     """Best of three: the bridges of the story-pair graph (`pairs`, PAIRS of a state), as
-    `cluster.without_weak_bridges` finds them (igraph) and as networkx, which it replaced, did;
-    the two must be the same set."""
+    `cluster.without_weak_bridges` finds them (igraph, over the distinct numbered pairs) and as
+    networkx, which it replaced, did; the two must be the same set."""
     edges = list(pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b").iter_rows())
+    nodes = sorted({node for edge in edges for node in edge})
+    number = {node: position for position, node in enumerate(nodes)}
+    distinct = sorted({(min(number[a], number[b]), max(number[a], number[b])) for a, b in edges})
+    low, high = (np.array([edge[side] for edge in distinct], dtype=np.int64) for side in (0, 1))
     import networkx as nx  # pip install -e '.[bench]'
 
     finders = {
-        "igraph": lambda: cluster._bridges(edges),
+        "igraph": lambda: {frozenset((nodes[low[i]], nodes[high[i]])) for i in cluster._bridges(len(nodes), low, high)},
         "networkx": lambda: {frozenset(edge) for edge in nx.bridges(nx.Graph(edges))},
     }
     found, seconds = {}, {}
@@ -265,6 +273,26 @@ def published_changes(previous: Path, published: Path, texts_changed: int) -> di
     }
 
 
+def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path, top: int) -> None:
+    """The top `top` cumulative entries of a cProfile of the batch's update against a history of
+    `history` records (built and committed as `measure` does), then the update's stage seconds and
+    a digest of its outputs (run it with PYTHONPATH at another checkout to compare the two)."""
+    old, new, folder = work / "history.parquet", work / "batch.parquet", work / "state"
+    records.head(history).write_parquet(old)
+    batch.write_parquet(new)
+    _, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
+    assert update is not None
+    state.commit(folder, state.History(), update, CONFIG)
+    loaded = state.load(folder, CONFIG)
+    profiler = cProfile.Profile()
+    result, _ = profiler.runcall(pipeline.update, [new], loaded, CONFIG, datetime.now(UTC))
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
+    print(", ".join(f"{name} {seconds:.3f} s" for name, seconds in result.summary.timings.items()))
+    articles = result.articles.drop("source_file")  # a path in a temporary folder: another each run
+    digest = speed._digest(articles, result.stories, result.pairs)
+    print(f"outputs of the update (articles less source_file, stories, pairs): {digest}")
+
+
 def slope_ms_per_1000(histories: list[int], seconds: list[float]) -> float:
     """Least-squares growth of `seconds` with the history size, in ms per 1,000 history records."""
     return float(np.polyfit(np.array(histories) / 1000, np.array(seconds) * 1000, 1)[0]) if len(histories) > 1 else 0.0
@@ -275,7 +303,14 @@ def main() -> None:
     parser.add_argument("--history", default="1000,5000,20000,50000")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
+    parser.add_argument("--profile", type=int, help="only profile one update against a history of this many records")
+    parser.add_argument("--top", type=int, default=40, help="cumulative entries the profile prints")
     given = parser.parse_args()
+    if given.profile:
+        with tempfile.TemporaryDirectory() as work:
+            records = shuffled_corpus(Path(work) / "corpus", given.profile + given.batch, given.duplicates)
+            profile_update(given.profile, records.tail(given.batch), records, Path(work), given.top)
+        return
     histories = [int(h) for h in given.history.split(",")]
     with tempfile.TemporaryDirectory() as work:
         records = shuffled_corpus(Path(work) / "corpus", max(histories) + given.batch, given.duplicates)

@@ -1,13 +1,13 @@
 """Group articles: duplicate groups from verified duplicate pairs, stories from story pairs.
 
-Connected components with a union-find: near-linear in articles plus pairs, and independent of the
-input order (every group is named by its smallest member, every choice broken by id).
+Connected components over numbered ids (scipy; `components` is the plain union-find over names,
+for small inputs): near-linear in articles plus pairs, and independent of the input order (every
+group is named by its smallest member, every choice broken by id).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import xxhash
 from scipy import sparse
+from scipy.sparse import csgraph
 
 from dedupe import minhash, stories
 from dedupe.config import Config
@@ -48,10 +49,10 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame, config: Config)
     check(cleaned, CLEANED, "duplicate groups input")
     check(pairs, PAIRS, "duplicate groups pairs")
     articles = cleaned.filter(pl.col("status") == "ok")
-    ids = articles["article_id"].to_list()
+    ids = articles["article_id"].sort()
     duplicates = pairs.filter(pl.col("relation") == "duplicate")
-    edges = list(duplicates.select("article_id_a", "article_id_b").iter_rows())
-    component = components(ids, without_weak_bridges(ids, edges, config.bridge_min_group))
+    edges = duplicates.select("article_id_a", "article_id_b")
+    component = pl.DataFrame({"article_id": ids, "component": knit_components(ids, edges, config.bridge_min_group)})
     centrality = (
         pl.concat([duplicates.select("jaccard", article_id=side) for side in ("article_id_a", "article_id_b")])
         .group_by("article_id")
@@ -61,7 +62,7 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame, config: Config)
     )
     ranked = (
         articles.select("article_id", "headline", "body")
-        .with_columns(component=pl.col("article_id").replace_strict(component))
+        .join(component, on="article_id")
         .join(centrality, on="article_id", how="left")
         .with_columns(
             pl.col("centrality").fill_null(0.0),
@@ -81,34 +82,60 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame, config: Config)
     )
 
 
-def without_weak_bridges(ids: Sequence[str], edges: list[tuple[str, str]], min_group: int) -> list[tuple[str, str]]:
-    """The edges less those that alone join two well-knit groups of at least `min_group` articles.
+def knit_components(ids: pl.Series, pairs: pl.DataFrame, min_group: int) -> pl.Series:
+    """For each of the sorted distinct `ids`, the smallest id of its connected component over
+    `pairs` (two columns of ids) less the weak bridges (`without_weak_bridges`).
+
+    Numbered and columnar (polars joins, igraph's bridges, scipy's components): the dicts, sets
+    and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
+    touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
+    benchmarks/README.md, 2026-12-02)."""
+    number = ids.to_frame("id").with_row_index("node")
+    a, b = (
+        pairs.select(id=pl.col(side)).join(number, on="id", how="left", maintain_order="left")["node"]
+        for side in pairs.columns[:2]
+    )
+    if a.null_count() or b.null_count():
+        raise ValueError("knit components: a pair with an id that is not among the ids")
+    a, b = a.to_numpy().astype(np.int64), b.to_numpy().astype(np.int64)
+    kept = without_weak_bridges(len(ids), a, b, min_group)
+    return ids.gather(_smallest_of_components(len(ids), a[kept], b[kept]))
+
+
+def without_weak_bridges(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int) -> np.ndarray:
+    """Which edges (a[i], b[i]) between `nodes` numbered nodes to keep: all but the bridges that
+    alone join two well-knit groups of at least `min_group` nodes each.
 
     Copies of one article confirm each other many ways; one pair between two such groups is
     usually two failed extractions of one site that both kept only its template (on aeb: a
     justext and a boilerpipe version of two different pages of one blog)."""
-    bridges = _bridges(edges)
-    if not bridges:
-        return edges
-    knit = components(ids, (edge for edge in edges if frozenset(edge) not in bridges))
-    size = Counter(knit.values())
-    return [
-        edge
-        for edge in edges
-        if frozenset(edge) not in bridges or min(size[knit[edge[0]]], size[knit[edge[1]]]) < min_group
-    ]
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    distinct, edge = np.unique(low * nodes + high, return_inverse=True)  # repeated and reversed pairs count once
+    bridge = np.zeros(len(distinct), dtype=bool)
+    bridge[_bridges(nodes, distinct // nodes, distinct % nodes)] = True
+    if not bridge.any():
+        return np.ones(len(a), dtype=bool)
+    knit = _smallest_of_components(nodes, (distinct // nodes)[~bridge], (distinct % nodes)[~bridge])
+    size = np.bincount(knit, minlength=nodes)
+    return ~bridge[edge.ravel()] | (np.minimum(size[knit[a]], size[knit[b]]) < min_group)
 
 
-def _bridges(edges: list[tuple[str, str]]) -> set[frozenset[str]]:
-    """The bridges of the undirected simple graph of `edges` (repeated and reversed pairs count
-    once), in linear time: igraph's, in C. networkx's, in Python, took 790 ms for the 35,183 story
-    pairs of a 50,000-record state, this 118 ms with the numbering of the nodes, the same bridges
-    (benchmarks/incremental.py); a batch's touched story component is about half of that graph."""
-    nodes = sorted({node for edge in edges for node in edge})
-    number = {node: position for position, node in enumerate(nodes)}
-    distinct = sorted({(min(number[a], number[b]), max(number[a], number[b])) for a, b in edges})
-    found = igraph.Graph(n=len(nodes), edges=distinct).bridges()
-    return {frozenset((nodes[distinct[edge][0]], nodes[distinct[edge][1]])) for edge in found}
+def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> list[int]:
+    """The positions of the bridges among the distinct edges (a[i], b[i]) of an undirected simple
+    graph, in linear time: igraph's, in C. networkx's, in Python, took 790 ms for the 35,183 story
+    pairs of a 50,000-record state, igraph 118 ms with the numbering of the nodes, the same bridges
+    (benchmarks/incremental.py, which prints both)."""
+    return igraph.Graph(n=nodes, edges=list(zip(a.tolist(), b.tolist()))).bridges()
+
+
+def _smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each of `nodes` numbered nodes, the smallest node of its connected component over the
+    edges (a[i], b[i]) (scipy)."""
+    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(nodes, nodes))
+    count, label = csgraph.connected_components(graph, directed=False)
+    smallest = np.full(count, nodes)
+    np.minimum.at(smallest, label, np.arange(nodes))
+    return smallest[label]
 
 
 def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -118,8 +145,7 @@ def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataF
     A story id is a hash of its smallest canonical article id: the same articles always give
     the same id, whatever their order."""
     check(cleaned, CLEANED, "story ids input")
-    root_of = story_components(groups["duplicate_group"].unique().sort().to_list(), story_pairs, config)
-    roots = pl.DataFrame(list(root_of.items()), schema=STORY_ROOTS, orient="row")
+    roots = story_components(groups["duplicate_group"].unique().sort(), story_pairs, config)
     return attached_story_ids(groups, roots, story_keywords(cleaned), config)[0]
 
 
@@ -134,10 +160,12 @@ def attached_story_ids(
     return _named_stories(groups, story_of), attached
 
 
-def story_components(canonical: Sequence[str], story_pairs: pl.DataFrame, config: Config) -> dict[str, str]:
-    """duplicate group -> the smallest group of its component of story pairs, less weak bridges."""
-    edges = list(story_pairs.select("article_id_a", "article_id_b").iter_rows())
-    return components(canonical, without_weak_bridges(canonical, edges, config.bridge_min_group))
+def story_components(canonical: pl.Series, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """STORY_ROOTS: each of the sorted duplicate groups `canonical` with the smallest group of its
+    component of story pairs, less weak bridges."""
+    edges = story_pairs.select("article_id_a", "article_id_b")
+    roots = knit_components(canonical, edges, config.bridge_min_group)
+    return check(pl.DataFrame({"duplicate_group": canonical, "root": roots}), STORY_ROOTS, "story roots")
 
 
 def story_keywords(cleaned: pl.DataFrame) -> pl.DataFrame:

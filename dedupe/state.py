@@ -549,9 +549,10 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     _, component = csgraph.connected_components(graph, directed=False)
     seeds = canonical.filter(pl.col("duplicate_group").is_in(touched_groups))["node"].to_numpy()
     touched = canonical.filter(pl.Series(np.isin(component, component[seeds])))["duplicate_group"]
-    redone = cluster.story_components(touched.to_list(), story_pairs.filter(pl.col("article_id_a").is_in(touched.implode())), config)
+    touched_pairs = story_pairs.filter(pl.col("article_id_a").is_in(touched.implode()))
+    redone = cluster.story_components(touched, touched_pairs, config)
     kept = history.story_roots.join(canonical, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(touched.implode()))
-    roots = pl.concat([kept, pl.DataFrame(list(redone.items()), schema=STORY_ROOTS, orient="row")]).sort("duplicate_group")
+    roots = pl.concat([kept, redone]).sort("duplicate_group")
     return check(roots, STORY_ROOTS, "story roots")
 
 

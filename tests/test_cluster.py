@@ -11,6 +11,7 @@ from dedupe.cluster import (
     average_linkage,
     components,
     duplicate_groups,
+    knit_components,
     story_ids,
     without_weak_bridges,
 )
@@ -88,24 +89,31 @@ def member_frame(members: dict[str, list[str]]) -> pl.DataFrame:
     return pl.DataFrame([(article, story) for story, articles in members.items() for article in articles], schema=["article_id", "story"], orient="row")
 
 
+def kept_edges(edges: list[tuple[str, str]], min_group: int) -> list[tuple[str, str]]:
+    """`without_weak_bridges` over edges of names, numbered in sorted order."""
+    ids = sorted({node for edge in edges for node in edge})
+    a, b = (np.array([ids.index(edge[side]) for edge in edges], dtype=np.int64) for side in (0, 1))
+    return [edge for edge, kept in zip(edges, without_weak_bridges(len(ids), a, b, min_group)) if kept]
+
+
 def test_one_pair_does_not_join_two_well_knit_groups() -> None:
     ring = [("a1", "a2"), ("a2", "a3"), ("a3", "a4"), ("a4", "a5"), ("a5", "a1")]
     other = [(a.replace("a", "b"), b.replace("a", "b")) for a, b in ring]
     tail = [("a1", "t1")]
-    ids = sorted({node for edge in ring + other + tail for node in edge})
-    kept = without_weak_bridges(ids, [*ring, *other, *tail, ("a3", "b3")], min_group=5)
+    kept = kept_edges([*ring, *other, *tail, ("a3", "b3")], min_group=5)
     assert ("a3", "b3") not in kept and ("a1", "t1") in kept
     assert len(kept) == len(ring) + len(other) + len(tail)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 14), st.integers(0, 14)), max_size=40))
-def test_bridges_are_the_edges_whose_removal_splits_the_graph(numbers: list[tuple[int, int]]) -> None:
+@given(st.lists(st.tuples(st.integers(0, 14), st.integers(0, 14)), max_size=40), st.integers(1, 4))
+def test_bridges_are_the_edges_whose_removal_splits_the_graph(numbers: list[tuple[int, int]], min_group: int) -> None:
     """With min_group=1 every bridge is weak: what is dropped is exactly the edges whose removal
     (every copy, either way round) leaves more components; on small graphs with repeated and
-    reversed pairs and self-loops."""
+    reversed pairs and self-loops. With any min_group, `knit_components` are the components
+    (`components`, a union-find) of what `without_weak_bridges` keeps, each named by its smallest id."""
     edges = [(f"n{a:02d}", f"n{b:02d}") for a, b in numbers]
-    ids = sorted({node for edge in edges for node in edge})
+    ids = sorted({node for edge in edges for node in edge} | {"n99"})  # and a node without edges
 
     def count(kept: list[tuple[str, str]]) -> int:
         return len(set(components(ids, kept).values()))
@@ -114,7 +122,10 @@ def test_bridges_are_the_edges_whose_removal_splits_the_graph(numbers: list[tupl
         return [other for other in edges if frozenset(other) != frozenset(edge)]
 
     bridges = {frozenset(edge) for edge in edges if count(without(edge)) > count(edges)}
-    assert without_weak_bridges(ids, edges, min_group=1) == [edge for edge in edges if frozenset(edge) not in bridges]
+    assert kept_edges(edges, min_group=1) == [edge for edge in edges if frozenset(edge) not in bridges]
+    pairs = pl.DataFrame(edges, schema={"a": pl.String, "b": pl.String}, orient="row")
+    knit = knit_components(pl.Series(ids), pairs, min_group)
+    assert dict(zip(ids, knit)) == components(ids, kept_edges(edges, min_group))
 
 
 def brute_force_average_linkage(weights: dict[str, int], similarity: dict[frozenset[str], float], threshold: float) -> dict[str, str]:

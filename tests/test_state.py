@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe import minhash, pipeline, state, verify
+from dedupe import cluster, minhash, pipeline, state, verify
 from dedupe.config import Config
-from dedupe.schema import ARTICLES, GROUPS, STORY_REGISTRY, SchemaError
+from dedupe.schema import ARTICLES, GROUPS, PAIRS, STORY_REGISTRY, SchemaError
 from tests.conftest import ROOT, SEEDS
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -327,6 +327,45 @@ def test_story_ids_are_never_reused_and_every_old_id_lives_on_or_is_merged(befor
     for absorbed, into in ids.merges.select("story_id", "merged_into").iter_rows():
         assert (created[into], into) < (created[absorbed], absorbed)
     assert set(ids.registry["story_id"]) == set(old) | given_ids
+
+
+def story_pairs_of(edges: set[tuple[int, int]]) -> pl.DataFrame:
+    rows = [(f"g{min(a, b):02d}", f"g{max(a, b):02d}", None, 80.0, "same_story") for a, b in sorted(edges) if a != b]
+    frame = pl.DataFrame(rows, schema=PAIRS, orient="row")
+    return frame.unique(["article_id_a", "article_id_b"]).sort("article_id_a", "article_id_b")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    groups=st.sets(st.integers(0, 24), min_size=1),
+    edges=st.sets(st.tuples(st.integers(0, 24), st.integers(0, 24)), max_size=60),
+    gone_groups=st.sets(st.integers(0, 24), max_size=4),
+    new_groups=st.sets(st.integers(25, 32), max_size=4),
+    gone_edges=st.integers(0, 6),
+    new_edges=st.sets(st.tuples(st.integers(0, 32), st.integers(0, 32)), max_size=12),
+)
+def test_story_components_of_touched_components_are_those_of_the_whole_graph(
+    groups: set[int], edges: set[tuple[int, int]], gone_groups: set[int], new_groups: set[int], gone_edges: int,
+    new_edges: set[tuple[int, int]],
+) -> None:
+    """`state.story_components` recomputes only the story-pair components that hold a new group
+    or a pair new or gone since the last run, and keeps the last run's roots elsewhere: the same
+    roots as `cluster.story_components` over the whole graph, whatever groups and pairs come and
+    go (small graphs, where weak bridges between rings of 5 appear and vanish)."""
+    config = Config()
+    before_pairs = story_pairs_of({(a, b) for a, b in edges if a in groups and b in groups})
+    before_groups = pl.Series(sorted(f"g{g:02d}" for g in groups), dtype=pl.String)
+    history = state.History(
+        pairs=before_pairs, story_roots=cluster.story_components(before_groups, before_pairs, config)
+    )
+    after = (groups - gone_groups) | new_groups
+    kept_edges = sorted(edges)[gone_edges:]
+    after_pairs = story_pairs_of({(a, b) for a, b in [*kept_edges, *new_edges] if a in after and b in after})
+    after_names = sorted(f"g{g:02d}" for g in after)
+    after_groups = pl.DataFrame({"duplicate_group": after_names}, schema={"duplicate_group": pl.String})
+    restricted = state.story_components(after_groups, after_pairs, history, config)
+    whole = cluster.story_components(after_groups["duplicate_group"], after_pairs, config)
+    assert restricted.equals(whole)
 
 
 def test_a_folder_where_batches_arrive_is_read_for_its_new_and_changed_files_only(tmp_path: Path) -> None:
