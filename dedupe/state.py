@@ -211,6 +211,12 @@ class History(_Replaced):
             self.read_records["rows"] = cached
         return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
 
+    def keep_read_records(self, ids: pl.Series) -> None:
+        """Let go of the texts read so far of the records not among `ids`: a chunk's candidate
+        partners reach far into the history, and most are read only to be compared."""
+        if "rows" in self.read_records:
+            self.read_records["rows"] = self.read_records["rows"].filter(pl.col("article_id").is_in(ids.implode()))
+
     def article_texts(self, ids: pl.Series) -> pl.DataFrame:
         """ARTICLE_TEXTS of the history articles among `ids`, as the last run left them."""
         if ids.is_empty():
@@ -385,12 +391,14 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
     graph = sparse.coo_matrix((np.ones(len(ends[0])), (ends[0], ends[1])), shape=(ok.height, ok.height))
     _, component = csgraph.connected_components(graph, directed=False)
     new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
-    touched = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"].implode()
+    touched_ids = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"]
+    touched = touched_ids.implode()
     regrouped = cluster.duplicate_groups(
         history.with_record_texts(records.filter(pl.col("article_id").is_in(touched))),
         pairs.filter(pl.col("article_id_a").is_in(touched)),
         config,
     )
+    history.keep_read_records(touched_ids)  # later steps read these and a few others (new headline decoration)
     kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
     groups = pl.concat([kept.select(regrouped.columns), regrouped])
     before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))
