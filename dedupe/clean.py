@@ -109,10 +109,11 @@ def clean(
     decorations = decorations or Decorations()
     again = pl.col("article_id").is_in(list(shared)) if second_pass else pl.lit(True)
     first_removals = iter(frame.filter(again)["removed_lines"].to_list()) if second_pass else None
-    bodies = frame["body"].to_list() if second_pass else [None] * frame.height
+    # the texts and bodies of the rows not cleaned again stay in the frame, not copied through Python strings
+    bodies: list[str | None] = [None] * frame.height
     headlines: list[str | None] = []
     removals = _RemovedLines()
-    rows = frame.select("article_id", "title", "text", "source", "url").iter_rows()
+    rows = frame.select("article_id", "title", pl.when(again).then("text"), "source", "url").iter_rows()
     for row, (article_id, title, text, source, url) in enumerate(rows):
         if first_removals is None or article_id in shared:
             line_rules = _first_pass_rules(next(first_removals)) if first_removals is not None else None
@@ -120,10 +121,10 @@ def clean(
             removals.add(row, found)
         title = decorations.bare_titles.get(article_id, title)
         headlines.append(clean_headline(title, source, url, decorations.pieces))
-    removed = removals.column(frame.height)
+    removed, body = removals.column(frame.height), pl.Series("body", bodies, dtype=pl.String)
     out = frame.select(list(NORMALIZED)).with_columns(
         pl.Series("headline", headlines, dtype=pl.String),
-        pl.Series("body", bodies, dtype=pl.String),
+        body=pl.when(again).then(body).otherwise(frame["body"]) if second_pass else body,
         removed_lines=pl.when(again).then(removed).otherwise(frame["removed_lines"]) if second_pass else removed,
     )
     emptied = (pl.col("status") == "ok") & pl.col("headline").is_null() & pl.col("body").is_null()
