@@ -192,7 +192,8 @@ class History(_Replaced):
     read_records: dict[str, pl.DataFrame] = field(default_factory=dict, init=False, compare=False, repr=False)
     """The records read so far ("rows": CLEANED), so that one run reads its touched records' texts
     in two scans of the history's parts (candidate partners, then the touched duplicate-group
-    components), not once per step that needs them."""
+    components), not once per step that needs them. Once the groups are found, only the touched
+    components' are kept (`keep_read_records`): the partners reach far into the history."""
 
     def record_rows(self, ids: pl.Series) -> pl.DataFrame:
         """CLEANED rows, with their texts, of the history records among `ids`, in history order.

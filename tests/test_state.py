@@ -128,7 +128,8 @@ def test_an_update_keeps_the_texts_of_the_groups_it_cleans_again_not_of_every_ca
 
     pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15), call=call)
     groups: pl.DataFrame = seen["groups"]  # type: ignore[assignment]
-    new_groups = groups.filter(pl.col("article_id").is_in(seen["new"].implode()))["duplicate_group"]  # type: ignore[attr-defined]
+    new_ids = seen["new"].implode()  # type: ignore[attr-defined]
+    new_groups = groups.filter(pl.col("article_id").is_in(new_ids))["duplicate_group"]
     with_new = groups.filter(pl.col("duplicate_group").is_in(new_groups.implode()))
     assert seen["kept"] and seen["kept"] <= set(with_new["article_id"])
     assert len(seen["kept"]) < len(seen["partners"])
