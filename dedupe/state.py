@@ -399,7 +399,7 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
         pairs.filter(pl.col("article_id_a").is_in(touched)),
         config,
     )
-    history.keep_read_records(touched_ids)  # later steps read these and a few others (new headline decoration)
+    history.keep_read_records(touched_ids)  # later steps read these, and the records whose headline decoration changed
     kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
     groups = pl.concat([kept.select(regrouped.columns), regrouped])
     before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))
