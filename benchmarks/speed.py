@@ -530,6 +530,7 @@ def show_pipeline(figures: dict[str, object]) -> None:
               f"of the articles, the largest event {figures['largest_event']:.1%}")
     for stage, seconds in figures["stages"].items():
         print(f"  {stage:<22}{seconds:>8.2f} s{docs / max(seconds, 1e-9):>14,.0f} docs/s")
+    print(f"  output digest (articles, stories, pairs): {figures['output_digest']}")
     show_chunks(figures.get("chunks", []))
 
 

@@ -89,6 +89,9 @@ class Removal:
     rule: str
 
 
+WRITTEN = ("status", "reason", "headline", "body", "removed_lines")
+"""The columns `clean` writes; it passes the others on as they came."""
+
 Shared = Callable[[str], bool]
 """Whether a piece of text is shared by most copies of its article (see `shared_by_copies`)."""
 
@@ -106,10 +109,11 @@ def clean(
     decorations = decorations or Decorations()
     again = pl.col("article_id").is_in(list(shared)) if second_pass else pl.lit(True)
     first_removals = iter(frame.filter(again)["removed_lines"].to_list()) if second_pass else None
-    bodies = frame["body"].to_list() if second_pass else [None] * frame.height
+    # the texts and bodies of the rows not cleaned again stay in the frame, not copied through Python strings
+    bodies: list[str | None] = [None] * frame.height
     headlines: list[str | None] = []
     removals = _RemovedLines()
-    rows = frame.select("article_id", "title", "text", "source", "url").iter_rows()
+    rows = frame.select("article_id", "title", pl.when(again).then("text"), "source", "url").iter_rows()
     for row, (article_id, title, text, source, url) in enumerate(rows):
         if first_removals is None or article_id in shared:
             line_rules = _first_pass_rules(next(first_removals)) if first_removals is not None else None
@@ -117,10 +121,10 @@ def clean(
             removals.add(row, found)
         title = decorations.bare_titles.get(article_id, title)
         headlines.append(clean_headline(title, source, url, decorations.pieces))
-    removed = removals.column(frame.height)
+    removed, body = removals.column(frame.height), pl.Series("body", bodies, dtype=pl.String)
     out = frame.select(list(NORMALIZED)).with_columns(
         pl.Series("headline", headlines, dtype=pl.String),
-        pl.Series("body", bodies, dtype=pl.String),
+        body=pl.when(again).then(body).otherwise(frame["body"]) if second_pass else body,
         removed_lines=pl.when(again).then(removed).otherwise(frame["removed_lines"]) if second_pass else removed,
     )
     emptied = (pl.col("status") == "ok") & pl.col("headline").is_null() & pl.col("body").is_null()
@@ -139,8 +143,49 @@ def clean_with_copies(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Confi
     first or after the last shared piece is its site's template (rule `outside_shared_body`), and
     a line the copies share is kept even if its shape looks like an artifact."""
     check(cleaned, CLEANED, "clean with copies input")
-    shared = shared_in_groups(cleaned, groups, config)
-    return clean(cleaned, shared, headline_decorations(cleaned, groups.select("article_id", "duplicate_group")))
+    decorations = headline_decorations(cleaned, groups.select("article_id", "duplicate_group"))
+    return clean_by_groups(cleaned, groups, config, decorations)
+
+
+COPIES_BATCH_BYTES = 16 * 2**20
+"""Bytes of text whose groups `clean_by_groups` cleans at once (~4,500 speed-corpus texts). What
+the copies share is counted as Python tuples of word 3-grams (with the per-line caches and each
+group's answers): built for every group of a chunk at once, they made the peak of a chunk full of
+copies (60k speed-corpus records in chunks of 20k: 3.26 GiB, in batches 2.10 GiB; 4 MiB saved
+0.09 GiB more at 30k for more batches: benchmarks/README.md, *A chunk's working set*). A module
+constant: batches do not change the output (tests/test_clean.py)."""
+
+
+def clean_by_groups(
+    frame: pl.DataFrame,
+    groups: pl.DataFrame,
+    config: Config,
+    decorations: Decorations | None = None,
+    batch_bytes: int = COPIES_BATCH_BYTES,
+) -> pl.DataFrame:
+    """`clean` (second pass) of a cleaned `frame` with what the copies share in each group of
+    `groups`, in batches of whole groups holding about `batch_bytes` of text (a record in
+    no group counts as a group of its own; a group larger than that is a batch alone), so that
+    the 3-gram counts held are those of a batch: each row's cleaning depends on its group's
+    texts and `decorations` alone. The rows come back in `frame`'s order."""
+    membership = groups.select("article_id", "duplicate_group")
+    keyed = frame.select("article_id", size=pl.col("text").str.len_bytes().fill_null(0)).join(
+        membership, on="article_id", how="left", maintain_order="left"
+    ).select(key=pl.coalesce("duplicate_group", "article_id"), size="size")
+    keys = keyed.group_by("key", maintain_order=True).agg(pl.col("size").sum())
+    keys = keys.with_columns(batch=(pl.col("size").cum_sum() - pl.col("size")) // max(1, batch_bytes))
+    batch = keyed.join(keys.select("key", "batch"), on="key", how="left", maintain_order="left")["batch"]
+    parts, rows = [], []
+    for number in batch.unique(maintain_order=True):
+        in_batch = batch == number
+        part = frame.filter(in_batch)
+        parts.append(clean(part, shared_in_groups(part, membership, config), decorations).select(WRITTEN))
+        rows.append(in_batch.arg_true())
+        clear_line_caches()  # the next batch holds other groups' lines
+    if not parts:
+        return clean(frame, {}, decorations)
+    written = pl.concat(parts)  # the texts read, not written, are not gathered again
+    return check(frame.with_columns(written[pl.concat(rows).arg_sort()]), CLEANED, "clean by groups output")
 
 
 def shared_in_groups(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> dict[str, Shared]:

@@ -184,13 +184,15 @@ def _update(
     new_pairs = stage(
         "verify duplicates", verify.verify_duplicates, matched.involved, matched.candidates, matched.shingles, config
     )
+    band_keys, duplicate_candidates = matched.band_keys, matched.candidates.height
+    del matched  # the shingles (2.4 KB a record) and rows of every candidate partner, read by verifying alone
     everything = state.all_records(history, records)
     # in the order a single run gives them: group centralities are float sums, summed in this order
     duplicate_pairs = pl.concat([history.duplicate_pairs, new_pairs]).sort("article_id_a", "article_id_b")
     grouped = stage("cluster duplicates", state.duplicate_groups, everything, duplicate_pairs, records, history, config)
     groups, changed = grouped.groups, grouped.changed
     log(
-        f"{matched.candidates.height} new duplicate candidates, {new_pairs.height} confirmed, "
+        f"{duplicate_candidates} new duplicate candidates, {new_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
     cleaned, decorations, cleaned_again = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
@@ -218,13 +220,13 @@ def _update(
     )
     pairs = write.concat_pairs(duplicate_pairs, story_pairs)
     candidates = {
-        "duplicate": earlier.candidates[0] + matched.candidates.height,
+        "duplicate": earlier.candidates[0] + duplicate_candidates,
         "story": earlier.candidates[1] + story_candidates,
     }
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     summary = replace(summary, run=counts)
     added = state.Update(
-        records=records, embeddings=vectors, band_keys=matched.band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
+        records=records, embeddings=vectors, band_keys=band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
         articles=articles, article_texts=texts, stories=story_table, pairs=pairs, registry=story_ids.registry,
         files=batch.files, run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
         **decorations, central_headlines=central,
@@ -240,11 +242,10 @@ def _clean_changed(
     Headline decoration is learnt from what changed (`state.headline_decorations`: a new title
     can teach a new site suffix), and only the headlines it changes are cleaned again. Returns
     the cleaned records, the decoration tables to store and the ids cleaned again."""
-    changed_rows = history.with_record_texts(records.join(changed.select("article_id"), on="article_id", how="semi"))
-    shared = clean.shared_in_groups(changed_rows, changed, config)
     decorations, tables = state.headline_decorations(records, groups, changed, history)
-    again = state.to_clean_again(records, changed, tables, history)
-    cleaned_again = clean.clean(state.with_kept_cleaning(history.with_record_texts(again), changed, history), shared, decorations)
+    again = state.to_clean_again(records, changed, tables, history)  # every member of a changed group among them
+    rows = state.with_kept_cleaning(history.with_record_texts(again), changed, history)
+    cleaned_again = clean.clean_by_groups(rows, changed, config, decorations)
     return state.with_kept_headlines(records, cleaned_again, history), tables, cleaned_again["article_id"]
 
 

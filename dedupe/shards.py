@@ -262,7 +262,7 @@ def by_rows(
 
 NORMALIZE_WRITES = ("status", "reason", "title", "text")
 CLEAN_READS = ("article_id", "source_file", "line", "title", "text", "url", "source", "status", "reason")
-CLEAN_WRITES = ("status", "reason", "headline", "body", "removed_lines")
+CLEAN_WRITES = clean.WRITTEN
 
 
 def normalize_slice(records: pl.DataFrame) -> pl.DataFrame:
@@ -323,7 +323,7 @@ def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, c
 
 def clean_group_slice(cleaned: pl.DataFrame, groups: pl.DataFrame, decorations: clean.Decorations, config: Config) -> pl.DataFrame:
     """`clean.clean_with_copies` of the records of whole duplicate groups: the columns it writes."""
-    return clean.clean(cleaned, clean.shared_in_groups(cleaned, groups, config), decorations).select(CLEAN_WRITES)
+    return clean.clean_by_groups(cleaned, groups, config, decorations).select(CLEAN_WRITES)
 
 
 def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, config: Config) -> state.Candidates:

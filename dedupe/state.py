@@ -192,7 +192,8 @@ class History(_Replaced):
     read_records: dict[str, pl.DataFrame] = field(default_factory=dict, init=False, compare=False, repr=False)
     """The records read so far ("rows": CLEANED), so that one run reads its touched records' texts
     in two scans of the history's parts (candidate partners, then the touched duplicate-group
-    components), not once per step that needs them."""
+    components), not once per step that needs them. Once the groups are found, only the touched
+    components' are kept (`keep_read_records`): the partners reach far into the history."""
 
     def record_rows(self, ids: pl.Series) -> pl.DataFrame:
         """CLEANED rows, with their texts, of the history records among `ids`, in history order.
@@ -210,6 +211,12 @@ class History(_Replaced):
             cached = pl.concat([cached, check(scanned.select(columns).collect(), CLEANED, "state records")])
             self.read_records["rows"] = cached
         return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
+
+    def keep_read_records(self, ids: pl.Series) -> None:
+        """Let go of the texts read so far of the records not among `ids`: a chunk's candidate
+        partners reach far into the history, and most are read only to be compared."""
+        if "rows" in self.read_records:
+            self.read_records["rows"] = self.read_records["rows"].filter(pl.col("article_id").is_in(ids.implode()))
 
     def article_texts(self, ids: pl.Series) -> pl.DataFrame:
         """ARTICLE_TEXTS of the history articles among `ids`, as the last run left them."""
@@ -385,12 +392,14 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
     graph = sparse.coo_matrix((np.ones(len(ends[0])), (ends[0], ends[1])), shape=(ok.height, ok.height))
     _, component = csgraph.connected_components(graph, directed=False)
     new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
-    touched = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"].implode()
+    touched_ids = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"]
+    touched = touched_ids.implode()
     regrouped = cluster.duplicate_groups(
         history.with_record_texts(records.filter(pl.col("article_id").is_in(touched))),
         pairs.filter(pl.col("article_id_a").is_in(touched)),
         config,
     )
+    history.keep_read_records(touched_ids)  # later steps read these, and the records whose headline decoration changed
     kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
     groups = pl.concat([kept.select(regrouped.columns), regrouped])
     before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))

@@ -67,13 +67,19 @@ def verify_duplicates(
     `headline_duplicate_similarity`; the token-set ratio would call any headline a duplicate of a
     longer one that contains its words."""
     check(cleaned, CLEANED, "verify duplicates input")
-    texts = dict(cleaned.select("article_id", pl.coalesce("body", "headline", pl.lit(""))).iter_rows())
     scored = overlap(candidates, shingle_sets)
     articles = scored.filter(pl.col("level") == "text")
     unsure = articles.filter(
         pl.col("containment").is_between(config.duplicate_unsure_containment, config.duplicate_containment, closed="left")
     )
     short = scored.filter(pl.col("level") == "headline")
+    # as Python strings only the texts rapidfuzz compares: a chunk's candidates reach far into the history
+    compared = pl.concat([frame[side] for frame in (unsure, short) for side in ("article_id_a", "article_id_b")])
+    texts = dict(
+        cleaned.filter(pl.col("article_id").is_in(compared.implode()))
+        .select("article_id", pl.coalesce("body", "headline", pl.lit("")))
+        .iter_rows()
+    )
     confirmed = pl.concat(
         [
             articles.filter(pl.col("containment") >= config.duplicate_containment).with_columns(

@@ -251,6 +251,31 @@ def test_copies_teach_what_is_article_and_what_is_template() -> None:
     assert len(reference["body"]) > 0.9 * len(reference["text"])
 
 
+def test_cleaning_with_copies_in_batches_of_groups_gives_what_one_batch_gives() -> None:
+    """`clean_by_groups` cleans a batch of whole groups at a time (to hold one batch's 3-gram
+    counts): with batches of one group each, the rows and their order are those of one batch;
+    a batch that cut a group in two would learn less from its copies."""
+    from dedupe.clean import clean_by_groups, shared_in_groups
+    from dedupe.cluster import duplicate_groups
+    from dedupe.config import Config
+    from dedupe.minhash import duplicate_candidates
+    from dedupe.verify import verify_duplicates
+    from tests.conftest import SEEDS, cleaned_frame
+
+    config = Config()
+    cleaned = cleaned_frame(SEEDS / "aeb-sample.jsonl")
+    candidates, sets = duplicate_candidates(cleaned, config)
+    groups = duplicate_groups(cleaned, verify_duplicates(cleaned, candidates, sets, config), config)
+    sizes = groups["duplicate_group"].value_counts()["count"]
+    assert (sizes >= config.consensus_min_copies).sum() >= 3  # several groups whose copies teach something
+    decorations = headline_decorations(cleaned, groups)
+    shuffled = cleaned.sample(fraction=1.0, shuffle=True, seed=7)  # a group's rows apart from each other
+    whole = clean(shuffled, shared_in_groups(shuffled, groups, config), decorations)
+    assert clean_by_groups(shuffled, groups, config, decorations, batch_bytes=1).equals(whole)
+    assert clean_by_groups(shuffled, groups, config, decorations).equals(whole)
+    assert not clean(shuffled, {}, decorations).equals(whole)  # the copies changed some rows
+
+
 # Lone surrogates never reach cleaning: no polars string holds one, and the reader makes them U+FFFD.
 frame_text = st.characters(exclude_categories=("Cs",))
 

@@ -8,9 +8,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -99,6 +101,38 @@ def test_aeb_in_two_batches_gives_the_groups_and_cleaning_of_one_run(tmp_path: P
     run_batch([first], tmp_path / "state")
     incremental, _ = run_batch([second], tmp_path / "state", T0 + timedelta(minutes=15))
     assert_same_as_one_run(incremental, pipeline.run([first, second], CONFIG))
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
+def test_an_update_keeps_the_texts_of_the_groups_it_cleans_again_not_of_every_candidate_partner(tmp_path: Path) -> None:
+    """The texts of candidate partners are read to compare them; once the duplicate groups are
+    found, the history keeps only those of the records whose components hold a new record (the
+    ones cleaned with copies again): held to the chunk's end, the others grew with the history."""
+    lines = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("\n".join(line for i, line in enumerate(lines) if i % 3))
+    second.write_text("\n".join(line for i, line in enumerate(lines) if not i % 3))
+    run_batch([first], tmp_path / "state")
+    history = state.load(tmp_path / "state", CONFIG)
+    seen: dict[str, object] = {}
+
+    def call(name: str, function: Callable[..., Any], *args: object) -> Any:
+        result = function(*args)
+        if name == "verify duplicates":
+            seen["partners"] = set(history.read_records["rows"]["article_id"])
+        if name == "cluster duplicates":
+            seen["kept"], seen["groups"] = set(history.read_records["rows"]["article_id"]), result.groups
+        if name == "minhash duplicates":
+            seen["new"] = args[0]["article_id"]
+        return result
+
+    pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15), call=call)
+    groups: pl.DataFrame = seen["groups"]  # type: ignore[assignment]
+    new_ids = seen["new"].implode()  # type: ignore[attr-defined]
+    new_groups = groups.filter(pl.col("article_id").is_in(new_ids))["duplicate_group"]
+    with_new = groups.filter(pl.col("duplicate_group").is_in(new_groups.implode()))
+    assert seen["kept"] and seen["kept"] <= set(with_new["article_id"])
+    assert len(seen["kept"]) < len(seen["partners"])
 
 
 def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path) -> None:
