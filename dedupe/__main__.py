@@ -339,8 +339,9 @@ def _print_summary(summary: Summary, out: Path) -> None:
 
 def _exit_without_teardown(code: object) -> None:
     """Leave as `sys.exit(code)` would, but without the interpreter's teardown of every module and
-    object (Prefect, polars, the stages): ~1 s of a 6-8 s seeds run on this machine, measured by
-    `python benchmarks/speed.py seeds` with and without it. The exit handlers still run first, in
+    object (Prefect, polars, the stages), about 1 s after the last exit handler of a seeds run; with
+    two smaller cuts it saves 0.8-1.7 s a run (`python benchmarks/speed.py seeds --against` an
+    older checkout, benchmarks/README.md). The exit handlers still run first, in
     their order (Prefect's log and event workers drain, the embedded server stops), and the
     outputs are already in place (renamed), so nothing is left unwritten. Only when the CLI is the
     program: `app()` called from Python keeps the normal exit."""
