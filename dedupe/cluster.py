@@ -90,16 +90,29 @@ def knit_components(ids: pl.Series, pairs: pl.DataFrame, min_group: int) -> pl.S
     and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
     touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
     benchmarks/README.md, 2026-12-02)."""
+    a, b = numbered_pairs(ids, pairs)
+    kept = without_weak_bridges(len(ids), a, b, min_group)
+    return ids.gather(_smallest_of_components(len(ids), a[kept], b[kept]))
+
+
+def numbered_pairs(ids: pl.Series, pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The two ends of `pairs` (its first two columns) as positions in the distinct `ids`, for
+    the graph libraries (scipy, igraph), which work on numbered nodes."""
     number = ids.to_frame("id").with_row_index("node")
     a, b = (
         pairs.select(id=pl.col(side)).join(number, on="id", how="left", maintain_order="left")["node"]
         for side in pairs.columns[:2]
     )
     if a.null_count() or b.null_count():
-        raise ValueError("knit components: a pair with an id that is not among the ids")
-    a, b = a.to_numpy().astype(np.int64), b.to_numpy().astype(np.int64)
-    kept = without_weak_bridges(len(ids), a, b, min_group)
-    return ids.gather(_smallest_of_components(len(ids), a[kept], b[kept]))
+        raise ValueError("numbered pairs: a pair with an id that is not among the ids")
+    return a.to_numpy().astype(np.int64), b.to_numpy().astype(np.int64)
+
+
+def component_labels(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each of `nodes` numbered nodes, a label of its connected component over the edges
+    (a[i], b[i]) (scipy, in C)."""
+    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(nodes, nodes))
+    return csgraph.connected_components(graph, directed=False)[1]
 
 
 def without_weak_bridges(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int) -> np.ndarray:
@@ -122,18 +135,17 @@ def without_weak_bridges(nodes: int, a: np.ndarray, b: np.ndarray, min_group: in
 
 def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> list[int]:
     """The positions of the bridges among the distinct edges (a[i], b[i]) of an undirected simple
-    graph, in linear time: igraph's, in C. networkx's, in Python, took 790 ms for the 35,183 story
-    pairs of a 50,000-record state, igraph 118 ms with the numbering of the nodes, the same bridges
-    (benchmarks/incremental.py, which prints both)."""
+    graph, in linear time: igraph's, in C. networkx's, in Python, took 1.2-1.5 s for the 132,203
+    story pairs of a 50,000-record state, igraph 56-59 ms on the numbered pairs, the same bridges
+    (benchmarks/incremental.py, which prints both; benchmarks/README.md, 2026-12-02)."""
     return igraph.Graph(n=nodes, edges=list(zip(a.tolist(), b.tolist()))).bridges()
 
 
 def _smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each of `nodes` numbered nodes, the smallest node of its connected component over the
     edges (a[i], b[i]) (scipy)."""
-    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(nodes, nodes))
-    count, label = csgraph.connected_components(graph, directed=False)
-    smallest = np.full(count, nodes)
+    label = component_labels(nodes, a, b)
+    smallest = np.full(label.max(initial=-1) + 1, nodes)
     np.minimum.at(smallest, label, np.arange(nodes))
     return smallest[label]
 

@@ -59,8 +59,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import polars_hash as plh
-from scipy import sparse
-from scipy.sparse import csgraph
 
 from dedupe import clean, cluster, minhash, read, stories, verify
 from dedupe.config import Config
@@ -385,12 +383,7 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
     this is what one run over all records gives. The components come from one scipy pass over
     all pairs as integer arrays: milliseconds at 50,000 records."""
     ok = records.filter(pl.col("status") == "ok").select("article_id").with_row_index("node")
-    ends = [
-        pairs.select(article_id=side).join(ok, on="article_id", how="left", maintain_order="left")["node"].to_numpy()
-        for side in ("article_id_a", "article_id_b")
-    ]
-    graph = sparse.coo_matrix((np.ones(len(ends[0])), (ends[0], ends[1])), shape=(ok.height, ok.height))
-    _, component = csgraph.connected_components(graph, directed=False)
+    component = cluster.component_labels(ok.height, *cluster.numbered_pairs(ok["article_id"], pairs.select(PAIR)))
     new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
     touched_ids = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"]
     touched = touched_ids.implode()
@@ -550,12 +543,7 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     moved = pl.concat([pairs.join(before, on=list(pairs.columns), how="anti"), before.join(pairs, on=list(pairs.columns), how="anti")])
     new_groups = canonical.join(history.story_roots, on="duplicate_group", how="anti")["duplicate_group"]
     touched_groups = pl.concat([moved["article_id_a"], moved["article_id_b"], new_groups]).implode()
-    ends = [
-        pairs.select(duplicate_group=side).join(canonical, on="duplicate_group", how="left", maintain_order="left")["node"].to_numpy()
-        for side in ("article_id_a", "article_id_b")
-    ]
-    graph = sparse.coo_matrix((np.ones(len(ends[0])), (ends[0], ends[1])), shape=(canonical.height, canonical.height))
-    _, component = csgraph.connected_components(graph, directed=False)
+    component = cluster.component_labels(canonical.height, *cluster.numbered_pairs(canonical["duplicate_group"], pairs))
     seeds = canonical.filter(pl.col("duplicate_group").is_in(touched_groups))["node"].to_numpy()
     touched = canonical.filter(pl.Series(np.isin(component, component[seeds])))["duplicate_group"]
     touched_pairs = story_pairs.filter(pl.col("article_id_a").is_in(touched.implode()))
