@@ -128,6 +128,10 @@ class ShingleSets(Mapping[str, np.ndarray]):
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def positions(self, ids: Sequence[str]) -> np.ndarray:
+        """Where each of `ids` is (a KeyError names the first missing)."""
+        return np.array([self._index[article_id] for article_id in ids], dtype=np.int64)
+
     def subset(self, keep: np.ndarray) -> ShingleSets:
         """The sets at the positions `keep` (in that order)."""
         counts = self.counts[keep]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dedupe.config import Config
 from dedupe.minhash import ShingleSets, duplicate_candidates
@@ -13,6 +16,29 @@ def test_overlap_is_exact_jaccard_and_containment() -> None:
     candidates = pl.DataFrame({"article_id_a": ["a"], "article_id_b": ["b"], "level": ["text"]}, schema=CANDIDATES)
     scored = overlap(candidates, ShingleSets.from_sets({"a": {b"1", b"2"}, "b": {b"1", b"2", b"3", b"4"}}))
     assert scored.select("jaccard", "containment").row(0) == (0.5, 1.0)
+
+
+hashes = st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 40), max_size=60)  # small values repeat and collide
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(hashes, min_size=2, max_size=8), st.data())
+def test_overlap_counts_what_the_sets_share(sets: list[list[int]], data: st.DataObject) -> None:
+    """The compiled merge against Python's set arithmetic: repeated, unsorted and empty sets, and
+    ids in several pairs (each set is sorted once, then merged with each partner)."""
+    ids = [f"r{i}" for i in range(len(sets))]
+    shingle_sets = ShingleSets(ids, np.array([h for s in sets for h in s], dtype=np.uint32), np.array([len(s) for s in sets]))
+    pairs = data.draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(ids)).filter(lambda p: p[0] != p[1]), max_size=20))
+    candidates = pl.DataFrame(
+        {"article_id_a": [a for a, _ in pairs], "article_id_b": [b for _, b in pairs], "level": ["text"] * len(pairs)},
+        schema=CANDIDATES,
+    )
+    scored = overlap(candidates, shingle_sets)
+    for (a, b), (jaccard, containment) in zip(pairs, scored.select("jaccard", "containment").iter_rows()):
+        first, second = set(sets[ids.index(a)]), set(sets[ids.index(b)])
+        shared = len(first & second)
+        assert jaccard == (shared / len(first | second) if shared else 0.0)
+        assert containment == (shared / min(len(first), len(second)) if shared else 0.0)
 
 
 def test_confirmed_duplicates_are_versions_of_one_page() -> None:
@@ -63,7 +89,7 @@ def test_semantic_pairs_score_meaning_not_shared_words() -> None:
     candidates = pl.DataFrame(
         {"article_id_a": ["a", "a"], "article_id_b": ["b", "c"], "level": ["story", "story"]}, schema=CANDIDATES
     )
-    keywords = {"a": {b"wearhouse", b"bank"}, "b": {b"wearhouse", b"bank"}, "c": {b"men", b"buys"}}
+    keywords = ShingleSets.from_sets({"a": {b"wearhouse", b"bank"}, "b": {b"wearhouse", b"bank"}, "c": {b"men", b"buys"}})
     pairs, vectors = semantic_story_pairs(headlines, candidates, keywords)
     assert dict(pairs.schema) == PAIRS
     assert sorted(vectors["headline"]) == sorted(headlines["headline"])
