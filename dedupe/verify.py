@@ -28,12 +28,11 @@ def overlap(candidates: pl.DataFrame, shingle_sets: ShingleSets) -> pl.DataFrame
     `minhash.ShingleSets`: exact but for 32-bit hash collisions).
 
     Each set involved is sorted without repeats once, then each pair's two sets are merged, both
-    in compiled loops (`_sort_sets`, `_count_shared`) on `minhash.THREADS` threads. A Python loop
-    over the pairs (`np.unique` per set, `np.searchsorted` per pair) spent 15.5 of verify
-    duplicates' 17.3 s on the 30k speed corpus (140,442 pairs), nearly all of it call overhead;
-    numpy cannot merge sorted sets pair by pair, and scipy's sparse row products (a merge in C,
-    but rows copied out and index arrays widened for 2^32 columns) measured no faster than the
-    loop. Same figures as the loop (tests/test_verify.py)."""
+    in loops compiled by numba (`_sort_sets`, `_count_shared`) on `minhash.THREADS` threads. The
+    Python loop it replaces (`np.unique` per set, `np.searchsorted` per pair) spent most of its
+    time in call overhead; numpy has no pairwise merge of sorted sets. Same figures, verify
+    duplicates 2.7x on the 10k speed corpus and 2.3x on news-aggregator (`python
+    benchmarks/text_stages.py --against fd54f30`, benchmarks/README.md)."""
     check(candidates, CANDIDATES, "overlap input")
     ids = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique(maintain_order=True)
     positions = shingle_sets.positions(ids.to_list())
@@ -80,8 +79,8 @@ def _count_shared(
     begin: int, end: int, values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, first: np.ndarray,
     second: np.ndarray, shared: np.ndarray,
 ) -> None:
-    """Pairs `begin` to `end`: how many values their two sorted sets share, by one merge without
-    branches (which runs ~1.5-2x the branching merge on random hashes)."""
+    """Pairs `begin` to `end`: how many values their two sorted sets share, by one merge whose
+    steps are sums of comparisons, not branches (random hashes defeat a branch predictor)."""
     for pair in range(begin, end):
         i, j = starts[first[pair]], starts[second[pair]]
         i_end, j_end = i + sizes[first[pair]], j + sizes[second[pair]]
