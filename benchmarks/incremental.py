@@ -47,7 +47,7 @@ CONFIG = Config()
 TOTALS = (
     "load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
     "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "single s",
-    "published",
+    "published", "counts",
 )
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
@@ -90,6 +90,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     state.publish(folder, work / f"out-{history}")
     publish = time.perf_counter() - started
     peak = peak_rss_mib()
+    counts = {name: float(loaded.counts[name]) for name in state.READ_COUNTS}
     layout = published_changes(previous, published, update.article_texts.height)
     (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     del loaded, tries, update
@@ -104,7 +105,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
         "old copies": copies,
         "rss before MiB": rss_before, "peak rss MiB": peak, "child start MiB": child_start, "child peak MiB": child_peak,
         "computed": replayed.computed, "carried": replayed.carried, "single computed": single.computed,
-        "replayed s": replay_seconds, "single s": single_seconds, "published": layout,
+        "replayed s": replay_seconds, "single s": single_seconds, "published": layout, "counts": counts,
     }
 
 
@@ -333,6 +334,10 @@ def main() -> None:
         print(f"{history:>8} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>10.2f} "
               f"{row['full run'] / row['incremental']:>22.1f} {row['rss before MiB']:>15.0f} {row['peak rss MiB']:>13.0f}"
               f" {row['child start MiB']:>23.0f} {row['child peak MiB']:>9.0f}")
+    print("\nwhat the batch's update read from the state and cleaned again (`state.READ_COUNTS`)")
+    print(f"{'history':>8}" + "".join(f"{name:>27}" for name in state.READ_COUNTS))
+    for history, row in rows.items():
+        print(f"{history:>8}" + "".join(f"{row['counts'][name]:>27,.0f}" for name in state.READ_COUNTS))
     print("\nstory attachment of the batch's stories (cluster.attached_story_ids), replaying the history's rounds vs alone:")
     print(f"{'history':>8} {'replayed s':>11} {'alone s':>8} {'alone / replayed':>17} {'story-rounds computed':>22} {'alone':>7} {'carried over':>13}")
     for history, row in rows.items():

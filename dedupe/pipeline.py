@@ -196,6 +196,7 @@ def _update(
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
     cleaned, decorations, cleaned_again = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
+    log("from the state: " + ", ".join(f"{name} {history.counts[name]:,}" for name in state.READ_COUNTS))
     if config.story_model == "keywords":
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
         found = stage("minhash stories", state.story_candidates, headlines, history, config)
@@ -240,13 +241,19 @@ def _clean_changed(
     """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`), read
     with their texts; the others keep the last run's cleaning (their texts stay unread, null).
     Headline decoration is learnt from what changed (`state.headline_decorations`: a new title
-    can teach a new site suffix), and only the headlines it changes are cleaned again. Returns
-    the cleaned records, the decoration tables to store and the ids cleaned again."""
+    can teach a new site suffix), and only the headlines it changes are cleaned again: of a
+    record in an unchanged group, without reading its texts (`state.headlines_again`). Returns
+    the cleaned records, the decoration tables to store and the ids cleaned with their texts."""
     decorations, tables = state.headline_decorations(records, groups, changed, history)
     again = state.to_clean_again(records, changed, tables, history)  # every member of a changed group among them
+    headline_only = state.headline_only(again, changed, history)
+    again = again.join(headline_only, on="article_id", how="anti", maintain_order="left")
     rows = state.with_kept_cleaning(history.with_record_texts(again), changed, history)
     cleaned_again = clean.clean_by_groups(rows, changed, config, decorations)
-    return state.with_kept_headlines(records, cleaned_again, history), tables, cleaned_again["article_id"]
+    retitled = state.headlines_again(headline_only, decorations, history)
+    history.counts.update({"cleaned again": cleaned_again.height, "headline only": retitled.height})
+    cleaned = state.with_kept_headlines(records, pl.concat([cleaned_again, retitled]), history)
+    return cleaned, tables, cleaned_again["article_id"]
 
 
 def _assemble_light(
