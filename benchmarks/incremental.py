@@ -234,6 +234,27 @@ def compression_costs(published: Path, folder: Path) -> dict[str, tuple[float, i
     return costs
 
 
+def records_scan_costs(records: Path, folder: Path, partners: int) -> dict[str, tuple[float, int]]:
+    """Best of three: seconds to read the texts of `partners` records (a seeded sample of the ids,
+    as `History.record_rows` reads candidate partners: spread over the history) from the state's
+    records parts written again with each compression, and the parts' bytes."""
+    parts = sorted(records.glob("*.parquet"))
+    rows = pl.read_parquet(parts)
+    wanted = rows["article_id"].sample(min(partners, rows.height), seed=0).implode()
+    texts = [name for name in state.RECORD_TEXTS if name != "text_raw"]
+    costs = {}
+    for compression in ("zstd", "lz4"):
+        target = folder / f"records-{compression}.parquet"
+        rows.write_parquet(target, compression=compression)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            pl.scan_parquet(target).filter(pl.col("article_id").is_in(wanted)).select("article_id", *texts).collect()
+            times.append(time.perf_counter() - started)
+        costs[compression] = (min(times), target.stat().st_size)
+    return costs
+
+
 def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     """History articles that share a duplicate group with a batch article."""
     new = pl.col("article_id").is_in(update.records["article_id"].implode())
@@ -327,6 +348,9 @@ def main() -> None:
         reload = reload_seconds(keys, Path(work))
         published = Path(work) / f"out-{histories[-1]}" / "articles.parquet"
         compressions = compression_costs(published, Path(work))
+        partners = int(rows[histories[-1]]["counts"]["candidate partners read"])
+        records = Path(work) / f"state-{histories[-1]}" / "current" / "records"
+        records_scans = records_scan_costs(records, Path(work), partners)
     print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
     print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
           f" {'rss before MiB':>15} {'peak rss MiB':>13} {'own process: start MiB':>23} {'peak MiB':>9}")
@@ -363,6 +387,10 @@ def main() -> None:
     print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is "
           f"{getattr(state, 'PUBLISHED_COMPRESSION', 'zstd')}): "
           + ", ".join(f"{name} {seconds:.2f} s {size / 2**20:.0f} MiB" for name, (seconds, size) in compressions.items()))
+    print(f"texts of {partners:,} records read from the largest state's records parts (as candidate partners are; "
+          f"`state.RECORDS_COMPRESSION` is {getattr(state, 'RECORDS_COMPRESSION', 'zstd')}): "
+          + ", ".join(f"{name} {seconds * 1000:.0f} ms {size / 2**20:.0f} MiB" for name, (seconds, size) in
+                      records_scans.items()))
     print(f"\n{'stage seconds':<22}" + "".join(f"{h:>9,}" for h in histories) + f"{'ms per 1k history':>19}")
     stages = [name for name in first if name not in TOTALS[2:]]
     for stage in [*stages, "publish outputs", "incremental", "full run"]:

@@ -178,7 +178,9 @@ def _update(
     if fresh.height == 0:
         summary = _unchanged(history, batch, records_in, timings, config)
         return Result(history.articles, history.stories, history.pairs, summary), None
+    # as in `run`, the raw text is not held to the end, nor stored: no later step, nor run, reads it
     normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
+    normalized = normalized.with_columns(text_raw=pl.lit(None, pl.String))
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
     new_pairs = stage(

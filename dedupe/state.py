@@ -136,6 +136,10 @@ PUBLISHED_COMPRESSION = "lz4"
 """Of the published articles.parquet, which is written again every run: lz4 streams it in about
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
 reader (polars, duckdb, pyarrow) reads it."""
+RECORDS_COMPRESSION = "lz4"
+"""Of the records parts, whose texts each run scans for the rows it touches (`History.record_rows`:
+the candidate partners, spread over the whole history): lz4 decompresses the scan's text columns
+in about a third of zstd's time, for twice the bytes (`benchmarks/incremental.py` prints both)."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 READ_COUNTS = (
     "candidate partners read", "record scans", "records read", "record parts scanned", "record part bytes scanned",
@@ -954,7 +958,8 @@ def commit(
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         if rows.height:
-            rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+            compression = RECORDS_COMPRESSION if name == "records" else "zstd"
+            rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet", compression=compression)
     for name, (schema, key) in KEYED.items():
         (temporary / name).mkdir()
         if previous is not None:
