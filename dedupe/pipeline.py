@@ -124,9 +124,9 @@ def update(
     - per record (normalize, first cleaning, shingles, band keys, verifying candidates): the new
       records only;
     - duplicate groups: the components of the pair graph that hold a new record;
-    - cleaning with copies: the members of changed groups, new records, and records whose
-      headline decoration changed (decoration is learnt for new titles and the groups they or
-      a change of group touch; only those records' texts are read);
+    - cleaning with copies: the members of changed groups and new records, read with their
+      texts; records whose headline decoration changed, their headline alone without their
+      texts (decoration is learnt for new titles and the groups they or a change of group touch);
     - story matching (keyword model): band keys and verification for groups whose story text
       changed, bucketing for the LSH buckets they touch, components and weak bridges for the
       story-pair components that changed, keywords for records whose headline changed;

@@ -5,7 +5,9 @@ A state folder holds generations; `current` is a symlink to the one in use:
     STATE/lock                      fcntl lock file: one run at a time (holds the holder's pid)
     STATE/current -> generations/000003
     STATE/generations/000003/
-        records/part-*.parquet      every record ever seen, after the first cleaning pass (RECORDS)
+        records/part-*.parquet      every record ever seen, after the first cleaning pass (RECORDS;
+                                    text_raw null: nothing reads it after normalizing; lz4, see
+                                    RECORDS_COMPRESSION)
         band_keys/part-*.parquet    LSH band keys of those records, the index new ones are matched
                                     against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
                                     see benchmarks/incremental.py)
@@ -411,7 +413,7 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
         pairs.filter(pl.col("article_id_a").is_in(touched)),
         config,
     )
-    history.keep_read_records(touched_ids)  # later steps read these, and the records whose headline decoration changed
+    history.keep_read_records(touched_ids)  # clean with copies reads these (a changed headline alone reads no texts)
     kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
     groups = pl.concat([kept.select(regrouped.columns), regrouped])
     before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))
