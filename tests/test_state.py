@@ -566,10 +566,14 @@ def test_a_headline_whose_decoration_alone_changed_is_made_again_without_reading
     later title is their bare form: their headline is made again, their texts are not read
     (their body and removed lines are the last run's), and the outputs are those of one run."""
     bodies = [
-        "Share this article\nThe comet came closer to Earth than any in a century, astronomers said on Monday.\n"
-        "Its tail could be seen from both hemispheres for most of the night.",
-        "Subscribe to our newsletter\nThe central bank kept its main rate where it was for a third month running.\n"
-        "Officials said inflation had cooled, but not by enough to cut.",
+        (
+            "Share this article\nThe comet came closer to Earth than any in a century, astronomers said on Monday.\n"
+            "Its tail could be seen from both hemispheres for most of the night."
+        ),
+        (
+            "Subscribe to our newsletter\nThe central bank kept its main rate where it was for a third month running.\n"
+            "Officials said inflation had cooled, but not by enough to cut."
+        ),
     ]
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_text("\n".join(json.dumps(row) for row in [
