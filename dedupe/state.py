@@ -140,8 +140,9 @@ PUBLISHED_COMPRESSION = "lz4"
 reader (polars, duckdb, pyarrow) reads it."""
 RECORDS_COMPRESSION = "lz4"
 """Of the records parts, whose texts each run scans for the rows it touches (`History.record_rows`:
-the candidate partners, spread over the whole history): lz4 decompresses the scan's text columns
-in about a third of zstd's time, for twice the bytes (`benchmarks/incremental.py` prints both)."""
+the candidate partners, spread over the whole history): lz4 read the texts of 1,132 of 50,000
+records 1.4-1.5x faster than zstd, for twice the bytes (`benchmarks/incremental.py` prints both;
+benchmarks/README.md, 2 December 2026). A trade of disk for time: zstd if disk matters more."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 READ_COUNTS = (
     "candidate partners read", "record scans", "records read", "record parts scanned", "record part bytes scanned",
