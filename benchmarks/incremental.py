@@ -47,7 +47,7 @@ CONFIG = Config()
 TOTALS = (
     "load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
     "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "single s",
-    "published",
+    "published", "counts",
 )
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
@@ -90,6 +90,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     state.publish(folder, work / f"out-{history}")
     publish = time.perf_counter() - started
     peak = peak_rss_mib()
+    counts = {name: float(loaded.counts[name]) for name in state.READ_COUNTS}
     layout = published_changes(previous, published, update.article_texts.height)
     (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     del loaded, tries, update
@@ -104,7 +105,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
         "old copies": copies,
         "rss before MiB": rss_before, "peak rss MiB": peak, "child start MiB": child_start, "child peak MiB": child_peak,
         "computed": replayed.computed, "carried": replayed.carried, "single computed": single.computed,
-        "replayed s": replay_seconds, "single s": single_seconds, "published": layout,
+        "replayed s": replay_seconds, "single s": single_seconds, "published": layout, "counts": counts,
     }
 
 
@@ -233,6 +234,27 @@ def compression_costs(published: Path, folder: Path) -> dict[str, tuple[float, i
     return costs
 
 
+def records_scan_costs(records: Path, folder: Path, partners: int) -> dict[str, tuple[float, int]]:
+    """Best of three: seconds to read the texts of `partners` records (a seeded sample of the ids,
+    as `History.record_rows` reads candidate partners: spread over the history) from the state's
+    records parts written again with each compression, and the parts' bytes."""
+    parts = sorted(records.glob("*.parquet"))
+    rows = pl.read_parquet(parts)
+    wanted = rows["article_id"].sample(min(partners, rows.height), seed=0).implode()
+    texts = [name for name in state.RECORD_TEXTS if name != "text_raw"]
+    costs = {}
+    for compression in ("zstd", "lz4"):
+        target = folder / f"records-{compression}.parquet"
+        rows.write_parquet(target, compression=compression)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            pl.scan_parquet(target).filter(pl.col("article_id").is_in(wanted)).select("article_id", *texts).collect()
+            times.append(time.perf_counter() - started)
+        costs[compression] = (min(times), target.stat().st_size)
+    return costs
+
+
 def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     """History articles that share a duplicate group with a batch article."""
     new = pl.col("article_id").is_in(update.records["article_id"].implode())
@@ -326,6 +348,9 @@ def main() -> None:
         reload = reload_seconds(keys, Path(work))
         published = Path(work) / f"out-{histories[-1]}" / "articles.parquet"
         compressions = compression_costs(published, Path(work))
+        partners = int(rows[histories[-1]]["counts"]["candidate partners read"])
+        records = Path(work) / f"state-{histories[-1]}" / "current" / "records"
+        records_scans = records_scan_costs(records, Path(work), partners)
     print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
     print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
           f" {'rss before MiB':>15} {'peak rss MiB':>13} {'own process: start MiB':>23} {'peak MiB':>9}")
@@ -333,6 +358,10 @@ def main() -> None:
         print(f"{history:>8} {row['old copies']:>10.0f} {row['incremental']:>14.2f} {row['full run']:>10.2f} "
               f"{row['full run'] / row['incremental']:>22.1f} {row['rss before MiB']:>15.0f} {row['peak rss MiB']:>13.0f}"
               f" {row['child start MiB']:>23.0f} {row['child peak MiB']:>9.0f}")
+    print("\nwhat the batch's update read from the state and cleaned again (`state.READ_COUNTS`)")
+    print(f"{'history':>8}" + "".join(f"{name:>27}" for name in state.READ_COUNTS))
+    for history, row in rows.items():
+        print(f"{history:>8}" + "".join(f"{row['counts'][name]:>27,.0f}" for name in state.READ_COUNTS))
     print("\nstory attachment of the batch's stories (cluster.attached_story_ids), replaying the history's rounds vs alone:")
     print(f"{'history':>8} {'replayed s':>11} {'alone s':>8} {'alone / replayed':>17} {'story-rounds computed':>22} {'alone':>7} {'carried over':>13}")
     for history, row in rows.items():
@@ -358,6 +387,10 @@ def main() -> None:
     print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is "
           f"{getattr(state, 'PUBLISHED_COMPRESSION', 'zstd')}): "
           + ", ".join(f"{name} {seconds:.2f} s {size / 2**20:.0f} MiB" for name, (seconds, size) in compressions.items()))
+    print(f"texts of {partners:,} records read from the largest state's records parts (as candidate partners are; "
+          f"`state.RECORDS_COMPRESSION` is {getattr(state, 'RECORDS_COMPRESSION', 'zstd')}): "
+          + ", ".join(f"{name} {seconds * 1000:.0f} ms {size / 2**20:.0f} MiB" for name, (seconds, size) in
+                      records_scans.items()))
     print(f"\n{'stage seconds':<22}" + "".join(f"{h:>9,}" for h in histories) + f"{'ms per 1k history':>19}")
     stages = [name for name in first if name not in TOTALS[2:]]
     for stage in [*stages, "publish outputs", "incremental", "full run"]:

@@ -575,7 +575,7 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
             if flow:
                 _profiled_flow(parts, Path(out), config, recorded)
             else:
-                pipeline.run_on_state(parts, Path(out), Path(out) / "state", config, call=recorded)
+                pipeline.run_on_state(parts, Path(out), Path(out) / "state", config, call=recorded, log=print)
     wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
@@ -605,7 +605,7 @@ def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipel
         def call(name: str, function: Callable[..., object], *args: object) -> object:
             return recorded(name, as_task, name, function, *args)
 
-        pipeline.run_on_state(parts, out, out / "state", config, call=call)
+        pipeline.run_on_state(parts, out, out / "state", config, call=call, log=print)
 
     profiled()
 

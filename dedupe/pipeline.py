@@ -124,9 +124,9 @@ def update(
     - per record (normalize, first cleaning, shingles, band keys, verifying candidates): the new
       records only;
     - duplicate groups: the components of the pair graph that hold a new record;
-    - cleaning with copies: the members of changed groups, new records, and records whose
-      headline decoration changed (decoration is learnt for new titles and the groups they or
-      a change of group touch; only those records' texts are read);
+    - cleaning with copies: the members of changed groups and new records, read with their
+      texts; records whose headline decoration changed, their headline alone without their
+      texts (decoration is learnt for new titles and the groups they or a change of group touch);
     - story matching (keyword model): band keys and verification for groups whose story text
       changed, bucketing for the LSH buckets they touch, components and weak bridges for the
       story-pair components that changed, keywords for records whose headline changed;
@@ -178,7 +178,9 @@ def _update(
     if fresh.height == 0:
         summary = _unchanged(history, batch, records_in, timings, config)
         return Result(history.articles, history.stories, history.pairs, summary), None
+    # as in `run`, the raw text is not held to the end, nor stored: no later step, nor run, reads it
     normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
+    normalized = normalized.with_columns(text_raw=pl.lit(None, pl.String))
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
     new_pairs = stage(
@@ -196,6 +198,7 @@ def _update(
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
     cleaned, decorations, cleaned_again = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
+    log("from the state: " + ", ".join(f"{name} {history.counts[name]:,}" for name in state.READ_COUNTS))
     if config.story_model == "keywords":
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
         found = stage("minhash stories", state.story_candidates, headlines, history, config)
@@ -240,13 +243,19 @@ def _clean_changed(
     """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`), read
     with their texts; the others keep the last run's cleaning (their texts stay unread, null).
     Headline decoration is learnt from what changed (`state.headline_decorations`: a new title
-    can teach a new site suffix), and only the headlines it changes are cleaned again. Returns
-    the cleaned records, the decoration tables to store and the ids cleaned again."""
+    can teach a new site suffix), and only the headlines it changes are cleaned again: of a
+    record in an unchanged group, without reading its texts (`state.headlines_again`). Returns
+    the cleaned records, the decoration tables to store and the ids cleaned with their texts."""
     decorations, tables = state.headline_decorations(records, groups, changed, history)
     again = state.to_clean_again(records, changed, tables, history)  # every member of a changed group among them
+    headline_only = state.headline_only(again, changed, history)
+    again = again.join(headline_only, on="article_id", how="anti", maintain_order="left")
     rows = state.with_kept_cleaning(history.with_record_texts(again), changed, history)
     cleaned_again = clean.clean_by_groups(rows, changed, config, decorations)
-    return state.with_kept_headlines(records, cleaned_again, history), tables, cleaned_again["article_id"]
+    retitled = state.headlines_again(headline_only, decorations, history)
+    history.counts.update({"cleaned again": cleaned_again.height, "headline only": retitled.height})
+    cleaned = state.with_kept_headlines(records, pl.concat([cleaned_again, retitled]), history)
+    return cleaned, tables, cleaned_again["article_id"]
 
 
 def _assemble_light(

@@ -342,7 +342,9 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
     level_order = pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8)
     candidates = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
     partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique()
-    involved = pl.concat([history.record_rows(partners), new.filter(pl.col("article_id").is_in(partners.implode()))])
+    old = history.record_rows(partners)
+    history.counts["candidate partners read"] += old.height
+    involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners.implode()))])
     keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
     no_shingles = minhash.ShingleSets([], np.empty(0, np.uint32), np.empty(0, np.int64))
     return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), no_shingles, involved)

@@ -5,7 +5,9 @@ A state folder holds generations; `current` is a symlink to the one in use:
     STATE/lock                      fcntl lock file: one run at a time (holds the holder's pid)
     STATE/current -> generations/000003
     STATE/generations/000003/
-        records/part-*.parquet      every record ever seen, after the first cleaning pass (RECORDS)
+        records/part-*.parquet      every record ever seen, after the first cleaning pass (RECORDS;
+                                    text_raw null: nothing reads it after normalizing; lz4, see
+                                    RECORDS_COMPRESSION)
         band_keys/part-*.parquet    LSH band keys of those records, the index new ones are matched
                                     against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
                                     see benchmarks/incremental.py)
@@ -136,7 +138,19 @@ PUBLISHED_COMPRESSION = "lz4"
 """Of the published articles.parquet, which is written again every run: lz4 streams it in about
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
 reader (polars, duckdb, pyarrow) reads it."""
+RECORDS_COMPRESSION = "lz4"
+"""Of the records parts, whose texts each run scans for the rows it touches (`History.record_rows`:
+the candidate partners, spread over the whole history): lz4 read the texts of 1,132 of 50,000
+records 1.4-1.5x faster than zstd, for twice the bytes (`benchmarks/incremental.py` prints both;
+benchmarks/README.md, 2 December 2026). A trade of disk for time: zstd if disk matters more."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
+READ_COUNTS = (
+    "candidate partners read", "record scans", "records read", "record parts scanned", "record part bytes scanned",
+    "cleaned again", "headline only",
+)
+"""`History.counts`: the history records read as candidate partners; the scans of the records
+parts for texts, the rows they read, the parts and their bytes on disk (what a filtered scan goes
+over); the records cleaned again with their texts, and those whose headline alone was made again."""
 UNSTORED_SETTINGS = {"top_stories", "workers", "chunk_records"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
@@ -192,6 +206,9 @@ class History(_Replaced):
     in two scans of the history's parts (candidate partners, then the touched duplicate-group
     components), not once per step that needs them. Once the groups are found, only the touched
     components' are kept (`keep_read_records`): the partners reach far into the history."""
+    counts: Counter[str] = field(default_factory=Counter, init=False, compare=False, repr=False)
+    """What a run on this history read of it and cleaned again (`READ_COUNTS`), for the log of each
+    chunk and the benchmarks: what follows the batch and what the history."""
 
     def record_rows(self, ids: pl.Series) -> pl.DataFrame:
         """CLEANED rows, with their texts, of the history records among `ids`, in history order.
@@ -204,9 +221,13 @@ class History(_Replaced):
         cached = self.read_records.get("rows", empty(CLEANED))
         missing = wanted.join(cached.select("article_id"), on="article_id", how="anti")["article_id"]
         if not missing.is_empty() and self.folder is not None:
-            scanned = pl.scan_parquet(_parts(self.folder / "records")).filter(pl.col("article_id").is_in(missing.implode()))
+            parts = _parts(self.folder / "records")
+            scanned = pl.scan_parquet(parts).filter(pl.col("article_id").is_in(missing.implode()))
             columns = [pl.lit(None, pl.String).alias(name) if name == "text_raw" else pl.col(name) for name in CLEANED]
-            cached = pl.concat([cached, check(scanned.select(columns).collect(), CLEANED, "state records")])
+            read = check(scanned.select(columns).collect(), CLEANED, "state records")
+            self.counts.update({"record scans": 1, "records read": read.height, "record parts scanned": len(parts),
+                                "record part bytes scanned": sum(part.stat().st_size for part in parts)})
+            cached = pl.concat([cached, read])
             self.read_records["rows"] = cached
         return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
 
@@ -364,6 +385,7 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     )
     partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique()
     old = history.record_rows(partners)
+    history.counts["candidate partners read"] += old.height
     old_shingles = minhash.duplicate_shingles(old, config)
     sets = shingles["text"].merge(shingles["headline"]).merge(old_shingles["text"]).merge(old_shingles["headline"])
     involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners.implode()))])
@@ -392,7 +414,7 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
         pairs.filter(pl.col("article_id_a").is_in(touched)),
         config,
     )
-    history.keep_read_records(touched_ids)  # later steps read these, and the records whose headline decoration changed
+    history.keep_read_records(touched_ids)  # clean with copies reads these (a changed headline alone reads no texts)
     kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
     groups = pl.concat([kept.select(regrouped.columns), regrouped])
     before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))
@@ -632,6 +654,32 @@ def to_clean_again(
                 decorated.append(article_id)
     again = pl.concat([new, changed["article_id"], moved, pl.Series("article_id", decorated, dtype=pl.String)])
     return records.filter(pl.col("article_id").is_in(again.implode()))
+
+
+def headline_only(again: pl.DataFrame, changed: pl.DataFrame, history: History) -> pl.DataFrame:
+    """The rows of `again` (`to_clean_again`) that only need their headline made again: history
+    records in a group that did not change, whose headline decoration did. Their body and removed
+    lines are the last run's (`with_kept_cleaning` would give them those), so their texts need
+    not be read (`headlines_again`)."""
+    grouped = history.articles.filter(pl.col("duplicate_group").is_not_null()).select("article_id")
+    return again.join(grouped, on="article_id", how="semi", maintain_order="left").join(
+        changed.select("article_id"), on="article_id", how="anti", maintain_order="left"
+    )
+
+
+def headlines_again(rows: pl.DataFrame, decorations: clean.Decorations, history: History) -> pl.DataFrame:
+    """CLEANED of `headline_only` rows (texts null, as the history gives them): the headline and
+    status `clean.clean` gives them with `decorations`, and their texts left unread (null), as
+    for a record not cleaned again: the articles keep the last run's body and removed lines. Of
+    the body, the second pass reads whether there is one (a record with neither headline nor
+    body is rejected): the last run's `text_chars` tell, and stand in for it as an empty string."""
+    check(rows, CLEANED, "headlines again input")
+    has_body = history.articles.select("article_id", has_body=pl.col("text_chars").is_not_null())
+    stand_in = rows.join(has_body, on="article_id", how="left", maintain_order="left").select(
+        *(pl.when("has_body").then(pl.lit("")).alias(name) if name == "body" else pl.col(name) for name in CLEANED)
+    )
+    out = clean.clean(stand_in, {}, decorations).with_columns(body=pl.lit(None, pl.String))
+    return check(out, CLEANED, "headlines again")
 
 
 def with_kept_headlines(records: pl.DataFrame, cleaned_again: pl.DataFrame, history: History) -> pl.DataFrame:
@@ -913,7 +961,8 @@ def commit(
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         if rows.height:
-            rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+            compression = RECORDS_COMPRESSION if name == "records" else "zstd"
+            rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet", compression=compression)
     for name, (schema, key) in KEYED.items():
         (temporary / name).mkdir()
         if previous is not None:

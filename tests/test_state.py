@@ -3,6 +3,7 @@ story ids that never change, and a state that is either before or after a run, n
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -558,3 +559,45 @@ def test_a_new_title_teaches_decoration_to_old_titles_of_unchanged_groups(tmp_pa
     assert headlines["1"] == "Comet passes Earth" and headlines["2"] == "Fed holds rates steady"
     history = state.load(folder, CONFIG)
     assert set(history.headline_pieces["piece"]) == {"sky news"}
+
+
+def test_a_headline_whose_decoration_alone_changed_is_made_again_without_reading_its_texts(tmp_path: Path) -> None:
+    """Articles with bodies whose groups did not change lose their title's decoration when a
+    later title is their bare form: their headline is made again, their texts are not read
+    (their body and removed lines are the last run's), and the outputs are those of one run."""
+    bodies = [
+        (
+            "Share this article\nThe comet came closer to Earth than any in a century, astronomers said on Monday.\n"
+            "Its tail could be seen from both hemispheres for most of the night."
+        ),
+        (
+            "Subscribe to our newsletter\nThe central bank kept its main rate where it was for a third month running.\n"
+            "Officials said inflation had cooled, but not by enough to cut."
+        ),
+    ]
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("\n".join(json.dumps(row) for row in [
+        {"id": "1", "title": "Comet passes Earth | Sky News", "text": bodies[0], "url": "https://sky.example/a"},
+        {"id": "2", "title": "Fed holds rates steady | Sky News", "text": bodies[1], "url": "https://sky.example/b"},
+    ]))
+    second.write_text("\n".join(json.dumps(row) for row in [
+        {"id": "3", "title": "Comet passes Earth", "text": "A note on the comet.", "url": "https://o.ex/c"},
+        {"id": "4", "title": "Fed holds rates steady", "text": "Markets barely moved.", "url": "https://o.ex/d"},
+    ]))
+    folder = tmp_path / "state"
+    run_batch([first], folder)
+    history = state.load(folder, CONFIG)
+    result, update = pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15))
+    assert update is not None
+    assert history.counts["headline only"] == 2 and history.counts["cleaned again"] == 2  # the new records
+    assert not {"1", "2"} & set(history.read_records.get("rows", pl.DataFrame({"article_id": []}))["article_id"])
+    state.commit(folder, history, update, CONFIG)
+    state.publish(folder, tmp_path / "out")
+    published = replace(result, articles=pl.read_parquet(tmp_path / "out" / "articles.parquet"))
+    single = pipeline.run([first, second], CONFIG)
+    assert_same_as_one_run(published, single)
+    articles = published.articles.sort("article_id")
+    assert articles["headline"].to_list()[:2] == ["Comet passes Earth", "Fed holds rates steady"]
+    texts = articles["text"].to_list()
+    assert "astronomers" in texts[0] and "inflation" in texts[1]  # the stored bodies, not nulls
+    assert all(len(lines) == 1 for lines in articles["removed_lines"].to_list()[:2])  # the share and subscribe lines
