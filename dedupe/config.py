@@ -127,11 +127,12 @@ class Config:
     story_pair_support: float = 0.3
     """The support (SCAN's structural similarity: shared neighbours, `cluster.supported_pairs`) a
     story pair needs for single linkage to follow it; a group without such a pair follows its best
-    one alone, so it joins no two stories (0: every pair, as before). Story pairs alone chained the
-    speed corpus's events into one story that grows with the day, which the weak-bridge cut (one
-    pair between two knit stories) does not stop: at 30k documents the story components' largest
-    holds 15.2% of the articles (ARI vs events 0.078), at 0.3 4.7% (0.358), at 0.5 1.0% (0.666)
-    (`python benchmarks/speed.py stories --docs 30000 --configs "" story_pair_support=0.3 ...`).
+    one alone, so it joins no two stories (0: every pair, as before). Story pairs alone chained
+    the speed corpus's events into one story that grows with the day, which the weak-bridge cut
+    (one pair between two knit stories) does not stop: at 30k documents the largest story
+    component holds 15.2% of the articles (ARI vs events 0.078), at 0.3 4.7% (0.358), at 0.5
+    1.0% (0.666); at 100k 63.2%, 51.3% and 0.5% (`python benchmarks/speed.py stories --docs N
+    --configs story_pair_support=0 "" story_pair_support=0.5`; benchmarks/README.md, 2026-12-02).
     News-aggregator keyword stories ARI / B3 F1 (`benchmarks/quality.py --only stories --set
     story_model=keywords --set story_pair_support=X`): 0 0.847 / 0.836, 0.15 the same, 0.2 0.847 /
     0.837, 0.25 0.853 / 0.841, 0.3 0.856 / 0.843, 0.35 0.856 / 0.840, 0.4 0.717 / 0.787, 0.5
