@@ -10,6 +10,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py scaling --sizes 10000 100000 --workers 1 --chunk 100000 --unchunked-at 100000 [--flow]
                                                       # runs on a state in chunks, read to write, beside unchunked
     python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
+    python benchmarks/speed.py stories --docs 30000 --configs "" story_pair_support=0.3  # story steps vs the events
     python benchmarks/speed.py history --generation STATE/generations/N  # what loading a state takes, table by table
     python benchmarks/speed.py seeds [--rounds 3] [--against DIR]  # `python -m dedupe run seeds/`: wall time, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
@@ -17,7 +18,8 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
 words, real word pairs, new documents), about events of Zipf-distributed size (most covered once
 or twice, a few by hundreds), each headlined by a walk of a word-bigram chain trained on the
-news-aggregator headlines and reworded by each original about it; and `--duplicates` of the
+news-aggregator headlines, reworded by each original about it and carrying the event's own names
+(capitalized aeb words drawn once per event); and `--duplicates` of the
 documents copies of an original with a few words changed, a site template around them and its
 headline lightly decorated, so the true duplicate groups (and events) are known. Timings are
 wall clock on a shared machine (noisy); ratios within one process are steadier. Peak memory is
@@ -182,6 +184,15 @@ EVENT_SIZE_EXPONENT, EVENT_SHARE_MAX = 2.0, 0.005
 hundreds: the heavy tail of news coverage), cut at 0.5% of the originals (a day's biggest
 story; ~20 events reach it at any size), so a corpus has ~one event per 5 originals and a
 bigger day has more events, not bigger ones only."""
+NAMES_PER_EVENT, NAME_SHARE = 2, 0.75
+"""Each event draws this many names once (from `name_pool`), and each original about it carries
+each name with this probability, in place of a word of its headline: coverage of one event shares
+its names ("Noyer", "Titanfall", "MH370"), which chain walks over a shared vocabulary lack. Without
+them, the walks' headlines were ~3.4x as alike across events as news-aggregator's are
+(`speed.py candidates`), and stories chained the events together at 100k (benchmarks/README.md,
+2026-12-02)."""
+NAME_PATTERN = r"^[A-Z][a-z]{3,}$"
+"""A name of the pool: a capitalized word of at least four letters in the aeb pages (5,856 words)."""
 DECORATIONS = ("{}", "{} - {source}", "{} | {source}", "UPDATE 1-{}", "{} (VIDEO)")
 """How a copy dresses its original's headline (a syndicated article keeps its title)."""
 
@@ -220,6 +231,13 @@ def headline_chain(data: Path) -> Chain:
     return bigram_chain(words.filter(words.str.len_chars() > 0), distinct=True)
 
 
+def name_pool(data: Path) -> np.ndarray:
+    """The capitalized words of the aeb pages (`NAME_PATTERN`), sorted: what events are named from."""
+    texts = pl.read_ndjson(data / "aeb/articles.jsonl")["text"].drop_nulls()
+    words = texts.str.replace_all(r"\s+", " ").str.split(" ").explode().drop_nulls()
+    return words.filter(words.str.contains(NAME_PATTERN)).unique().sort().to_numpy()
+
+
 def _codes(words: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     frame = pl.DataFrame({"word": words})
     vocabulary = frame.unique("word", maintain_order=True).with_row_index("code")
@@ -231,13 +249,14 @@ def build_corpus(folder: Path, docs: int, duplicates: float, seed: int, data: Pa
     """Write `docs` articles as Parquet parts in `folder`, their true duplicate groups to
     labels.parquet.truth and their events (stories) to stories.parquet.truth; a folder already
     built with the same arguments is used as it is (1M documents take ~7 minutes)."""
-    made = {"docs": docs, "duplicates": duplicates, "seed": seed, "data": str(data), "titles": "headline chain, events"}
+    titles = "headline chain, events, names"
+    made = {"docs": docs, "duplicates": duplicates, "seed": seed, "data": str(data), "titles": titles}
     marker = folder / "corpus.json"
     if marker.exists() and json.loads(marker.read_text()) == made:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    chains = body_chain(data), headline_chain(data)
+    chains = body_chain(data), headline_chain(data), name_pool(data)
     originals = max(1, round(docs * (1 - duplicates)))
     copy_of = np.concatenate([np.arange(originals), rng.integers(0, originals, docs - originals)])
     event_of = _events(originals, rng)
@@ -262,9 +281,9 @@ def _events(originals: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(np.repeat(np.arange(events), sizes[:events])[:originals])
 
 
-def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, event_of: np.ndarray, chains: tuple[Chain, Chain],
-                 seed: int) -> pl.DataFrame:
-    (vocabulary, starts, counts, successors), headlines = chains
+def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, event_of: np.ndarray,
+                 chains: tuple[Chain, Chain, np.ndarray], seed: int) -> pl.DataFrame:
+    (vocabulary, starts, counts, successors), headlines, names = chains
     words = np.empty((len(rows), WORDS_PER_DOC), dtype=np.int64)
     original_rng = [np.random.default_rng([seed, int(original)]) for original in copy_of]  # a copy rewrites its original
     words[:, 0] = [r.integers(len(vocabulary)) for r in original_rng]
@@ -292,7 +311,7 @@ def _corpus_part(rows: np.ndarray, copy_of: np.ndarray, event_of: np.ndarray, ch
     template = np.array(["", *TEMPLATES], dtype=object)
     text = pl.Series(template[before + 1]) + "\n" + bodies + "\n" + pl.Series(template[after + 1])
     sources = [f"site{r % 97}" for r in rows]
-    writer = _HeadlineWriter(headlines, seed)
+    writer = _HeadlineWriter(headlines, names, seed)
     titles = [writer.title(int(row), int(original), int(event), source)
               for row, original, event, source in zip(rows, copy_of, event_of, sources)]
     ids = [f"d{row:07}" for row in rows]
@@ -303,38 +322,44 @@ class _HeadlineWriter:
     """New headlines from the headline chain: each event has one, walked from the start word;
     each original about it keeps a random head of it (a third to two thirds) and walks on from
     there, as coverage of one event rewords it (keeping at least half of it made most
-    pairs of one event story candidates, far more than in news-aggregator's stories); a copy
+    pairs of one event story candidates, far more than in news-aggregator's stories), and carries
+    the event's names (`NAMES_PER_EVENT`, `NAME_SHARE`) in place of some of its words; a copy
     keeps its original's headline and decorates it (`DECORATIONS`). Every headline is a function
     of the seed and its event, original or row, so a part is written the same whatever other
     parts hold."""
 
-    def __init__(self, chain: Chain, seed: int) -> None:
+    def __init__(self, chain: Chain, names: np.ndarray, seed: int) -> None:
         vocabulary, starts, counts, successors = chain
-        self.words, self.seed = vocabulary, seed
+        self.words, self.names, self.seed = vocabulary, names, seed
         self.starts, self.counts, self.successors = starts.tolist(), counts.tolist(), successors.tolist()
         self.start = int(np.flatnonzero(vocabulary == HEADLINE_START)[0])
         self.end = int(np.flatnonzero(vocabulary == HEADLINE_END)[0])
-        self.events: dict[int, list[int]] = {}
+        self.events: dict[int, tuple[list[int], list[str]]] = {}
         self.originals: dict[int, str] = {}
 
     def title(self, row: int, original: int, event: int, source: str) -> str:
         if original not in self.originals:
-            head = self._event(event)
+            head, names = self._event(event)
             rng = np.random.default_rng([self.seed, original, 2])
             kept = head[: rng.integers(max(1, len(head) // 3), 2 * len(head) // 3 + 1)]
-            self.originals[original] = " ".join(self.words[self._walk(kept, rng)])
+            words = self.words[self._walk(kept, rng)].tolist()
+            carried = [name for name in names if rng.random() < NAME_SHARE]
+            for name, position in zip(carried, rng.choice(len(words), min(len(carried), len(words)), replace=False)):
+                words[position] = name
+            self.originals[original] = " ".join(words)
         if row == original:
             return self.originals[original]
         rng = np.random.default_rng([self.seed, row, 4])
         return DECORATIONS[rng.integers(len(DECORATIONS))].format(self.originals[original], source=source)
 
-    def _event(self, event: int) -> list[int]:
+    def _event(self, event: int) -> tuple[list[int], list[str]]:
+        """The event's headline walk and its names."""
         if event not in self.events:
             rng = np.random.default_rng([self.seed, event, 3])
             walk: list[int] = []
             while len(walk) < HEADLINE_WORDS[0]:
                 walk = self._walk([], rng)
-            self.events[event] = walk
+            self.events[event] = walk, self.names[rng.choice(len(self.names), NAMES_PER_EVENT, replace=False)].tolist()
         return self.events[event]
 
     def _walk(self, head: list[int], rng: np.random.Generator) -> list[int]:
@@ -809,6 +834,55 @@ def _candidate_rates(titles: list[str], events: np.ndarray, config: Config) -> t
     return same.sum() / max(within, 1), (~same).sum() / (len(titles) * (len(titles) - 1) // 2 - within)
 
 
+def story_steps(corpus: Path, configs: list[Config]) -> None:
+    """Where the corpus's stories come from, step by step: one plain run (`pipeline.run`, with the
+    first config), then the story steps again from its articles and story pairs with each config:
+    single-link components of the story pairs, the story components (`cluster.story_components`:
+    less unsupported pairs and weak bridges), and the attached stories (`cluster.attached_story_ids`).
+    For each: ARI and B3 F1 against the events, the largest story's share, and the pairs of
+    articles in one story (what each step added)."""
+    from dedupe import cluster
+
+    parts = sorted(corpus.glob("part-*.parquet"))
+    started = time.perf_counter()
+    result = pipeline.run(parts, configs[0])
+    print(f"\n{result.articles.height:,} docs, one plain run in {time.perf_counter() - started:.1f} s")
+    articles = result.articles.filter(pl.col("duplicate_group").is_not_null())
+    events = pl.read_parquet(corpus / "stories.parquet.truth")
+    canonical = articles["duplicate_group"].unique().sort()
+    story_pairs = result.pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b")
+    a, b = cluster.numbered_pairs(canonical, story_pairs)
+    single = canonical.gather(cluster.component_labels(len(canonical), a, b)).cast(pl.String)
+    keywords = cluster.story_keywords(articles)
+    groups = articles.select("article_id", "duplicate_group", "duplicate_of")
+    largest_event = events["cluster"].value_counts(sort=True)["count"][0] / events.height
+    print(f"  {len(canonical):,} duplicate groups, {story_pairs.height:,} story pairs; "
+          f"the largest event holds {largest_event:.1%} of the articles")
+    steps = {"duplicate groups": articles.select("article_id", story="duplicate_group"),
+             "story pairs, single link": _group_story(articles, canonical, single)}
+    for config in configs:
+        changed = ", ".join(f"{f}={value}" for f, value in vars(config).items() if value != getattr(Config(), f))
+        started = time.perf_counter()
+        roots = cluster.story_components(canonical, story_pairs, config)
+        seconds = time.perf_counter() - started
+        label = changed or "defaults"
+        steps[f"story components ({label}; {seconds:.2f} s)"] = _group_story(articles, canonical, roots["root"])
+        attached = cluster.attached_story_ids(groups, roots, keywords, config)[0]
+        steps[f"attached ({label})"] = attached.select("article_id", story="story_id")
+    for name, frame in steps.items():
+        scores = evaluate(frame.select(id="article_id", cluster="story"), events)
+        sizes = frame.group_by("story").len()["len"].cast(pl.Int64)
+        print(f"  {name:<60} ARI {scores.ari:.3f} B3 F1 {scores.bcubed_f1:.3f}, {sizes.len():>7,} stories, "
+              f"largest {sizes.max() / frame.height:6.1%}, "
+              f"article pairs in one story {int((sizes * (sizes - 1) // 2).sum()):>13,}")
+
+
+def _group_story(articles: pl.DataFrame, canonical: pl.Series, root: pl.Series) -> pl.DataFrame:
+    """article_id, story: each article in the story of its duplicate group's `root`."""
+    roots = pl.DataFrame({"duplicate_group": canonical, "story": root})
+    return articles.join(roots, on="duplicate_group").select("article_id", "story")
+
+
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
 
 
@@ -1025,7 +1099,9 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="smoke", choices=["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history"])
+    what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history",
+            "stories"]
+    parser.add_argument("what", nargs="?", default="smoke", choices=what)
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
@@ -1039,6 +1115,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
     parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
     parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
+    parser.add_argument("--configs", nargs="+", default=[""], metavar="FIELD=VALUE,...",
+                        help="stories: the story steps again with each of these settings ('': the defaults)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = Config()
@@ -1064,6 +1142,11 @@ def main() -> None:
             corpus = build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size)
             candidate_buckets(corpus, [200, 50, 20])
             story_buckets(corpus, [50, 30, 15, 10])
+    if args.what == "stories":
+        folder = args.workdir / f"corpus-{args.docs}"
+        corpus = args.corpus or build_corpus(folder, args.docs, args.duplicates, seed=args.docs)
+        configs = [config.with_settings(settings.split(",") if settings else []) for settings in args.configs]
+        story_steps(corpus, configs)
     if args.what == "seeds":
         seeds_run(args.rounds, args.against)
     if args.what == "history":

@@ -82,17 +82,54 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame, config: Config)
     )
 
 
-def knit_components(ids: pl.Series, pairs: pl.DataFrame, min_group: int) -> pl.Series:
+def knit_components(ids: pl.Series, pairs: pl.DataFrame, min_group: int, min_support: float = 0.0) -> pl.Series:
     """For each of the sorted distinct `ids`, the smallest id of its connected component over
-    `pairs` (two columns of ids) less the weak bridges (`without_weak_bridges`).
+    `pairs` (two columns of ids) less the weak bridges (`without_weak_bridges`) and, if
+    `min_support` > 0, less the pairs their neighbourhoods do not support (`supported_pairs`).
 
     Numbered and columnar (polars joins, igraph's bridges, scipy's components): the dicts, sets
     and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
     touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
     benchmarks/README.md, 2026-12-02)."""
     a, b = numbered_pairs(ids, pairs)
+    if min_support > 0:
+        a, b = supported_pairs(len(ids), a, b, min_support)
     kept = without_weak_bridges(len(ids), a, b, min_group)
     return ids.gather(_smallest_of_components(len(ids), a[kept], b[kept]))
+
+
+def supported_pairs(nodes: int, a: np.ndarray, b: np.ndarray, min_support: float) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct edges (a[i], b[i]) between `nodes` numbered nodes that single linkage may
+    follow: those of at least `min_support`, and for each node with none of those, its one
+    best-supported edge.
+
+    An edge's support is SCAN's structural similarity (Xu et al., KDD 2007): the closed
+    neighbourhoods its two ends share over the geometric mean of their sizes, |N[u] & N[v]| /
+    sqrt(|N[u]| |N[v]|); 1 for a pair alone. Headlines of one event match many of the same others;
+    a chance match between two events shares few of their neighbours, however many such matches
+    there are (single linkage follows each; the weak-bridge cut only a lone one). A node without a
+    supported edge (one headline matching a member of a large story, or of several stories)
+    follows its best edge alone (highest support, then smallest neighbour): each such node points
+    at one neighbour, and pointers form trees that reach one supported node at most, so they join
+    no two stories. A component's result depends on that component alone, so
+    `state.story_components` may redo the touched components only."""
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    loop = low == high
+    distinct = np.unique(low[~loop] * nodes + high[~loop])
+    low, high = distinct // nodes, distinct % nodes
+    ends, others = np.concatenate([low, high, np.arange(nodes)]), np.concatenate([high, low, np.arange(nodes)])
+    closed = sparse.csr_matrix((np.ones(len(ends)), (ends, others)), shape=(nodes, nodes))  # each node in its own
+    size = np.diff(closed.indptr)
+    shared = np.asarray(closed[low].multiply(closed[high]).sum(axis=1)).ravel()
+    support = shared / np.sqrt(size[low] * size[high])
+    strong = support >= min_support
+    supported = np.zeros(nodes, dtype=bool)
+    supported[low[strong]] = supported[high[strong]] = True
+    loose = ~supported[np.concatenate([low, high])]  # each edge from either end, kept at the ends without support
+    node, other, edge_support = (np.concatenate(side)[loose] for side in ([low, high], [high, low], [support, support]))
+    order = np.lexsort((other, -edge_support, node))
+    best = order[np.concatenate([[True], node[order][1:] != node[order][:-1]])] if len(order) else order
+    return np.concatenate([low[strong], node[best]]), np.concatenate([high[strong], other[best]])
 
 
 def numbered_pairs(ids: pl.Series, pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -174,9 +211,10 @@ def attached_story_ids(
 
 def story_components(canonical: pl.Series, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
     """STORY_ROOTS: each of the sorted duplicate groups `canonical` with the smallest group of its
-    component of story pairs, less weak bridges."""
+    component of story pairs, less the pairs their neighbourhoods do not support
+    (`story_pair_support`) and less weak bridges."""
     edges = story_pairs.select("article_id_a", "article_id_b")
-    roots = knit_components(canonical, edges, config.bridge_min_group)
+    roots = knit_components(canonical, edges, config.bridge_min_group, config.story_pair_support)
     return check(pl.DataFrame({"duplicate_group": canonical, "root": roots}), STORY_ROOTS, "story roots")
 
 

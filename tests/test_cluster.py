@@ -12,7 +12,9 @@ from dedupe.cluster import (
     components,
     duplicate_groups,
     knit_components,
+    story_components,
     story_ids,
+    supported_pairs,
     without_weak_bridges,
 )
 from dedupe.config import Config
@@ -126,6 +128,75 @@ def test_bridges_are_the_edges_whose_removal_splits_the_graph(numbers: list[tupl
     pairs = pl.DataFrame(edges, schema={"a": pl.String, "b": pl.String}, orient="row")
     knit = knit_components(pl.Series(ids), pairs, min_group)
     assert dict(zip(ids, knit)) == components(ids, kept_edges(edges, min_group))
+
+
+def story_roots(edges: list[tuple[str, str]], support: float) -> dict[str, str]:
+    """`story_components` over story pairs given as edges of group names, at `story_pair_support`."""
+    ids = pl.Series(sorted({node for edge in edges for node in edge}), dtype=pl.String)
+    pairs = pl.DataFrame(edges, schema={"article_id_a": pl.String, "article_id_b": pl.String}, orient="row")
+    roots = story_components(ids, pairs, Config(story_pair_support=support))
+    return dict(roots.iter_rows())
+
+
+def clique(prefix: str, size: int) -> list[tuple[str, str]]:
+    return [(f"{prefix}{i}", f"{prefix}{j}") for i in range(size) for j in range(i + 1, size)]
+
+
+def test_chance_pairs_do_not_chain_two_dense_stories() -> None:
+    """Three pairs between two stories of 8 groups that all match each other: no pair is a bridge,
+    so single linkage and the weak-bridge cut join them; each pair's ends share none of their
+    neighbours (support 2/9), so with the guard they stay two stories."""
+    edges = [*clique("a", 8), *clique("b", 8), ("a0", "b0"), ("a1", "b1"), ("a2", "b2")]
+    assert len(set(story_roots(edges, support=0.0).values())) == 1
+    roots = story_roots(edges, support=0.3)
+    assert {roots[f"a{i}"] for i in range(8)} == {"a0"} and {roots[f"b{i}"] for i in range(8)} == {"b0"}
+
+
+def test_a_group_matching_two_large_stories_joins_one_of_them() -> None:
+    """A headline matching a member of each of two stories of 16 groups (two bridges, each with a
+    side of one group: the weak-bridge cut keeps both; support 2/sqrt(3 x 17) = 0.28 each) follows
+    its best-supported pair alone. Next to stories of 8 its pairs reach 2/sqrt(3 x 9) = 0.38 and
+    join them: the guard weighs a pair against its ends' other pairs, and small stories have few."""
+    edges = [*clique("a", 16), *clique("b", 16), ("x", "a0"), ("x", "b0")]
+    assert len(set(story_roots(edges, support=0.0).values())) == 1
+    roots = story_roots(edges, support=0.3)
+    assert roots["a1"] != roots["b1"] and roots["x"] == roots["a0"]  # equal support: the smaller neighbour
+    small = [*clique("a", 8), *clique("b", 8), ("x", "a0"), ("x", "b0")]
+    assert len(set(story_roots(small, support=0.3).values())) == 1
+
+
+def test_well_supported_stories_are_not_split() -> None:
+    """Two halves whose members match across many ways (their neighbourhoods overlap), a star of
+    30 headlines that each match only the central one (no pair of it reaches 0.3: each leaf follows
+    its one pair), a chain of three and a lone pair all stay whole."""
+    halves = [*clique("a", 8), *clique("b", 8), *[(f"a{i}", f"b{j}") for i in range(4) for j in range(4)]]
+    star = [("s", f"s{i:02d}") for i in range(30)]
+    edges = [*halves, *star, ("c1", "c2"), ("c2", "c3"), ("p1", "p2")]
+    roots = story_roots(edges, support=0.3)
+    assert {roots[node] for edge in halves for node in edge} == {"a0"}
+    assert {roots[node] for edge in star for node in edge} == {"s"}
+    assert roots["c1"] == roots["c2"] == roots["c3"] and roots["p1"] == roots["p2"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 14), st.integers(0, 14)), max_size=40), st.floats(0.05, 1.0))
+def test_supported_pairs_never_join_what_the_supported_pairs_keep_apart(numbers: list[tuple[int, int]], support: float) -> None:
+    """Whatever the graph, the kept edges are: every distinct edge of at least `support`, and one
+    edge per node with none, so the components are those of the supported edges with each
+    unsupported node hung on one of them (never a node joining two)."""
+    a, b = (np.array([pair[side] for pair in numbers], dtype=np.int64) for side in (0, 1))
+    kept_a, kept_b = supported_pairs(15, a, b, support)
+    ids = [f"n{i:02d}" for i in range(15)]
+    strong = [(ids[x], ids[y]) for x, y in zip(kept_a, kept_b) if x < y]  # a node's own pick is counted below
+    kept = [(ids[x], ids[y]) for x, y in zip(kept_a, kept_b)]
+    given_edges = {frozenset((ids[x], ids[y])) for x, y in numbers if x != y}
+    assert all(frozenset(edge) in given_edges for edge in kept)  # no new edge, no self-loop
+    with_edges = {node for edge in given_edges for node in edge}
+    assert {node for edge in kept for node in edge} == with_edges  # every node with a pair keeps one
+    assert len(strong) <= len(kept)
+    # components of the kept edges refine those of the given ones
+    whole, part = components(ids, [tuple(edge) for edge in given_edges]), components(ids, kept)
+    assert all(whole[x] == whole[y] for x, y in part.items())
 
 
 def brute_force_average_linkage(weights: dict[str, int], similarity: dict[frozenset[str], float], threshold: float) -> dict[str, str]:
