@@ -155,6 +155,40 @@ def test_the_mojibake_regex_matches_near_a_non_ascii_character_only() -> None:
         assert any(only_non_ascii(op, argument) for op, argument in alternative), alternative
 
 
+def test_a_mojibake_match_holds_a_character_that_stands_alone_or_two_mojibake_characters() -> None:
+    """What `_looks_like_mojibake`'s first test rests on, read from the parsed regex: each of its
+    alternatives needs (as characters of its sequence, not repeated or optional) two characters of
+    `_MOJIBAKE_CHARACTERS` side by side, or one of `_MOJIBAKE_ALONE`."""
+    import re
+    import re._constants as sre
+    import re._parser as parser
+
+    from ftfy.badness import BADNESS_RE
+
+    from dedupe.normalize import _MOJIBAKE_ALONE, _MOJIBAKE_CHARACTERS
+
+    mojibake = re.compile(f"[{_MOJIBAKE_CHARACTERS}]")
+
+    def characters(op, argument) -> set[str]:
+        """The characters one element of a sequence matches (empty: any that is not a class of
+        literals and ranges)."""
+        if op is sre.LITERAL:
+            return {chr(argument)}
+        if op is sre.IN and all(kind in (sre.LITERAL, sre.RANGE) for kind, _ in argument):
+            return {
+                chr(code) for kind, value in argument
+                for code in ([value] if kind is sre.LITERAL else range(value[0], value[1] + 1))
+            }
+        return set()
+
+    [(_, (_, alternatives))] = list(parser.parse(BADNESS_RE.pattern, BADNESS_RE.flags))
+    for alternative in alternatives:
+        sequence = [characters(op, argument) for op, argument in alternative]
+        of_mojibake = [bool(found) and all(mojibake.match(c) for c in found) for found in sequence]
+        alone = [found for found in sequence if found and all(_MOJIBAKE_ALONE.match(c) for c in found)]
+        assert any(map(bool.__and__, of_mojibake, of_mojibake[1:])) or alone, alternative
+
+
 MOJIBAKE_ALPHABET = st.sampled_from(
     [
         *"abcXYZ .,!?'\"-19\t", *"ÃÂâ€œ™šžŸ¢£¤¥¦§¨©ª«¬®¯°±²³´µ¶·¸¹º»¼½¾¿àáçéêëñöüßŒœ", *"вЂГРСВΒΓΞΟāβ√≈‚",
