@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import sys
 
 import ftfy
@@ -61,22 +62,38 @@ def test_every_character_the_fast_path_lets_through_is_one_the_regexes_keep() ->
     """`_normalize_line` returns a printable line without double spaces or ftfy suspects as it is
     (stripped): that holds only if no printable character but the space is whitespace or
     invisible, for every code point."""
-    from dedupe.normalize import _HORIZONTAL_SPACE, _INVISIBLE
+    from dedupe.normalize import _INVISIBLE
 
     changed = [
         hex(code) for code in range(sys.maxunicode + 1)
-        if (c := chr(code)).isprintable() and c != " " and (_INVISIBLE.match(c) or _HORIZONTAL_SPACE.match(c) or c.strip() != c)
+        if (c := chr(code)).isprintable() and c != " "
+        and (_INVISIBLE.match(c) or WHITESPACE.match(c) or c.strip() != c)
     ]
     assert changed == []
+
+
+WHITESPACE = re.compile(r"\s+")
+"""What `_normalize_line` makes one space of, as a regex; it splits with `str.split` instead."""
+
+
+def test_str_split_splits_on_what_the_whitespace_regex_matches() -> None:
+    """`" ".join(line.split())` is `WHITESPACE.sub(" ", line).strip()` only if `\\s` and
+    `str.isspace` (which `split` and `strip` use) agree on every code point; no printable
+    character is invisible, so printable lines skip `_INVISIBLE`."""
+    from dedupe.normalize import _INVISIBLE
+
+    characters = [chr(code) for code in range(sys.maxunicode + 1)]
+    assert [c for c in characters if bool(WHITESPACE.match(c)) != c.isspace()] == []
+    assert [c for c in characters if c.isprintable() and _INVISIBLE.match(c)] == []
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.characters(exclude_characters="\n\r"), max_size=80))
 def test_a_line_comes_out_as_the_regexes_and_ftfy_make_it(line: str) -> None:
-    from dedupe.normalize import _FTFY, _FTFY_SUSPECT, _HORIZONTAL_SPACE, _INVISIBLE, _normalize_line
+    from dedupe.normalize import _FTFY, _FTFY_SUSPECT, _INVISIBLE, _normalize_line
 
     fixed = ftfy.fix_text(line, _FTFY) if _FTFY_SUSPECT.search(line) else line
-    assert _normalize_line(line) == _HORIZONTAL_SPACE.sub(" ", _INVISIBLE.sub("", fixed)).strip()
+    assert _normalize_line(line) == WHITESPACE.sub(" ", _INVISIBLE.sub("", fixed)).strip()
 
 
 def test_the_fixers_ftfy_runs_are_the_ones_the_fast_path_knows() -> None:
