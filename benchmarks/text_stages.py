@@ -6,12 +6,16 @@ speed-up must change nothing).
     python benchmarks/text_stages.py --against 48eb8c3     # that commit's normalize.py, clean.py and verify.py
     python benchmarks/text_stages.py --speed-docs 0        # dev data only
     python benchmarks/text_stages.py --against main --rounds 3   # alternating, best of three each
+    python benchmarks/text_stages.py --against main --rounds 3 --clock cpu   # CPU seconds of the process
+    python benchmarks/text_stages.py --profile normalize --speed-docs 10000     # where a stage's time goes
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import importlib.util
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -57,7 +61,8 @@ def module_at(commit: str, name: str) -> ModuleType:
 
 
 def text_stages(records: pl.DataFrame, normalizing: ModuleType, cleaning: ModuleType, verifying: ModuleType,
-                matched: dict[str, object] | None, config: Config) -> tuple[dict[str, object], dict[str, float]]:
+                matched: dict[str, object] | None, config: Config,
+                clock=time.perf_counter) -> tuple[dict[str, object], dict[str, float]]:
     """The frames after normalize, clean, verify duplicates and clean with copies (by the given
     modules), and each stage's seconds. Candidates, shingles and duplicate groups are computed
     once (`matched` None) and then passed in, so that both versions verify the same candidates
@@ -71,9 +76,9 @@ def text_stages(records: pl.DataFrame, normalizing: ModuleType, cleaning: Module
     timings: dict[str, float] = {}
 
     def timed(name: str, function, *args):
-        started = time.perf_counter()
+        started = clock()
         result = function(*args)
-        timings[name] = time.perf_counter() - started
+        timings[name] = clock() - started
         return result
 
     normalized = timed("normalize", normalizing.normalize, records)
@@ -95,19 +100,29 @@ def main() -> None:
     parser.add_argument("--speed-docs", type=int, default=10_000, help="speed corpus size (0: none)")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the two versions this many times; best time of each")
     parser.add_argument("--against", metavar="COMMIT", help="also run normalize.py, clean.py and verify.py of this commit")
+    parser.add_argument("--profile", choices=("normalize", "clean"),
+                        help="print a cProfile of this stage per input, no timing")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: the process's CPU seconds (all its threads), which move less than wall time "
+                        "when other processes share the cores")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     config = Config()
     old = tuple(module_at(args.against, name) for name in ("normalize", "clean", "verify")) if args.against else None
+    if args.profile:
+        profile(args.profile, inputs(args.data, args.speed_docs), config)
+        return
     print(f"{'input':<18}{'records':>9}{'stage':>20}{'docs/s':>10}" + (f"{'before':>10}{'speed-up':>10}  output" if old else ""))
     for name, paths in inputs(args.data, args.speed_docs).items():
         records = read.read(paths, config)
-        frames, timings = text_stages(records, normalize, clean, verify, None, config)
+        frames, timings = text_stages(records, normalize, clean, verify, None, config, clock)
         if old:
-            frames_before, timings_before = text_stages(records, *old, frames["matched"], config)
+            frames_before, timings_before = text_stages(records, *old, frames["matched"], config, clock)
+        matched = frames["matched"]
         for _ in range(args.rounds - 1):  # on a shared machine the load moves: alternate, keep the best
-            timings = _best(timings, text_stages(records, normalize, clean, verify, frames["matched"], config)[1])
+            timings = _best(timings, text_stages(records, normalize, clean, verify, matched, config, clock)[1])
             if old:
-                timings_before = _best(timings_before, text_stages(records, *old, frames["matched"], config)[1])
+                timings_before = _best(timings_before, text_stages(records, *old, matched, config, clock)[1])
         for stage, seconds in timings.items():
             line = f"{name:<18}{records.height:>9,}{stage:>20}{records.height / max(seconds, 1e-9):>10,.0f}"
             if old:
@@ -115,6 +130,21 @@ def main() -> None:
                 before = timings_before[stage]
                 line += f"{records.height / max(before, 1e-9):>10,.0f}{before / max(seconds, 1e-9):>9.2f}x  {'IDENTICAL' if same else 'DIFFERENT'}"
             print(line, flush=True)
+
+
+def profile(stage: str, sets: dict[str, list[Path]], config: Config, lines: int = 15) -> None:
+    """cProfile of one stage of today's code on each input (clean on the normalized records), the
+    functions that spend the most time in themselves first."""
+    for name, paths in sets.items():
+        records = read.read(paths, config)
+        normalize.clear_line_cache()
+        clean.clear_line_caches()
+        if stage == "clean":
+            records = normalize.normalize(records)
+        profiler = cProfile.Profile()
+        profiler.runcall(normalize.normalize if stage == "normalize" else clean.clean, records)
+        print(f"{stage} of {name} ({records.height:,} records):", flush=True)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(lines)
 
 
 def _best(timings: dict[str, float], again: dict[str, float]) -> dict[str, float]:

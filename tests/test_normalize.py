@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import sys
 
 import ftfy
@@ -61,22 +62,38 @@ def test_every_character_the_fast_path_lets_through_is_one_the_regexes_keep() ->
     """`_normalize_line` returns a printable line without double spaces or ftfy suspects as it is
     (stripped): that holds only if no printable character but the space is whitespace or
     invisible, for every code point."""
-    from dedupe.normalize import _HORIZONTAL_SPACE, _INVISIBLE
+    from dedupe.normalize import _INVISIBLE
 
     changed = [
         hex(code) for code in range(sys.maxunicode + 1)
-        if (c := chr(code)).isprintable() and c != " " and (_INVISIBLE.match(c) or _HORIZONTAL_SPACE.match(c) or c.strip() != c)
+        if (c := chr(code)).isprintable() and c != " "
+        and (_INVISIBLE.match(c) or WHITESPACE.match(c) or c.strip() != c)
     ]
     assert changed == []
+
+
+WHITESPACE = re.compile(r"\s+")
+"""What `_normalize_line` makes one space of, as a regex; it splits with `str.split` instead."""
+
+
+def test_str_split_splits_on_what_the_whitespace_regex_matches() -> None:
+    """`" ".join(line.split())` is `WHITESPACE.sub(" ", line).strip()` only if `\\s` and
+    `str.isspace` (which `split` and `strip` use) agree on every code point; no printable
+    character is invisible, so printable lines skip `_INVISIBLE`."""
+    from dedupe.normalize import _INVISIBLE
+
+    characters = [chr(code) for code in range(sys.maxunicode + 1)]
+    assert [c for c in characters if bool(WHITESPACE.match(c)) != c.isspace()] == []
+    assert [c for c in characters if c.isprintable() and _INVISIBLE.match(c)] == []
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.characters(exclude_characters="\n\r"), max_size=80))
 def test_a_line_comes_out_as_the_regexes_and_ftfy_make_it(line: str) -> None:
-    from dedupe.normalize import _FTFY, _FTFY_SUSPECT, _HORIZONTAL_SPACE, _INVISIBLE, _normalize_line
+    from dedupe.normalize import _FTFY, _FTFY_SUSPECT, _INVISIBLE, _normalize_line
 
     fixed = ftfy.fix_text(line, _FTFY) if _FTFY_SUSPECT.search(line) else line
-    assert _normalize_line(line) == _HORIZONTAL_SPACE.sub(" ", _INVISIBLE.sub("", fixed)).strip()
+    assert _normalize_line(line) == WHITESPACE.sub(" ", _INVISIBLE.sub("", fixed)).strip()
 
 
 def test_the_fixers_ftfy_runs_are_the_ones_the_fast_path_knows() -> None:
@@ -153,6 +170,40 @@ def test_the_mojibake_regex_matches_near_a_non_ascii_character_only() -> None:
     assert branch is sre.BRANCH and len(alternatives) > 30
     for alternative in alternatives:
         assert any(only_non_ascii(op, argument) for op, argument in alternative), alternative
+
+
+def test_a_mojibake_match_holds_a_character_that_stands_alone_or_two_mojibake_characters() -> None:
+    """What `_looks_like_mojibake`'s first test rests on, read from the parsed regex: each of its
+    alternatives needs (as characters of its sequence, not repeated or optional) two characters of
+    `_MOJIBAKE_CHARACTERS` side by side, or one of `_MOJIBAKE_ALONE`."""
+    import re
+    import re._constants as sre
+    import re._parser as parser
+
+    from ftfy.badness import BADNESS_RE
+
+    from dedupe.normalize import _MOJIBAKE_ALONE, _MOJIBAKE_CHARACTERS
+
+    mojibake = re.compile(f"[{_MOJIBAKE_CHARACTERS}]")
+
+    def characters(op, argument) -> set[str]:
+        """The characters one element of a sequence matches (empty: any that is not a class of
+        literals and ranges)."""
+        if op is sre.LITERAL:
+            return {chr(argument)}
+        if op is sre.IN and all(kind in (sre.LITERAL, sre.RANGE) for kind, _ in argument):
+            return {
+                chr(code) for kind, value in argument
+                for code in ([value] if kind is sre.LITERAL else range(value[0], value[1] + 1))
+            }
+        return set()
+
+    [(_, (_, alternatives))] = list(parser.parse(BADNESS_RE.pattern, BADNESS_RE.flags))
+    for alternative in alternatives:
+        sequence = [characters(op, argument) for op, argument in alternative]
+        of_mojibake = [bool(found) and all(mojibake.match(c) for c in found) for found in sequence]
+        alone = [found for found in sequence if found and all(_MOJIBAKE_ALONE.match(c) for c in found)]
+        assert any(map(bool.__and__, of_mojibake, of_mojibake[1:])) or alone, alternative
 
 
 MOJIBAKE_ALPHABET = st.sampled_from(
