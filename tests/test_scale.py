@@ -149,8 +149,9 @@ def test_dask_workers_then_the_redis_index_give_the_one_process_result(
 def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: Path) -> None:
     """`pipeline.run` and then `pipeline.update` with the per-record stages on two spawned worker
     processes, cut into pieces of 100-400 records so that every stage is cut, into more pieces
-    than workers (normalize, both cleanings, band keys, verifying): exactly the one-process
-    result."""
+    than workers (normalize, both cleanings, band keys, verifying), and as `shards.on_cores` plans
+    them (pairs verified in this process with the shingles the band-key pieces return): exactly
+    the one-process result."""
     first, second = write_batches(tmp_path / "data")
     pieces = shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=100, max_rows=400)
     on_two = shards.sharded_call(pipeline.direct, pieces)
@@ -159,10 +160,12 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
     alone = pipeline.run(first + second, one_process)
     assert_identical(pipeline.run(first + second, CONFIG, on_two), alone)
     assert_identical(pipeline.run(first + second, CONFIG, as_on_cores), alone)
-    for batch in (first, first + second):
+    for batch in (first, first + second):  # the second update matches new records against the first's
         local = run_locally(batch, tmp_path / "local", config=one_process)
         sharded = run_locally(batch, tmp_path / "two", call=on_two)
+        on_cores = run_locally(batch, tmp_path / "cores", call=as_on_cores)  # shingles back, verified here
     assert_identical(sharded, local)
+    assert_identical(on_cores, local)
 
 
 def test_worker_processes_only_where_they_can_pay() -> None:
