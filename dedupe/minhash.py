@@ -144,8 +144,13 @@ class ShingleSets(Mapping[str, np.ndarray]):
         """The sets of those of `ids` that are here, in that order."""
         return self.subset(np.array([self._index[i] for i in ids if i in self._index], dtype=np.int64))
 
-    def merge(self, other: ShingleSets) -> ShingleSets:
-        return ShingleSets(self.ids + other.ids, np.concatenate([self.hashes, other.hashes]), np.concatenate([self.counts, other.counts]))
+    @classmethod
+    def concat(cls, parts: Sequence[ShingleSets]) -> ShingleSets:
+        """The sets of all `parts`, in order, copied once: merging them two at a time copied the
+        first parts again at every step (1.5 s for ten pieces of 10,000 sets)."""
+        hashes = np.concatenate([part.hashes for part in parts]) if parts else np.empty(0, np.uint32)
+        counts = np.concatenate([part.counts for part in parts]) if parts else np.empty(0, np.int64)
+        return cls([article_id for part in parts for article_id in part.ids], hashes, counts)
 
 
 def _batch_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -220,7 +225,7 @@ def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.Data
     pairs = pl.concat(
         [candidates(sets, DUPLICATE_THRESHOLDS[level](config), level, config) for level, sets in by_level.items()]
     )
-    return pairs, by_level["text"].merge(by_level["headline"])
+    return pairs, ShingleSets.concat([by_level["text"], by_level["headline"]])
 
 
 DUPLICATE_THRESHOLDS = {

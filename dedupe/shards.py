@@ -34,7 +34,6 @@ import builtins
 import collections
 import ctypes
 import ctypes.util
-import functools
 import itertools
 import multiprocessing
 import os
@@ -292,7 +291,7 @@ def duplicate_candidates(plan: Plan, cleaned: pl.DataFrame, config: Config) -> t
     pairs = [
         minhash.bucket_pairs(level_keys.filter(pl.col("level") == level).drop("level"), level, config) for level in LEVELS
     ]
-    return pl.concat(pairs), functools.reduce(minhash.ShingleSets.merge, sets)
+    return pl.concat(pairs), minhash.ShingleSets.concat(sets)
 
 
 def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -338,7 +337,7 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
     shingled = not plan.verify_in_shards and plan.index is None
     if shingled:
         keyed = plan.map("band keys", band_keys_with_shingles, [(piece, config) for piece in slices])
-        keys, new_sets = pl.concat([frame for frame, _ in keyed]), functools.reduce(minhash.ShingleSets.merge, [sets for _, sets in keyed])
+        keys, new_sets = pl.concat([frame for frame, _ in keyed]), minhash.ShingleSets.concat([sets for _, sets in keyed])
     else:
         keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in slices]))
     new_ids = new["article_id"]
@@ -357,7 +356,7 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
     keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
     if shingled:
         old_sets = minhash.duplicate_shingles(old, config)
-        sets = new_sets.merge(old_sets["text"]).merge(old_sets["headline"])
+        sets = minhash.ShingleSets.concat([new_sets, old_sets["text"], old_sets["headline"]])
     else:
         sets = minhash.ShingleSets([], np.empty(0, np.uint32), np.empty(0, np.int64))
     return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), sets, involved)
@@ -377,7 +376,7 @@ def band_keys_with_shingles(records: pl.DataFrame, config: Config) -> tuple[pl.D
     for level, sets in by_level.items():
         level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
         keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
-    return check(pl.concat(keys), LEVEL_BAND_KEYS, "shard band keys"), by_level["text"].merge(by_level["headline"])
+    return check(pl.concat(keys), LEVEL_BAND_KEYS, "shard band keys"), minhash.ShingleSets.concat([by_level["text"], by_level["headline"]])
 
 
 def band_candidates(
@@ -452,7 +451,7 @@ def verify_slice(
     made here when not given."""
     if sets is None:
         by_level = minhash.duplicate_shingles(rows, config)
-        sets = by_level["text"].merge(by_level["headline"])
+        sets = minhash.ShingleSets.concat([by_level["text"], by_level["headline"]])
     return verify.verify_duplicates(rows, candidates, sets, config)
 
 

@@ -388,7 +388,7 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     old = history.record_rows(partners)
     history.counts["candidate partners read"] += old.height
     old_shingles = minhash.duplicate_shingles(old, config)
-    sets = shingles["text"].merge(shingles["headline"]).merge(old_shingles["text"]).merge(old_shingles["headline"])
+    sets = minhash.ShingleSets.concat([shingles["text"], shingles["headline"], old_shingles["text"], old_shingles["headline"]])
     involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners.implode()))])
     return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
 
