@@ -142,7 +142,7 @@ class ShingleSets(Mapping[str, np.ndarray]):
 
     def of(self, ids: Sequence[str]) -> ShingleSets:
         """The sets of those of `ids` that are here, in that order."""
-        return self.subset(np.array([self._index[i] for i in ids if i in self._index], dtype=np.int64))
+        return self.subset(self.positions([article_id for article_id in ids if article_id in self._index]))
 
     @classmethod
     def concat(cls, parts: Sequence[ShingleSets]) -> ShingleSets:

@@ -349,16 +349,9 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
         pieces.append((keys.filter(in_partition), old, new_ids, known, config, plan.index))
     level_order = pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8)
     candidates = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
-    partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique()
-    old = history.record_rows(partners)
-    history.counts["candidate partners read"] += old.height
-    involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners.implode()))])
+    old, involved = state.partner_rows(candidates, new, history)
     keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
-    if shingled:
-        old_sets = minhash.duplicate_shingles(old, config)
-        sets = minhash.ShingleSets.concat([new_sets, old_sets["text"], old_sets["headline"]])
-    else:
-        sets = minhash.ShingleSets([], np.empty(0, np.uint32), np.empty(0, np.int64))
+    sets = state.with_partner_shingles([new_sets], old, config) if shingled else minhash.ShingleSets.concat([])
     return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), sets, involved)
 
 

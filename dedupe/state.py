@@ -384,13 +384,25 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     candidates = pl.concat(pairs).filter(
         pl.col("article_id_a").is_in(new_ids) | pl.col("article_id_b").is_in(new_ids)
     )
+    old, involved = partner_rows(candidates, new, history)
+    sets = with_partner_shingles([shingles["text"], shingles["headline"]], old, config)
+    return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
+
+
+def partner_rows(candidates: pl.DataFrame, new: pl.DataFrame, history: History) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(CLEANED rows, with their texts, of the history records in a candidate pair; those and the
+    new records in a pair: what verifying reads)."""
     partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique()
     old = history.record_rows(partners)
     history.counts["candidate partners read"] += old.height
-    old_shingles = minhash.duplicate_shingles(old, config)
-    sets = minhash.ShingleSets.concat([shingles["text"], shingles["headline"], old_shingles["text"], old_shingles["headline"]])
-    involved = pl.concat([old, new.filter(pl.col("article_id").is_in(partners.implode()))])
-    return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
+    return old, pl.concat([old, new.filter(pl.col("article_id").is_in(partners.implode()))])
+
+
+def with_partner_shingles(new_sets: Sequence[minhash.ShingleSets], old: pl.DataFrame, config: Config) -> minhash.ShingleSets:
+    """The new records' shingle sets and those of the history partners `old`, made again from their
+    stored texts (shingles are not stored: 2.4 KB a record)."""
+    old_sets = minhash.duplicate_shingles(old, config)
+    return minhash.ShingleSets.concat([*new_sets, old_sets["text"], old_sets["headline"]])
 
 
 @dataclass(frozen=True)
