@@ -1,9 +1,9 @@
-"""The per-record stages (normalize, clean, verify duplicates, clean with copies) on the dev data and the speed corpus:
+"""The per-record stages (normalize, clean, minhash and verify duplicates, clean with copies) on the dev data and the speed corpus:
 docs/s per stage, next to the same stages of an earlier commit run in the same process on the
 same records, and whether the output is the same to the last character and audit row (a
 speed-up must change nothing).
 
-    python benchmarks/text_stages.py --against 48eb8c3     # that commit's normalize.py, clean.py and verify.py
+    python benchmarks/text_stages.py --against 48eb8c3     # that commit's normalize, clean, minhash and verify
     python benchmarks/text_stages.py --speed-docs 0        # dev data only
     python benchmarks/text_stages.py --against main --rounds 3   # alternating, best of three each
     python benchmarks/text_stages.py --against main --rounds 3 --clock cpu   # CPU seconds of the process
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import polars as pl
 
 from dedupe import clean, cluster, minhash, normalize, read, verify
@@ -60,16 +61,17 @@ def module_at(commit: str, name: str) -> ModuleType:
     return module
 
 
-def text_stages(records: pl.DataFrame, normalizing: ModuleType, cleaning: ModuleType, verifying: ModuleType,
-                matched: dict[str, object] | None, config: Config,
+def text_stages(records: pl.DataFrame, normalizing: ModuleType, cleaning: ModuleType, hashing: ModuleType,
+                verifying: ModuleType, matched: dict[str, object] | None, config: Config,
                 clock=time.perf_counter) -> tuple[dict[str, object], dict[str, float]]:
-    """The frames after normalize, clean, verify duplicates and clean with copies (by the given
-    modules), and each stage's seconds. Candidates, shingles and duplicate groups are computed
-    once (`matched` None) and then passed in, so that both versions verify the same candidates
+    """The frames after normalize, clean, minhash duplicates (candidates and shingles), verify
+    duplicates and clean with copies (by the given modules), and each stage's seconds. Candidates,
+    shingles and duplicate groups of the first run (`matched` None) are passed to the later
+    ones, so that both versions verify the same candidates
     and clean with the same copies. Each run starts with the modules' line caches empty, as a run
     on a new day's records does: a later round would otherwise time hits on the lines the round
     before cached, which hides what a change does to the work per line."""
-    for module in (normalizing, cleaning, verifying):
+    for module in (normalizing, cleaning, verifying):  # minhash caches no data: its case tables stay
         for function in vars(module).values():
             if hasattr(function, "cache_clear"):
                 function.cache_clear()
@@ -83,15 +85,15 @@ def text_stages(records: pl.DataFrame, normalizing: ModuleType, cleaning: Module
 
     normalized = timed("normalize", normalizing.normalize, records)
     cleaned = timed("clean", cleaning.clean, normalized)
+    found = timed("minhash duplicates", hashing.duplicate_candidates, cleaned, config)
     if matched is None:
-        candidates, shingles = minhash.duplicate_candidates(cleaned, config)
-        matched = {"candidates": candidates, "shingles": shingles}
+        matched = {"candidates": found[0], "shingles": found[1]}
     pairs = timed("verify duplicates", verifying.verify_duplicates, cleaned, matched["candidates"], matched["shingles"], config)
     if "groups" not in matched:
         matched["groups"] = cluster.duplicate_groups(cleaned, pairs, config)
     with_copies = timed("clean with copies", cleaning.clean_with_copies, cleaned, matched["groups"], config)
-    return {"normalize": normalized, "clean": cleaned, "verify duplicates": pairs, "clean with copies": with_copies,
-            "matched": matched}, timings
+    return {"normalize": normalized, "clean": cleaned, "minhash duplicates": found, "verify duplicates": pairs,
+            "clean with copies": with_copies, "matched": matched}, timings
 
 
 def main() -> None:
@@ -99,7 +101,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--speed-docs", type=int, default=10_000, help="speed corpus size (0: none)")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the two versions this many times; best time of each")
-    parser.add_argument("--against", metavar="COMMIT", help="also run normalize.py, clean.py and verify.py of this commit")
+    parser.add_argument("--against", metavar="COMMIT", help="also run normalize.py, clean.py, minhash.py and verify.py of this commit")
     parser.add_argument("--profile", choices=("normalize", "clean"),
                         help="print a cProfile of this stage per input, no timing")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -108,25 +110,25 @@ def main() -> None:
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     config = Config()
-    old = tuple(module_at(args.against, name) for name in ("normalize", "clean", "verify")) if args.against else None
+    old = tuple(module_at(args.against, name) for name in ("normalize", "clean", "minhash", "verify")) if args.against else None
     if args.profile:
         profile(args.profile, inputs(args.data, args.speed_docs), config)
         return
     print(f"{'input':<18}{'records':>9}{'stage':>20}{'docs/s':>10}" + (f"{'before':>10}{'speed-up':>10}  output" if old else ""))
     for name, paths in inputs(args.data, args.speed_docs).items():
         records = read.read(paths, config)
-        frames, timings = text_stages(records, normalize, clean, verify, None, config, clock)
+        frames, timings = text_stages(records, normalize, clean, minhash, verify, None, config, clock)
         if old:
             frames_before, timings_before = text_stages(records, *old, frames["matched"], config, clock)
         matched = frames["matched"]
         for _ in range(args.rounds - 1):  # on a shared machine the load moves: alternate, keep the best
-            timings = _best(timings, text_stages(records, normalize, clean, verify, matched, config, clock)[1])
+            timings = _best(timings, text_stages(records, normalize, clean, minhash, verify, matched, config, clock)[1])
             if old:
                 timings_before = _best(timings_before, text_stages(records, *old, matched, config, clock)[1])
         for stage, seconds in timings.items():
             line = f"{name:<18}{records.height:>9,}{stage:>20}{records.height / max(seconds, 1e-9):>10,.0f}"
             if old:
-                same = frames[stage].equals(frames_before[stage], null_equal=True)
+                same = _same(frames[stage], frames_before[stage])
                 before = timings_before[stage]
                 line += f"{records.height / max(before, 1e-9):>10,.0f}{before / max(seconds, 1e-9):>9.2f}x  {'IDENTICAL' if same else 'DIFFERENT'}"
             print(line, flush=True)
@@ -145,6 +147,15 @@ def profile(stage: str, sets: dict[str, list[Path]], config: Config, lines: int 
         profiler.runcall(normalize.normalize if stage == "normalize" else clean.clean, records)
         print(f"{stage} of {name} ({records.height:,} records):", flush=True)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(lines)
+
+
+def _same(ours: object, theirs: object) -> bool:
+    """Frames equal to the last null; minhash's (candidates, shingle sets) also hash for hash."""
+    if isinstance(ours, pl.DataFrame):
+        return ours.equals(theirs, null_equal=True)
+    (pairs, sets), (their_pairs, their_sets) = ours, theirs
+    return _same(pairs, their_pairs) and sets.ids == their_sets.ids and all(
+        np.array_equal(getattr(sets, name), getattr(their_sets, name)) for name in ("hashes", "offsets"))
 
 
 def _best(timings: dict[str, float], again: dict[str, float]) -> dict[str, float]:

@@ -6,18 +6,21 @@ a bucket of k articles yields at most k * min(k, m) pairs, so the candidates of 
 b bands are at most n * b * m: linear in n (benchmarks/speed.py prints the measured pairs per article).
 
 Signatures are datasketch's "affine32" MinHash (`MinHash(num_perm, seed, hashfunc=xxh32)`, bit for
-bit, see `as_minhash` for the interchange), computed for a whole batch of texts at once: polars
-finds the words and builds the shingles, the polars-hash plugin hashes them (xxh32, the same
-hash as before), and numpy applies the permutations and takes each text's minimum: ~30x
-datasketch's per-shingle `update` on the same documents (`python benchmarks/speed.py signatures`).
+bit, see `as_minhash` for the interchange), computed for a whole batch of texts at once by two
+loops compiled by numba (`dedupe.compiled`): one reads each text's bytes once and hashes its
+shingles where they lie (xxh32, the same hash as always), one applies the permutations and takes
+each text's minimum. The whole stage, candidates included, runs 3.1x what polars' words and
+shingles and numpy's pass per permutation took, with the same output (`python
+benchmarks/text_stages.py --against 3cbf413 --clock cpu`), and well over 30x datasketch's
+per-shingle `update` (`python benchmarks/speed.py signatures`; both in benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import polars as pl
@@ -44,13 +47,11 @@ flight at once. 20,000 (~1.6 GB for two threads) made the peak memory of a 100k 
 2,000 the batches are no slower (polars' per-batch cost is small at this size); see the minhash
 stage in `python benchmarks/speed.py profile` (benchmarks/README.md)."""
 THREADS = 2
-"""Batches and permutations run on two threads (polars and numpy release the GIL): with a core
-free, the permutation loop took 0.49 s where one thread took 0.80 s (6.8M shingles, 128
-permutations). On the busy shared machine the whole signature path measured 1.0x (no core was
-free); `benchmarks/speed.py signatures` prints the gain of the day."""
+"""Batches and compiled loops run on two threads (the loops release the GIL); `python
+benchmarks/speed.py signatures` prints one thread against two (the gain of the day: on the busy
+shared machine there is often no free core)."""
 SCHEME = "affine32"
 """datasketch 2.0's default permutation scheme, which the numpy code reproduces."""
-_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
 
 
 def words(text: str | None) -> list[str]:
@@ -155,9 +156,42 @@ class ShingleSets(Mapping[str, np.ndarray]):
 
 
 def _batch_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(shingle hashes of all texts in order, shingles per text, words per text) for one batch:
-    the shingles are built by polars (shifted word columns joined by spaces, within a text) and
-    hashed by the polars-hash plugin's xxh32, ten times faster than xxhash called from Python."""
+    """(shingle hashes of all texts in order, shingles per text, words per text) for one batch.
+
+    One loop compiled by numba (`_utf8_shingle_hashes`) reads each text's UTF-8 bytes once:
+    words by the tables of `_case_tables` (polars' own lower case and `\\w`), each shingle hashed
+    where it lies. It gives `_polars_shingle_hashes`' output (tests/test_minhash.py), without a
+    string made for every word and every shingle.
+    Texts the tables cannot decide alone (a code point beyond the BMP, a capital sigma, whose lower
+    case depends on its neighbours, or a lower case of two characters) go through polars."""
+    encoded = [text.encode() if text is not None else b"" for text in texts.to_list()]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(text) for text in encoded], out=offsets[1:])
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    hashes = np.empty(data.size // 2 + len(encoded), dtype=np.uint32)  # a word is a byte and a separator at least
+    shingle_counts, word_counts = np.zeros(len(encoded), np.int64), np.zeros(len(encoded), np.int64)
+    undecided = np.zeros(len(encoded), dtype=np.bool_)
+    lower, is_word = _case_tables()
+    from dedupe import compiled  # numba's import, only when there are texts
+
+    used = compiled.utf8_shingle_hashes(
+        data, offsets, lower, is_word, size, hashes, shingle_counts, word_counts, undecided
+    )
+    hashes = hashes[:used]
+    if not undecided.any():
+        return hashes, shingle_counts, word_counts
+    rest = np.flatnonzero(undecided)
+    rest_hashes, shingle_counts[rest], word_counts[rest] = _polars_shingle_hashes(texts.gather(rest), size)
+    decided_counts = np.where(undecided, 0, shingle_counts)
+    text_of = np.concatenate([np.repeat(np.arange(len(encoded)), decided_counts), np.repeat(rest, shingle_counts[rest])])
+    in_order = np.argsort(text_of, kind="stable")  # each text's hashes where its text is
+    return np.concatenate([hashes, rest_hashes])[in_order], shingle_counts, word_counts
+
+
+def _polars_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_batch_shingle_hashes` by polars: shingles built from shifted word columns joined by
+    spaces (within a text), hashed by the polars-hash plugin's xxh32. The reference of the
+    compiled loop, and its way for the texts that loop cannot decide."""
     words_of = tokens(texts)
     counts = words_of.list.len().fill_null(0).to_numpy().astype(np.int64)
     words = pl.DataFrame({"words": words_of}).with_row_index("text").explode("words").drop_nulls("words")
@@ -173,6 +207,31 @@ def _batch_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.n
     return hashes, np.bincount(shingles_of["text"].to_numpy(), minlength=len(counts)).astype(np.int64), counts
 
 
+@lru_cache(maxsize=1)
+def _case_tables() -> tuple[np.ndarray, np.ndarray]:
+    """For each code point of the BMP: its lower case as polars makes it (-1 where the compiled
+    loop must leave the text to polars: surrogates, a lower case of two characters, and the
+    capital sigma, whose lower case depends on the letters around it), and whether that lower
+    case is a `TOKEN` character. Asked of polars itself, so the two ways cannot disagree."""
+    code_points = np.array([c for c in range(0x10000) if not 0xD800 <= c < 0xE000])
+    lowered = pl.Series([chr(c) for c in code_points], dtype=pl.String).str.to_lowercase()
+    single = lowered.str.len_chars().to_numpy() == 1
+    lower = np.full(0x10000, -1, dtype=np.int32)
+    lower[code_points] = np.where(single, [ord(text[0]) for text in lowered.to_list()], -1)
+    lower[ord("\u03a3")] = -1
+    is_word = np.zeros(0x10000, dtype=np.bool_)
+    is_word[code_points] = lowered.str.contains(f"^{TOKEN}$").to_numpy()
+    return lower, is_word
+
+
+def on_threads(loop: Callable[..., None], items: int, *arrays: np.ndarray) -> None:
+    """`loop` (a `compiled` loop over items `begin` to `end`) over `items` cut into one range per
+    thread; the loops write disjoint slices of `arrays`."""
+    bounds = np.linspace(0, items, THREADS + 1).astype(np.int64)
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(lambda part: loop(bounds[part], bounds[part + 1], *arrays), range(THREADS)))
+
+
 def permutations(config: Config) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's own permutation parameters (a, b) for `num_perm` and `seed`."""
     a, b = MinHash(num_perm=config.num_perm, seed=config.seed, scheme=SCHEME).permutations
@@ -182,33 +241,16 @@ def permutations(config: Config) -> tuple[np.ndarray, np.ndarray]:
 def signatures(sets: ShingleSets, config: Config) -> np.ndarray:
     """(articles, num_perm) uint32: each set's MinHash, equal to datasketch's
     `MinHash(num_perm, seed, hashfunc=minhash_input).update_batch(shingles).hashvalues`
-    (an empty set keeps datasketch's all-maximum start value)."""
+    (an empty set keeps datasketch's all-maximum start value). A compiled loop
+    (`compiled.min_hashes`) on `THREADS` threads, where numpy made a pass over all the hashes
+    per permutation (`np.minimum.reduceat`)."""
     a, b = permutations(config)
     out = np.full((len(sets), config.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    nonempty = np.flatnonzero(sets.counts)
-    if not nonempty.size:
-        return out
-    starts = sets.offsets[nonempty]
-    mixed = _fmix32(sets.hashes)
-    rows = np.empty((nonempty.size, config.num_perm), dtype=np.uint32)
+    if sets.hashes.size:
+        from dedupe import compiled  # numba's import, only when there are shingles
 
-    def permute(k: int) -> None:
-        rows[:, k] = np.minimum.reduceat(mixed * a[k] + b[k], starts)  # uint32: wraps mod 2^32 like datasketch
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(permute, range(config.num_perm)))
-    out[nonempty] = rows
+        on_threads(compiled.min_hashes, len(sets), sets.hashes, sets.offsets, a, b, out)
     return out
-
-
-def _fmix32(values: np.ndarray) -> np.ndarray:
-    """datasketch's pre-mix of each input hash (the MurmurHash3 finalizer)."""
-    s1, m1, s2, m2 = _FMIX32
-    values = values ^ (values >> s1)
-    values = values * m1
-    values = values ^ (values >> s2)
-    values = values * m2
-    return values ^ (values >> s1)
 
 
 def as_minhash(signature: np.ndarray, config: Config) -> LeanMinHash:

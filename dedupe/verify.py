@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
@@ -19,7 +18,7 @@ import polars as pl
 from rapidfuzz import fuzz, process
 
 from dedupe.config import Config
-from dedupe.minhash import THREADS, ShingleSets
+from dedupe.minhash import ShingleSets, on_threads
 from dedupe.schema import CANDIDATES, CLEANED, EMBEDDINGS, GROUP_HEADLINES, PAIRS, check, empty
 
 
@@ -28,11 +27,11 @@ def overlap(candidates: pl.DataFrame, shingle_sets: ShingleSets) -> pl.DataFrame
     `minhash.ShingleSets`: exact but for 32-bit hash collisions).
 
     Each set involved is sorted without repeats once, then each pair's two sets are merged, both
-    in loops compiled by numba (`_sort_sets`, `_count_shared`) on `minhash.THREADS` threads. The
-    Python loop it replaces (`np.unique` per set, `np.searchsorted` per pair) spent most of its
-    time in call overhead; numpy has no pairwise merge of sorted sets. Same figures, verify
-    duplicates 2.7x on the 10k speed corpus and 2.3x on news-aggregator (`python
-    benchmarks/text_stages.py --against fd54f30`, benchmarks/README.md)."""
+    in loops compiled by numba (`compiled.sort_sets`, `compiled.count_shared`) on
+    `minhash.THREADS` threads. The Python loop it replaces (`np.unique` per set,
+    `np.searchsorted` per pair) spent most of its time in call overhead; numpy has no pairwise
+    merge of sorted sets. Same figures, verify duplicates 2.7x on the 10k speed corpus and 2.3x
+    on news-aggregator (`python benchmarks/text_stages.py --against fd54f30`, benchmarks/README.md)."""
     check(candidates, CANDIDATES, "overlap input")
     ids = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique(maintain_order=True)
     positions = shingle_sets.positions(ids.to_list())
@@ -46,10 +45,12 @@ def overlap(candidates: pl.DataFrame, shingle_sets: ShingleSets) -> pl.DataFrame
     )
     shared = np.zeros(candidates.height, dtype=np.int64)
     if candidates.height:
-        sort_sets, count_shared = _compiled_loops()
+        from dedupe import compiled  # numba's import, only when there are pairs
+
         hashes = shingle_sets.hashes
-        _on_threads(sort_sets, counts.size, hashes, shingle_sets.offsets[positions], counts, values, starts, sizes)
-        _on_threads(count_shared, candidates.height, values, starts, sizes, first, second, shared)
+        offsets = shingle_sets.offsets[positions]
+        on_threads(compiled.sort_sets, counts.size, hashes, offsets, counts, values, starts, sizes)
+        on_threads(compiled.count_shared, candidates.height, values, starts, sizes, first, second, shared)
     first_sizes, second_sizes = sizes[first], sizes[second]
     with np.errstate(divide="ignore", invalid="ignore"):
         jaccard = np.where(shared > 0, shared / (first_sizes + second_sizes - shared), 0.0)
@@ -57,58 +58,6 @@ def overlap(candidates: pl.DataFrame, shingle_sets: ShingleSets) -> pl.DataFrame
     return candidates.with_columns(
         pl.Series("jaccard", jaccard, dtype=pl.Float64), pl.Series("containment", containment, dtype=pl.Float64)
     )
-
-
-def _sort_sets(
-    begin: int, end: int, hashes: np.ndarray, offsets: np.ndarray, counts: np.ndarray, values: np.ndarray,
-    starts: np.ndarray, sizes: np.ndarray,
-) -> None:
-    """Sets `begin` to `end`: the `counts[s]` hashes at `offsets[s]`, sorted and without repeats,
-    written to `values` from `starts[s]`, their number to `sizes[s]`."""
-    for s in range(begin, end):
-        ordered = np.sort(hashes[offsets[s] : offsets[s] + counts[s]])
-        at, size = starts[s], 0
-        for value in ordered:
-            if size == 0 or value != values[at + size - 1]:
-                values[at + size] = value
-                size += 1
-        sizes[s] = size
-
-
-def _count_shared(
-    begin: int, end: int, values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, first: np.ndarray,
-    second: np.ndarray, shared: np.ndarray,
-) -> None:
-    """Pairs `begin` to `end`: how many values their two sorted sets share, by one merge whose
-    steps are sums of comparisons, not branches (random hashes defeat a branch predictor)."""
-    for pair in range(begin, end):
-        i, j = starts[first[pair]], starts[second[pair]]
-        i_end, j_end = i + sizes[first[pair]], j + sizes[second[pair]]
-        count = 0
-        while i < i_end and j < j_end:
-            a, b = values[i], values[j]
-            count += a == b
-            i += a <= b
-            j += b <= a
-        shared[pair] = count
-
-
-@lru_cache(maxsize=1)
-def _compiled_loops() -> tuple[Callable[..., None], Callable[..., None]]:
-    """`_sort_sets` and `_count_shared` compiled by numba, which releases the GIL in them; the
-    machine code is cached on disk after a machine's first run (`cache=True`). Imported here, so
-    a run without candidate pairs skips numba's import."""
-    import numba
-
-    compile_loop = numba.njit(cache=True, nogil=True)
-    return compile_loop(_sort_sets), compile_loop(_count_shared)
-
-
-def _on_threads(loop: Callable[..., None], items: int, *arrays: np.ndarray) -> None:
-    """`loop` over `items` cut into one range per thread (the loops write disjoint slices)."""
-    bounds = np.linspace(0, items, THREADS + 1).astype(np.int64)
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(lambda part: loop(bounds[part], bounds[part + 1], *arrays), range(THREADS)))
 
 
 def verify_duplicates(

@@ -3,9 +3,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from datasketch import LeanMinHash, MinHash, MinHashLSH
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dedupe import minhash
 from dedupe.config import Config
 from dedupe.minhash import (
     ShingleSets,
@@ -89,6 +90,7 @@ def test_signatures_are_datasketch_minhashes_bit_for_bit_on_real_text() -> None:
         assert np.array_equal(row, reference.hashvalues)
 
 
+@settings(deadline=None)  # the first example loads the compiled loops
 @given(st.lists(st.text(alphabet="ab cdé.\n", max_size=40), min_size=1, max_size=8), st.integers(1, 4))
 def test_batch_shingle_hashes_are_the_reference_hash_of_each_shingle(texts: list[str], size: int) -> None:
     series = pl.Series(texts, dtype=pl.String)
@@ -96,6 +98,29 @@ def test_batch_shingle_hashes_are_the_reference_hash_of_each_shingle(texts: list
     for i, words_of_text in enumerate(tokens(series).to_list()):
         assert word_counts[i] == len(words_of_text or [])
         assert set(sets[str(i)].tolist()) == {minhash_input(s) for s in _reference_shingles(words_of_text, size)}
+
+
+# letters with a lower case of another byte length (Kelvin sign, U+023A), of two characters (U+0130),
+# of context (capital sigma), marks, digits, "_", CJK, an astral letter and an emoji, separators
+_HARD_TEXT = st.text(alphabet="aZ9_ \u00e9\u00c9\u212a\u023a\u0130\u03a3\u03c3\u0301\u4e2d\U00010400\U0001f600-.\n\t\u00a0", max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), _HARD_TEXT), min_size=1, max_size=8), st.integers(1, 4))
+def test_compiled_shingle_hashes_are_polars_shingle_hashes(texts: list[str | None], size: int) -> None:
+    """The compiled loop against the polars way it replaces, hash for hash in order: also for the
+    texts it leaves to polars (an astral code point, a capital sigma, U+0130) amid the others."""
+    series = pl.Series(texts, dtype=pl.String)
+    compiled, reference = minhash._batch_shingle_hashes(series, size), minhash._polars_shingle_hashes(series, size)
+    for ours, theirs in zip(compiled, reference, strict=True):
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
+def test_compiled_shingle_hashes_are_polars_shingle_hashes_on_real_text() -> None:
+    texts = pl.concat([cleaned_frame(SEEDS)["body"], cleaned_frame(SEEDS / "aeb-sample.jsonl")["body"]])
+    for size in (1, 3):
+        compiled, reference = minhash._batch_shingle_hashes(texts, size), minhash._polars_shingle_hashes(texts, size)
+        assert all(np.array_equal(ours, theirs) for ours, theirs in zip(compiled, reference, strict=True))
 
 
 def test_polars_tokens_are_the_python_words_on_the_seeds() -> None:

@@ -1,0 +1,181 @@
+"""Loops compiled by numba, for steps that numpy and polars have no whole-array form of.
+
+numba is imported with this module, which the steps import when they first need a loop (the
+import costs 0.1-0.6 s), and the machine code is compiled once per machine and cached on disk
+(`cache=True`: in `__pycache__` beside this file, or numba's user-wide cache where that cannot be
+written). The loops release the GIL, so the steps run them on `minhash.THREADS` threads.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+loop = numba.njit(cache=True, nogil=True)
+"""A loop of a step: compiled, GIL released."""
+
+
+@numba.njit(cache=True, inline="always")
+def _le32(buffer: np.ndarray, at: int) -> np.uint64:
+    """The 32-bit little-endian word at `buffer[at:at + 4]` (bytes), as uint64."""
+    return (
+        np.uint64(buffer[at]) | (np.uint64(buffer[at + 1]) << np.uint64(8))
+        | (np.uint64(buffer[at + 2]) << np.uint64(16)) | (np.uint64(buffer[at + 3]) << np.uint64(24))
+    )
+
+
+@loop
+def sort_sets(
+    begin: int, end: int, hashes: np.ndarray, offsets: np.ndarray, counts: np.ndarray, values: np.ndarray,
+    starts: np.ndarray, sizes: np.ndarray,
+) -> None:
+    """Sets `begin` to `end`: the `counts[s]` hashes at `offsets[s]`, sorted and without repeats,
+    written to `values` from `starts[s]`, their number to `sizes[s]`."""
+    for s in range(begin, end):
+        ordered = np.sort(hashes[offsets[s] : offsets[s] + counts[s]])
+        at, size = starts[s], 0
+        for value in ordered:
+            if size == 0 or value != values[at + size - 1]:
+                values[at + size] = value
+                size += 1
+        sizes[s] = size
+
+
+@loop
+def count_shared(
+    begin: int, end: int, values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, first: np.ndarray,
+    second: np.ndarray, shared: np.ndarray,
+) -> None:
+    """Pairs `begin` to `end`: how many values their two sorted sets share, by one merge whose
+    steps are sums of comparisons, not branches (random hashes defeat a branch predictor)."""
+    for pair in range(begin, end):
+        i, j = starts[first[pair]], starts[second[pair]]
+        i_end, j_end = i + sizes[first[pair]], j + sizes[second[pair]]
+        count = 0
+        while i < i_end and j < j_end:
+            a, b = values[i], values[j]
+            count += a == b
+            i += a <= b
+            j += b <= a
+        shared[pair] = count
+
+
+@loop
+def utf8_shingle_hashes(
+    data: np.ndarray, offsets: np.ndarray, lower: np.ndarray, is_word: np.ndarray, size: int, hashes: np.ndarray,
+    shingle_counts: np.ndarray, word_counts: np.ndarray, undecided: np.ndarray,
+) -> int:
+    """The texts at `offsets` in the UTF-8 bytes `data`: each text's words, lower-cased into a
+    scratch buffer and separated by one space, then the xxh32 (seed 0, as `minhash_input`) of
+    each run of `size` words (of all, if fewer) written to `hashes`. Returns how many were
+    written; a text with a code point `lower` marks -1 is left `undecided`."""
+    mask, p1, p2 = np.uint64(0xFFFFFFFF), np.uint64(2654435761), np.uint64(2246822519)
+    p3, p4, p5 = np.uint64(3266489917), np.uint64(668265263), np.uint64(374761393)
+    longest = 0
+    for text in range(offsets.size - 1):
+        longest = max(longest, offsets[text + 1] - offsets[text])
+    scratch = np.empty(3 * longest + 4, dtype=np.uint8)  # a lower case takes at most 3 bytes
+    starts, ends = np.empty(longest + 1, dtype=np.int64), np.empty(longest + 1, dtype=np.int64)
+    written = 0
+    for text in range(offsets.size - 1):
+        at, end, length, words, inside, decided = offsets[text], offsets[text + 1], 0, 0, False, True
+        while at < end:
+            byte = np.int64(data[at])
+            if byte < 0x80:
+                point, at = byte, at + 1
+            elif byte < 0xE0:
+                point, at = ((byte & 0x1F) << 6) | (np.int64(data[at + 1]) & 0x3F), at + 2
+            elif byte < 0xF0:
+                point = ((byte & 0x0F) << 12) | ((np.int64(data[at + 1]) & 0x3F) << 6) | (np.int64(data[at + 2]) & 0x3F)
+                at += 3
+            else:
+                decided = False
+                break
+            low = np.int64(lower[point])
+            if low < 0:
+                decided = False
+                break
+            if is_word[point]:
+                if not inside:
+                    if words:
+                        scratch[length], length = 32, length + 1
+                    starts[words], inside = length, True
+                if low < 0x80:
+                    scratch[length], length = low, length + 1
+                elif low < 0x800:
+                    scratch[length], scratch[length + 1] = 0xC0 | (low >> 6), 0x80 | (low & 0x3F)
+                    length += 2
+                else:
+                    scratch[length], scratch[length + 1] = 0xE0 | (low >> 12), 0x80 | ((low >> 6) & 0x3F)
+                    scratch[length + 2], length = 0x80 | (low & 0x3F), length + 3
+            elif inside:
+                ends[words], words, inside = length, words + 1, False
+        if inside:
+            ends[words], words = length, words + 1
+        if not decided:
+            undecided[text] = True
+            continue
+        word_counts[text] = words
+        runs = 0 if words == 0 else max(words - size + 1, 1)
+        shingle_counts[text] = runs
+        for run in range(runs):
+            first, last = starts[run], ends[min(run + size, words) - 1]
+            # xxh32 of scratch[first:last]: the reference algorithm (xxhash.h), in 64-bit integers masked to 32
+            at, count = first, np.uint64(last - first)
+            if count >= 16:
+                v1, v2, v3, v4 = (p1 + p2) & mask, p2, np.uint64(0), (np.uint64(1 << 32) - p1) & mask
+                while at <= last - 16:
+                    v1 = (v1 + _le32(scratch, at) * p2) & mask
+                    v1 = (((v1 << np.uint64(13)) | (v1 >> np.uint64(19))) & mask) * p1 & mask
+                    v2 = (v2 + _le32(scratch, at + 4) * p2) & mask
+                    v2 = (((v2 << np.uint64(13)) | (v2 >> np.uint64(19))) & mask) * p1 & mask
+                    v3 = (v3 + _le32(scratch, at + 8) * p2) & mask
+                    v3 = (((v3 << np.uint64(13)) | (v3 >> np.uint64(19))) & mask) * p1 & mask
+                    v4 = (v4 + _le32(scratch, at + 12) * p2) & mask
+                    v4 = (((v4 << np.uint64(13)) | (v4 >> np.uint64(19))) & mask) * p1 & mask
+                    at += 16
+                state = (
+                    (((v1 << np.uint64(1)) | (v1 >> np.uint64(31))) & mask)
+                    + (((v2 << np.uint64(7)) | (v2 >> np.uint64(25))) & mask)
+                    + (((v3 << np.uint64(12)) | (v3 >> np.uint64(20))) & mask)
+                    + (((v4 << np.uint64(18)) | (v4 >> np.uint64(14))) & mask)
+                ) & mask
+            else:
+                state = p5
+            state = (state + count) & mask
+            while at + 4 <= last:
+                state = (state + _le32(scratch, at) * p3) & mask
+                state = (((state << np.uint64(17)) | (state >> np.uint64(15))) & mask) * p4 & mask
+                at += 4
+            while at < last:
+                state = (state + np.uint64(scratch[at]) * p5) & mask
+                state = (((state << np.uint64(11)) | (state >> np.uint64(21))) & mask) * p1 & mask
+                at += 1
+            state ^= state >> np.uint64(15)
+            state = (state * p2) & mask
+            state ^= state >> np.uint64(13)
+            state = (state * p3) & mask
+            state ^= state >> np.uint64(16)
+            hashes[written], written = np.uint32(state), written + 1
+    return written
+
+
+@loop
+def min_hashes(
+    begin: int, end: int, hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray
+) -> None:
+    """Sets `begin` to `end`: row s of `out` (filled with the uint32 maximum) becomes the minimum
+    over the set's hashes h (`hashes[offsets[s]:offsets[s + 1]]`) of (a * fmix32(h) + b) mod 2^32
+    for each permutation (a, b): datasketch's "affine32" MinHash of the set."""
+    mask = np.uint64(0xFFFFFFFF)
+    for s in range(begin, end):
+        row = out[s]
+        for at in range(offsets[s], offsets[s + 1]):
+            value = np.uint64(hashes[at])  # fmix32, the MurmurHash3 finalizer datasketch mixes each hash with
+            value ^= value >> np.uint64(16)
+            value = (value * np.uint64(0x85EBCA6B)) & mask
+            value ^= value >> np.uint64(13)
+            value = (value * np.uint64(0xC2B2AE35)) & mask
+            value ^= value >> np.uint64(16)
+            for k in range(a.size):
+                row[k] = min(row[k], np.uint32((np.uint64(a[k]) * value + np.uint64(b[k])) & mask))
