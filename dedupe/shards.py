@@ -85,6 +85,13 @@ class Plan:
     read_in_shards: bool = True
     """Whether files are read on the workers (where they can read them themselves); the whole
     records would come back pickled from processes of this machine, for less than reading costs."""
+    match_in_shards: bool = True
+    """Whether duplicate candidates are found by the shards (band keys by slices of records,
+    buckets by band partitions). On processes of this machine they are found here: minhash's
+    compiled loops use both cores already, while the pieces sent the records out and their
+    shingles back pickled. A 30k chunk on two workers: minhash duplicates 38.9 / 13.3 s in
+    pieces, 14.7 / 7.1 s here, peak 2.14 / 2.03 GiB against 1.78 / 1.69 (`speed.py pipeline
+    --workers 2 --chunk 30000`, alternating, load 8-10, benchmarks/README.md)."""
     verify_in_shards: bool = True
     """Whether candidate pairs given with their shingle sets are verified on the workers. Each
     piece needs the texts and sets of the articles of its pairs, which are most articles: on
@@ -124,7 +131,7 @@ def on_cores(call: Call, config: Config) -> Call:
         return call
     plan = Plan(
         map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES, max_rows=MAX_ROWS_ON_CORES,
-        read_in_shards=False, verify_in_shards=False,
+        read_in_shards=False, match_in_shards=False, verify_in_shards=False,
     )
     return sharded_call(call, plan)
 
@@ -199,17 +206,18 @@ def sharded_call(call: Call, plan: Plan) -> Call:
     table: dict[Callable[..., Any], Callable[..., Any]] = {
         normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize_slice, frame),
         clean.clean: lambda frame: by_rows(plan, "clean shard", clean_slice, frame, _unread(CLEAN_READS)),
-        state.new_candidates: lambda records, history, config: new_candidates(plan, records, history, config),
         verify.verify_duplicates: lambda involved, candidates, sets, config: (
             verify_duplicates(plan, involved, candidates, config, sets)
             if plan.verify_in_shards or not len(sets)
             else verify.verify_duplicates(involved, candidates, sets, config)
         ),
-        minhash.duplicate_candidates: lambda cleaned, config: duplicate_candidates(plan, cleaned, config),
         clean.clean_with_copies: lambda cleaned, groups, config: clean_with_copies(plan, cleaned, groups, config),
     }
     if plan.read_in_shards:
         table[read.read_found] = lambda found, config: read_found(plan, found, config)
+    if plan.match_in_shards:
+        table[state.new_candidates] = lambda records, history, config: new_candidates(plan, records, history, config)
+        table[minhash.duplicate_candidates] = lambda cleaned, config: duplicate_candidates(plan, cleaned, config)
     if plan.index is not None:
         table[state.load] = lambda folder, config: load_indexed(plan.index, folder, config)  # type: ignore[arg-type]
         table[state.commit] = lambda folder, history, added, config, *chained: commit_indexed(
@@ -326,20 +334,11 @@ def clean_group_slice(cleaned: pl.DataFrame, groups: pl.DataFrame, decorations: 
 
 
 def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, config: Config) -> state.Candidates:
-    """`state.new_candidates` by shards and band partitions. Where the pairs are verified in this
-    process (`Plan.verify_in_shards` false: this machine's processes), the band-key shards return
-    their shingles and the partners' are made here, as `state.new_candidates` does; elsewhere
-    the shingles are left to the verifying shards (`verify_duplicates`) and the result holds
-    none. Verifying a 100k chunk in two pieces that each shingled most of its articles again took
-    22.2 s where one process took 6.6 s (`speed.py scaling --workers 2 --chunk 100000`, 2 December)."""
+    """`state.new_candidates` by shards and band partitions. The shingles are left to the
+    verifying shards (`verify_duplicates`): the result holds none."""
     new = records.select(list(CLEANED))
     slices = plan.slices(matching_columns(new))
-    shingled = not plan.verify_in_shards and plan.index is None
-    if shingled:
-        keyed = plan.map("band keys", band_keys_with_shingles, [(piece, config) for piece in slices])
-        keys, new_sets = pl.concat([frame for frame, _ in keyed]), minhash.ShingleSets.concat([sets for _, sets in keyed])
-    else:
-        keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in slices]))
+    keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in slices]))
     new_ids = new["article_id"]
     known = history.records["article_id"] if plan.index else None
     pieces = []
@@ -349,9 +348,9 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
         pieces.append((keys.filter(in_partition), old, new_ids, known, config, plan.index))
     level_order = pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8)
     candidates = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
-    old, involved = state.partner_rows(candidates, new, history)
+    _, involved = state.partner_rows(candidates, new, history)
     keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
-    sets = state.with_partner_shingles([new_sets], old, config) if shingled else minhash.ShingleSets.concat([])
+    sets = minhash.ShingleSets.concat([])
     return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), sets, involved)
 
 

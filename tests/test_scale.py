@@ -150,12 +150,11 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
     """`pipeline.run` and then `pipeline.update` with the per-record stages on two spawned worker
     processes, cut into pieces of 100-400 records so that every stage is cut, into more pieces
     than workers (normalize, both cleanings, band keys, verifying), and as `shards.on_cores` plans
-    them (pairs verified in this process with the shingles the band-key pieces return): exactly
-    the one-process result."""
+    them (candidates found and pairs verified in this process): exactly the one-process result."""
     first, second = write_batches(tmp_path / "data")
     pieces = shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=100, max_rows=400)
     on_two = shards.sharded_call(pipeline.direct, pieces)
-    as_on_cores = shards.sharded_call(pipeline.direct, replace(pieces, read_in_shards=False, verify_in_shards=False))
+    as_on_cores = shards.sharded_call(pipeline.direct, replace(pieces, read_in_shards=False, match_in_shards=False, verify_in_shards=False))
     one_process = CONFIG.with_overrides(workers=1)
     alone = pipeline.run(first + second, one_process)
     assert_identical(pipeline.run(first + second, CONFIG, on_two), alone)
@@ -163,7 +162,7 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
     for batch in (first, first + second):  # the second update matches new records against the first's
         local = run_locally(batch, tmp_path / "local", config=one_process)
         sharded = run_locally(batch, tmp_path / "two", call=on_two)
-        on_cores = run_locally(batch, tmp_path / "cores", call=as_on_cores)  # shingles back, verified here
+        on_cores = run_locally(batch, tmp_path / "cores", call=as_on_cores)
     assert_identical(sharded, local)
     assert_identical(on_cores, local)
 
