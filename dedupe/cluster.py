@@ -133,7 +133,7 @@ def split_chains(
     components only. Columnar: every component of a level is knit again in one call (on the pairs
     inside components, so one's neighbourhoods never reach into another's)."""
     story = _knit(nodes, a, b, min_group, min_support)
-    open_ = np.ones(nodes, dtype=bool)  # nodes whose story may still be a chain
+    open_ = np.bincount(story, minlength=nodes)[story] >= 2 * min_piece  # a smaller story cannot hold two pieces
     level = 1
     while open_.any() and min_support + level * SUPPORT_STEP <= 1 + 1e-9:
         inside = open_[a] & (story[a] == story[b])
