@@ -109,9 +109,10 @@ def _knit(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int, min_support:
 
 
 SUPPORT_STEP = 0.05
-"""How much more support `split_chains` asks of a component at each level: at 0.1 (0.3 -> 0.4)
-news-aggregator's sparse stories split into pieces of 10 groups and more (story ARI 0.856 ->
-0.715); at 0.05 none does, while the speed corpus's chains come apart (benchmarks/README.md)."""
+"""How much more support `split_chains` asks of a component at each level. The first step from
+the default 0.3 must stay below 0.4, where news-aggregator's sparse stories fall apart (story
+ARI 0.856 at `story_pair_support` 0.35, 0.717 at 0.4); at 0.05 none splits, while the speed
+corpus's chains come apart (`Config.story_split_min_groups`)."""
 
 
 def split_chains(

@@ -117,18 +117,20 @@ class Config:
     story_attach_claim: float = 0.0
     """If > 0, a story attaches only to a larger one that holds at least this share of the day's
     other headlines carrying the story's keywords (`cluster._Snapshot.claims`), whatever the fit.
-    A fit of 0.06 is one keyword that most of a larger story's headlines carry; at 30k speed-corpus
-    documents that is a chance event: 7,617 of 8,154 story components attach in the first round,
-    1,065 of them to their event, and attachment takes B3 F1 against the events from 0.721 to
-    0.362. The claim follows the day's size: a keyword that grows common with the day is claimed
-    by no one story. `python benchmarks/speed.py stories --docs 30000 --configs ... --corpus
-    /tmp/dedupe-speed-guard/names/corpus-30000` (benchmarks/README.md, session 10), story ARI /
-    B3 F1 with chains split (`story_split_min_groups`) at 30k: 0 0.331 / 0.397, 0.06 0.447 / 0.588,
-    0.1 0.527 / 0.710; news-aggregator (`benchmarks/quality.py --only stories --set
-    story_model=keywords --set story_attach_claim=X`): 0 0.856 / 0.843, 0.03 0.853 / 0.841, 0.05
-    0.851 / 0.844, 0.06 0.856 / 0.850, 0.08 0.851 / 0.846, 0.1 0.846 / 0.842. Its real stories are
-    fragmented before attachment ("Cosmos", 82 headlines in stories of 1 to 6: no fragment claims
-    the word), so the claim costs it up to 0.01 ARI around its one best value: off by default."""
+    A fit of 0.06 is one keyword that most of a larger story's headlines carry, and on a big day
+    that is a chance event: at 30k speed-corpus documents attachment took the stories' B3 F1
+    against the events from 0.721 to 0.362 (3,808,454 article pairs in one story where the
+    components had 2,008,362). The claim follows the day's size: a keyword that grows common with
+    the day is claimed by no one story. Attached stories' ARI / B3 F1 against the events, chains
+    split (`python benchmarks/speed.py stories --docs N --corpus
+    /tmp/dedupe-speed-guard/names/corpus-N --configs "" story_attach_claim=0.06
+    story_attach_claim=0.1`, benchmarks/README.md, session 10): 30k 0.331 / 0.397 off, 0.443 /
+    0.585 at 0.06, 0.517 / 0.706 at 0.1; 100k 0.342 / 0.371, 0.460 / 0.579, 0.547 / 0.678.
+    News-aggregator (`benchmarks/quality.py --only stories --set story_model=keywords --set
+    story_attach_claim=X`): 0 0.856 / 0.843, 0.03 0.853 / 0.841, 0.05 0.851 / 0.844, 0.06
+    0.856 / 0.850, 0.08 0.851 / 0.846, 0.1 0.846 / 0.842. Its real stories are still in pieces when
+    attachment starts (a word such as "Cosmos" spread over many small stories, none of which
+    claims it), so the claim costs it up to 0.01 ARI around one best value: off by default."""
     story_attach_rounds: int = 8
     """Attachment rounds at most; each decides from a snapshot, then merges."""
 
@@ -156,16 +158,17 @@ class Config:
 
     story_split_min_groups: int = 20
     """A story component whose pairs, asked for 0.05 more support, fall into two or more pieces of
-    at least this many duplicate groups is a chain of stories and is split, piece by piece, again
-    (`cluster.split_chains`; 0: off). A fixed `story_pair_support` does not follow the day's size:
-    at 100k speed-corpus documents 0.3 left a component of 51.3% of the articles. Story
-    components ARI / B3 F1 against the events and the largest story (`python benchmarks/speed.py
-    stories --docs N --configs story_split_min_groups=0 "" ...`, benchmarks/README.md, session
-    10): at 30k 0.358 / 0.721 / 4.7% off, 0.625 / 0.743 / 1.0% at 20; at 100k 0.005 / 0.536 /
-    51.3% off, 0.616 / 0.696 / 0.7% at 20. News-aggregator keyword stories (`benchmarks/quality.py
-    --only stories --set story_model=keywords --set story_split_min_groups=X`): 0, 10, 15, 20 and
-    30 0.856 / 0.843, 5 and 8 0.828 / 0.823-0.825 (its sparse stories shed pieces that small): 20
-    is twice the edge of that plateau."""
+    at least this many duplicate groups is a chain of stories and is split, and each piece asked
+    again (`cluster.split_chains`; 0: off). A fixed `story_pair_support` does not follow the day's
+    size: at 100k speed-corpus documents 0.3 left one component of 51.3% of the articles, and 0.5,
+    which cut it, cost news-aggregator 0.22 ARI. Story components' ARI / B3 F1 against the events
+    and the largest story's share (`python benchmarks/speed.py stories --docs N --corpus
+    /tmp/dedupe-speed-guard/names/corpus-N --configs story_split_min_groups=0 ""`,
+    benchmarks/README.md, session 10): 30k 0.358 / 0.721 / 4.7% off, 0.625 / 0.743 / 1.0% at 20;
+    100k 0.005 / 0.536 / 51.3% off, 0.616 / 0.696 / 0.7% at 20. News-aggregator keyword stories
+    (`benchmarks/quality.py --only stories --set story_model=keywords --set
+    story_split_min_groups=X`): 0, 10, 15, 20 and 30 0.856 / 0.843, 5 0.828 / 0.823, 8 0.828 /
+    0.825 (its sparse stories shed pieces that small): 20 is twice the edge of the plateau."""
 
     # --- clean with copies -------------------------------------------------------------------
     consensus_min_copies: int = 3
