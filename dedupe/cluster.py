@@ -264,7 +264,8 @@ def attached_story_ids(
 def story_components(canonical: pl.Series, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
     """STORY_ROOTS: each of the sorted duplicate groups `canonical` with the smallest group of its
     component of story pairs, less the pairs their neighbourhoods do not support
-    (`story_pair_support`) and less weak bridges."""
+    (`story_pair_support`) and less weak bridges, split where it is a chain of stories
+    (`story_split_min_groups`)."""
     edges = story_pairs.select("article_id_a", "article_id_b")
     roots = knit_components(
         canonical, edges, config.bridge_min_group, config.story_pair_support, config.story_split_min_groups

@@ -572,7 +572,7 @@ def story_keywords(cleaned: pl.DataFrame, history: History) -> pl.DataFrame:
 def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: History, config: Config) -> pl.DataFrame:
     """STORY_ROOTS: `cluster.story_components` for the components of the story-pair graph that
     hold a new group or a pair that is new or gone since the last run; every other component has
-    the same groups and pairs as then, so the same weak bridges and names, and keeps them."""
+    the same groups and pairs as then, so the same weak bridges, splits and names, and keeps them."""
     canonical = groups.select("duplicate_group").unique().sort("duplicate_group").with_row_index("node")
     pairs = story_pairs.select("article_id_a", "article_id_b")
     before = history.pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b")
