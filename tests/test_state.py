@@ -407,6 +407,28 @@ def test_story_components_of_touched_components_are_those_of_the_whole_graph(
     assert restricted.equals(whole)
 
 
+def test_a_chain_split_in_the_last_run_stays_split_when_a_batch_touches_another_component() -> None:
+    """Two stories of 25 groups chained by four groups matching five of each (split at the
+    default `story_split_min_groups`), untouched by a batch that adds a group to a lone pair: the
+    kept roots are the split ones, as over the whole graph."""
+    number = {f"{side}{i}": offset + i for side, offset in (("a", 0), ("b", 25), ("x", 50)) for i in range(25)}
+    chain = {(number[f"a{i}"], number[f"a{j}"]) for i in range(25) for j in range(i + 1, 25)}
+    chain |= {(number[f"b{i}"], number[f"b{j}"]) for i in range(25) for j in range(i + 1, 25)}
+    chain |= {(number[f"x{k}"], number[f"{side}{i}"]) for k in range(4) for side in "ab" for i in range(5)}
+    before_pairs = story_pairs_of(chain | {(90, 91)})
+    before_nodes = {node for pair in chain for node in pair} | {90, 91}
+    before_groups = pl.Series(sorted(f"g{node:02d}" for node in before_nodes), dtype=pl.String)
+    history = state.History(
+        pairs=before_pairs, story_roots=cluster.story_components(before_groups, before_pairs, Config())
+    )
+    after_pairs = story_pairs_of(chain | {(90, 91), (91, 92)})
+    after_groups = pl.DataFrame({"duplicate_group": sorted(f"g{node:02d}" for node in before_nodes | {92})})
+    restricted = state.story_components(after_groups, after_pairs, history, Config())
+    assert restricted.equals(cluster.story_components(after_groups["duplicate_group"], after_pairs, Config()))
+    roots = dict(restricted.iter_rows())
+    assert roots["g00"] != roots["g25"] and roots["g90"] == roots["g92"]
+
+
 def test_a_folder_where_batches_arrive_is_read_for_its_new_and_changed_files_only(tmp_path: Path) -> None:
     incoming = tmp_path / "incoming"
     incoming.mkdir()
