@@ -82,20 +82,72 @@ def duplicate_groups(cleaned: pl.DataFrame, pairs: pl.DataFrame, config: Config)
     )
 
 
-def knit_components(ids: pl.Series, pairs: pl.DataFrame, min_group: int, min_support: float = 0.0) -> pl.Series:
+def knit_components(
+    ids: pl.Series, pairs: pl.DataFrame, min_group: int, min_support: float = 0.0, min_piece: int = 0
+) -> pl.Series:
     """For each of the sorted distinct `ids`, the smallest id of its connected component over
     `pairs` (two columns of ids) less the weak bridges (`without_weak_bridges`) and, if
-    `min_support` > 0, less the pairs their neighbourhoods do not support (`supported_pairs`).
+    `min_support` > 0, less the pairs their neighbourhoods do not support (`supported_pairs`);
+    if `min_piece` > 0, components that are chains of several stories are split (`split_chains`).
 
     Numbered and columnar (polars joins, igraph's bridges, scipy's components): the dicts, sets
     and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
     touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
     benchmarks/README.md, 2026-12-02)."""
     a, b = numbered_pairs(ids, pairs)
+    if min_piece > 0:
+        return ids.gather(split_chains(len(ids), a, b, min_group, min_support, min_piece))
+    return ids.gather(_knit(len(ids), a, b, min_group, min_support))
+
+
+def _knit(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int, min_support: float) -> np.ndarray:
+    """`knit_components` on numbered nodes, without splitting chains."""
     if min_support > 0:
-        a, b = supported_pairs(len(ids), a, b, min_support)
-    kept = without_weak_bridges(len(ids), a, b, min_group)
-    return ids.gather(_smallest_of_components(len(ids), a[kept], b[kept]))
+        a, b = supported_pairs(nodes, a, b, min_support)
+    kept = without_weak_bridges(nodes, a, b, min_group)
+    return _smallest_of_components(nodes, a[kept], b[kept])
+
+
+SUPPORT_STEP = 0.05
+"""How much more support `split_chains` asks of a component at each level. The first step from
+the default 0.3 must stay below 0.4, where news-aggregator's sparse stories fall apart (story
+ARI 0.856 at `story_pair_support` 0.35, 0.717 at 0.4); at 0.05 none splits, while the speed
+corpus's chains come apart (`Config.story_split_min_groups`)."""
+
+
+def split_chains(
+    nodes: int, a: np.ndarray, b: np.ndarray, min_group: int, min_support: float, min_piece: int
+) -> np.ndarray:
+    """For each of `nodes` numbered nodes, the smallest node of its story: the knit components
+    at `min_support` (`knit_components`), each split where it is a chain of several stories.
+
+    A fixed support does not follow the day's size: chance pairs between stories grow with the
+    day, and at 100k speed-corpus documents enough of them share neighbours to pass 0.3 and chain
+    half the day into one component, while 0.5, which cuts it, breaks news-aggregator's sparse
+    stories. So each component is asked whether it is one story or several: the support is raised
+    by `SUPPORT_STEP` on its own pairs; if that leaves two or more pieces of at least `min_piece`
+    nodes, it was several stories joined, and each piece is asked again at the next level; if it
+    only sheds pieces smaller than that (the fringe of one story), it stays whole (HDBSCAN's
+    condensed tree tells a split from points falling out of a cluster the same way: Campello et
+    al., 2013). Chance pairs grow with the day and join whole stories; a story's fringe does not.
+    The answer depends on the component alone, so `state.story_components` may redo the touched
+    components only. Columnar: every component of a level is knit again in one call (on the pairs
+    inside components, so one's neighbourhoods never reach into another's)."""
+    story = _knit(nodes, a, b, min_group, min_support)
+    open_ = np.bincount(story, minlength=nodes)[story] >= 2 * min_piece  # a smaller story cannot hold two pieces
+    level = 1
+    while open_.any() and min_support + level * SUPPORT_STEP <= 1 + 1e-9:
+        inside = open_[a] & (story[a] == story[b])
+        pieces = _knit(nodes, a[inside], b[inside], min_group, round(min_support + level * SUPPORT_STEP, 6))
+        pieces = np.where(open_, pieces, np.arange(nodes))
+        piece_size = np.bincount(pieces, minlength=nodes)
+        is_big = (piece_size >= min_piece) & (pieces == np.arange(nodes))  # one row per piece, at its smallest node
+        big_pieces = np.bincount(story[is_big], minlength=nodes)  # per story, at its smallest node
+        chained = open_ & (big_pieces[story] >= 2)
+        story = np.where(chained, pieces, story)
+        open_ = chained & (piece_size[pieces] >= 2 * min_piece)  # a smaller piece cannot hold two big ones
+        level += 1
+    return story
 
 
 def supported_pairs(nodes: int, a: np.ndarray, b: np.ndarray, min_support: float) -> tuple[np.ndarray, np.ndarray]:
@@ -212,9 +264,12 @@ def attached_story_ids(
 def story_components(canonical: pl.Series, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
     """STORY_ROOTS: each of the sorted duplicate groups `canonical` with the smallest group of its
     component of story pairs, less the pairs their neighbourhoods do not support
-    (`story_pair_support`) and less weak bridges."""
+    (`story_pair_support`) and less weak bridges, split where it is a chain of stories
+    (`story_split_min_groups`)."""
     edges = story_pairs.select("article_id_a", "article_id_b")
-    roots = knit_components(canonical, edges, config.bridge_min_group, config.story_pair_support)
+    roots = knit_components(
+        canonical, edges, config.bridge_min_group, config.story_pair_support, config.story_split_min_groups
+    )
     return check(pl.DataFrame({"duplicate_group": canonical, "root": roots}), STORY_ROOTS, "story roots")
 
 
@@ -327,7 +382,8 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
     "Microsoft's hopes 'Titanfall' shows off Xbox One" share one word, but a rare one that most
     of the larger story's headlines carry. A story's fit to a larger one is the IDF-weighted share
     of its keywords, each counted by how many of the larger story's headlines carry it; it moves
-    to the best fit of at least `story_attach_fit`, and rounds repeat until nothing moves. Only
+    to the best fit of at least `story_attach_fit` (among the stories that claim it, if
+    `story_attach_claim` is set: `_Snapshot.claims`), and rounds repeat until nothing moves. Only
     stories that share a keyword carried by `story_profile_share` of a story's headlines are
     compared (an inverted index), so the work stays near-linear. Every move is decided from the
     same snapshot and ties go to the larger, then smaller-named story: order does not matter.
@@ -371,7 +427,7 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
     decided: _Decisions | None = None
     grown = np.zeros(len(names), dtype=bool)  # stories that received others in the last round
     for round_number in range(config.story_attach_rounds):
-        snapshot = _Snapshot(story_of, member_incidence, idf, len(names), config)
+        snapshot = _Snapshot(story_of, member_incidence, idf, document_frequency, len(names), config)
         among, still = snapshot.alive, None
         if decided is not None:  # stories that neither moved nor grew last round: only fits to grown ones are new
             kept, still = _after_moves(snapshot, decided, grown)
@@ -446,7 +502,8 @@ class _Decisions:
 class _Snapshot:
     """One round's stories: their keyword counts, sizes, IDF weights and inverted index."""
 
-    def __init__(self, story_of: np.ndarray, member_incidence: sparse.csr_matrix, idf: np.ndarray, stories: int, config: Config):
+    def __init__(self, story_of: np.ndarray, member_incidence: sparse.csr_matrix, idf: np.ndarray,
+                 document_frequency: np.ndarray, stories: int, config: Config):
         self.config = config
         self.size = np.bincount(story_of, minlength=stories).astype(np.float64)
         self.alive = self.size > 0
@@ -464,6 +521,11 @@ class _Snapshot:
         self.index = sparse.csr_matrix((np.ones(in_index.sum()), (self.rows[in_index], counts.indices[in_index])), shape=counts.shape)
         self.weighted = sparse.csr_matrix((idf[counts.indices] * counts.data, counts.indices, counts.indptr), shape=counts.shape)
         self.weight = np.bincount(self.rows, weights=self.weighted.data, minlength=stories)  # summed in keyword order
+        # each keyword of a story over the day's other headlines that carry it, for `claims`
+        elsewhere = document_frequency[counts.indices] - counts.data
+        claimed = np.divide(counts.data, elsewhere, out=np.zeros(len(counts.data)), where=elsewhere > 0)
+        self.claimed = sparse.csr_matrix((claimed, counts.indices, counts.indptr), shape=counts.shape)
+        self.occurrences = np.bincount(self.rows, weights=counts.data, minlength=stories)
 
     def pairs(self, stories: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs (story, larger story) with the story in the mask `stories` and the
@@ -477,19 +539,33 @@ class _Snapshot:
         keep = (story != other) & (self.size[other] >= self.config.story_attach_size_ratio * self.size[story]) & (self.weight[story] > 0)
         return story[keep], other[keep]
 
+    def claims(self, story: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Per pair: the share of the day's headlines carrying the story's keywords (outside the
+        story, each keyword counted as often as the story carries it) that the other story holds.
+
+        What a fit does not see: how many other headlines of the day carry the keyword. A story
+        picked at random holds its own share of them (its size over the day's), so a keyword that
+        grows common as the day grows ("Apple", or a chain walk's "new") claims less and less,
+        while a name that one story holds most of ("Titanfall") keeps claiming it."""
+        return np.round(_shared_weight(self.claimed, self.counts, story, other) / self.occurrences[story], 12)
+
     def best(self, story: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per story of the pairs: its best other (best fit, then larger, then smaller name), that
-        fit, and the best fit among its others (-inf: none)."""
+        """Per story of the pairs: its best other among those that claim it
+        (`story_attach_claim`; best fit, then larger, then smaller name) and that fit (-inf: none
+        claims it), and the best fit among all its other others (-inf: none), a bound for the
+        next round and run."""
         # rounded: fits equal in exact arithmetic (5 of 6 and 6 of 7 headlines...) differ in their
         # last bits, and a tie must go to the larger story, not to the rounding
         fit = np.round(_shared_weight(self.weighted, self.counts, story, other) / (self.weight[story] * self.size[other]), 12)
-        order = np.lexsort((other, -self.size[other], -fit, story))
-        story, other, fit = story[order], other[order], fit[order]
+        least = self.config.story_attach_claim
+        claimed = self.claims(story, other) >= least if least > 0 else np.ones(len(story), dtype=bool)
+        order = np.lexsort((other, -self.size[other], -fit, ~claimed, story))
+        story, other, fit, claimed = story[order], other[order], fit[order], claimed[order]
         first = np.flatnonzero(np.concatenate([[True], story[1:] != story[:-1]])) if story.size else np.empty(0, dtype=np.int64)
-        second = first + 1  # sorted by fit within a story: the best of the rest, if the story has one
-        has_second = second < np.append(first[1:], len(story))
-        rest = np.where(has_second, fit[np.minimum(second, max(len(fit) - 1, 0))], -np.inf)
-        return story[first], other[first], fit[first], rest
+        chosen = np.zeros(len(story), dtype=bool)
+        chosen[first[claimed[first]]] = True  # sorted claimed first, then by fit: the best that claims it
+        rest = np.maximum.reduceat(np.where(chosen, -np.inf, fit), first) if story.size else np.empty(0)
+        return story[first], other[first], np.where(claimed[first], fit[first], -np.inf), rest
 
     def decide(self, stories: np.ndarray) -> _Decisions:
         """The decisions of the stories in the mask `stories`, computed from this snapshot."""
@@ -500,7 +576,7 @@ class _Snapshot:
         target[best_story[moves]] = best_other[moves]
         fit[best_story[moves]] = best_fit[moves]
         gap[best_story[moves]] = (best_fit - rest)[moves]
-        others[best_story] = np.where(moves, rest, best_fit)
+        others[best_story] = np.where(moves, rest, np.maximum(best_fit, rest))
         return _Decisions(target, fit, fit.copy(), gap, others, int(stories.sum()), self.smallest)
 
 
@@ -541,7 +617,9 @@ class _Replay:
     steps with p_t - p_r in [-1, 1] bound a gap g = fit_t - fit_r: |g' - g| <= e (1 + g). The
     bounds widen so (plus `ATTACH_SLACK`) each run until they decide nothing; then the story's
     fits are computed again. Fits to stories whose articles changed are computed, exactly: the
-    decision is the best of those and of the bounds, or, where they overlap, computed."""
+    decision is the best of those and of the bounds, or, where they overlap, computed. With
+    `story_attach_claim`, the bounds on the other fits cover every candidate, claiming or not,
+    and a kept target's claim, which moves with every document frequency, is computed again."""
 
     def __init__(self, previous: Previous, members: pl.DataFrame, keywords: pl.DataFrame, names: pl.Series,
                  words: pl.Series, document_frequency: np.ndarray, idf: np.ndarray):
@@ -629,6 +707,9 @@ class _Replay:
         fit = config.story_attach_fit
         provable = among & has & ~changed & bounded & (snapshot.smallest == smallest) & self.provable
         provable &= ~kept | ((low >= fit) & (gap > 0))  # a kept target still fits and beats every unchanged candidate
+        if config.story_attach_claim > 0:  # and still claims it (the claim moves with every document frequency)
+            held = np.flatnonzero(provable & kept)
+            provable[held] = snapshot.claims(held, target[held]) >= config.story_attach_claim
         # the fits to changed stories, exactly; the decision is the best of those and of the bounds
         best_story, best_other, best_fit, other_fits = snapshot.best(*snapshot.pairs(provable, changed))
         changed_fit, changed_other, changed_rest = np.full(stories, -np.inf), np.full(stories, -1), np.full(stories, -np.inf)

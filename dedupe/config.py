@@ -114,6 +114,23 @@ class Config:
     5 -> 0.770 / 0.970, 8 -> 0.760 / 0.970, 12 -> 0.737 / 0.969."""
     story_profile_share: float = 0.3
     """A keyword carried by this share of a story's headlines indexes the story for attachment."""
+    story_attach_claim: float = 0.0
+    """If > 0, a story attaches only to a larger one that holds at least this share of the day's
+    other headlines carrying the story's keywords (`cluster._Snapshot.claims`), whatever the fit.
+    A fit of 0.06 is one keyword that most of a larger story's headlines carry, and on a big day
+    that is a chance event: at 30k speed-corpus documents attachment took the stories' B3 F1
+    against the events from 0.721 to 0.362 (3,808,454 article pairs in one story where the
+    components had 2,008,362). The claim follows the day's size: a keyword that grows common with
+    the day is claimed by no one story. Attached stories' ARI / B3 F1 against the events, chains
+    split (`python benchmarks/speed.py stories --docs N --corpus
+    /tmp/dedupe-speed-guard/names/corpus-N --configs "" story_attach_claim=0.06
+    story_attach_claim=0.1`, benchmarks/README.md, session 10): 30k 0.331 / 0.397 off, 0.443 /
+    0.585 at 0.06, 0.517 / 0.706 at 0.1; 100k 0.342 / 0.371, 0.460 / 0.579, 0.547 / 0.678.
+    News-aggregator (`benchmarks/quality.py --only stories --set story_model=keywords --set
+    story_attach_claim=X`): 0 0.856 / 0.843, 0.03 0.853 / 0.841, 0.05 0.851 / 0.844, 0.06
+    0.856 / 0.850, 0.08 0.851 / 0.846, 0.1 0.846 / 0.842. Its real stories are still in pieces when
+    attachment starts (a word such as "Cosmos" spread over many small stories, none of which
+    claims it), so the claim costs it up to 0.01 ARI around one best value: off by default."""
     story_attach_rounds: int = 8
     """Attachment rounds at most; each decides from a snapshot, then merges."""
 
@@ -138,6 +155,20 @@ class Config:
     0.837, 0.25 0.853 / 0.841, 0.3 0.856 / 0.843, 0.35 0.856 / 0.840, 0.4 0.717 / 0.787, 0.5
     0.634 / 0.720: its big stories are sparse, and above 0.35 they fall apart. 0.3 is the middle
     of the plateau, not its edge."""
+
+    story_split_min_groups: int = 20
+    """A story component whose pairs, asked for 0.05 more support, fall into two or more pieces of
+    at least this many duplicate groups is a chain of stories and is split, and each piece asked
+    again (`cluster.split_chains`; 0: off). A fixed `story_pair_support` does not follow the day's
+    size: at 100k speed-corpus documents 0.3 left one component of 51.3% of the articles, and 0.5,
+    which cut it, cost news-aggregator 0.22 ARI. Story components' ARI / B3 F1 against the events
+    and the largest story's share (`python benchmarks/speed.py stories --docs N --corpus
+    /tmp/dedupe-speed-guard/names/corpus-N --configs story_split_min_groups=0 ""`,
+    benchmarks/README.md, session 10): 30k 0.358 / 0.721 / 4.7% off, 0.625 / 0.743 / 1.0% at 20;
+    100k 0.005 / 0.536 / 51.3% off, 0.616 / 0.696 / 0.7% at 20. News-aggregator keyword stories
+    (`benchmarks/quality.py --only stories --set story_model=keywords --set
+    story_split_min_groups=X`): 0, 10, 15, 20 and 30 0.856 / 0.843, 5 0.828 / 0.823, 8 0.828 /
+    0.825 (its sparse stories shed pieces that small): 20 is twice the edge of the plateau."""
 
     # --- clean with copies -------------------------------------------------------------------
     consensus_min_copies: int = 3
@@ -177,6 +208,10 @@ class Config:
             raise ValueError(f"chunk_records={self.chunk_records}: expected a number of records, or 0 (all at once)")
         if self.workers < 0:
             raise ValueError(f"workers={self.workers}: expected 1 (this process), more, or 0 (one per core)")
+        if not 0 <= self.story_attach_claim <= 1:
+            raise ValueError(f"story_attach_claim={self.story_attach_claim}: expected a share in [0, 1] (0: off)")
+        if self.story_split_min_groups < 0:
+            raise ValueError(f"story_split_min_groups={self.story_split_min_groups}: expected groups, or 0 (off)")
         if not 0 <= self.story_pair_support <= 1:
             raise ValueError(f"story_pair_support={self.story_pair_support}: expected a support in [0, 1] (0: off)")
         if not 0 < self.story_semantic_similarity <= 1:

@@ -97,11 +97,12 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 9  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+FORMAT_VERSION = 10  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
 # 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
 # 6: the story attachment's rounds; 7: the totals of the central headlines' candidates;
 # 8: story buckets capped by `story_lsh_max_bucket` (a format 7 state's story candidates came from cap 50);
 # 9: story roots follow supported story pairs (`story_pair_support`; a format 8 state's followed every pair)
+# 10: story roots split where chained (`story_split_min_groups`; a format 9 state's roots were not)
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
@@ -571,7 +572,7 @@ def story_keywords(cleaned: pl.DataFrame, history: History) -> pl.DataFrame:
 def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: History, config: Config) -> pl.DataFrame:
     """STORY_ROOTS: `cluster.story_components` for the components of the story-pair graph that
     hold a new group or a pair that is new or gone since the last run; every other component has
-    the same groups and pairs as then, so the same weak bridges and names, and keeps them."""
+    the same groups and pairs as then, so the same weak bridges, splits and names, and keeps them."""
     canonical = groups.select("duplicate_group").unique().sort("duplicate_group").with_row_index("node")
     pairs = story_pairs.select("article_id_a", "article_id_b")
     before = history.pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b")

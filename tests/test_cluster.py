@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from dedupe.cluster import (
     components,
     duplicate_groups,
     knit_components,
+    split_chains,
     story_components,
     story_ids,
     supported_pairs,
@@ -178,6 +180,54 @@ def test_well_supported_stories_are_not_split() -> None:
     assert roots["c1"] == roots["c2"] == roots["c3"] and roots["p1"] == roots["p2"]
 
 
+def test_a_chain_of_stories_is_split_and_a_dense_story_is_not() -> None:
+    """Two stories of 25 groups that all match each other, joined by four headlines that each
+    match five groups of both: every pair of those shares enough neighbours (support
+    6/sqrt(11 x 29) = 0.34), so the pair guard keeps one component, as chance pairs chained the
+    100k day. One step up, at 0.35, it falls into the two stories of 25: it is split. A story of
+    60 groups matching at random (half of all pairs) and a story of 30 with a fringe of 6 single
+    headlines stay whole: raised, they shed pieces, but never two of 20."""
+    chain = [*clique("a", 25), *clique("b", 25)]
+    chain += [(f"x{k}", f"{side}{i}") for k in range(4) for side in "ab" for i in range(5)]
+    rng = np.random.default_rng(1)
+    dense = [(f"d{i:02d}", f"d{j:02d}") for i in range(60) for j in range(i + 1, 60) if rng.random() < 0.5]
+    fringe = [*clique("f", 30), *[(f"f{i}", f"p{i}") for i in range(6)]]
+    edges = [*chain, *dense, *fringe]
+    ids = pl.Series(sorted({node for edge in edges for node in edge}), dtype=pl.String)
+    pairs = pl.DataFrame(edges, schema={"article_id_a": pl.String, "article_id_b": pl.String}, orient="row")
+    unsplit = dict(story_components(ids, pairs, Config(story_split_min_groups=0)).iter_rows())
+    assert len({unsplit[node] for edge in chain for node in edge}) == 1
+    roots = dict(story_components(ids, pairs, Config()).iter_rows())
+    assert {roots[f"a{i}"] for i in range(25)} == {"a0"} and {roots[f"b{i}"] for i in range(25)} == {"b0"}
+    assert {roots[f"x{k}"] for k in range(4)} <= {"a0", "b0"}
+    assert {roots[node] for edge in dense for node in edge} == {"d00"}
+    assert {roots[node] for edge in fringe for node in edge} == {"f0"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 19), st.integers(0, 19)), max_size=60),
+    st.floats(0.0, 0.9),
+    st.integers(1, 6),
+)
+def test_split_stories_refine_the_knit_components(numbers: list[tuple[int, int]], support: float, piece: int) -> None:
+    """Whatever the graph, splitting only cuts: each story lies inside one knit component, is named
+    by its smallest node, and a component that splits leaves at least two pieces of `piece` nodes."""
+    a, b = (np.array([pair[side] for pair in numbers], dtype=np.int64) for side in (0, 1))
+    ids = pl.Series([f"n{i:02d}" for i in range(20)])
+    pairs = pl.DataFrame({"a": ids.gather(a), "b": ids.gather(b)})
+    base = knit_components(ids, pairs, 5, support).to_list()
+    story = split_chains(20, a, b, 5, support, piece)
+    assert all(story[node] == min(np.flatnonzero(story == story[node])) for node in range(20))
+    for node in range(20):
+        assert base[node] == base[story[node]]  # the story's name lies in the node's component
+    for root in set(base):
+        inside = [node for node in range(20) if base[node] == root]
+        sizes = np.bincount(story[inside], minlength=20)
+        if len(set(story[inside])) > 1:
+            assert (sizes >= piece).sum() >= 2
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 14), st.integers(0, 14)), max_size=40), st.floats(0.05, 1.0))
 def test_supported_pairs_never_join_what_the_supported_pairs_keep_apart(numbers: list[tuple[int, int]], support: float) -> None:
@@ -272,6 +322,48 @@ def test_a_batch_that_moves_the_idf_across_the_threshold_is_caught_by_the_replay
     assert 0 < replayed.computed < single.computed  # the filler stories were carried over
 
 
+CLAIMING = Config(story_attach_claim=0.06)
+
+
+def test_a_keyword_many_stories_carry_does_not_attach_and_a_name_one_story_holds_does() -> None:
+    """A story of ten headlines carries "alpha" and "titanfall"; so do 200 single headlines of
+    other events ("alpha" only) in a day of 2,000. A headline sharing "alpha" fits the story (IDF
+    log(2000/211) = 2.2 of its weight 2.2 + 6.9, so 0.25) and attaches without the claim; the
+    story holds 10 of the 210 other headlines carrying it: claim 10/210 / 2 = 0.02, refused. A
+    headline sharing "titanfall", which only the story carries, claims 10/10 / 2 = 0.5: kept."""
+    texts = {f"b{i}": ["alpha", "titanfall", f"theme{i}"] for i in range(10)}
+    texts |= {f"c{i}": ["alpha", f"other{i}"] for i in range(200)} | {f"f{i}": [f"filler{i}"] for i in range(1788)}
+    texts |= {"chance": ["alpha", "rare"], "real": ["titanfall", "reviewed"]}
+    members = {"big": [f"b{i}" for i in range(10)]} | {article: [article] for article in texts if article[0] != "b"}
+    frame, keywords = member_frame(members), keyword_frame(texts)
+    ends = dict(attach_stories(frame, keywords, Config()).ends.iter_rows())
+    assert (ends["chance"], ends["real"]) == ("big", "big")
+    ends = dict(attach_stories(frame, keywords, CLAIMING).ends.iter_rows())
+    assert (ends["chance"], ends["real"]) == ("chance", "big")
+    assert sum(end == "big" for story, end in ends.items() if story.startswith("c")) == 0
+
+
+def test_a_batch_that_moves_a_claim_across_the_threshold_is_caught_by_the_replay() -> None:
+    """A headline claimed by a story just above `story_attach_claim`; a batch of other events'
+    headlines carrying its keyword takes the claim below. Neither story changes, and the batch
+    barely moves the IDF: only the claim, computed again, tells the last decision no longer holds."""
+    texts = {f"b{i}": ["alpha", f"theme{i}"] for i in range(10)} | {"s": ["alpha", "beta"]}
+    texts |= {f"c{i}": ["alpha", f"other{i}"] for i in range(60)} | {f"f{i}": [f"filler{i}"] for i in range(3000)}
+    members = {"big": [f"b{i}" for i in range(10)], "small": ["s"]}
+    members |= {article: [article] for article in texts if article[0] in "cf"}
+    before = attach_stories(member_frame(members), keyword_frame(texts), CLAIMING)
+    assert dict(before.ends.iter_rows())["small"] == "big"  # claim 10/70 / 2 = 0.071
+    batch = {f"n{i}": ["alpha", f"news{i}"] for i in range(20)}
+    after_members = member_frame(members | {article: [article] for article in batch})
+    after_keywords = keyword_frame(texts | batch)
+    single = attach_stories(after_members, after_keywords, CLAIMING)
+    assert dict(single.ends.iter_rows())["small"] == "small"  # claim 10/90 / 2 = 0.056
+    previous = Previous(member_frame(members), keyword_frame(texts), before.rounds)
+    replayed = attach_stories(after_members, after_keywords, CLAIMING, previous)
+    assert replayed.ends.equals(single.ends)
+    assert replayed.rounds.select("round", "story", "target").equals(single.rounds.select("round", "story", "target"))
+
+
 def test_a_story_that_stayed_moves_once_a_story_it_fits_has_grown() -> None:
     """Round 0 attaches two single articles to a story of 8; only then is it five times the
     size of a story of 2, which fits it and moves there in round 1."""
@@ -312,12 +404,18 @@ def random_stories(seed: int, articles: int, first: int = 0) -> tuple[dict[str, 
     return members, texts
 
 
+@pytest.mark.parametrize("claim", [0.0, 0.1])
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(0, 4), st.booleans())
-def test_replayed_attachment_is_the_one_of_a_single_run(seed: int, added: int, rewritten: int, unattached: bool) -> None:
+def test_replayed_attachment_is_the_one_of_a_single_run(
+    claim: float, seed: int, added: int, rewritten: int, unattached: bool
+) -> None:
     """Three runs, each replaying the last one's rounds, against one run over all articles: new
     articles in old and new stories, articles whose keywords changed, articles counted by the IDF
-    but in no story (rejected records). The same ends and the same decision in every round."""
+    but in no story (rejected records). The same ends and the same decision in every round, with
+    the attachment's claim off and on (`story_attach_claim`: then the claims move with the
+    document frequencies too)."""
+    config = Config(story_attach_claim=claim)
     members, texts = random_stories(seed, 60)
     runs = []
     for step in range(3):
@@ -331,8 +429,8 @@ def test_replayed_attachment_is_the_one_of_a_single_run(seed: int, added: int, r
         runs.append((member_frame({story: list(articles) for story, articles in members.items()}), keyword_frame(dict(texts))))
     previous = None
     for frame, keywords in runs:
-        single = attach_stories(frame, keywords, Config())
-        replayed = attach_stories(frame, keywords, Config(), previous)
+        single = attach_stories(frame, keywords, config)
+        replayed = attach_stories(frame, keywords, config, previous)
         assert replayed.ends.sort("story").equals(single.ends.sort("story"))
         assert replayed.rounds.select("round", "story", "target").equals(single.rounds.select("round", "story", "target"))
         previous = Previous(frame, keywords, replayed.rounds)

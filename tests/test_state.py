@@ -370,7 +370,7 @@ def story_pairs_of(edges: set[tuple[int, int]]) -> pl.DataFrame:
     return frame.unique(["article_id_a", "article_id_b"]).sort("article_id_a", "article_id_b")
 
 
-@pytest.mark.parametrize("support", [0.0, 0.3, 0.6])
+@pytest.mark.parametrize(("support", "split"), [(0.0, 0), (0.3, 20), (0.5, 3), (0.6, 2)])
 @settings(max_examples=300, deadline=None)
 @given(
     groups=st.sets(st.integers(0, 24), min_size=1),
@@ -382,14 +382,16 @@ def story_pairs_of(edges: set[tuple[int, int]]) -> pl.DataFrame:
 )
 def test_story_components_of_touched_components_are_those_of_the_whole_graph(
     groups: set[int], edges: set[tuple[int, int]], gone_groups: set[int], new_groups: set[int], gone_edges: int,
-    new_edges: set[tuple[int, int]], support: float,
+    new_edges: set[tuple[int, int]], support: float, split: int,
 ) -> None:
     """`state.story_components` recomputes only the story-pair components that hold a new group
     or a pair new or gone since the last run, and keeps the last run's roots elsewhere: the same
     roots as `cluster.story_components` over the whole graph, whatever groups and pairs come and
     go (small graphs, where weak bridges between rings of 5 and unsupported pairs appear and
-    vanish), with the story pair guard off, at its default and stricter."""
-    config = Config(story_pair_support=support)
+    vanish), with the story pair guard off, at its default and stricter, and chains split into
+    pieces of at least 20 (the default), 3 or 2 groups (`story_split_min_groups`: at 0.5 and 3 a
+    third of such graphs split, at 0.6 and 2 a fifth)."""
+    config = Config(story_pair_support=support, story_split_min_groups=split)
     before_pairs = story_pairs_of({(a, b) for a, b in edges if a in groups and b in groups})
     before_groups = pl.Series(sorted(f"g{g:02d}" for g in groups), dtype=pl.String)
     history = state.History(
@@ -403,6 +405,28 @@ def test_story_components_of_touched_components_are_those_of_the_whole_graph(
     restricted = state.story_components(after_groups, after_pairs, history, config)
     whole = cluster.story_components(after_groups["duplicate_group"], after_pairs, config)
     assert restricted.equals(whole)
+
+
+def test_a_chain_split_in_the_last_run_stays_split_when_a_batch_touches_another_component() -> None:
+    """Two stories of 25 groups chained by four groups matching five of each (split at the
+    default `story_split_min_groups`), untouched by a batch that adds a group to a lone pair: the
+    kept roots are the split ones, as over the whole graph."""
+    number = {f"{side}{i}": offset + i for side, offset in (("a", 0), ("b", 25), ("x", 50)) for i in range(25)}
+    chain = {(number[f"a{i}"], number[f"a{j}"]) for i in range(25) for j in range(i + 1, 25)}
+    chain |= {(number[f"b{i}"], number[f"b{j}"]) for i in range(25) for j in range(i + 1, 25)}
+    chain |= {(number[f"x{k}"], number[f"{side}{i}"]) for k in range(4) for side in "ab" for i in range(5)}
+    before_pairs = story_pairs_of(chain | {(90, 91)})
+    before_nodes = {node for pair in chain for node in pair} | {90, 91}
+    before_groups = pl.Series(sorted(f"g{node:02d}" for node in before_nodes), dtype=pl.String)
+    history = state.History(
+        pairs=before_pairs, story_roots=cluster.story_components(before_groups, before_pairs, Config())
+    )
+    after_pairs = story_pairs_of(chain | {(90, 91), (91, 92)})
+    after_groups = pl.DataFrame({"duplicate_group": sorted(f"g{node:02d}" for node in before_nodes | {92})})
+    restricted = state.story_components(after_groups, after_pairs, history, Config())
+    assert restricted.equals(cluster.story_components(after_groups["duplicate_group"], after_pairs, Config()))
+    roots = dict(restricted.iter_rows())
+    assert roots["g00"] != roots["g25"] and roots["g90"] == roots["g92"]
 
 
 def test_a_folder_where_batches_arrive_is_read_for_its_new_and_changed_files_only(tmp_path: Path) -> None:
