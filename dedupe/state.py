@@ -58,6 +58,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 
@@ -197,7 +198,6 @@ class History(_Replaced):
     `record_rows` and `article_texts` read them for the rows a run touches."""
 
     records: pl.DataFrame = field(default_factory=lambda: empty(RECORDS))  # RECORD_TEXTS null
-    band_keys: pl.DataFrame = field(default_factory=lambda: empty(LEVEL_BAND_KEYS))
     duplicate_pairs: pl.DataFrame = field(default_factory=lambda: empty(PAIRS))
     embeddings: pl.DataFrame = field(default_factory=lambda: empty(EMBEDDINGS))  # story_model=minilm
     articles: pl.DataFrame = field(default_factory=lambda: empty(LIGHT_ARTICLES))
@@ -222,6 +222,24 @@ class History(_Replaced):
     counts: Counter[str] = field(default_factory=Counter, init=False, compare=False, repr=False)
     """What a run on this history read of it and cleaned again (`READ_COUNTS`), for the log of each
     chunk and the benchmarks: what follows the batch and what the history."""
+
+    @cached_property
+    def band_keys(self) -> pl.DataFrame:
+        """LEVEL_BAND_KEYS of every history record, read whole when first asked for (an index
+        in Redis, shards by band partition). Not loaded with the history: matching in one
+        process reads only the buckets its new records fall in (`band_keys_in`)."""
+        return _read_parts(self.folder / "band_keys", LEVEL_BAND_KEYS) if self.folder else empty(LEVEL_BAND_KEYS)
+
+    def band_keys_in(self, level: str, buckets: pl.DataFrame) -> pl.DataFrame:
+        """BAND_KEYS of the history records at `level` in the LSH `buckets` (band, key): a
+        semi-join streamed over the stored parts, so the history's keys (28 a record) are never
+        all in memory; in the stored order, as a filter of the whole table gives them."""
+        loaded = "band_keys" in self.__dict__ or self.folder is None
+        parts = [] if loaded else _parts(self.folder / "band_keys")
+        stored = pl.scan_parquet(parts) if parts else self.band_keys.lazy()
+        at_level = stored.filter(pl.col("level") == level).drop("level")
+        touched = at_level.join(buckets.lazy(), on=["band", "key"], how="semi", maintain_order="left")
+        return check(touched.collect(engine="streaming"), BAND_KEYS, "state band keys")
 
     def record_rows(self, ids: pl.Series) -> pl.DataFrame:
         """CLEANED rows, with their texts, of the history records among `ids`, in history order.
@@ -388,8 +406,7 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     for level, sets in shingles.items():
         level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
         keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
-        old_keys = history.band_keys.filter(pl.col("level") == level).drop("level")
-        touched = old_keys.join(level_keys.select("band", "key").unique(), on=["band", "key"], how="semi")
+        touched = history.band_keys_in(level, level_keys.select("band", "key").unique())
         pairs.append(minhash.bucket_pairs(pl.concat([touched, level_keys]), level, config))
     new_ids = new["article_id"].implode()
     candidates = pl.concat(pairs).filter(
@@ -929,7 +946,8 @@ def load_generation(current: Path, config: Config) -> History:
             f"{', '.join(f'{name}={getattr(config, name, None)}' for name in differing)}); "
             "use the same settings or another --state folder"
         )
-    growing = {name: _read_parts(current / name, schema) for name, schema in GROWING.items() if name != "records"}
+    loaded_whole = [name for name in GROWING if name not in ("records", "band_keys")]  # both read by row or bucket
+    growing = {name: _read_parts(current / name, GROWING[name]) for name in loaded_whole}
     tables = {
         name: pl.read_parquet(current / f"{name}.parquet")
         for name in ("stories", "pairs", "story_registry", "story_merges", "runs", "files")

@@ -526,6 +526,26 @@ def test_a_record_s_texts_are_read_from_its_own_row_of_its_own_part(tmp_path: Pa
     assert_own_texts(everything)
 
 
+def test_an_update_reads_the_stored_band_keys_of_its_buckets_not_all_of_them(tmp_path: Path) -> None:
+    """A load leaves the history's band keys on disk; matching reads those in its new records'
+    buckets, streamed, and they are the rows a filter of the whole table gives, in its order."""
+    first, second = three_seed_batches(tmp_path)[:2]
+    folder = tmp_path / "state"
+    run_batch([first], folder)
+    history = state.load(folder, CONFIG)
+    result, update = pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15))
+    assert update is not None and "band_keys" not in history.__dict__  # never read whole
+    whole = state.load(folder, CONFIG).band_keys
+    assert whole.height == pl.read_parquet(folder / "current" / "band_keys" / "*.parquet").height > 0
+    assert set(whole["level"]) == {"headline"}  # the seeds are headlines
+    for level in ("headline", "text"):
+        at_level = whole.filter(pl.col("level") == level)
+        buckets = pl.concat([at_level.gather_every(3), update.band_keys]).select("band", "key")
+        expected = at_level.drop("level").join(buckets.unique(), on=["band", "key"], how="semi")
+        assert history.band_keys_in(level, buckets.unique()).equals(expected)
+        assert expected.height > 0 or level == "text"
+
+
 def test_a_load_reads_no_texts_and_a_run_writes_the_rows_it_changed(tmp_path: Path) -> None:
     """The history holds the records and articles without their texts; the texts come by id, as
     stored. A one-record batch writes a part of its keyed tables with the rows it changed, not
