@@ -66,6 +66,7 @@ import numpy as np
 import polars as pl
 import polars_hash as plh
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.ipc
 
 from dedupe import clean, cluster, minhash, read, stories, verify
@@ -1197,7 +1198,10 @@ def _text_files(generation: Path) -> list[Path]:
 def _gather_record_texts(generation: Path, part_rows: Sequence[int], positions: np.ndarray) -> tuple[pl.DataFrame, int]:
     """STORED_TEXTS of the records at `positions` (rows of the history's records, ascending), and
     the number of texts files read. Each file is memory-mapped and only the rows asked for are
-    gathered (pyarrow's take, batch by batch): the pages of other records are not read."""
+    gathered (pyarrow's take, batch by batch): the pages of other records are not read. Taken
+    into the system allocator, which gives the copy back once polars has made its own: pyarrow's
+    default pool (mimalloc) keeps it resident after it is let go, and a chunk's partners are most
+    of the history (`speed.py profile --chunk`: the memory after each commit)."""
     starts = np.concatenate([[0], np.cumsum(part_rows)])
     pieces, files = [], 0
     for number, path in enumerate(_text_files(generation)):
@@ -1209,12 +1213,12 @@ def _gather_record_texts(generation: Path, part_rows: Sequence[int], positions: 
             reader = pa.ipc.open_file(source)
             batches = [reader.get_batch(index) for index in range(reader.num_record_batches)]
             batch_starts = np.concatenate([[0], np.cumsum([batch.num_rows for batch in batches])])
-            taken = []
             for index, batch in enumerate(batches):
                 first, last = np.searchsorted(rows, batch_starts[index : index + 2])
                 if first < last:
-                    taken.append(batch.take(pa.array(rows[first:last] - batch_starts[index])))
-            pieces.append(pl.from_arrow(pa.Table.from_batches(taken, schema=reader.schema)))  # copies: the map closes
+                    wanted = pa.array(rows[first:last] - batch_starts[index])
+                    taken = pa.compute.take(batch, wanted, memory_pool=pa.system_memory_pool())
+                    pieces.append(pl.from_arrow(taken))  # a copy: the map closes
     texts = pl.concat(pieces) if pieces else empty(RECORDS).select(STORED_TEXTS)
     return texts.cast({name: RECORDS[name] for name in STORED_TEXTS}), files
 
