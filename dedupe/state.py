@@ -58,8 +58,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np

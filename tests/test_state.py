@@ -533,7 +533,7 @@ def test_an_update_reads_the_stored_band_keys_of_its_buckets_not_all_of_them(tmp
     folder = tmp_path / "state"
     run_batch([first], folder)
     history = state.load(folder, CONFIG)
-    result, update = pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15))
+    _, update = pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15))
     assert update is not None and "band_keys" not in history.__dict__  # never read whole
     whole = state.load(folder, CONFIG).band_keys
     assert whole.height == pl.read_parquet(folder / "current" / "band_keys" / "*.parquet").height > 0
