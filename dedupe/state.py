@@ -1218,7 +1218,7 @@ def _gather_record_texts(generation: Path, part_rows: Sequence[int], positions: 
                 if first < last:
                     wanted = pa.array(rows[first:last] - batch_starts[index])
                     taken = pa.compute.take(batch, wanted, memory_pool=pa.system_memory_pool())
-                    pieces.append(pl.from_arrow(taken))  # a copy: the map closes
+                    pieces.append(pl.from_arrow(taken))  # take wrote new buffers: none refers to the map
     texts = pl.concat(pieces) if pieces else empty(RECORDS).select(STORED_TEXTS)
     return texts.cast({name: RECORDS[name] for name in STORED_TEXTS}), files
 
