@@ -489,10 +489,12 @@ def differences(before: dict[str, str], after: dict[str, str]) -> list[str]:
 
 
 def state_tables(folder: Path) -> dict[str, pl.DataFrame]:
-    """Every Parquet table of the current generation, less the times of the runs."""
+    """Every table of the current generation (Parquet, and the records' texts in Arrow IPC), less
+    the times of the runs."""
     current = (folder / "current").resolve()
-    return {str(path.relative_to(current)): pl.read_parquet(path).drop(TIMES_OF_A_RUN, strict=False)
-            for path in sorted(current.rglob("*.parquet"))}
+    readers = {".parquet": pl.read_parquet, ".arrow": pl.read_ipc}
+    return {str(path.relative_to(current)): readers[path.suffix](path).drop(TIMES_OF_A_RUN, strict=False)
+            for path in sorted(current.rglob("*")) if path.suffix in readers}
 
 
 def outside_state(hashes: dict[str, str]) -> dict[str, str]:

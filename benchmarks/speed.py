@@ -976,7 +976,7 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
 
     from distributed import Client, LocalCluster
 
-    from dedupe import shards
+    from dedupe import shards, state
 
     # each shard is sent with its task, as Prefect's task runner sends it; Dask would rather load it itself
     warnings.filterwarnings("ignore", message="Sending large graph")
@@ -1008,7 +1008,7 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
         per_record = sum(local.summary.timings[stage] for stage in PER_RECORD_STAGES)
         print(f"  per-record stages ({', '.join(PER_RECORD_STAGES)}) in one process: {per_record:.1f} s, "
               f"{docs / per_record:,.0f} docs/s per core")
-        records = pl.read_parquet(work / "local" / "state" / "current" / "records" / "*.parquet")  # RECORDS, texts and all
+        records = state.stored_records((work / "local" / "state" / "current").resolve())  # RECORDS, texts and all
         sent = [len(pickle.dumps(frame)) / records.height for frame in (records, shards.matching_columns(records))]
         print(f"  a record sent to a shard (pickled): {sent[0] / 1e3:.1f} KB whole, {sent[1] / 1e3:.1f} KB with the matching columns")
         _index_memory(records, config, work, docs)

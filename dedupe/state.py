@@ -5,9 +5,11 @@ A state folder holds generations; `current` is a symlink to the one in use:
     STATE/lock                      fcntl lock file: one run at a time (holds the holder's pid)
     STATE/current -> generations/000003
     STATE/generations/000003/
-        records/part-*.parquet      every record ever seen, after the first cleaning pass (RECORDS;
-                                    text_raw null: nothing reads it after normalizing; lz4, see
-                                    RECORDS_COMPRESSION)
+        records/part-*.parquet      every record ever seen, after the first cleaning pass (RECORDS
+                                    less their texts, RECORD_TEXTS)
+        record_texts/part-*.arrow   their texts (STORED_TEXTS), row for row beside the records part
+                                    of the same name: Arrow IPC, uncompressed, read memory-mapped
+                                    by position (`History.record_rows`)
         band_keys/part-*.parquet    LSH band keys of those records, the index new ones are matched
                                     against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
                                     see benchmarks/incremental.py)
@@ -38,11 +40,12 @@ point, the state is the one before the run or the one after it, never a mix.
 
 A load reads the light tables whole and the texts of records and articles not at all: a run reads
 them for the rows it touches (`History.record_rows`, `History.article_texts`), so its memory
-follows the batch and the light tables. The published articles.parquet is one table, each article
-once: it is made after the commit ("publish outputs", `_published_articles`) by streaming the last
-one through a join with this run's changed rows, and the outputs are then published to the output
-folder (hard links, each renamed into place) from `current` at the end of every run, so outputs
-left stale by a kill are replaced by the next run.
+follows the batch and the light tables; a record's texts are read by position, so their time
+too. The published articles.parquet is one table, each article once: it is made after the commit
+("publish outputs", `_published_articles`) by streaming the last one through a join with this
+run's changed rows, and the outputs are then published to the output folder (hard links, each
+renamed into place) from `current` at the end of every run, so outputs left stale by a kill are
+replaced by the next run.
 """
 
 from __future__ import annotations
@@ -56,11 +59,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import polars_hash as plh
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.ipc
 
 from dedupe import clean, cluster, minhash, read, stories, verify
 from dedupe.config import Config
@@ -97,12 +104,13 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 10  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+FORMAT_VERSION = 11  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
 # 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
 # 6: the story attachment's rounds; 7: the totals of the central headlines' candidates;
 # 8: story buckets capped by `story_lsh_max_bucket` (a format 7 state's story candidates came from cap 50);
 # 9: story roots follow supported story pairs (`story_pair_support`; a format 8 state's followed every pair)
 # 10: story roots split where chained (`story_split_min_groups`; a format 9 state's roots were not)
+# 11: records' texts apart, in Arrow IPC files read by position (record_texts/)
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
@@ -140,19 +148,22 @@ PUBLISHED_COMPRESSION = "lz4"
 """Of the published articles.parquet, which is written again every run: lz4 streams it in about
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
 reader (polars, duckdb, pyarrow) reads it."""
-RECORDS_COMPRESSION = "lz4"
-"""Of the records parts, whose texts each run scans for the rows it touches (`History.record_rows`:
-the candidate partners, spread over the whole history): lz4 read the texts of 1,132 of 50,000
-records 1.4-1.5x faster than zstd, for twice the bytes (`benchmarks/incremental.py` prints both;
-benchmarks/README.md, 2 December 2026). A trade of disk for time: zstd if disk matters more."""
+STORED_TEXTS = [name for name in RECORD_TEXTS if name != "text_raw"]
+"""The texts of a record kept in record_texts/: `text_raw` is not, no step reads it once a record
+is normalized. They are read for a run's candidate partners, 1-5% of the history spread evenly
+over it, so every row group of any Parquet layout holds one: memory-mapped Arrow IPC, gathered by
+row with pyarrow, reads the pages of those rows alone (1,132 of 50,000 records: `record_rows` took
+20 ms, a filtered scan of the lz4 Parquet of format 9 351 ms; `benchmarks/incremental.py` prints
+both). Uncompressed, as a memory map needs: 1.3x the bytes of the lz4 Parquet it replaces."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 READ_COUNTS = (
-    "candidate partners read", "record scans", "records read", "record parts scanned", "record part bytes scanned",
+    "candidate partners read", "record reads", "records read", "record text files read", "record text bytes read",
     "cleaned again", "headline only",
 )
-"""`History.counts`: the history records read as candidate partners; the scans of the records
-parts for texts, the rows they read, the parts and their bytes on disk (what a filtered scan goes
-over); the records cleaned again with their texts, and those whose headline alone was made again."""
+"""`History.counts`: the history records read as candidate partners; the reads of stored texts,
+the records they read, the texts files they opened and the bytes of the rows they gathered
+(what follows the rows read, not the history); the records cleaned again with their texts, and
+those whose headline alone was made again."""
 UNSTORED_SETTINGS = {"top_stories", "workers", "chunk_records"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
@@ -189,7 +200,6 @@ class History(_Replaced):
     `record_rows` and `article_texts` read them for the rows a run touches."""
 
     records: pl.DataFrame = field(default_factory=lambda: empty(RECORDS))  # RECORD_TEXTS null
-    band_keys: pl.DataFrame = field(default_factory=lambda: empty(LEVEL_BAND_KEYS))
     duplicate_pairs: pl.DataFrame = field(default_factory=lambda: empty(PAIRS))
     embeddings: pl.DataFrame = field(default_factory=lambda: empty(EMBEDDINGS))  # story_model=minilm
     articles: pl.DataFrame = field(default_factory=lambda: empty(LIGHT_ARTICLES))
@@ -203,32 +213,52 @@ class History(_Replaced):
     generation: int = 0
     folder: Path | None = None
     """The generation the history was loaded from, where texts are read; None for no history."""
+    record_part_rows: tuple[int, ...] = ()
+    """The rows of each records part, in order: `records` is their rows one after the other, so a
+    record's row there says which texts file holds its texts, and at which row."""
     read_records: dict[str, pl.DataFrame] = field(default_factory=dict, init=False, compare=False, repr=False)
     """The records read so far ("rows": CLEANED), so that one run reads its touched records' texts
-    in two scans of the history's parts (candidate partners, then the touched duplicate-group
-    components), not once per step that needs them. Once the groups are found, only the touched
-    components' are kept (`keep_read_records`): the partners reach far into the history."""
+    in two reads (candidate partners, then the touched duplicate-group components), not once per
+    step that needs them. Once the groups are found, only the touched components' are kept
+    (`keep_read_records`): the partners reach far into the history."""
     counts: Counter[str] = field(default_factory=Counter, init=False, compare=False, repr=False)
     """What a run on this history read of it and cleaned again (`READ_COUNTS`), for the log of each
     chunk and the benchmarks: what follows the batch and what the history."""
 
+    @cached_property
+    def band_keys(self) -> pl.DataFrame:
+        """LEVEL_BAND_KEYS of every history record, read whole when first asked for (an index
+        in Redis, shards by band partition). Not loaded with the history: matching in one
+        process reads only the buckets its new records fall in (`band_keys_in`)."""
+        return _read_parts(self.folder / "band_keys", LEVEL_BAND_KEYS) if self.folder else empty(LEVEL_BAND_KEYS)
+
+    def band_keys_in(self, level: str, buckets: pl.DataFrame) -> pl.DataFrame:
+        """BAND_KEYS of the history records at `level` in the LSH `buckets` (band, key): a
+        semi-join streamed over the stored parts, so the history's keys (28 a record) are never
+        all in memory; in the stored order, as a filter of the whole table gives them."""
+        loaded = "band_keys" in self.__dict__ or self.folder is None
+        parts = [] if loaded else _parts(self.folder / "band_keys")
+        stored = pl.scan_parquet(parts) if parts else self.band_keys.lazy()
+        at_level = stored.filter(pl.col("level") == level).drop("level")
+        touched = at_level.join(buckets.lazy(), on=["band", "key"], how="semi", maintain_order="left")
+        return check(touched.collect(engine="streaming"), BAND_KEYS, "state band keys")
+
     def record_rows(self, ids: pl.Series) -> pl.DataFrame:
         """CLEANED rows, with their texts, of the history records among `ids`, in history order.
-        `text_raw` stays null: no step reads it once a record is normalized, and it is the
-        largest column to decompress."""
+        `text_raw` stays null: no step reads it once a record is normalized. The texts not read
+        yet are gathered by position from the texts files (`STORED_TEXTS`)."""
         wanted = self.records.select("article_id").with_row_index("position").join(
             pl.DataFrame({"article_id": ids}, schema={"article_id": pl.String}).unique(), on="article_id", how="semi",
             maintain_order="left",
         )
         cached = self.read_records.get("rows", empty(CLEANED))
-        missing = wanted.join(cached.select("article_id"), on="article_id", how="anti")["article_id"]
+        missing = wanted.join(cached.select("article_id"), on="article_id", how="anti")["position"].sort()
         if not missing.is_empty() and self.folder is not None:
-            parts = _parts(self.folder / "records")
-            scanned = pl.scan_parquet(parts).filter(pl.col("article_id").is_in(missing.implode()))
-            columns = [pl.lit(None, pl.String).alias(name) if name == "text_raw" else pl.col(name) for name in CLEANED]
-            read = check(scanned.select(columns).collect(), CLEANED, "state records")
-            self.counts.update({"record scans": 1, "records read": read.height, "record parts scanned": len(parts),
-                                "record part bytes scanned": sum(part.stat().st_size for part in parts)})
+            texts, files = _gather_record_texts(self.folder, self.record_part_rows, missing.to_numpy())
+            light = self.records[missing].select(name for name in CLEANED if name not in STORED_TEXTS)
+            read = check(pl.concat([light, texts], how="horizontal").select(list(CLEANED)), CLEANED, "state records")
+            self.counts.update({"record reads": 1, "records read": read.height, "record text files read": files,
+                                "record text bytes read": int(texts.estimated_size())})
             cached = pl.concat([cached, read])
             self.read_records["rows"] = cached
         return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
@@ -378,8 +408,7 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     for level, sets in shingles.items():
         level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
         keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
-        old_keys = history.band_keys.filter(pl.col("level") == level).drop("level")
-        touched = old_keys.join(level_keys.select("band", "key").unique(), on=["band", "key"], how="semi")
+        touched = history.band_keys_in(level, level_keys.select("band", "key").unique())
         pairs.append(minhash.bucket_pairs(pl.concat([touched, level_keys]), level, config))
     new_ids = new["article_id"].implode()
     candidates = pl.concat(pairs).filter(
@@ -919,16 +948,19 @@ def load_generation(current: Path, config: Config) -> History:
             f"{', '.join(f'{name}={getattr(config, name, None)}' for name in differing)}); "
             "use the same settings or another --state folder"
         )
-    growing = {name: _read_parts(current / name, schema) for name, schema in GROWING.items() if name != "records"}
+    loaded_whole = [name for name in GROWING if name not in ("records", "band_keys")]  # both read by row or bucket
+    growing = {name: _read_parts(current / name, GROWING[name]) for name in loaded_whole}
     tables = {
         name: pl.read_parquet(current / f"{name}.parquet")
         for name in ("stories", "pairs", "story_registry", "story_merges", "runs", "files")
     }
     keyed = {name: _read_keyed(current / name, schema, key) for name, (schema, key) in KEYED.items() if name != "article_texts"}
+    records, part_rows = _read_light_records(current / "records")
     return History(
         **growing,
         **keyed,
-        records=_read_light_records(current / "records"),
+        records=records,
+        record_part_rows=part_rows,
         stories=check(tables["stories"], STORIES, "state stories"),
         pairs=check(tables["pairs"], PAIRS, "state pairs"),
         registry=check(tables["story_registry"], STORY_REGISTRY, "state registry"),
@@ -968,15 +1000,19 @@ def commit(
     if started is not None:
         _published_articles(started)  # a run killed before publishing left it to do
     temporary.mkdir(parents=True)
+    (temporary / "record_texts").mkdir()
+    for part in _text_files(previous) if previous is not None else []:
+        _link(part, temporary / "record_texts" / part.name)
     for name, schema in GROWING.items():
         (temporary / name).mkdir()
         if previous is not None:
             for part in _parts(previous / name):
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
-        if rows.height:
-            compression = RECORDS_COMPRESSION if name == "records" else "zstd"
-            rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet", compression=compression)
+        if rows.height and name == "records":
+            _write_records(rows, temporary, f"part-{generation:06d}")
+        elif rows.height:
+            rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
     for name, (schema, key) in KEYED.items():
         (temporary / name).mkdir()
         if previous is not None:
@@ -1134,14 +1170,69 @@ def _read_parts(folder: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame
     return check(pl.concat([pl.read_parquet(part) for part in parts]), dict(schema), f"state {folder.name}")
 
 
-def _read_light_records(folder: Path) -> pl.DataFrame:
-    """RECORDS with their texts (RECORD_TEXTS) not read: null."""
+def _read_light_records(folder: Path) -> tuple[pl.DataFrame, tuple[int, ...]]:
+    """RECORDS with their texts (RECORD_TEXTS) null, and the rows of each part."""
     parts = _parts(folder)
     if not parts:
-        return empty(RECORDS)
-    light = pl.scan_parquet(parts).select(name for name in RECORDS if name not in RECORD_TEXTS).collect()
+        return empty(RECORDS), ()
+    light = [pl.read_parquet(part, columns=[name for name in RECORDS if name not in RECORD_TEXTS]) for part in parts]
     nulls = [pl.lit(None, RECORDS[name]).alias(name) for name in RECORD_TEXTS]
-    return check(light.with_columns(nulls).select(list(RECORDS)), RECORDS, "state records")
+    records = pl.concat(light).with_columns(nulls).select(list(RECORDS))
+    return check(records, RECORDS, "state records"), tuple(part.height for part in light)
+
+
+def _write_records(records: pl.DataFrame, generation: Path, name: str) -> None:
+    """A records part: the light columns in records/NAME.parquet, the texts (STORED_TEXTS) row for
+    row in record_texts/NAME.arrow, uncompressed (a memory map reads it in place) and at the oldest
+    compatibility level (plain and large strings, which pyarrow gathers; not polars' string views)."""
+    records.drop(RECORD_TEXTS).write_parquet(generation / "records" / f"{name}.parquet")
+    records.select(STORED_TEXTS).write_ipc(
+        generation / "record_texts" / f"{name}.arrow", compression="uncompressed", compat_level=pl.CompatLevel.oldest()
+    )
+
+
+def _text_files(generation: Path) -> list[Path]:
+    """The texts files of a generation's records parts, in the parts' order."""
+    return [generation / "record_texts" / f"{part.stem}.arrow" for part in _parts(generation / "records")]
+
+
+def _gather_record_texts(generation: Path, part_rows: Sequence[int], positions: np.ndarray) -> tuple[pl.DataFrame, int]:
+    """STORED_TEXTS of the records at `positions` (rows of the history's records, ascending), and
+    the number of texts files read. Each file is memory-mapped and only the rows asked for are
+    gathered (pyarrow's take, batch by batch): the pages of other records are not read. Taken
+    into the system allocator, which gives the copy back once polars has made its own: pyarrow's
+    default pool (mimalloc) keeps it resident after it is let go, and a chunk's partners are most
+    of the history (`speed.py profile --chunk`: the memory after each commit)."""
+    starts = np.concatenate([[0], np.cumsum(part_rows)])
+    pieces, files = [], 0
+    for number, path in enumerate(_text_files(generation)):
+        low, high = np.searchsorted(positions, starts[number : number + 2])
+        if low == high:
+            continue
+        rows, files = positions[low:high] - starts[number], files + 1
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_file(source)
+            batches = [reader.get_batch(index) for index in range(reader.num_record_batches)]
+            batch_starts = np.concatenate([[0], np.cumsum([batch.num_rows for batch in batches])])
+            for index, batch in enumerate(batches):
+                first, last = np.searchsorted(rows, batch_starts[index : index + 2])
+                if first < last:
+                    wanted = pa.array(rows[first:last] - batch_starts[index])
+                    taken = pa.compute.take(batch, wanted, memory_pool=pa.system_memory_pool())
+                    pieces.append(pl.from_arrow(taken))  # take wrote new buffers: none refers to the map
+    texts = pl.concat(pieces) if pieces else empty(RECORDS).select(STORED_TEXTS)
+    return texts.cast({name: RECORDS[name] for name in STORED_TEXTS}), files
+
+
+def stored_records(generation: Path) -> pl.DataFrame:
+    """RECORDS of a generation with their stored texts (`text_raw` null): the whole table, for
+    benchmarks and tests; a run reads texts by position (`History.record_rows`)."""
+    records, _ = _read_light_records(generation / "records")
+    texts = [pl.read_ipc(path) for path in _text_files(generation)]
+    if texts:
+        stored = pl.concat(texts).cast({name: RECORDS[name] for name in STORED_TEXTS})
+        records = pl.concat([records.drop(STORED_TEXTS), stored], how="horizontal").select(list(RECORDS))
+    return check(records, RECORDS, "state records")
 
 
 def _read_keyed(

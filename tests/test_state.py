@@ -512,6 +512,64 @@ def three_seed_batches(folder: Path) -> list[Path]:
     return paths
 
 
+def test_a_record_s_texts_are_read_from_its_own_row_of_its_own_part(tmp_path: Path) -> None:
+    """Texts are read by position (records part, row): every record asked for, in any order and
+    from any part, comes with the texts written for it, also when a texts file holds several
+    record batches (as polars writes a part of over ~130k records). Each body names its record,
+    so a text read from a neighbouring row or another part fails."""
+    batches = []
+    for run in range(3):
+        ids = [f"r{run}-{n}" for n in range(40)]
+        bodies = [f"Record {article_id} reports on item {n} of run {run}.\nIt says {article_id} twice."
+                  for n, article_id in enumerate(ids)]
+        batches.append(tmp_path / f"batch-{run}.csv")
+        pl.DataFrame({"id": ids, "title": [f"Headline {i}" for i in ids], "text": bodies}).write_csv(batches[-1])
+    folder = tmp_path / "state"
+    for run, batch in enumerate(batches):
+        run_batch([batch], folder, T0 + timedelta(minutes=15 * run))
+    generation = (folder / "current").resolve()
+    assert len(list((generation / "record_texts").iterdir())) == 3
+    texts = generation / "record_texts" / "part-000002.arrow"  # the same rows in record batches of 7
+    pl.read_ipc(texts).write_ipc(texts, compat_level=pl.CompatLevel.oldest(), record_batch_size=7)
+
+    def assert_own_texts(rows: pl.DataFrame) -> None:
+        for article_id, text, body, title_raw in rows.select("article_id", "text", "body", "title_raw").iter_rows():
+            assert f"Record {article_id} reports" in text and f"It says {article_id} twice." in body
+            assert title_raw == f"Headline {article_id}"
+
+    history = state.load(folder, CONFIG)
+    asked = pl.Series(["r2-39", "r0-3", "r1-8", "r1-7", "r0-0", "r2-0", "r1-39", "r1-0", "missing"])
+    rows = history.record_rows(asked)
+    assert sorted(rows["article_id"]) == sorted(asked.head(-1)) and rows["article_id"].equals(
+        history.records.filter(pl.col("article_id").is_in(asked.implode()))["article_id"]
+    )  # in history order
+    assert_own_texts(rows)
+    assert history.counts["record text files read"] == 3
+    everything = state.load(folder, CONFIG).record_rows(history.records["article_id"].reverse())
+    assert everything.height == 120
+    assert_own_texts(everything)
+
+
+def test_an_update_reads_the_stored_band_keys_of_its_buckets_not_all_of_them(tmp_path: Path) -> None:
+    """A load leaves the history's band keys on disk; matching reads those in its new records'
+    buckets, streamed, and they are the rows a filter of the whole table gives, in its order."""
+    first, second = three_seed_batches(tmp_path)[:2]
+    folder = tmp_path / "state"
+    run_batch([first], folder)
+    history = state.load(folder, CONFIG)
+    _, update = pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15))
+    assert update is not None and "band_keys" not in history.__dict__  # never read whole
+    whole = state.load(folder, CONFIG).band_keys
+    assert whole.height == pl.read_parquet(folder / "current" / "band_keys" / "*.parquet").height > 0
+    assert set(whole["level"]) == {"headline"}  # the seeds are headlines
+    for level in ("headline", "text"):
+        at_level = whole.filter(pl.col("level") == level)
+        buckets = pl.concat([at_level.gather_every(3), update.band_keys]).select("band", "key")
+        expected = at_level.drop("level").join(buckets.unique(), on=["band", "key"], how="semi")
+        assert history.band_keys_in(level, buckets.unique()).equals(expected)
+        assert expected.height > 0 or level == "text"
+
+
 def test_a_load_reads_no_texts_and_a_run_writes_the_rows_it_changed(tmp_path: Path) -> None:
     """The history holds the records and articles without their texts; the texts come by id, as
     stored. A one-record batch writes a part of its keyed tables with the rows it changed, not
@@ -525,10 +583,10 @@ def test_a_load_reads_no_texts_and_a_run_writes_the_rows_it_changed(tmp_path: Pa
     assert history.records.select(pl.col("text", "body", "text_raw").null_count()).row(0) == (history.records.height,) * 3
     assert not {"text", "removed_lines", "title_raw"} & set(history.articles.columns)
     some = history.records["article_id"].head(5)
-    written = pl.scan_parquet(folder / "current" / "records" / "*.parquet").filter(pl.col("article_id").is_in(some.implode()))
+    written = state.stored_records(folder / "current").filter(pl.col("article_id").is_in(some.implode()))
     rows = history.record_rows(some)
     assert rows["text_raw"].null_count() == 5  # read by no step once normalized
-    assert rows.drop("text_raw").equals(written.select(rows.drop("text_raw").columns).collect())
+    assert rows.drop("text_raw").equals(written.select(rows.drop("text_raw").columns))
     published = pl.read_parquet(tmp_path / "out" / "articles.parquet")
     texts = history.article_texts(some).sort("article_id")
     assert texts.equals(published.filter(pl.col("article_id").is_in(some.implode())).select(texts.columns).sort("article_id"))
