@@ -120,7 +120,7 @@ def on_cores(call: Call, config: Config) -> Call:
     per available core); `call` itself when that is one, or when it is sharded already (a
     flow on a Dask or Ray task runner)."""
     workers = config.workers or available_cores()
-    if workers <= 1 or getattr(call, "sharded", False):
+    if workers <= 1 or plan_of(call) is not IN_PROCESS:
         return call
     plan = Plan(
         map=ProcessMap(workers), shards=workers, min_rows=MIN_ROWS_ON_CORES, max_rows=MAX_ROWS_ON_CORES,
@@ -219,8 +219,18 @@ def sharded_call(call: Call, plan: Plan) -> Call:
     def run(name: str, function: Callable[..., Any], *args: object) -> Any:
         return call(name, table.get(function, function), *args)
 
-    run.sharded = True  # type: ignore[attr-defined]
+    run.plan = plan  # type: ignore[attr-defined]
     return run
+
+
+IN_PROCESS = Plan()
+"""The plan of a call that is not sharded: every stage whole, in this process."""
+
+
+def plan_of(call: Call) -> Plan:
+    """The plan `call` runs its stages on (`sharded_call`), for a stage that cuts its own work
+    into pieces (`pipeline._clean_changed`)."""
+    return getattr(call, "plan", IN_PROCESS)
 
 
 def read_found(plan: Plan, found: list[tuple[Path, str]], config: Config) -> pl.DataFrame:
@@ -295,29 +305,45 @@ def duplicate_candidates(plan: Plan, cleaned: pl.DataFrame, config: Config) -> t
 
 
 def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """`clean.clean_with_copies` with the records cut by duplicate group (a group's copies in
-    one piece: what they share is learnt from all of them); headline decoration is learnt here,
-    once, from all titles."""
+    """`clean.clean_with_copies` on `plan`'s pieces (`clean_by_groups`); headline decoration is
+    learnt here, once, from all titles."""
     check(cleaned, CLEANED, "clean with copies input")
+    decorations = clean.headline_decorations(cleaned, groups.select("article_id", "duplicate_group"))
+    return clean_by_groups(plan, cleaned, groups, config, decorations)
+
+
+def clean_by_groups(
+    plan: Plan, frame: pl.DataFrame, groups: pl.DataFrame, config: Config, decorations: clean.Decorations
+) -> pl.DataFrame:
+    """`clean.clean_by_groups` with the records of `frame` cut by duplicate group (a group's copies
+    in one piece: what they share is learnt from all of them; a record in none of `groups` is a
+    group of its own), the pieces cleaned on `plan`'s workers with the `decorations` learnt once.
+    `pipeline.run` (through `clean_with_copies`) and `pipeline.update` (`_clean_changed`, the
+    changed groups) both clean their copies here."""
     membership = groups.select("article_id", "duplicate_group")
-    decorations = clean.headline_decorations(cleaned, membership)
-    shards = plan.pieces(cleaned.height)
+    pieces = plan.pieces(frame.height)
+    if pieces == 1:
+        return clean.clean_by_groups(frame, membership, config, decorations)
     piece_of = (
-        cleaned.select("article_id")
+        frame.select("article_id")
         .join(membership, on="article_id", how="left", maintain_order="left")
-        .select(pl.coalesce("duplicate_group", "article_id").hash(seed=0) % shards)
+        .select(pl.coalesce("duplicate_group", "article_id").hash(seed=0) % pieces)
         .to_series()
     )
-    sent = cleaned.with_columns(_unread(CLEAN_READS + ("body", "removed_lines"), CLEANED)).with_columns(row=pl.int_range(pl.len()))
-    pieces, rows = [], []
-    for shard in range(shards):
-        piece = sent.filter(piece_of == shard)
-        rows.append(piece["row"])
-        members = membership.join(piece.select("article_id"), on="article_id", how="semi")
-        pieces.append((piece.drop("row"), members, decorations, config))
-    written = pl.concat(plan.map("clean with copies shard", clean_group_slice, pieces))
+    sent = frame.with_columns(_unread(CLEAN_READS + ("body", "removed_lines"), CLEANED))
+    rows = []
+
+    def arguments() -> Iterator[tuple[Any, ...]]:  # made as the map takes them: a piece is a copy of its rows
+        for number in range(pieces):
+            in_piece = piece_of == number
+            rows.append(in_piece.arg_true())
+            piece = sent.filter(in_piece)
+            members = membership.join(piece.select("article_id"), on="article_id", how="semi")
+            yield piece, members, decorations, config
+
+    written = pl.concat(plan.map("clean with copies shard", clean_group_slice, arguments()))
     order = pl.concat(rows).arg_sort()
-    return check(cleaned.with_columns(written[order]), CLEANED, "clean with copies output")
+    return check(frame.with_columns(written[order]), CLEANED, "clean by groups output")
 
 
 def clean_group_slice(cleaned: pl.DataFrame, groups: pl.DataFrame, decorations: clean.Decorations, config: Config) -> pl.DataFrame:
