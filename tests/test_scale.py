@@ -192,7 +192,7 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
 
 def test_worker_processes_only_where_they_can_pay() -> None:
     """One worker, or a call sharded already (a Dask flow), runs as given; slices never fall
-    below `min_rows` records."""
+    below `min_rows` records, and come in a multiple of the workers where they can."""
     assert shards.on_cores(pipeline.direct, CONFIG) is pipeline.direct  # the default: one process
     dask_like = shards.sharded_call(pipeline.direct, shards.Plan(shards=2))
     assert shards.on_cores(dask_like, CONFIG.with_overrides(workers=2)) is dask_like
@@ -202,7 +202,7 @@ def test_worker_processes_only_where_they_can_pay() -> None:
     assert [piece.height for piece in shards.row_slices(frame, 4, 1_000)] == [1_250, 1_250]
     assert [piece.height for piece in shards.row_slices(frame.head(1_500), 2, 1_000)] == [1_500]
     plan = shards.Plan(shards=2, min_rows=1_000, max_rows=10_000)
-    assert [plan.pieces(rows) for rows in (500, 1_500, 2_500, 100_000, 1_000_000)] == [1, 1, 2, 10, 100]
+    assert [plan.pieces(rows) for rows in (500, 1_500, 2_500, 30_000, 100_000, 1_000_000)] == [1, 1, 2, 4, 10, 100]
     with pytest.raises(ValueError, match="workers"):
         CONFIG.with_overrides(workers=-1)
 
