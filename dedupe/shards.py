@@ -321,7 +321,11 @@ def clean_by_groups(
     in one piece: what they share is learnt from all of them; a record in none of `groups` is a
     group of its own), the pieces cleaned on `plan`'s workers with the `decorations` learnt once.
     `pipeline.run` (through `clean_with_copies`) and `pipeline.update` (`_clean_changed`, the
-    changed groups) both clean their copies here."""
+    changed groups) both clean their copies here. Only the records cleaned against their copies
+    (`clean.with_copies`) go out with their texts; the others have their headline made again
+    alone, and their body goes as an empty stand-in (whether there is one decides whether the
+    record is rejected) and stays here: 4,664 of 30,000 speed-corpus records have copies, and
+    the pieces shrank from 240 to 31 MB pickled (`speed.py copies`)."""
     membership = groups.select("article_id", "duplicate_group")
     pieces = plan.pieces(frame.height)
     if pieces == 1:
@@ -332,20 +336,29 @@ def clean_by_groups(
         .select(pl.coalesce("duplicate_group", "article_id").hash(seed=0) % pieces)
         .to_series()
     )
-    sent = frame.with_columns(_unread(CLEAN_READS + ("body", "removed_lines"), CLEANED))
+    copied = frame["article_id"].is_in(clean.with_copies(frame, membership, config)["article_id"].implode())
+    # the first pass's body is made again from the text where the copies are read, and stands in
+    # as an empty string elsewhere; literals, not nulls over a column: those are pickled with its text
+    with_texts = _unread(CLEAN_READS + ("removed_lines",), CLEANED)
+    headline_only = [
+        *_unread(tuple(name for name in CLEAN_READS if name != "text") + ("body",), CLEANED),
+        pl.when(pl.col("body").is_not_null()).then(pl.lit("")).alias("body"),
+    ]
     rows = []
 
     def arguments() -> Iterator[tuple[Any, ...]]:  # made as the map takes them: a piece is a copy of its rows
         for number in range(pieces):
             in_piece = piece_of == number
-            rows.append(in_piece.arg_true())
-            piece = sent.filter(in_piece)
+            rows.extend([(in_piece & copied).arg_true(), (in_piece & ~copied).arg_true()])
+            piece = pl.concat([frame.filter(in_piece & copied).with_columns(with_texts),
+                               frame.filter(in_piece & ~copied).with_columns(headline_only)])
             members = membership.join(piece.select("article_id"), on="article_id", how="semi")
             yield piece, members, decorations, config
 
     written = pl.concat(plan.map("clean with copies shard", clean_group_slice, arguments()))
-    order = pl.concat(rows).arg_sort()
-    return check(frame.with_columns(written[order]), CLEANED, "clean by groups output")
+    cleaned = frame.with_columns(written[pl.concat(rows).arg_sort()])
+    kept = [pl.when(copied).then(name).otherwise(frame[name]).alias(name) for name in ("body", "removed_lines")]
+    return check(cleaned.with_columns(kept), CLEANED, "clean by groups output")
 
 
 def clean_group_slice(cleaned: pl.DataFrame, groups: pl.DataFrame, decorations: clean.Decorations, config: Config) -> pl.DataFrame:
