@@ -533,12 +533,26 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
 
 
 def _flow_run(parts: list[Path], out: str, config: Config) -> object:
-    """The Prefect flow, as `python -m dedupe run` starts it (its Prefect defaults)."""
-    for name, value in _prefect_environment().items():
-        os.environ.setdefault(name, value)
-    from flows.pipeline import dedupe_flow
+    """The Prefect flow, as `python -m dedupe run` starts it (`_as_the_cli_starts_prefect`)."""
+    from dedupe import __main__ as cli
 
-    return dedupe_flow(paths=[str(p) for p in parts], out=out, config=config)
+    embedded = _as_the_cli_starts_prefect()
+    summary, _ = cli._run_flow(parts, Path(out), config, None, True, embedded)
+    return summary
+
+
+def _as_the_cli_starts_prefect() -> object:
+    """Prefect as `python -m dedupe run` starts it, in a home of its own unless PREFECT_HOME is
+    set: its defaults, and its embedded server on a copy of a migrated template database, started
+    before Prefect is imported (stopped at exit), for `dedupe.__main__._run_flow` or
+    `_embedded_api`. Before 2 December the benchmark's flows ran on Prefect's own ephemeral
+    server, which migrates its database, registers block types and starts its event services at
+    each start: 23.5 s of a 30k flow's 109 s at load 5-9 (`speed.py profile --flow`)."""
+    from dedupe import __main__ as cli
+
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+    cli._prefect_defaults(embedded=True)
+    return cli._start_embedded_server()
 
 
 def _digest(*frames: pl.DataFrame) -> str:
@@ -638,8 +652,9 @@ def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipel
     """`pipeline.run_on_state` in a Prefect flow with each step a task, as `flows.pipeline.dedupe_flow`
     runs it, each task timed and measured by `recorded`, and each step's own seconds (inside its
     task) appended to `own`."""
-    for name, value in _prefect_environment().items():
-        os.environ.setdefault(name, value)
+    from dedupe import __main__ as cli
+
+    embedded = _as_the_cli_starts_prefect()
     from prefect import flow
 
     from flows.pipeline import as_task
@@ -658,7 +673,8 @@ def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipel
 
         pipeline.run_on_state(parts, out, out / "state", config, call=call, log=print)
 
-    profiled()
+    with cli._embedded_api(embedded):  # type: ignore[arg-type]
+        profiled()
 
 
 def copies_on_workers(corpus: Path, workers: int, rounds: int) -> None:
@@ -705,14 +721,6 @@ def copies_on_workers(corpus: Path, workers: int, rounds: int) -> None:
 
     shards.clean_by_groups(replace(plans[f"{workers} workers"], map=weighing), cleaned, groups, config, decorations)
     print(f"  the pieces for the workers, pickled: {sum(sent) / 1e6:,.1f} MB in {len(sent)} pieces")
-
-
-def _prefect_environment() -> dict[str, str]:
-    """Prefect's settings for a benchmark's flow: a home of its own, and `python -m dedupe run`'s defaults."""
-    from dedupe.__main__ import PREFECT_DEFAULTS
-
-    home = os.environ.get("PREFECT_HOME") or tempfile.mkdtemp(prefix="prefect-home-")
-    return {"PREFECT_HOME": home, **PREFECT_DEFAULTS}
 
 
 def _live_frame_bytes() -> int:
