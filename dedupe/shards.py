@@ -13,11 +13,12 @@ in flows/scale.py; the plain `map` below runs them in this process):
   an LSH bucket lies within one band, so each partition pairs its buckets alone and the union
   is every candidate pair;
 - verifying: the candidate pairs in `shards` slices; each makes the shingles of its own pairs'
-  articles, so shingles and signatures never meet in one process.
+  articles, so shingles and signatures never meet in one process;
+- cleaning with copies (`clean_by_groups`): the records cut by duplicate group, so that a group's
+  copies meet in one piece; headline decoration is learnt here, once (in `pipeline.update` from
+  what changed, `pipeline._clean_changed`, which finds the plan with `plan_of`).
 
-`pipeline.run` adds two stages of its own: duplicate candidates (band keys per slice, the
-buckets paired here) and cleaning with copies (the records cut by duplicate group, so that a
-group's copies meet in one piece; headline decoration, learnt from all titles, is learnt here).
+`pipeline.run` adds duplicate candidates of its own: band keys per slice, the buckets paired here.
 
 `on_cores` gives both pipelines these shards on worker processes of this machine
 (`config.workers`). Pieces go to the workers with only the columns the stage reads filled, and
