@@ -12,7 +12,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
     python benchmarks/speed.py stories --docs 30000 --configs "" story_pair_support=0.3  # story steps vs the events
     python benchmarks/speed.py history --generation STATE/generations/N  # what loading a state takes, table by table
-    python benchmarks/speed.py seeds [--rounds 3] [--against DIR]  # `python -m dedupe run seeds/`: wall time, Prefect's share
+    python benchmarks/speed.py seeds [--rounds 3] [--against DIR] [--workers N]  # the CLI on seeds/: wall, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
     python benchmarks/speed.py copies --docs 30000 [--workers 2] [--rounds 3]  # clean with copies on workers vs here
 
@@ -966,7 +966,7 @@ def _group_story(articles: pl.DataFrame, canonical: pl.Series, root: pl.Series) 
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
 
 
-def seeds_run(rounds: int, against: Path | None = None) -> None:
+def seeds_run(rounds: int, against: Path | None = None, workers: int | None = None) -> None:
     """Wall time of `python -m dedupe run seeds/`: the first run on a fresh PREFECT_HOME (the
     embedded server's template database is made from the schema shipped in
     flows/prefect_schemas), a later run on the same PREFECT_HOME (a copy of the template),
@@ -975,7 +975,8 @@ def seeds_run(rounds: int, against: Path | None = None) -> None:
     and the same work without Prefect. Rounds interleaved, so that a busy neighbour slows all
     alike; medians. The server's start-up is also timed from the run's log: from the process
     start to Prefect's first line of the flow run. `against`: another checkout of the project (a
-    git worktree of an older commit), whose CLI's first and later runs join the same rounds."""
+    git worktree of an older commit), whose CLI's first and later runs join the same rounds;
+    `workers`: this checkout's CLI runs get `--workers N` (the other's keep its default)."""
     from dedupe.__main__ import PREFECT_DEFAULTS
 
     def prefect_own(home: str) -> dict[str, str]:
@@ -1004,7 +1005,8 @@ def seeds_run(rounds: int, against: Path | None = None) -> None:
                     with tempfile.TemporaryDirectory() as own_home, tempfile.TemporaryDirectory() as out:
                         # the first and the later run of one checkout share a PREFECT_HOME
                         home = (against_home if other else shared_home) if name.startswith(tuple(names[:2])) else own_home
-                        _seeds_once(name, home, out, api, prefect_own, plain, times, to_flow, checkout)
+                        options = ["--workers", str(workers)] if workers is not None and not other else []
+                        _seeds_once(name, home, out, api, prefect_own, plain, times, to_flow, checkout, options)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     for name, median in medians.items():
         print(f"{name:<54}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})"
@@ -1014,13 +1016,14 @@ def seeds_run(rounds: int, against: Path | None = None) -> None:
 
 
 def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[[str], dict[str, str]], plain: str,
-                times: dict[str, list[float]], to_flow: dict[str, list[float]], checkout: Path) -> None:
+                times: dict[str, list[float]], to_flow: dict[str, list[float]], checkout: Path,
+                options: list[str]) -> None:
     """One run of `seeds_run` (the later run shares the first run's PREFECT_HOME), the CLI of `checkout`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
     env["PYTHONPATH"] = str(checkout)
     env |= prefect_own(home) if "own" in name else {}
     env |= {"PREFECT_API_URL": api} if "running" in name else {}
-    cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
+    cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out, *options]
     command = [sys.executable, "-c", plain, out] if name == "no Prefect" else cli
     started, wall = time.time(), time.perf_counter()
     output = subprocess.run(command, check=True, cwd=checkout, env=env, capture_output=True, text=True)
@@ -1191,7 +1194,8 @@ def main() -> None:
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
     parser.add_argument("--rounds", type=int, default=3, help="seeds, copies: interleaved rounds")
     parser.add_argument("--against", type=Path, help="seeds: another checkout (a git worktree) run beside")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (Config.workers; scale: Dask workers); 1: in process")
+    parser.add_argument("--workers", type=int, help="worker processes (Config.workers; scale: Dask workers; default 2; "
+                        "seeds: given to this checkout's CLI, else its default); 1: in process")
     parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
     parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
     parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
@@ -1199,6 +1203,7 @@ def main() -> None:
                         help="stories: the story steps again with each of these settings ('': the defaults)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    workers = 2 if args.workers is None else args.workers
     config = Config()
     print(f"machine: {os.cpu_count()} cores; numpy {np.__version__}, polars {pl.__version__}", file=sys.stderr)
     if args.what in ("smoke", "signatures"):
@@ -1209,17 +1214,17 @@ def main() -> None:
     if args.what in ("smoke", "pipeline"):
         docs = 2_000 if args.what == "smoke" else args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        figures = run_pipeline(corpus, args.flow, args.workers, args.chunk)
+        figures = run_pipeline(corpus, args.flow, workers, args.chunk)
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
     if args.what == "profile":
         docs = args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        profile(corpus, args.workers, args.chunk, args.flow)
+        profile(corpus, workers, args.chunk, args.flow)
     if args.what == "copies":
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
-        copies_on_workers(corpus, args.workers, args.rounds)
+        copies_on_workers(corpus, workers, args.rounds)
     if args.what == "scaling":
-        scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers, args.chunk, args.unchunked_at)
+        scaling(args.sizes, args.duplicates, args.workdir, args.flow, workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":
         for size in args.sizes:
             corpus = build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size)
@@ -1231,11 +1236,11 @@ def main() -> None:
         configs = [config.with_settings(settings.split(",") if settings else []) for settings in args.configs]
         story_steps(corpus, configs)
     if args.what == "seeds":
-        seeds_run(args.rounds, args.against)
+        seeds_run(args.rounds, args.against, args.workers)
     if args.what == "history":
         history_size(args.generation)
     if args.what == "scale":
-        scale(args.docs, args.duplicates, args.workdir, args.workers)
+        scale(args.docs, args.duplicates, args.workdir, workers)
 
 
 if __name__ == "__main__":
