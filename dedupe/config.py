@@ -154,12 +154,14 @@ class Config:
     `speed.py scaling --sizes 100000 --workers 2 --chunk 100000 --flow`, before clean with copies
     used them in updates); 0.80-0.85x at 10k at load 4-5, where starting the workers (importing
     polars, ftfy and the rest) took normalize from 1.2-1.5 s to 3.0-3.6 s (`speed.py pipeline
-    --docs 10000 --chunk 10000 --workers 2`, then 1); 0.79-0.97x at 30k at load 7-10, when other work holds
-    the cores (the kernel's autogroup scheduling gives a session its share whatever its number of
+    --docs 10000 --chunk 10000 --workers 2`, then 1); at 30k 1.27x at load 3-4 (20.6 s against
+    26.1 s, best of each, the same command) but 0.79-0.97x at load 7-10, when other work holds the
+    cores (the kernel's autogroup scheduling gives a session its share whatever its number of
     processes) and the pieces' pickling comes on top (benchmarks/README.md, 2 December). Inputs
     under 2,000 records never start them (`shards.MIN_ROWS_ON_CORES`): the seeds' CLI run took the
     same with `--workers 2` (`speed.py seeds --workers 2 --against` a checkout at 1). So 1 by
-    default; on a machine with idle cores and chunks of 100k, try `--workers 0`."""
+    default, until a rule for idle cores is measured; on a machine with idle cores and chunks of
+    30k and more, try `--workers 0`."""
 
     chunk_records: int = 100_000
     """A run reads and matches its new records in chunks of at most this many (0: all at once),
