@@ -152,9 +152,10 @@ class Config:
     output is the same for any number (tests/test_scale.py). Two workers pay only on a big chunk
     and free cores: 1.17x the one process for 100k documents on a quiet 2-core machine (the flow,
     `speed.py scaling --sizes 100000 --workers 2 --chunk 100000 --flow`; 1.18x since clean with
-    copies uses them in updates, 79.9 s against 94.5 s); 0.80-0.85x at 10k at load 4-5, where starting the workers (importing
-    polars, ftfy and the rest) took normalize from 1.2-1.5 s to 3.0-3.6 s (`speed.py pipeline
-    --docs 10000 --chunk 10000 --workers 2`, then 1); at 30k 1.27x at load 3-4 (20.6 s against
+    copies uses them in updates, 79.9 s against 94.5 s); 0.80-0.85x at 10k at load 4-5, where
+    starting the workers (importing polars, ftfy and the rest) took normalize from 1.2-1.5 s to
+    3.0-3.6 s (`speed.py pipeline --docs 10000 --chunk 10000 --workers 2`, then 1); at 30k
+    1.27x at load 3-4 (20.6 s against
     26.1 s, best of each, the same command) but 0.79-0.97x at load 7-10, when other work holds the
     cores (the kernel's autogroup scheduling gives a session its share whatever its number of
     processes) and the pieces' pickling comes on top (benchmarks/README.md, 2 December). Inputs
