@@ -12,8 +12,9 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py candidates --sizes 10000 30000   # LSH buckets by size, candidates per bucket cap
     python benchmarks/speed.py stories --docs 30000 --configs "" story_pair_support=0.3  # story steps vs the events
     python benchmarks/speed.py history --generation STATE/generations/N  # what loading a state takes, table by table
-    python benchmarks/speed.py seeds [--rounds 3] [--against DIR]  # `python -m dedupe run seeds/`: wall time, Prefect's share
+    python benchmarks/speed.py seeds [--rounds 3] [--against DIR] [--workers N]  # the CLI on seeds/: wall, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
+    python benchmarks/speed.py copies --docs 30000 [--workers 2] [--rounds 3]  # clean with copies on workers vs here
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
 words, real word pairs, new documents), about events of Zipf-distributed size (most covered once
@@ -32,6 +33,7 @@ import argparse
 import gc
 import json
 import os
+import pickle
 import resource
 import subprocess
 import sys
@@ -39,13 +41,14 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from dedupe import minhash, pipeline
+from dedupe import clean, minhash, pipeline, shards
 from dedupe.config import Config
 from dedupe.evaluate import evaluate
 from dedupe.schema import CLEANED
@@ -532,12 +535,26 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
 
 
 def _flow_run(parts: list[Path], out: str, config: Config) -> object:
-    """The Prefect flow, as `python -m dedupe run` starts it (its Prefect defaults)."""
-    for name, value in _prefect_environment().items():
-        os.environ.setdefault(name, value)
-    from flows.pipeline import dedupe_flow
+    """The Prefect flow, as `python -m dedupe run` starts it (`_as_the_cli_starts_prefect`)."""
+    from dedupe import __main__ as cli
 
-    return dedupe_flow(paths=[str(p) for p in parts], out=out, config=config)
+    embedded = _as_the_cli_starts_prefect()
+    summary, _ = cli._run_flow(parts, Path(out), config, None, True, embedded)
+    return summary
+
+
+def _as_the_cli_starts_prefect() -> object:
+    """Prefect as `python -m dedupe run` starts it, in a home of its own unless PREFECT_HOME is
+    set: its defaults, and its embedded server on a copy of a migrated template database, started
+    before Prefect is imported (stopped at exit), for `dedupe.__main__._run_flow` or
+    `_embedded_api`. Before 2 December the benchmark's flows ran on Prefect's own ephemeral
+    server, which migrates its database, registers block types and starts its event services at
+    each start: 23.5 s of a 30k flow's 109 s at load 5-9 (`speed.py profile --flow`)."""
+    from dedupe import __main__ as cli
+
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+    cli._prefect_defaults(embedded=True)
+    return cli._start_embedded_server()
 
 
 def _digest(*frames: pl.DataFrame) -> str:
@@ -578,21 +595,31 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     document of what the stage returns (the big frames column by column): where a run's time and
     bytes go. With `chunk`, a run on a new state in chunks of that many records
     (`pipeline.run_on_state`), each step of each chunk; with `flow` too, each step a Prefect task
-    as the flow runs it (`flows.pipeline.as_task`, in a flow of this script's)."""
+    as the flow runs it (`flows.pipeline.as_task`, in a flow of this script's), with the seconds
+    the task's machinery added to the step. Then where the time outside the steps went: before
+    the first step (with a flow: importing Prefect, its server's start, the flow run's), and
+    between and after them (the pipeline's own glue; with a flow, its end), the profile's own
+    measuring taken out."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
     rows: list[tuple[str, float, int, int, dict[str, int]]] = []
+    starts: list[float] = []
+    measuring = 0.0
 
     def recorded(name: str, function: Callable[..., object], *args: object) -> object:
+        nonlocal measuring
         memory.reset()
         started = time.perf_counter()
+        starts.append(started)
         result = function(*args)
         seconds = time.perf_counter() - started
         time.sleep(0.05)  # one more sample of what the stage left
         rows.append((name, seconds, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
+        measuring += time.perf_counter() - started - seconds
         return result
 
+    own: list[float] = []  # with a flow: each step's own seconds, inside its task
     started = time.perf_counter()
     if chunk is None:
         pipeline.run(parts, Config(workers=workers), call=recorded)
@@ -600,29 +627,36 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
         config = Config(workers=workers, chunk_records=chunk)
         with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
             if flow:
-                _profiled_flow(parts, Path(out), config, recorded)
+                _profiled_flow(parts, Path(out), config, recorded, own)
             else:
                 pipeline.run_on_state(parts, Path(out), Path(out) / "state", config, call=recorded, log=print)
     wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
     print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
-          "  biggest columns of the output (B/doc)")
-    for name, seconds, peak, after, live, sizes in rows:
+          + (f"{'task s':>8}" if own else "") + "  biggest columns of the output (B/doc)")
+    for number, (name, seconds, peak, after, live, sizes) in enumerate(rows):
         total = sum(sizes.values())
         biggest = sorted(sizes.items(), key=lambda item: -item[1])[:6]
         print(f"{name:<22}{seconds:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
-              f"{live / 2**30:>10.2f}{total / docs:>11,.0f}  "
+              f"{live / 2**30:>10.2f}{total / docs:>11,.0f}" + (f"{seconds - own[number]:>8.2f}" if own else "") + "  "
               + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
     print("live GiB: the frames and series still referenced after the step (found by the garbage collector; buffers "
           "two frames share count twice): what 'after GiB' holds beyond it, the allocators keep")
+    steps = sum(seconds for _, seconds, *_ in rows)
+    before = starts[0] - started if starts else 0.0
+    print(f"the steps {steps:.1f} s" + (f" (their tasks' machinery {steps - sum(own):.1f} s)" if own else "")
+          + f"; outside them {wall - steps - measuring:.1f} s: before the first {before:.1f} s, between and after them "
+          f"{wall - steps - measuring - before:.1f} s (the profile's own measuring, {measuring:.1f} s, taken out)")
 
 
-def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipeline.Call) -> None:
+def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipeline.Call, own: list[float]) -> None:
     """`pipeline.run_on_state` in a Prefect flow with each step a task, as `flows.pipeline.dedupe_flow`
-    runs it, each task timed and measured by `recorded`."""
-    for name, value in _prefect_environment().items():
-        os.environ.setdefault(name, value)
+    runs it, each task timed and measured by `recorded`, and each step's own seconds (inside its
+    task) appended to `own`."""
+    from dedupe import __main__ as cli
+
+    embedded = _as_the_cli_starts_prefect()
     from prefect import flow
 
     from flows.pipeline import as_task
@@ -630,19 +664,65 @@ def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipel
     @flow(name="dedupe-profile")
     def profiled() -> None:
         def call(name: str, function: Callable[..., object], *args: object) -> object:
-            return recorded(name, as_task, name, function, *args)
+            def timed(*inner: object) -> object:
+                started = time.perf_counter()
+                try:
+                    return function(*inner)
+                finally:
+                    own.append(time.perf_counter() - started)
+
+            return recorded(name, as_task, name, timed, *args)
 
         pipeline.run_on_state(parts, out, out / "state", config, call=call, log=print)
 
-    profiled()
+    with cli._embedded_api(embedded):  # type: ignore[arg-type]
+        profiled()
 
 
-def _prefect_environment() -> dict[str, str]:
-    """Prefect's settings for a benchmark's flow: a home of its own, and `python -m dedupe run`'s defaults."""
-    from dedupe.__main__ import PREFECT_DEFAULTS
+def copies_on_workers(corpus: Path, workers: int, rounds: int) -> None:
+    """Clean with copies as both pipelines run it (`shards.clean_by_groups`: the records cut by
+    duplicate group, the decoration learnt once) on the corpus's records and groups, in this
+    process and on `workers` worker processes (the plan `shards.on_cores` makes), alternating;
+    the first call on the workers starts them, so it is shown apart and the rest give the best of
+    `rounds`. The groups and the cleaned records are those of a plain run (`pipeline.run`), whose
+    stage's arguments are kept; an update on a new state cleans the same records with the same groups."""
+    parts = sorted(corpus.glob("part-*.parquet"))
+    kept: dict[str, tuple[object, ...]] = {}
 
-    home = os.environ.get("PREFECT_HOME") or tempfile.mkdtemp(prefix="prefect-home-")
-    return {"PREFECT_HOME": home, **PREFECT_DEFAULTS}
+    def keeping(name: str, function: Callable[..., object], *args: object) -> object:
+        kept.setdefault(name, args)
+        return function(*args)
+
+    pipeline.run(parts, Config(workers=1), call=keeping)
+    cleaned, groups, config = kept["clean with copies"]
+    assert isinstance(cleaned, pl.DataFrame) and isinstance(groups, pl.DataFrame) and isinstance(config, Config)
+    decorations = clean.headline_decorations(cleaned, groups.select("article_id", "duplicate_group"))
+    plans = {"1 process": shards.IN_PROCESS,
+             f"{workers} workers": shards.plan_of(shards.on_cores(pipeline.direct, Config(workers=workers)))}
+    seconds: dict[str, list[float]] = {name: [] for name in plans}
+    outputs: dict[str, pl.DataFrame] = {}
+    for _ in range(rounds + 1):
+        for name, plan in plans.items():
+            started = time.perf_counter()
+            outputs[name] = shards.clean_by_groups(plan, cleaned, groups, config, decorations)
+            seconds[name].append(time.perf_counter() - started)
+    docs = cleaned.height
+    print(f"clean with copies, {docs:,} records, {groups['duplicate_group'].n_unique():,} duplicate groups:")
+    for name, times in seconds.items():
+        best = min(times[1:])
+        print(f"  {name:<12} best of {rounds} {best:6.2f} s {docs / best:>9,.0f} docs/s; the first {times[0]:6.2f} s")
+    one, many = (min(times[1:]) for times in seconds.values())
+    same = outputs["1 process"].equals(outputs[f"{workers} workers"])
+    print(f"  {workers} workers: {one / many:.2f}x the one process; the same output: {same}")
+    sent: list[int] = []
+
+    def weighing(name: str, function: Callable[..., object], arguments: Iterable[tuple[object, ...]]) -> list[object]:
+        given = list(arguments)
+        sent.extend(len(pickle.dumps(args)) for args in given)
+        return shards.in_process(name, function, given)
+
+    shards.clean_by_groups(replace(plans[f"{workers} workers"], map=weighing), cleaned, groups, config, decorations)
+    print(f"  the pieces for the workers, pickled: {sum(sent) / 1e6:,.1f} MB in {len(sent)} pieces")
 
 
 def _live_frame_bytes() -> int:
@@ -888,7 +968,7 @@ def _group_story(articles: pl.DataFrame, canonical: pl.Series, root: pl.Series) 
 # --- `python -m dedupe run seeds/` ----------------------------------------------------------------
 
 
-def seeds_run(rounds: int, against: Path | None = None) -> None:
+def seeds_run(rounds: int, against: Path | None = None, workers: int | None = None) -> None:
     """Wall time of `python -m dedupe run seeds/`: the first run on a fresh PREFECT_HOME (the
     embedded server's template database is made from the schema shipped in
     flows/prefect_schemas), a later run on the same PREFECT_HOME (a copy of the template),
@@ -897,7 +977,8 @@ def seeds_run(rounds: int, against: Path | None = None) -> None:
     and the same work without Prefect. Rounds interleaved, so that a busy neighbour slows all
     alike; medians. The server's start-up is also timed from the run's log: from the process
     start to Prefect's first line of the flow run. `against`: another checkout of the project (a
-    git worktree of an older commit), whose CLI's first and later runs join the same rounds."""
+    git worktree of an older commit), whose CLI's first and later runs join the same rounds;
+    `workers`: this checkout's CLI runs get `--workers N` (the other's keep its default)."""
     from dedupe.__main__ import PREFECT_DEFAULTS
 
     def prefect_own(home: str) -> dict[str, str]:
@@ -926,7 +1007,8 @@ def seeds_run(rounds: int, against: Path | None = None) -> None:
                     with tempfile.TemporaryDirectory() as own_home, tempfile.TemporaryDirectory() as out:
                         # the first and the later run of one checkout share a PREFECT_HOME
                         home = (against_home if other else shared_home) if name.startswith(tuple(names[:2])) else own_home
-                        _seeds_once(name, home, out, api, prefect_own, plain, times, to_flow, checkout)
+                        options = ["--workers", str(workers)] if workers is not None and not other else []
+                        _seeds_once(name, home, out, api, prefect_own, plain, times, to_flow, checkout, options)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     for name, median in medians.items():
         print(f"{name:<54}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})"
@@ -936,13 +1018,14 @@ def seeds_run(rounds: int, against: Path | None = None) -> None:
 
 
 def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[[str], dict[str, str]], plain: str,
-                times: dict[str, list[float]], to_flow: dict[str, list[float]], checkout: Path) -> None:
+                times: dict[str, list[float]], to_flow: dict[str, list[float]], checkout: Path,
+                options: list[str]) -> None:
     """One run of `seeds_run` (the later run shares the first run's PREFECT_HOME), the CLI of `checkout`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
     env["PYTHONPATH"] = str(checkout)
     env |= prefect_own(home) if "own" in name else {}
     env |= {"PREFECT_API_URL": api} if "running" in name else {}
-    cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out]
+    cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out, *options]
     command = [sys.executable, "-c", plain, out] if name == "no Prefect" else cli
     started, wall = time.time(), time.perf_counter()
     output = subprocess.run(command, check=True, cwd=checkout, env=env, capture_output=True, text=True)
@@ -1102,7 +1185,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history",
-            "stories"]
+            "stories", "copies"]
     parser.add_argument("what", nargs="?", default="smoke", choices=what)
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
@@ -1111,9 +1194,10 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="an existing corpus folder (pipeline)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
-    parser.add_argument("--rounds", type=int, default=3, help="seeds: interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="seeds, copies: interleaved rounds")
     parser.add_argument("--against", type=Path, help="seeds: another checkout (a git worktree) run beside")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (Config.workers; scale: Dask workers); 1: in process")
+    parser.add_argument("--workers", type=int, help="worker processes (Config.workers; scale: Dask workers; default 2; "
+                        "seeds: given to this checkout's CLI, else its default); 1: in process")
     parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
     parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
     parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
@@ -1121,6 +1205,7 @@ def main() -> None:
                         help="stories: the story steps again with each of these settings ('': the defaults)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    workers = 2 if args.workers is None else args.workers
     config = Config()
     print(f"machine: {os.cpu_count()} cores; numpy {np.__version__}, polars {pl.__version__}", file=sys.stderr)
     if args.what in ("smoke", "signatures"):
@@ -1131,14 +1216,17 @@ def main() -> None:
     if args.what in ("smoke", "pipeline"):
         docs = 2_000 if args.what == "smoke" else args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        figures = run_pipeline(corpus, args.flow, args.workers, args.chunk)
+        figures = run_pipeline(corpus, args.flow, workers, args.chunk)
         print(json.dumps(figures)) if args.json else show_pipeline(figures)
     if args.what == "profile":
         docs = args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        profile(corpus, args.workers, args.chunk, args.flow)
+        profile(corpus, workers, args.chunk, args.flow)
+    if args.what == "copies":
+        corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
+        copies_on_workers(corpus, workers, args.rounds)
     if args.what == "scaling":
-        scaling(args.sizes, args.duplicates, args.workdir, args.flow, args.workers, args.chunk, args.unchunked_at)
+        scaling(args.sizes, args.duplicates, args.workdir, args.flow, workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":
         for size in args.sizes:
             corpus = build_corpus(args.workdir / f"corpus-{size}", size, args.duplicates, seed=size)
@@ -1150,11 +1238,11 @@ def main() -> None:
         configs = [config.with_settings(settings.split(",") if settings else []) for settings in args.configs]
         story_steps(corpus, configs)
     if args.what == "seeds":
-        seeds_run(args.rounds, args.against)
+        seeds_run(args.rounds, args.against, args.workers)
     if args.what == "history":
         history_size(args.generation)
     if args.what == "scale":
-        scale(args.docs, args.duplicates, args.workdir, args.workers)
+        scale(args.docs, args.duplicates, args.workdir, workers)
 
 
 if __name__ == "__main__":

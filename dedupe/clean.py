@@ -188,15 +188,21 @@ def clean_by_groups(
     return check(frame.with_columns(written[pl.concat(rows).arg_sort()]), CLEANED, "clean by groups output")
 
 
+def with_copies(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """article_id, duplicate_group of the records of `cleaned` cleaned against their copies: the
+    members of groups of `groups` with at least `consensus_min_copies` of them."""
+    members = cleaned.select("article_id").join(groups.select("article_id", "duplicate_group"), on="article_id")
+    return members.filter(pl.len().over("duplicate_group") >= config.consensus_min_copies)
+
+
 def shared_in_groups(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> dict[str, Shared]:
     """article_id -> what its copies share, for the members of groups of at least
     `consensus_min_copies` (only the groups in `groups`: a later run passes those that changed)."""
     members = (
-        cleaned.select("article_id", "text")
-        .join(groups.select("article_id", "duplicate_group"), on="article_id")
+        with_copies(cleaned, groups, config)
+        .join(cleaned.select("article_id", "text"), on="article_id")
         .group_by("duplicate_group")  # one aggregation: iterating the groups gathered a frame for each, costly
         .agg("article_id", pl.col("text").drop_nulls())
-        .filter(pl.col("article_id").list.len() >= config.consensus_min_copies)
     )
     shared: dict[str, Shared] = {}
     for article_ids, texts in members.select("article_id", "text").iter_rows():

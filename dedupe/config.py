@@ -178,15 +178,22 @@ class Config:
 
     # --- run ---------------------------------------------------------------------------------
     workers: int = 1
-    """Processes the per-record stages run on (normalize, cleanings, band keys; see
+    """Processes the per-record stages run on (normalize, both cleanings, band keys; see
     `shards.on_cores`): 1 runs everything in this process, 0 is one per available core. The
-    output is the same for any number (tests/test_scale.py). 1 by default because the second
-    process has not paid where it was measured: on the shared 2-core machine (kernel autogroup
-    scheduling gives a run its session's share of the cores however many processes it has)
-    2 workers ran 100k documents at 0.57x the one process and took 0.5 GiB more (that run also
-    verified in pieces, since dropped; the other sharded stages were 0.6-0.9x the one
-    process: `python benchmarks/speed.py scaling --workers 2`, benchmarks/README.md). On a
-    machine with a free core, try `--workers 0`."""
+    output is the same for any number (tests/test_scale.py). Two workers pay only on a big chunk
+    and free cores: 1.17x the one process for 100k documents on a quiet 2-core machine (the flow,
+    `speed.py scaling --sizes 100000 --workers 2 --chunk 100000 --flow`; 1.18x since clean with
+    copies uses them in updates, 79.9 s against 94.5 s); 0.80-0.85x at 10k at load 4-5, where
+    starting the workers (importing polars, ftfy and the rest) took normalize from 1.2-1.5 s to
+    3.0-3.6 s (`speed.py pipeline --docs 10000 --chunk 10000 --workers 2`, then 1); at 30k
+    1.27x at load 3-4 (20.6 s against
+    26.1 s, best of each, the same command) but 0.79-0.97x at load 7-10, when other work holds the
+    cores (the kernel's autogroup scheduling gives a session its share whatever its number of
+    processes) and the pieces' pickling comes on top (benchmarks/README.md, 2 December). Inputs
+    under 2,000 records never start them (`shards.MIN_ROWS_ON_CORES`): the seeds' CLI run took the
+    same with `--workers 2` (`speed.py seeds --workers 2 --against` a checkout at 1). So 1 by
+    default, until a rule for idle cores is measured; on a machine with idle cores and chunks of
+    30k and more, try `--workers 0`."""
 
     chunk_records: int = 100_000
     """A run reads and matches its new records in chunks of at most this many (0: all at once),

@@ -80,6 +80,7 @@ def _timed(call: Call, timings: dict[str, float]) -> Call:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - started  # summed over a run's chunks
         return result
 
+    stage.plan = shards.plan_of(call)  # type: ignore[attr-defined]
     return stage
 
 
@@ -197,7 +198,9 @@ def _update(
         f"{duplicate_candidates} new duplicate candidates, {new_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
-    cleaned, decorations, cleaned_again = stage("clean with copies", _clean_changed, everything, groups, changed, history, config)
+    cleaned, decorations, cleaned_again = stage(
+        "clean with copies", _clean_changed, everything, groups, changed, history, config, shards.plan_of(stage)
+    )
     log("from the state: " + ", ".join(f"{name} {history.counts[name]:,}" for name in state.READ_COUNTS))
     if config.story_model == "keywords":
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
@@ -238,10 +241,16 @@ def _update(
 
 
 def _clean_changed(
-    records: pl.DataFrame, groups: pl.DataFrame, changed: pl.DataFrame, history: state.History, config: Config
+    records: pl.DataFrame,
+    groups: pl.DataFrame,
+    changed: pl.DataFrame,
+    history: state.History,
+    config: Config,
+    plan: shards.Plan,
 ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.Series]:
     """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`), read
-    with their texts; the others keep the last run's cleaning (their texts stay unread, null).
+    with their texts, cut by changed group on `plan`'s workers (`shards.clean_by_groups`); the
+    others keep the last run's cleaning (their texts stay unread, null).
     Headline decoration is learnt from what changed (`state.headline_decorations`: a new title
     can teach a new site suffix), and only the headlines it changes are cleaned again: of a
     record in an unchanged group, without reading its texts (`state.headlines_again`). Returns
@@ -251,7 +260,7 @@ def _clean_changed(
     headline_only = state.headline_only(again, changed, history)
     again = again.join(headline_only, on="article_id", how="anti", maintain_order="left")
     rows = state.with_kept_cleaning(history.with_record_texts(again), changed, history)
-    cleaned_again = clean.clean_by_groups(rows, changed, config, decorations)
+    cleaned_again = shards.clean_by_groups(plan, rows, changed, config, decorations)
     retitled = state.headlines_again(headline_only, decorations, history)
     history.counts.update({"cleaned again": cleaned_again.height, "headline only": retitled.height})
     cleaned = state.with_kept_headlines(records, pl.concat([cleaned_again, retitled]), history)

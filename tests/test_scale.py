@@ -8,9 +8,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -147,29 +148,51 @@ def test_dask_workers_then_the_redis_index_give_the_one_process_result(
 
 @needs_data
 def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: Path) -> None:
-    """`pipeline.run` and then `pipeline.update` with the per-record stages on two spawned worker
-    processes, cut into pieces of 100-400 records so that every stage is cut, into more pieces
-    than workers (normalize, both cleanings, band keys, verifying), and as `shards.on_cores` plans
-    them (candidates found and pairs verified in this process): exactly the one-process result."""
+    """`pipeline.run` and then `pipeline.update` (a new state, then a second batch against it)
+    with the per-record stages on two spawned worker processes, cut into pieces of 100-400
+    records so that every stage is cut, into more pieces than workers (normalize, both cleanings,
+    band keys, verifying), and as `shards.on_cores` plans them (candidates found and pairs
+    verified in this process): exactly the one-process result. Cleaning with copies is cut by
+    duplicate group in both pipelines (`shards.clean_by_groups`): the pieces are recorded as the
+    workers get them, and each group's records are in one of them."""
     first, second = write_batches(tmp_path / "data")
-    pieces = shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=100, max_rows=400)
+    cleaned_pieces: list[pl.Series] = []
+    workers = shards.ProcessMap(2)
+
+    def recording(name: str, function: Callable[..., Any], arguments: Iterable[tuple[Any, ...]]) -> list[Any]:
+        given = list(arguments)
+        if name == "clean with copies shard":
+            cleaned_pieces.extend(args[0]["article_id"] for args in given)
+        return workers(name, function, given)
+
+    def assert_whole_groups_in_pieces(sharded: pipeline.Result) -> None:
+        sent = pl.concat([pl.DataFrame({"article_id": ids, "piece": n}) for n, ids in enumerate(cleaned_pieces)])
+        sent = sent.join(sharded.articles.select("article_id", "duplicate_group"), on="article_id")
+        assert sent.height > 1_000 and sent["piece"].n_unique() >= 3  # the stage was cut: the check bites
+        split = sent.drop_nulls("duplicate_group").group_by("duplicate_group").agg(pl.col("piece").n_unique())
+        assert split.filter(pl.col("piece") > 1).is_empty()
+        cleaned_pieces.clear()
+
+    pieces = shards.Plan(map=recording, shards=2, min_rows=100, max_rows=400)
     on_two = shards.sharded_call(pipeline.direct, pieces)
     as_on_cores = shards.sharded_call(pipeline.direct, replace(pieces, read_in_shards=False, match_in_shards=False, verify_in_shards=False))
     one_process = CONFIG.with_overrides(workers=1)
     alone = pipeline.run(first + second, one_process)
-    assert_identical(pipeline.run(first + second, CONFIG, on_two), alone)
-    assert_identical(pipeline.run(first + second, CONFIG, as_on_cores), alone)
+    for call in (on_two, as_on_cores):
+        sharded = pipeline.run(first + second, CONFIG, call)
+        assert_identical(sharded, alone)
+        assert_whole_groups_in_pieces(sharded)
     for batch in (first, first + second):  # the second update matches new records against the first's
         local = run_locally(batch, tmp_path / "local", config=one_process)
-        sharded = run_locally(batch, tmp_path / "two", call=on_two)
-        on_cores = run_locally(batch, tmp_path / "cores", call=as_on_cores)
-    assert_identical(sharded, local)
-    assert_identical(on_cores, local)
+        for folder, call in (("two", on_two), ("cores", as_on_cores)):
+            sharded = run_locally(batch, tmp_path / folder, call=call)
+            assert_identical(sharded, local)
+            assert_whole_groups_in_pieces(sharded)
 
 
 def test_worker_processes_only_where_they_can_pay() -> None:
     """One worker, or a call sharded already (a Dask flow), runs as given; slices never fall
-    below `min_rows` records."""
+    below `min_rows` records, and come in a multiple of the workers where they can."""
     assert shards.on_cores(pipeline.direct, CONFIG) is pipeline.direct  # the default: one process
     dask_like = shards.sharded_call(pipeline.direct, shards.Plan(shards=2))
     assert shards.on_cores(dask_like, CONFIG.with_overrides(workers=2)) is dask_like
@@ -179,7 +202,7 @@ def test_worker_processes_only_where_they_can_pay() -> None:
     assert [piece.height for piece in shards.row_slices(frame, 4, 1_000)] == [1_250, 1_250]
     assert [piece.height for piece in shards.row_slices(frame.head(1_500), 2, 1_000)] == [1_500]
     plan = shards.Plan(shards=2, min_rows=1_000, max_rows=10_000)
-    assert [plan.pieces(rows) for rows in (500, 1_500, 2_500, 100_000, 1_000_000)] == [1, 1, 2, 10, 100]
+    assert [plan.pieces(rows) for rows in (500, 1_500, 2_500, 30_000, 100_000, 1_000_000)] == [1, 1, 2, 4, 10, 100]
     with pytest.raises(ValueError, match="workers"):
         CONFIG.with_overrides(workers=-1)
 
