@@ -15,6 +15,11 @@ loop = numba.njit(cache=True, nogil=True)
 """A loop of a step: compiled, GIL released."""
 
 
+_MASK = np.uint64(0xFFFFFFFF)
+_PRIMES = tuple(np.uint64(prime) for prime in (2654435761, 2246822519, 3266489917, 668265263, 374761393))
+"""xxh32's five primes."""
+
+
 @numba.njit(cache=True, inline="always")
 def _le32(buffer: np.ndarray, at: int) -> np.uint64:
     """The 32-bit little-endian word at `buffer[at:at + 4]` (bytes), as uint64."""
@@ -22,6 +27,50 @@ def _le32(buffer: np.ndarray, at: int) -> np.uint64:
         np.uint64(buffer[at]) | (np.uint64(buffer[at + 1]) << np.uint64(8))
         | (np.uint64(buffer[at + 2]) << np.uint64(16)) | (np.uint64(buffer[at + 3]) << np.uint64(24))
     )
+
+
+@numba.njit(cache=True, inline="always")
+def _rotl(value: np.uint64, bits: int) -> np.uint64:
+    """`value` (32 bits held in 64) rotated left by `bits`."""
+    return ((value << np.uint64(bits)) | (value >> np.uint64(32 - bits))) & _MASK
+
+
+@numba.njit(cache=True, inline="always")
+def _round(lane: np.uint64, word: np.uint64) -> np.uint64:
+    """One of xxh32's four lanes after taking in the next 32-bit word."""
+    p1, p2 = _PRIMES[0], _PRIMES[1]
+    return _rotl((lane + word * p2) & _MASK, 13) * p1 & _MASK
+
+
+@numba.njit(cache=True, inline="always")
+def _xxh32(buffer: np.ndarray, first: int, last: int) -> np.uint32:
+    """xxh32 (seed 0) of `buffer[first:last]`: the reference algorithm (xxhash.h), in 64-bit
+    integers masked to 32. Written here because it hashes each shingle where it lies in the
+    buffer, with no bytes object made (the xxhash package takes one per call)."""
+    p1, p2, p3, p4, p5 = _PRIMES
+    at, count = first, np.uint64(last - first)
+    if count >= 16:
+        v1, v2, v3, v4 = (p1 + p2) & _MASK, p2, np.uint64(0), (np.uint64(1 << 32) - p1) & _MASK
+        while at <= last - 16:
+            v1, v2 = _round(v1, _le32(buffer, at)), _round(v2, _le32(buffer, at + 4))
+            v3, v4 = _round(v3, _le32(buffer, at + 8)), _round(v4, _le32(buffer, at + 12))
+            at += 16
+        state = (_rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)) & _MASK
+    else:
+        state = p5
+    state = (state + count) & _MASK
+    while at + 4 <= last:
+        state = _rotl((state + _le32(buffer, at) * p3) & _MASK, 17) * p4 & _MASK
+        at += 4
+    while at < last:
+        state = _rotl((state + np.uint64(buffer[at]) * p5) & _MASK, 11) * p1 & _MASK
+        at += 1
+    state ^= state >> np.uint64(15)
+    state = (state * p2) & _MASK
+    state ^= state >> np.uint64(13)
+    state = (state * p3) & _MASK
+    state ^= state >> np.uint64(16)
+    return np.uint32(state)
 
 
 @loop
@@ -66,11 +115,9 @@ def utf8_shingle_hashes(
     shingle_counts: np.ndarray, word_counts: np.ndarray, undecided: np.ndarray,
 ) -> int:
     """The texts at `offsets` in the UTF-8 bytes `data`: each text's words, lower-cased into a
-    scratch buffer and separated by one space, then the xxh32 (seed 0, as `minhash_input`) of
+    scratch buffer and separated by one space, then the xxh32 (`_xxh32`, as `minhash_input`) of
     each run of `size` words (of all, if fewer) written to `hashes`. Returns how many were
     written; a text with a code point `lower` marks -1 is left `undecided`."""
-    mask, p1, p2 = np.uint64(0xFFFFFFFF), np.uint64(2654435761), np.uint64(2246822519)
-    p3, p4, p5 = np.uint64(3266489917), np.uint64(668265263), np.uint64(374761393)
     longest = 0
     for text in range(offsets.size - 1):
         longest = max(longest, offsets[text + 1] - offsets[text])
@@ -120,43 +167,7 @@ def utf8_shingle_hashes(
         shingle_counts[text] = runs
         for run in range(runs):
             first, last = starts[run], ends[min(run + size, words) - 1]
-            # xxh32 of scratch[first:last]: the reference algorithm (xxhash.h), in 64-bit integers masked to 32
-            at, count = first, np.uint64(last - first)
-            if count >= 16:
-                v1, v2, v3, v4 = (p1 + p2) & mask, p2, np.uint64(0), (np.uint64(1 << 32) - p1) & mask
-                while at <= last - 16:
-                    v1 = (v1 + _le32(scratch, at) * p2) & mask
-                    v1 = (((v1 << np.uint64(13)) | (v1 >> np.uint64(19))) & mask) * p1 & mask
-                    v2 = (v2 + _le32(scratch, at + 4) * p2) & mask
-                    v2 = (((v2 << np.uint64(13)) | (v2 >> np.uint64(19))) & mask) * p1 & mask
-                    v3 = (v3 + _le32(scratch, at + 8) * p2) & mask
-                    v3 = (((v3 << np.uint64(13)) | (v3 >> np.uint64(19))) & mask) * p1 & mask
-                    v4 = (v4 + _le32(scratch, at + 12) * p2) & mask
-                    v4 = (((v4 << np.uint64(13)) | (v4 >> np.uint64(19))) & mask) * p1 & mask
-                    at += 16
-                state = (
-                    (((v1 << np.uint64(1)) | (v1 >> np.uint64(31))) & mask)
-                    + (((v2 << np.uint64(7)) | (v2 >> np.uint64(25))) & mask)
-                    + (((v3 << np.uint64(12)) | (v3 >> np.uint64(20))) & mask)
-                    + (((v4 << np.uint64(18)) | (v4 >> np.uint64(14))) & mask)
-                ) & mask
-            else:
-                state = p5
-            state = (state + count) & mask
-            while at + 4 <= last:
-                state = (state + _le32(scratch, at) * p3) & mask
-                state = (((state << np.uint64(17)) | (state >> np.uint64(15))) & mask) * p4 & mask
-                at += 4
-            while at < last:
-                state = (state + np.uint64(scratch[at]) * p5) & mask
-                state = (((state << np.uint64(11)) | (state >> np.uint64(21))) & mask) * p1 & mask
-                at += 1
-            state ^= state >> np.uint64(15)
-            state = (state * p2) & mask
-            state ^= state >> np.uint64(13)
-            state = (state * p3) & mask
-            state ^= state >> np.uint64(16)
-            hashes[written], written = np.uint32(state), written + 1
+            hashes[written], written = _xxh32(scratch, first, last), written + 1
     return written
 
 
@@ -167,15 +178,14 @@ def min_hashes(
     """Sets `begin` to `end`: row s of `out` (filled with the uint32 maximum) becomes the minimum
     over the set's hashes h (`hashes[offsets[s]:offsets[s + 1]]`) of (a * fmix32(h) + b) mod 2^32
     for each permutation (a, b): datasketch's "affine32" MinHash of the set."""
-    mask = np.uint64(0xFFFFFFFF)
     for s in range(begin, end):
         row = out[s]
         for at in range(offsets[s], offsets[s + 1]):
             value = np.uint64(hashes[at])  # fmix32, the MurmurHash3 finalizer datasketch mixes each hash with
             value ^= value >> np.uint64(16)
-            value = (value * np.uint64(0x85EBCA6B)) & mask
+            value = (value * np.uint64(0x85EBCA6B)) & _MASK
             value ^= value >> np.uint64(13)
-            value = (value * np.uint64(0xC2B2AE35)) & mask
+            value = (value * np.uint64(0xC2B2AE35)) & _MASK
             value ^= value >> np.uint64(16)
             for k in range(a.size):
-                row[k] = min(row[k], np.uint32((np.uint64(a[k]) * value + np.uint64(b[k])) & mask))
+                row[k] = min(row[k], np.uint32((np.uint64(a[k]) * value + np.uint64(b[k])) & _MASK))

@@ -9,7 +9,7 @@ Signatures are datasketch's "affine32" MinHash (`MinHash(num_perm, seed, hashfun
 bit, see `as_minhash` for the interchange), computed for a whole batch of texts at once by two
 loops compiled by numba (`dedupe.compiled`): one reads each text's bytes once and hashes its
 shingles where they lie (xxh32, the same hash as always), one applies the permutations and takes
-each text's minimum. The whole stage, candidates included, runs 3.1x what polars' words and
+each text's minimum. The whole stage, candidates included, runs 2.75-3.11x what polars' words and
 shingles and numpy's pass per permutation took, with the same output (`python
 benchmarks/text_stages.py --against 3cbf413 --clock cpu`), and well over 30x datasketch's
 per-shingle `update` (`python benchmarks/speed.py signatures`; both in benchmarks/README.md).
@@ -51,7 +51,7 @@ THREADS = 2
 benchmarks/speed.py signatures` prints one thread against two (the gain of the day: on the busy
 shared machine there is often no free core)."""
 SCHEME = "affine32"
-"""datasketch 2.0's default permutation scheme, which the numpy code reproduces."""
+"""datasketch 2.0's default permutation scheme, which `compiled.min_hashes` reproduces."""
 
 
 def words(text: str | None) -> list[str]:
@@ -158,7 +158,7 @@ class ShingleSets(Mapping[str, np.ndarray]):
 def _batch_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(shingle hashes of all texts in order, shingles per text, words per text) for one batch.
 
-    One loop compiled by numba (`_utf8_shingle_hashes`) reads each text's UTF-8 bytes once:
+    One loop compiled by numba (`compiled.utf8_shingle_hashes`) reads each text's UTF-8 bytes once:
     words by the tables of `_case_tables` (polars' own lower case and `\\w`), each shingle hashed
     where it lies. It gives `_polars_shingle_hashes`' output (tests/test_minhash.py), without a
     string made for every word and every shingle.
