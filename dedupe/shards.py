@@ -22,8 +22,9 @@ in flows/scale.py; the plain `map` below runs them in this process):
 
 `on_cores` gives both pipelines these shards on worker processes of this machine
 (`config.workers`), but for duplicate candidates and verifying, which run in this process on
-minhash's and verify's compiled loops (both cores; `Plan.match_in_shards`). Pieces go to the workers with only the columns the stage reads filled, and
-come back with only the columns it writes: the raw text, a third of a row, never travels.
+minhash's and verify's compiled loops (both cores; `Plan.match_in_shards`). Pieces go to the
+workers with only the columns the stage reads filled, and come back with only the columns it
+writes: the raw text, a third of a row, never travels.
 
 Every such stage gives exactly what the one-process stage gives (tests/test_scale.py): the
 stages are per record, per bucket, per group or per pair, and the pieces are put back in their
