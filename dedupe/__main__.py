@@ -82,7 +82,7 @@ def run(
     index: IndexOption = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", min=0, help="Processes for the per-record stages (default 1: this process; 0: one per core)."),
+        typer.Option("--workers", min=0, help="Processes for the per-record stages (default 0: one per core for stages of 25,000 records or more; 1: this process)."),
     ] = None,
 ) -> None:
     """Match the new records in PATHS against earlier runs' state; write the outputs over all of

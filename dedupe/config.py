@@ -177,23 +177,19 @@ class Config:
     """A 3-gram in at least this share of a group's copies is part of the shared article."""
 
     # --- run ---------------------------------------------------------------------------------
-    workers: int = 1
+    workers: int = 0
     """Processes the per-record stages run on (normalize, both cleanings, band keys; see
-    `shards.on_cores`): 1 runs everything in this process, 0 is one per available core. The
-    output is the same for any number (tests/test_scale.py). Two workers pay only on a big chunk
-    and free cores: 1.17x the one process for 100k documents on a quiet 2-core machine (the flow,
-    `speed.py scaling --sizes 100000 --workers 2 --chunk 100000 --flow`; 1.18x since clean with
-    copies uses them in updates, 79.9 s against 94.5 s); 0.80-0.85x at 10k at load 4-5, where
-    starting the workers (importing polars, ftfy and the rest) took normalize from 1.2-1.5 s to
-    3.0-3.6 s (`speed.py pipeline --docs 10000 --chunk 10000 --workers 2`, then 1); at 30k
-    1.27x at load 3-4 (20.6 s against
-    26.1 s, best of each, the same command) but 0.79-0.97x at load 7-10, when other work holds the
-    cores (the kernel's autogroup scheduling gives a session its share whatever its number of
-    processes) and the pieces' pickling comes on top (benchmarks/README.md, 2 December). Inputs
-    under 2,000 records never start them (`shards.MIN_ROWS_ON_CORES`): the seeds' CLI run took the
-    same with `--workers 2` (`speed.py seeds --workers 2 --against` a checkout at 1). So 1 by
-    default, until a rule for idle cores is measured; on a machine with idle cores and chunks of
-    30k and more, try `--workers 0`."""
+    `shards.on_cores`): 0 (the default) is one per available core for a stage of at least
+    `shards.AUTO_START_ROWS` (25,000) records and this process below; 1 runs everything in this
+    process; N runs N for stages of 1,000 records or more. The output is the same for any number
+    (tests/test_scale.py). Two workers pay on a big chunk: 1.19x the one process for 100k
+    documents on a quiet 2-core machine (the flow, `speed.py scaling --sizes 100000 --workers 2
+    --chunk 100000 --flow`: 66.1 s against 78.8 s, peak 4.40 against 3.77 GiB), 1.27x at 30k at
+    load 3-4 (20.6 s against 26.1 s, best of each); they cost 0.80-0.85x at 10k (load 4-5),
+    where starting them (importing polars, ftfy and the rest) took normalize from 1.2-1.5 s to
+    3.0-3.6 s (`speed.py pipeline --docs 10000 --chunk 10000 --workers 2`, then 1), which is why
+    the default waits for 25k. When other work holds the cores they can lose at any size (30k:
+    0.79-0.97x at load 7-10; benchmarks/README.md, 2 December): set 1 on a busy machine."""
 
     chunk_records: int = 100_000
     """A run reads and matches its new records in chunks of at most this many (0: all at once),
@@ -214,7 +210,7 @@ class Config:
         if self.chunk_records < 0:
             raise ValueError(f"chunk_records={self.chunk_records}: expected a number of records, or 0 (all at once)")
         if self.workers < 0:
-            raise ValueError(f"workers={self.workers}: expected 1 (this process), more, or 0 (one per core)")
+            raise ValueError(f"workers={self.workers}: expected 1 (this process), more, or 0 (one per core for big stages)")
         if not 0 <= self.story_attach_claim <= 1:
             raise ValueError(f"story_attach_claim={self.story_attach_claim}: expected a share in [0, 1] (0: off)")
         if self.story_split_min_groups < 0:

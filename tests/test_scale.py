@@ -191,9 +191,16 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
 
 
 def test_worker_processes_only_where_they_can_pay() -> None:
-    """One worker, or a call sharded already (a Dask flow), runs as given; slices never fall
-    below `min_rows` records, and come in a multiple of the workers where they can."""
-    assert shards.on_cores(pipeline.direct, CONFIG) is pipeline.direct  # the default: one process
+    """One worker, or a call sharded already (a Dask flow), runs as given; by default a stage
+    under `AUTO_START_ROWS` records runs whole here (the workers never start for it); slices
+    never fall below `min_rows` records, and come in a multiple of the workers where they can."""
+    assert shards.on_cores(pipeline.direct, CONFIG.with_overrides(workers=1)) is pipeline.direct
+    default = shards.plan_of(shards.on_cores(pipeline.direct, Config()))
+    assert default.shards == shards.available_cores() or default is shards.IN_PROCESS  # one core: as given
+    if default is not shards.IN_PROCESS:
+        assert [default.pieces(rows) for rows in (2_500, 24_999)] == [1, 1] and default.pieces(30_000) >= 2
+        asked = shards.plan_of(shards.on_cores(pipeline.direct, CONFIG.with_overrides(workers=2)))
+        assert asked.pieces(2_500) == 2  # asked for: from `min_rows` on
     dask_like = shards.sharded_call(pipeline.direct, shards.Plan(shards=2))
     assert shards.on_cores(dask_like, CONFIG.with_overrides(workers=2)) is dask_like
     assert shards.on_cores(pipeline.direct, CONFIG.with_overrides(workers=2)) is not pipeline.direct
