@@ -599,23 +599,26 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     the task's machinery added to the step. Then where the time outside the steps went: before
     the first step (with a flow: importing Prefect, its server's start, the flow run's), and
     between and after them (the pipeline's own glue; with a flow, its end), the profile's own
-    measuring taken out."""
+    measuring taken out. Each step's CPU seconds too (this process's, all its threads; not the
+    worker processes': steadier than wall seconds on a shared machine), and with `chunk` the
+    published outputs' digest, as `pipeline` prints it."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
-    rows: list[tuple[str, float, int, int, dict[str, int]]] = []
+    rows: list[tuple[str, float, float, int, int, int, dict[str, int]]] = []
     starts: list[float] = []
     measuring = 0.0
+    digest = ""
 
     def recorded(name: str, function: Callable[..., object], *args: object) -> object:
         nonlocal measuring
         memory.reset()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         starts.append(started)
         result = function(*args)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         time.sleep(0.05)  # one more sample of what the stage left
-        rows.append((name, seconds, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
+        rows.append((name, seconds, cpu, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
         measuring += time.perf_counter() - started - seconds
         return result
 
@@ -630,15 +633,18 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
                 _profiled_flow(parts, Path(out), config, recorded, own)
             else:
                 pipeline.run_on_state(parts, Path(out), Path(out) / "state", config, call=recorded, log=print)
-    wall = time.perf_counter() - started
+            wall = time.perf_counter() - started
+            digest = _digest(*(pl.read_parquet(Path(out) / f"{name}.parquet") for name in ("articles", "stories", "pairs")))
+    if chunk is None:
+        wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
-    print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
+    print(f"{'stage':<22}{'s':>8}{'cpu s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
           + (f"{'task s':>8}" if own else "") + "  biggest columns of the output (B/doc)")
-    for number, (name, seconds, peak, after, live, sizes) in enumerate(rows):
+    for number, (name, seconds, cpu, peak, after, live, sizes) in enumerate(rows):
         total = sum(sizes.values())
         biggest = sorted(sizes.items(), key=lambda item: -item[1])[:6]
-        print(f"{name:<22}{seconds:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
+        print(f"{name:<22}{seconds:>8.2f}{cpu:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
               f"{live / 2**30:>10.2f}{total / docs:>11,.0f}" + (f"{seconds - own[number]:>8.2f}" if own else "") + "  "
               + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
     print("live GiB: the frames and series still referenced after the step (found by the garbage collector; buffers "
@@ -648,6 +654,8 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     print(f"the steps {steps:.1f} s" + (f" (their tasks' machinery {steps - sum(own):.1f} s)" if own else "")
           + f"; outside them {wall - steps - measuring:.1f} s: before the first {before:.1f} s, between and after them "
           f"{wall - steps - measuring - before:.1f} s (the profile's own measuring, {measuring:.1f} s, taken out)")
+    if digest:
+        print(f"output digest (articles, stories, pairs): {digest}")
 
 
 def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipeline.Call, own: list[float]) -> None:
