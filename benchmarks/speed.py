@@ -6,6 +6,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
     python benchmarks/speed.py profile --docs 30000 --chunk 10000 --workers 1 [--flow]  # each step of a chunked run
+    python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --cprofile "cluster stories"  # and its calls
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
     python benchmarks/speed.py scaling --sizes 10000 100000 --workers 1 --chunk 100000 --unchunked-at 100000 [--flow]
                                                       # runs on a state in chunks, read to write, beside unchunked
@@ -30,10 +31,12 @@ the process's maximum resident set.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import json
 import os
 import pickle
+import pstats
 import resource
 import subprocess
 import sys
@@ -589,7 +592,7 @@ def show_chunks(chunks: list[dict[str, float]]) -> None:
               + "".join(f"{int(chunk[table]):>18,}" for table in ChunkWatcher.TABLES), flush=True)
 
 
-def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False) -> None:
+def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False, step: str | None = None) -> None:
     """One plain run, stage by stage: seconds, the peak resident memory of the process tree
     during the stage and after it, the frames still referenced after it, and the bytes per
     document of what the stage returns (the big frames column by column): where a run's time and
@@ -601,7 +604,8 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     between and after them (the pipeline's own glue; with a flow, its end), the profile's own
     measuring taken out. Each step's CPU seconds too (this process's, all its threads; not the
     worker processes': steadier than wall seconds on a shared machine), and with `chunk` the
-    published outputs' digest, as `pipeline` prints it."""
+    published outputs' digest, as `pipeline` prints it. With `step`, that step runs under cProfile
+    and the top of its calls by cumulative time is printed each time it runs (each chunk)."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
@@ -615,7 +619,13 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
         memory.reset()
         started, cpu = time.perf_counter(), time.process_time()
         starts.append(started)
-        result = function(*args)
+        if name == step:
+            profiler = cProfile.Profile()
+            result = profiler.runcall(function, *args)
+            print(f"{name}, its calls by cumulative time:", flush=True)
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+        else:
+            result = function(*args)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         time.sleep(0.05)  # one more sample of what the stage left
         rows.append((name, seconds, cpu, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
@@ -1211,6 +1221,7 @@ def main() -> None:
     parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
     parser.add_argument("--configs", nargs="+", default=[""], metavar="FIELD=VALUE,...",
                         help="stories: the story steps again with each of these settings ('': the defaults)")
+    parser.add_argument("--cprofile", metavar="STEP", help="profile: this step under cProfile (its seconds then include the profiler's)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     workers = 2 if args.workers is None else args.workers
@@ -1229,7 +1240,7 @@ def main() -> None:
     if args.what == "profile":
         docs = args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        profile(corpus, workers, args.chunk, args.flow)
+        profile(corpus, workers, args.chunk, args.flow, args.cprofile)
     if args.what == "copies":
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
         copies_on_workers(corpus, workers, args.rounds)
