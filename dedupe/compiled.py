@@ -274,24 +274,36 @@ def pair_products(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
     other_indptr: np.ndarray, other_indices: np.ndarray, other_data: np.ndarray, rows: np.ndarray, other_rows: np.ndarray,
 ) -> np.ndarray:
-    """For each pair: the dot product of row rows[i] of one CSR matrix and row other_rows[i] of
-    another (both with sorted indices), summed from 0.0 in column order, as scipy's sparse product
-    sums each entry: the same floats, for the pairs asked only."""
-    out = np.zeros(rows.size, dtype=np.float64)
+    """For each pair: the dot product of row rows[i] of one CSR matrix (sorted indices) and row
+    other_rows[i] of another, summed from 0.0 in column order, as scipy's sparse product sums each
+    entry: the same floats, for the pairs asked only. The pairs are taken by their other row: it
+    is spread once into a dense row, then each pair's first row is read against it. A large
+    story's row is long, a small one's short, and a large story is the other row of many pairs:
+    a merge of the two rows per pair read the long one each time."""
+    others = other_indptr.size - 1
+    first = np.zeros(others + 1, dtype=np.int64)  # the pairs counted, then sorted, by other row
     for pair in range(rows.size):
-        i, i_end = indptr[rows[pair]], indptr[rows[pair] + 1]
-        j, j_end = other_indptr[other_rows[pair]], other_indptr[other_rows[pair] + 1]
-        total = 0.0
-        while i < i_end and j < j_end:
-            if indices[i] < other_indices[j]:
-                i += 1
-            elif indices[i] > other_indices[j]:
-                j += 1
-            else:
-                total += data[i] * other_data[j]
-                i += 1
-                j += 1
-        out[pair] = total
+        first[other_rows[pair] + 1] += 1
+    first = np.cumsum(first)
+    order, fill = np.empty(rows.size, dtype=np.int64), first[:-1].copy()
+    for pair in range(rows.size):
+        order[fill[other_rows[pair]]] = pair
+        fill[other_rows[pair]] += 1
+    columns = max(indices.max() + 1 if indices.size else 0, other_indices.max() + 1 if other_indices.size else 0)
+    dense, present = np.zeros(columns, dtype=np.float64), np.full(columns, -1, dtype=np.int64)
+    out = np.zeros(rows.size, dtype=np.float64)
+    for other in range(others):
+        if first[other] == first[other + 1]:
+            continue
+        for at in range(other_indptr[other], other_indptr[other + 1]):
+            dense[other_indices[at]], present[other_indices[at]] = other_data[at], other
+        for slot in range(first[other], first[other + 1]):
+            pair = order[slot]
+            total = 0.0
+            for at in range(indptr[rows[pair]], indptr[rows[pair] + 1]):
+                if present[indices[at]] == other:
+                    total += data[at] * dense[indices[at]]
+            out[pair] = total
     return out
 
 
