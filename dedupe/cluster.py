@@ -188,8 +188,9 @@ def supported_pairs(nodes: int, a: np.ndarray, b: np.ndarray, min_support: float
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
-    """`np.unique(values)` by a sort: numpy 2.4's hashed unique took 0.45 s for 265,000 pair codes
-    of a 60,000-group story graph, where a sort takes a tenth of that."""
+    """`np.unique(values)` by a sort: numpy 2.4's hashed unique of the pair codes was 1.3 s of the
+    5.9 s the chain split took in the third chunk of a 90k run in chunks of 30k (under cProfile;
+    benchmarks/README.md, session 11)."""
     ordered = np.sort(values)
     return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if ordered.size else ordered
 
@@ -234,11 +235,10 @@ def without_weak_bridges(nodes: int, a: np.ndarray, b: np.ndarray, min_group: in
 
 def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The positions of the bridges among the distinct edges (a[i], b[i]) of an undirected simple
-    graph, in linear time (`compiled.bridges`). networkx's, in Python, took 1.2-1.5 s for the
-    132,203 story pairs of a 50,000-record state, igraph's 56-59 ms, of which most was handing it
-    the edges as Python tuples; compiled, 0.035 s where igraph took 0.25 s for the 265,142 pairs
-    of a 60,000-group graph, the same bridges (benchmarks/incremental.py checks them against
-    networkx; benchmarks/README.md, 2026-12-02)."""
+    graph, in linear time (`compiled.bridges`): for the 138,584 story pairs of a 50,000-record
+    state, networkx (Python) 1.3-1.7 s, igraph 51 ms (most of it handing over the edges as Python
+    tuples), compiled 11 ms, the same bridges (benchmarks/incremental.py checks them against
+    networkx; benchmarks/README.md, session 11)."""
     from dedupe import compiled  # numba's import, only when there are pairs to cut
 
     return np.flatnonzero(compiled.bridges(nodes, a.astype(np.int64), b.astype(np.int64)))
