@@ -6,6 +6,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
     python benchmarks/speed.py profile --docs 30000 --chunk 10000 --workers 1 [--flow]  # each step of a chunked run
+    python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --cprofile "cluster stories"  # and its calls
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
     python benchmarks/speed.py scaling --sizes 10000 100000 --workers 1 --chunk 100000 --unchunked-at 100000 [--flow]
                                                       # runs on a state in chunks, read to write, beside unchunked
@@ -30,10 +31,12 @@ the process's maximum resident set.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import json
 import os
 import pickle
+import pstats
 import resource
 import subprocess
 import sys
@@ -589,7 +592,7 @@ def show_chunks(chunks: list[dict[str, float]]) -> None:
               + "".join(f"{int(chunk[table]):>18,}" for table in ChunkWatcher.TABLES), flush=True)
 
 
-def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False) -> None:
+def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False, step: str | None = None) -> None:
     """One plain run, stage by stage: seconds, the peak resident memory of the process tree
     during the stage and after it, the frames still referenced after it, and the bytes per
     document of what the stage returns (the big frames column by column): where a run's time and
@@ -599,23 +602,33 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     the task's machinery added to the step. Then where the time outside the steps went: before
     the first step (with a flow: importing Prefect, its server's start, the flow run's), and
     between and after them (the pipeline's own glue; with a flow, its end), the profile's own
-    measuring taken out."""
+    measuring taken out. Each step's CPU seconds too (this process's, all its threads; not the
+    worker processes': steadier than wall seconds on a shared machine), and with `chunk` the
+    published outputs' digest, as `pipeline` prints it. With `step`, that step runs under cProfile
+    and the top of its calls by cumulative time is printed each time it runs (each chunk)."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
-    rows: list[tuple[str, float, int, int, dict[str, int]]] = []
+    rows: list[tuple[str, float, float, int, int, int, dict[str, int]]] = []
     starts: list[float] = []
     measuring = 0.0
+    digest = ""
 
     def recorded(name: str, function: Callable[..., object], *args: object) -> object:
         nonlocal measuring
         memory.reset()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         starts.append(started)
-        result = function(*args)
-        seconds = time.perf_counter() - started
+        if name == step:
+            profiler = cProfile.Profile()
+            result = profiler.runcall(function, *args)
+            print(f"{name}, its calls by cumulative time:", flush=True)
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+        else:
+            result = function(*args)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         time.sleep(0.05)  # one more sample of what the stage left
-        rows.append((name, seconds, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
+        rows.append((name, seconds, cpu, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
         measuring += time.perf_counter() - started - seconds
         return result
 
@@ -630,15 +643,18 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
                 _profiled_flow(parts, Path(out), config, recorded, own)
             else:
                 pipeline.run_on_state(parts, Path(out), Path(out) / "state", config, call=recorded, log=print)
-    wall = time.perf_counter() - started
+            wall = time.perf_counter() - started
+            digest = _digest(*(pl.read_parquet(Path(out) / f"{name}.parquet") for name in ("articles", "stories", "pairs")))
+    if chunk is None:
+        wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
-    print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
+    print(f"{'stage':<22}{'s':>8}{'cpu s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
           + (f"{'task s':>8}" if own else "") + "  biggest columns of the output (B/doc)")
-    for number, (name, seconds, peak, after, live, sizes) in enumerate(rows):
+    for number, (name, seconds, cpu, peak, after, live, sizes) in enumerate(rows):
         total = sum(sizes.values())
         biggest = sorted(sizes.items(), key=lambda item: -item[1])[:6]
-        print(f"{name:<22}{seconds:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
+        print(f"{name:<22}{seconds:>8.2f}{cpu:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
               f"{live / 2**30:>10.2f}{total / docs:>11,.0f}" + (f"{seconds - own[number]:>8.2f}" if own else "") + "  "
               + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
     print("live GiB: the frames and series still referenced after the step (found by the garbage collector; buffers "
@@ -648,6 +664,8 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     print(f"the steps {steps:.1f} s" + (f" (their tasks' machinery {steps - sum(own):.1f} s)" if own else "")
           + f"; outside them {wall - steps - measuring:.1f} s: before the first {before:.1f} s, between and after them "
           f"{wall - steps - measuring - before:.1f} s (the profile's own measuring, {measuring:.1f} s, taken out)")
+    if digest:
+        print(f"output digest (articles, stories, pairs): {digest}")
 
 
 def _profiled_flow(parts: list[Path], out: Path, config: Config, recorded: pipeline.Call, own: list[float]) -> None:
@@ -1203,6 +1221,7 @@ def main() -> None:
     parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
     parser.add_argument("--configs", nargs="+", default=[""], metavar="FIELD=VALUE,...",
                         help="stories: the story steps again with each of these settings ('': the defaults)")
+    parser.add_argument("--cprofile", metavar="STEP", help="profile: this step under cProfile (its seconds then include the profiler's)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     workers = 2 if args.workers is None else args.workers
@@ -1221,7 +1240,7 @@ def main() -> None:
     if args.what == "profile":
         docs = args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        profile(corpus, workers, args.chunk, args.flow)
+        profile(corpus, workers, args.chunk, args.flow, args.cprofile)
     if args.what == "copies":
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
         copies_on_workers(corpus, workers, args.rounds)

@@ -11,9 +11,9 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import igraph
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import xxhash
 from scipy import sparse
 from scipy.sparse import csgraph
@@ -90,7 +90,7 @@ def knit_components(
     `min_support` > 0, less the pairs their neighbourhoods do not support (`supported_pairs`);
     if `min_piece` > 0, components that are chains of several stories are split (`split_chains`).
 
-    Numbered and columnar (polars joins, igraph's bridges, scipy's components): the dicts, sets
+    Numbered and columnar (polars joins, compiled bridges, scipy's components): the dicts, sets
     and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
     touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
     benchmarks/README.md, 2026-12-02)."""
@@ -165,14 +165,17 @@ def supported_pairs(nodes: int, a: np.ndarray, b: np.ndarray, min_support: float
     at one neighbour, and pointers form trees that reach one supported node at most, so they join
     no two stories. A component's result depends on that component alone, so
     `state.story_components` may redo the touched components only."""
+    from dedupe import compiled  # numba's import, only when stories are matched
+
     low, high = np.minimum(a, b), np.maximum(a, b)
     loop = low == high
-    distinct = np.unique(low[~loop] * nodes + high[~loop])
+    distinct = _distinct(low[~loop] * nodes + high[~loop])
     low, high = distinct // nodes, distinct % nodes
     ends, others = np.concatenate([low, high, np.arange(nodes)]), np.concatenate([high, low, np.arange(nodes)])
     closed = sparse.csr_matrix((np.ones(len(ends)), (ends, others)), shape=(nodes, nodes))  # each node in its own
+    closed.sort_indices()
     size = np.diff(closed.indptr)
-    shared = np.asarray(closed[low].multiply(closed[high]).sum(axis=1)).ravel()
+    shared = compiled.shared_neighbours(closed.indptr.astype(np.int64), closed.indices.astype(np.int64), low, high)
     support = shared / np.sqrt(size[low] * size[high])
     strong = support >= min_support
     supported = np.zeros(nodes, dtype=bool)
@@ -184,9 +187,17 @@ def supported_pairs(nodes: int, a: np.ndarray, b: np.ndarray, min_support: float
     return np.concatenate([low[strong], node[best]]), np.concatenate([high[strong], other[best]])
 
 
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)` by a sort: numpy 2.4's hashed unique of the pair codes was 1.3 s of the
+    5.9 s the chain split took in the third chunk of a 90k run in chunks of 30k (under cProfile;
+    benchmarks/README.md, session 11)."""
+    ordered = np.sort(values)
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if ordered.size else ordered
+
+
 def numbered_pairs(ids: pl.Series, pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The two ends of `pairs` (its first two columns) as positions in the distinct `ids`, for
-    the graph libraries (scipy, igraph), which work on numbered nodes."""
+    the graph libraries (scipy, compiled loops), which work on numbered nodes."""
     number = ids.to_frame("id").with_row_index("node")
     a, b = (
         pairs.select(id=pl.col(side)).join(number, on="id", how="left", maintain_order="left")["node"]
@@ -222,12 +233,15 @@ def without_weak_bridges(nodes: int, a: np.ndarray, b: np.ndarray, min_group: in
     return ~bridge[edge.ravel()] | (np.minimum(size[knit[a]], size[knit[b]]) < min_group)
 
 
-def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> list[int]:
+def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The positions of the bridges among the distinct edges (a[i], b[i]) of an undirected simple
-    graph, in linear time: igraph's, in C. networkx's, in Python, took 1.2-1.5 s for the 132,203
-    story pairs of a 50,000-record state, igraph 56-59 ms on the numbered pairs, the same bridges
-    (benchmarks/incremental.py, which prints both; benchmarks/README.md, 2026-12-02)."""
-    return igraph.Graph(n=nodes, edges=list(zip(a.tolist(), b.tolist()))).bridges()
+    graph, in linear time (`compiled.bridges`): for the 138,584 story pairs of a 50,000-record
+    state, networkx (Python) 1.3-1.7 s, igraph 51 ms (most of it handing over the edges as Python
+    tuples), compiled 11 ms, the same bridges (benchmarks/incremental.py checks them against
+    networkx; benchmarks/README.md, session 11)."""
+    from dedupe import compiled  # numba's import, only when there are pairs to cut
+
+    return np.flatnonzero(compiled.bridges(nodes, a.astype(np.int64), b.astype(np.int64)))
 
 
 def _smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -275,9 +289,13 @@ def story_components(canonical: pl.Series, story_pairs: pl.DataFrame, config: Co
 
 def story_keywords(cleaned: pl.DataFrame) -> pl.DataFrame:
     """STORY_KEYWORDS: the keywords of each record's story text (headline and URL slug), for attachment."""
-    texts = cleaned.select("headline", "url").iter_rows()
-    words = [sorted(word.decode() for word in minhash.keywords(stories.story_text(headline, url))) for headline, url in texts]
-    return pl.DataFrame({"article_id": cleaned["article_id"], "keywords": words}, schema=STORY_KEYWORDS)
+    words, offsets = [], [0]
+    for headline, url in cleaned.select("headline", "url").iter_rows():
+        words += sorted(word.decode() for word in minhash.keywords(stories.story_text(headline, url)))
+        offsets.append(len(words))
+    # one flat column cut by offsets: polars made a Series per record from a list of lists (0.9 s of 30,000)
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(words, pa.large_string()))
+    return pl.DataFrame({"article_id": cleaned["article_id"], "keywords": pl.from_arrow(lists)}, schema=STORY_KEYWORDS)
 
 
 def semantic_story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, scored_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -389,9 +407,9 @@ def attach_stories(members: pl.DataFrame, keywords: pl.DataFrame, config: Config
     same snapshot and ties go to the larger, then smaller-named story: order does not matter.
     The end story of a chain is named by its smallest member story.
 
-    It is columnar (scipy sparse matrices over stories x keywords, numpy for the fits): a Python
-    loop over the candidate pairs made cluster stories 8.3 s of a 14.2 s incremental run at
-    20,000 records. Stories and keywords are numbered in sorted order and each fit is summed in
+    It is columnar (scipy sparse matrices over stories x keywords, numpy and compiled loops over
+    the candidate pairs for the fits): a Python loop over the candidate pairs made cluster stories
+    8.3 s of a 14.2 s incremental run at 20,000 records. Stories and keywords are numbered in sorted order and each fit is summed in
     keyword order, so a fit is the same float whichever other stories are computed with it.
 
     The IDF counts every article, so one new article moves every fit a little. A later run
@@ -559,13 +577,11 @@ class _Snapshot:
         fit = np.round(_shared_weight(self.weighted, self.counts, story, other) / (self.weight[story] * self.size[other]), 12)
         least = self.config.story_attach_claim
         claimed = self.claims(story, other) >= least if least > 0 else np.ones(len(story), dtype=bool)
-        order = np.lexsort((other, -self.size[other], -fit, ~claimed, story))
-        story, other, fit, claimed = story[order], other[order], fit[order], claimed[order]
-        first = np.flatnonzero(np.concatenate([[True], story[1:] != story[:-1]])) if story.size else np.empty(0, dtype=np.int64)
-        chosen = np.zeros(len(story), dtype=bool)
-        chosen[first[claimed[first]]] = True  # sorted claimed first, then by fit: the best that claims it
-        rest = np.maximum.reduceat(np.where(chosen, -np.inf, fit), first) if story.size else np.empty(0)
-        return story[first], other[first], np.where(claimed[first], fit[first], -np.inf), rest
+        from dedupe import compiled  # numba's import, only when stories are attached
+
+        chosen, rest, stories = compiled.best_of_stories(len(self.size), story, other, fit, claimed, self.size)
+        first = chosen[stories]  # the best that claims it: claimed first, then by fit
+        return stories, other[first], np.where(claimed[first], fit[first], -np.inf), rest[stories]
 
     def decide(self, stories: np.ndarray) -> _Decisions:
         """The decisions of the stories in the mask `stories`, computed from this snapshot."""
@@ -750,18 +766,11 @@ def _keyword_incidence(keywords: pl.DataFrame) -> tuple[sparse.csr_matrix, pl.Se
 
 def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story: np.ndarray, other: np.ndarray) -> np.ndarray:
     """For each pair: the sum over the story's keywords of their IDF-weighted count in the story
-    times their count in the other story. One sparse product between the stories and the larger
-    stories that occur in pairs (it sums each entry in keyword order: the same sum every run),
-    then one lookup per pair rather than one per keyword of each pair."""
-    rows, columns = _positions(story, weighted.shape[0]), _positions(other, counts.shape[0])
-    product = (weighted[rows >= 0] @ counts[columns >= 0].T).tocsr()
-    product.sort_indices()  # a lookup in a row with sorted columns is a binary search, else a scan
-    return np.asarray(product[rows[story], columns[other]]).ravel()
+    times their count in the other story, summed in keyword order (the same sum every run, and the
+    one the sparse product of the stories in pairs and the larger ones gave, entry by entry).
+    Per pair (`compiled.pair_products`): the product also made every entry between a story and
+    the larger stories of other pairs, then a sort and a lookup, most of the attachment's time."""
+    from dedupe import compiled  # numba's import, only when stories are attached
 
-
-def _positions(used: np.ndarray, size: int) -> np.ndarray:
-    """For each of `size` numbers, its position among the distinct `used` ones in order (-1 when
-    unused): `np.unique` with its inverse, without sorting millions of pairs."""
-    mask = np.zeros(size, dtype=bool)
-    mask[used] = True
-    return np.where(mask, np.cumsum(mask) - 1, -1)
+    sides = [(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data) for matrix in (weighted, counts)]
+    return compiled.pair_products(*sides[0], *sides[1], story.astype(np.int64), other.astype(np.int64))

@@ -189,3 +189,152 @@ def min_hashes(
             value ^= value >> np.uint64(16)
             for k in range(a.size):
                 row[k] = min(row[k], np.uint32((np.uint64(a[k]) * value + np.uint64(b[k])) & _MASK))
+
+
+# --- the story graph and story attachment (dedupe/cluster.py) ----------------------------------
+
+
+@loop
+def shared_neighbours(indptr: np.ndarray, indices: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """For each edge (low[i], high[i]): how many nodes the two ends' rows of a 0/1 CSR matrix with
+    sorted indices share (a merge of the two sorted rows). What a sparse row gather and element-wise
+    product gave, without building either."""
+    out = np.zeros(low.size, dtype=np.int64)
+    for edge in range(low.size):
+        i, i_end = indptr[low[edge]], indptr[low[edge] + 1]
+        j, j_end = indptr[high[edge]], indptr[high[edge] + 1]
+        if i_end - i > j_end - j:
+            i, i_end, j, j_end = j, j_end, i, i_end
+        shared = 0
+        for at in range(i, i_end):  # each of the shorter row's in the longer one: hubs cost a search, not a scan
+            j = j + np.searchsorted(indices[j:j_end], indices[at])
+            if j == j_end:
+                break
+            if indices[j] == indices[at]:
+                shared += 1
+                j += 1
+        out[edge] = shared
+    return out
+
+
+@loop
+def bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Which of the distinct edges (a[i], b[i]) of an undirected graph are bridges: Tarjan's
+    lowpoints, by a depth-first search kept on an explicit stack (no recursion limit)."""
+    degree = np.zeros(nodes + 1, dtype=np.int64)
+    for edge in range(a.size):
+        degree[a[edge] + 1] += 1
+        degree[b[edge] + 1] += 1
+    start = np.cumsum(degree)
+    fill = start[:-1].copy()
+    neighbour, edge_of = np.empty(2 * a.size, dtype=np.int64), np.empty(2 * a.size, dtype=np.int64)
+    for edge in range(a.size):
+        neighbour[fill[a[edge]]], edge_of[fill[a[edge]]] = b[edge], edge
+        fill[a[edge]] += 1
+        neighbour[fill[b[edge]]], edge_of[fill[b[edge]]] = a[edge], edge
+        fill[b[edge]] += 1
+    order, lowpoint = np.full(nodes, -1, dtype=np.int64), np.zeros(nodes, dtype=np.int64)
+    parent_edge, next_slot = np.full(nodes, -1, dtype=np.int64), start[:-1].copy()
+    stack = np.empty(nodes, dtype=np.int64)
+    out = np.zeros(a.size, dtype=np.bool_)
+    seen = 0
+    for root in range(nodes):
+        if order[root] >= 0:
+            continue
+        order[root] = lowpoint[root] = seen
+        seen += 1
+        stack[0], depth = root, 1
+        while depth:
+            node = stack[depth - 1]
+            if next_slot[node] < start[node + 1]:
+                slot = next_slot[node]
+                next_slot[node] += 1
+                other, edge = neighbour[slot], edge_of[slot]
+                if edge == parent_edge[node]:
+                    continue
+                if order[other] < 0:
+                    order[other] = lowpoint[other] = seen
+                    seen += 1
+                    parent_edge[other] = edge
+                    stack[depth], depth = other, depth + 1
+                else:
+                    lowpoint[node] = min(lowpoint[node], order[other])
+            else:
+                depth -= 1
+                if depth:
+                    up = stack[depth - 1]
+                    lowpoint[up] = min(lowpoint[up], lowpoint[node])
+                    if lowpoint[node] > order[up]:
+                        out[parent_edge[node]] = True
+    return out
+
+
+@loop
+def pair_products(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+    other_indptr: np.ndarray, other_indices: np.ndarray, other_data: np.ndarray, rows: np.ndarray, other_rows: np.ndarray,
+) -> np.ndarray:
+    """For each pair: the dot product of row rows[i] of one CSR matrix (sorted indices) and row
+    other_rows[i] of another, summed from 0.0 in column order, as scipy's sparse product sums each
+    entry: the same floats, for the pairs asked only. The pairs are taken by their other row: it
+    is spread once into a dense row, then each pair's first row is read against it. A large
+    story's row is long, a small one's short, and a large story is the other row of many pairs:
+    a merge of the two rows per pair read the long one each time."""
+    others = other_indptr.size - 1
+    first = np.zeros(others + 1, dtype=np.int64)  # the pairs counted, then sorted, by other row
+    for pair in range(rows.size):
+        first[other_rows[pair] + 1] += 1
+    first = np.cumsum(first)
+    order, fill = np.empty(rows.size, dtype=np.int64), first[:-1].copy()
+    for pair in range(rows.size):
+        order[fill[other_rows[pair]]] = pair
+        fill[other_rows[pair]] += 1
+    columns = max(indices.max() + 1 if indices.size else 0, other_indices.max() + 1 if other_indices.size else 0)
+    dense, present = np.zeros(columns, dtype=np.float64), np.full(columns, -1, dtype=np.int64)
+    out = np.zeros(rows.size, dtype=np.float64)
+    for other in range(others):
+        if first[other] == first[other + 1]:
+            continue
+        for at in range(other_indptr[other], other_indptr[other + 1]):
+            dense[other_indices[at]], present[other_indices[at]] = other_data[at], other
+        for slot in range(first[other], first[other + 1]):
+            pair = order[slot]
+            total = 0.0
+            for at in range(indptr[rows[pair]], indptr[rows[pair] + 1]):
+                if present[indices[at]] == other:
+                    total += data[at] * dense[indices[at]]
+            out[pair] = total
+    return out
+
+
+@loop
+def best_of_stories(
+    stories: int, story: np.ndarray, other: np.ndarray, fit: np.ndarray, claimed: np.ndarray, size: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per story of `stories` numbered ones: the pair it prefers (claimed first, then the best fit,
+    then the larger other, then the smaller other; -1: no pair) and the best fit among its other
+    pairs (-inf: none; all of them when the preferred one is not claimed). One pass where a sort
+    of the pairs by those keys took most of the attachment's time."""
+    chosen = np.full(stories, -1, dtype=np.int64)
+    for pair in range(story.size):
+        s = story[pair]
+        held = chosen[s]
+        if held < 0:
+            chosen[s] = pair
+            continue
+        if claimed[pair] != claimed[held]:
+            better = claimed[pair]
+        elif fit[pair] != fit[held]:
+            better = fit[pair] > fit[held]
+        elif size[other[pair]] != size[other[held]]:
+            better = size[other[pair]] > size[other[held]]
+        else:
+            better = other[pair] < other[held]
+        if better:
+            chosen[s] = pair
+    rest = np.full(stories, -np.inf)
+    for pair in range(story.size):
+        s = story[pair]
+        if pair != chosen[s] or not claimed[pair]:
+            rest[s] = max(rest[s], fit[pair])
+    return chosen, rest, np.flatnonzero(chosen >= 0)

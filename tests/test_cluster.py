@@ -3,11 +3,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from scipy import sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dedupe.cluster import (
     Previous,
+    _shared_weight,
     attach_stories,
     average_linkage,
     components,
@@ -20,7 +22,7 @@ from dedupe.cluster import (
     without_weak_bridges,
 )
 from dedupe.config import Config
-from dedupe import minhash
+from dedupe import compiled, minhash
 from dedupe.minhash import duplicate_candidates
 from dedupe.schema import GROUPS, PAIRS, STORY_KEYWORDS
 from dedupe.verify import verify_duplicates
@@ -247,6 +249,62 @@ def test_supported_pairs_never_join_what_the_supported_pairs_keep_apart(numbers:
     # components of the kept edges refine those of the given ones
     whole, part = components(ids, [tuple(edge) for edge in given_edges]), components(ids, kept)
     assert all(whole[x] == whole[y] for x, y in part.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 14), st.integers(0, 14)), max_size=60), st.floats(0.05, 1.0))
+def test_supported_pairs_are_those_whose_closed_neighbourhoods_overlap_enough(numbers: list[tuple[int, int]], support: float) -> None:
+    """The support of each edge counted with sets, by its definition: the kept edges are those of
+    at least `support`, then for each node without one its best edge (highest support, then
+    smallest neighbour); in hub-heavy graphs, where the compiled count searches the longer row."""
+    numbers = numbers + [(0, node) for node in range(1, 15, 2)]  # a hub: rows of very different lengths
+    closed = {node: {node} for node in range(15)}
+    for x, y in numbers:
+        closed[x].add(y)
+        closed[y].add(x)
+    edges = sorted({(min(x, y), max(x, y)) for x, y in numbers if x != y})
+    score = {(x, y): len(closed[x] & closed[y]) / np.sqrt(len(closed[x]) * len(closed[y])) for x, y in edges}
+    strong = [edge for edge in edges if score[edge] >= support]
+    with_strong = {node for edge in strong for node in edge}
+    picks = []
+    for node in sorted({node for edge in edges for node in edge} - with_strong):
+        options = [(score[edge], edge[1] if edge[0] == node else edge[0]) for edge in edges if node in edge]
+        picks.append((node, min(options, key=lambda option: (-option[0], option[1]))[1]))
+    a, b = (np.array([pair[side] for pair in numbers], dtype=np.int64) for side in (0, 1))
+    kept_a, kept_b = supported_pairs(15, a, b, support)
+    assert list(zip(kept_a.tolist(), kept_b.tolist())) == strong + picks
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.integers(1, 12))
+def test_the_fits_of_pairs_are_the_floats_of_the_sparse_product(seed: int, stories: int, words: int) -> None:
+    """`_shared_weight` per pair is the entry of the sparse product of the two matrices, bit for
+    bit (both sum in keyword order from 0.0), with IDF weights of either sign and zero entries;
+    and `compiled.best_of_stories` (`_Snapshot.best`) picks, per story, what the sort by
+    (claimed, fit, size, other) it replaced put first, with the best of the rest beside it, among
+    many equal fits."""
+    rng = np.random.default_rng(seed)
+    counts = sparse.random(stories, words, density=0.4, random_state=rng, data_rvs=lambda n: rng.integers(1, 4, n).astype(float)).tocsr()
+    counts.sort_indices()
+    weights = rng.choice([-0.5, 0.0, 0.3, 0.7, 1.1, np.log(7 / 3)], words)
+    weighted = sparse.csr_matrix((weights[counts.indices] * counts.data, counts.indices, counts.indptr), shape=counts.shape)
+    story, other = (rng.integers(0, stories, 3 * stories) for _ in range(2))
+    pairs = np.unique(np.stack([story, other]), axis=1)
+    story, other = pairs[0], pairs[1]
+    product = (weighted @ counts.T).toarray()
+    assert np.array_equal(_shared_weight(weighted, counts, story, other), product[story, other] + 0.0)
+    fit = rng.choice([0.0, 0.1, 0.25, 0.5], len(story))  # ties everywhere
+    claimed = rng.random(len(story)) < 0.7
+    size = rng.integers(1, 4, stories).astype(float)
+    order = np.lexsort((other, -size[other], -fit, ~claimed, story))
+    s, o, f, c = story[order], other[order], fit[order], claimed[order]
+    first = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]])) if s.size else np.empty(0, dtype=np.int64)
+    rest = np.maximum.reduceat(np.where(np.isin(np.arange(len(s)), first[c[first]]), -np.inf, f), first) if s.size else np.empty(0)
+    chosen, chosen_rest, present = compiled.best_of_stories(stories, story, other, fit, claimed, size)
+    assert np.array_equal(present, s[first])
+    assert np.array_equal(other[chosen[present]], o[first])
+    assert np.array_equal(claimed[chosen[present]], c[first])
+    assert np.array_equal(chosen_rest[present], rest)
 
 
 def brute_force_average_linkage(weights: dict[str, int], similarity: dict[frozenset[str], float], threshold: float) -> dict[str, str]:
