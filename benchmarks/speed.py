@@ -6,6 +6,8 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py pipeline --docs 10000 [--flow]   # one run, docs/s per stage, peak memory
     python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
     python benchmarks/speed.py profile --docs 30000 --chunk 10000 --workers 1 [--flow]  # each step of a chunked run
+    python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --configs partner_block_records=100000
+                                                      # the same with other settings (the first of --configs)
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
     python benchmarks/speed.py scaling --sizes 10000 100000 --workers 1 --chunk 100000 --unchunked-at 100000 [--flow]
                                                       # runs on a state in chunks, read to write, beside unchunked
@@ -589,17 +591,19 @@ def show_chunks(chunks: list[dict[str, float]]) -> None:
               + "".join(f"{int(chunk[table]):>18,}" for table in ChunkWatcher.TABLES), flush=True)
 
 
-def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False) -> None:
+def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False, settings: str = "") -> None:
     """One plain run, stage by stage: seconds, the peak resident memory of the process tree
     during the stage and after it, the frames still referenced after it, and the bytes per
     document of what the stage returns (the big frames column by column): where a run's time and
     bytes go. With `chunk`, a run on a new state in chunks of that many records
-    (`pipeline.run_on_state`), each step of each chunk; with `flow` too, each step a Prefect task
+    (`pipeline.run_on_state`), each step of each chunk, and the digest of the published outputs
+    (as `pipeline` prints it: run this script with PYTHONPATH at another checkout to compare its
+    code's); with `flow` too, each step a Prefect task
     as the flow runs it (`flows.pipeline.as_task`, in a flow of this script's), with the seconds
     the task's machinery added to the step. Then where the time outside the steps went: before
     the first step (with a flow: importing Prefect, its server's start, the flow run's), and
     between and after them (the pipeline's own glue; with a flow, its end), the profile's own
-    measuring taken out."""
+    measuring taken out. `settings`: FIELD=VALUE,... of the run's `Config`."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
@@ -621,16 +625,22 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
 
     own: list[float] = []  # with a flow: each step's own seconds, inside its task
     started = time.perf_counter()
+    base = Config(workers=workers).with_settings(settings.split(",") if settings else [])
     if chunk is None:
-        pipeline.run(parts, Config(workers=workers), call=recorded)
+        pipeline.run(parts, base, call=recorded)
     else:
-        config = Config(workers=workers, chunk_records=chunk)
+        config = base.with_overrides(chunk_records=chunk)
         with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
             if flow:
                 _profiled_flow(parts, Path(out), config, recorded, own)
             else:
                 pipeline.run_on_state(parts, Path(out), Path(out) / "state", config, call=recorded, log=print)
-    wall = time.perf_counter() - started
+            wall = time.perf_counter() - started
+            published = [pl.read_parquet(Path(out) / f"{name}.parquet") for name in ("articles", "stories", "pairs")]
+            print(f"output digest (articles, stories, pairs): {_digest(*published)}")
+            del published
+    if chunk is None:
+        wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
     print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
@@ -1202,7 +1212,8 @@ def main() -> None:
     parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
     parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
     parser.add_argument("--configs", nargs="+", default=[""], metavar="FIELD=VALUE,...",
-                        help="stories: the story steps again with each of these settings ('': the defaults)")
+                        help="stories: the story steps again with each of these settings ('': the defaults); "
+                        "profile: the run's settings (the first)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     workers = 2 if args.workers is None else args.workers
@@ -1221,7 +1232,7 @@ def main() -> None:
     if args.what == "profile":
         docs = args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        profile(corpus, workers, args.chunk, args.flow)
+        profile(corpus, workers, args.chunk, args.flow, args.configs[0])
     if args.what == "copies":
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
         copies_on_workers(corpus, workers, args.rounds)

@@ -204,6 +204,18 @@ class Config:
     the speed corpus 4 chunks of 25k took 1.07x the time of one run of 100k for the same peak
     memory (benchmarks/README.md, *Chunked runs and 1M*)."""
 
+    partner_block_records: int = 10_000
+    """History records an update verifies its candidate pairs against at once
+    (`state.verify_candidates`): their bodies and shingles are held for one block, not for every
+    partner. A chunk of copies has nearly the whole history for partners (190,583 of 200,000 in
+    the third 100k chunk of 300k), and held at once they were most of its peak. The outputs are
+    the same for any size (tests/test_state.py). A block of 10,000 holds ~30 MB of bodies and
+    shingle hashes (1.2 and 1.8 KB a record) and is read by position in ~0.15 s: small beside a
+    chunk, big enough that a block's fixed costs do not show. 90k documents in chunks of 30k
+    (`speed.py profile --docs 90000 --chunk 30000 --workers 1`, the last third copies): the third
+    chunk's 51,804 partners in 6 blocks, minhash duplicates peaked at 1.81 GiB, not 2.68
+    (benchmarks/README.md, 2 December)."""
+
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
     """Largest stories listed in report.md and in the printed summary."""
@@ -213,6 +225,8 @@ class Config:
             raise ValueError(f"story_model={self.story_model!r}: expected one of {', '.join(STORY_MODELS)}")
         if self.chunk_records < 0:
             raise ValueError(f"chunk_records={self.chunk_records}: expected a number of records, or 0 (all at once)")
+        if self.partner_block_records < 1:
+            raise ValueError(f"partner_block_records={self.partner_block_records}: expected records, at least 1")
         if self.workers < 0:
             raise ValueError(f"workers={self.workers}: expected 1 (this process), more, or 0 (one per core)")
         if not 0 <= self.story_attach_claim <= 1:

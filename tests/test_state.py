@@ -105,40 +105,102 @@ def test_aeb_in_two_batches_gives_the_groups_and_cleaning_of_one_run(tmp_path: P
 
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
-def test_an_update_keeps_the_texts_of_the_groups_it_cleans_again_not_of_every_candidate_partner(tmp_path: Path) -> None:
-    """The texts of candidate partners are read to compare them; once the duplicate groups are
-    found, the history keeps only those of the records whose components hold a new record (the
-    ones cleaned with copies again): held to the chunk's end, the others grew with the history."""
+def test_an_update_verifies_partners_in_blocks_and_keeps_the_texts_of_groups_it_cleans_again(tmp_path: Path) -> None:
+    """Candidate partners are read, shingled and verified a block at a time, and none is kept;
+    once the duplicate groups are found, the history holds the texts of the records whose
+    components hold a new record (the ones cleaned with copies again): the partners reach far
+    into the history, and held at once they grew with it."""
     lines = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_text("\n".join(line for i, line in enumerate(lines) if i % 3))
     second.write_text("\n".join(line for i, line in enumerate(lines) if not i % 3))
-    run_batch([first], tmp_path / "state")
-    history = state.load(tmp_path / "state", CONFIG)
+    config = CONFIG.with_overrides(partner_block_records=100)
+    run_batch([first], tmp_path / "state", config=config)
+    history = state.load(tmp_path / "state", config)
     seen: dict[str, object] = {}
 
     def call(name: str, function: Callable[..., Any], *args: object) -> Any:
         result = function(*args)
-        if name == "verify duplicates":
-            seen["partners"] = set(history.read_records["rows"]["article_id"])
+        if name in ("minhash duplicates", "verify duplicates"):
+            seen[name] = history.read_records.get("rows")
         if name == "cluster duplicates":
             seen["kept"], seen["groups"] = set(history.read_records["rows"]["article_id"]), result.groups
         if name == "minhash duplicates":
             seen["new"] = args[0]["article_id"]
         return result
 
-    pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15), call=call)
+    pipeline.update([second], history, config, T0 + timedelta(minutes=15), call=call)
+    assert seen["minhash duplicates"] is None and seen["verify duplicates"] is None
+    partners, blocks = history.counts["candidate partners read"], history.counts["partner blocks"]
+    assert partners > 100 and blocks == -(-partners // 100) and history.counts["largest partner block"] == 100
     groups: pl.DataFrame = seen["groups"]  # type: ignore[assignment]
     new_ids = seen["new"].implode()  # type: ignore[attr-defined]
     new_groups = groups.filter(pl.col("article_id").is_in(new_ids))["duplicate_group"]
     with_new = groups.filter(pl.col("duplicate_group").is_in(new_groups.implode()))
     assert seen["kept"] and seen["kept"] <= set(with_new["article_id"])
-    assert len(seen["kept"]) < len(seen["partners"])
+    assert len(seen["kept"]) < partners
 
 
-def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def seed_matches(tmp_path_factory: pytest.TempPathFactory) -> tuple[state.History, state.Candidates]:
+    """The seeds' aeb versions and headlines, a third of them later: the history of the first
+    two thirds and the second batch's duplicate candidates against it."""
+    folder = tmp_path_factory.mktemp("seed-matches")
+    lines = (SEEDS / "aeb-sample.jsonl").read_text().splitlines()
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
+    (folder / "one").mkdir(), (folder / "two").mkdir()
+    (folder / "one" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if i % 3))
+    (folder / "two" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if not i % 3))
+    headlines.filter(pl.int_range(pl.len()) % 3 != 0).write_csv(folder / "one" / "headlines.csv")
+    headlines.filter(pl.int_range(pl.len()) % 3 == 0).write_csv(folder / "two" / "headlines.csv")
+    run_batch([folder / "one"], folder / "state")
+    history = state.load(folder / "state", CONFIG)
+    kept: dict[str, state.Candidates] = {}
+
+    def call(name: str, function: Callable[..., Any], *args: object) -> Any:
+        result = function(*args)
+        if name == "minhash duplicates":
+            kept["matched"] = result
+        return result
+
+    pipeline.update([folder / "two"], history, CONFIG, T0, call=call)
+    return state.load(folder / "state", CONFIG), kept["matched"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(block=st.integers(1, 80))
+def test_partners_verified_in_blocks_give_the_pairs_of_all_at_once(
+    seed_matches: tuple[state.History, state.Candidates], block: int
+) -> None:
+    """`state.verify_candidates` gives each verifying call the pairs of at most `block` history
+    partners with their rows and sets, and the pairs of verifying every candidate with every
+    partner's texts and shingles at once (text and headline pairs, new with old and new with new)."""
+    history, matched = seed_matches
+    partners = history.record_rows(pl.concat([matched.candidates["article_id_a"], matched.candidates["article_id_b"]]))
+    by_level = minhash.duplicate_shingles(partners, CONFIG)
+    sets = minhash.ShingleSets.concat([matched.shingles, by_level["text"], by_level["headline"]])
+    at_once = verify.verify_duplicates(pl.concat([partners, matched.involved]), matched.candidates, sets, CONFIG)
+    assert partners.height > 40 and set(matched.candidates["level"]) == {"text", "headline"}
+    held: list[int] = []
+
+    def recording(rows: pl.DataFrame, pairs: pl.DataFrame, sets: minhash.ShingleSets, config: Config) -> pl.DataFrame:
+        old = rows.join(matched.involved, on="article_id", how="anti")
+        held.append(old.height)
+        return verify.verify_duplicates(rows, pairs, sets, config)
+
+    config = CONFIG.with_overrides(partner_block_records=block)
+    blocked = state.verify_candidates(matched, replace(history), config, recording)
+    assert blocked.equals(at_once) and at_once.height > 0
+    assert max(held) <= block and sum(held) == partners.height
+    assert len([h for h in held if h]) == -(-partners.height // block)
+
+
+@pytest.mark.parametrize("block", [CONFIG.partner_block_records, 7])
+def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path, block: int) -> None:
     """aeb versions and headlines, a third of them later: duplicate groups and cleaning with
-    copies (re-done only for changed groups) come out as in one run."""
+    copies (re-done only for changed groups) come out as in one run, also with the candidate
+    partners verified in blocks of 7."""
+    config = CONFIG.with_overrides(partner_block_records=block)
     lines = (SEEDS / "aeb-sample.jsonl").read_text().splitlines()
     headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
     (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
@@ -146,8 +208,8 @@ def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path) -> No
     (tmp_path / "two" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if not i % 3))
     headlines.filter(pl.int_range(pl.len()) % 3 != 0).write_csv(tmp_path / "one" / "headlines.csv")
     headlines.filter(pl.int_range(pl.len()) % 3 == 0).write_csv(tmp_path / "two" / "headlines.csv")
-    run_batch([tmp_path / "one"], tmp_path / "state")
-    incremental, _ = run_batch([tmp_path / "two"], tmp_path / "state", T0 + timedelta(minutes=15))
+    run_batch([tmp_path / "one"], tmp_path / "state", config=config)
+    incremental, _ = run_batch([tmp_path / "two"], tmp_path / "state", T0 + timedelta(minutes=15), config)
     single = pipeline.run([tmp_path / "one", tmp_path / "two"], CONFIG)
     assert_same_as_one_run(incremental, single)
 
