@@ -356,7 +356,6 @@ def _update_in_chunks(
             log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
                 f"{earlier.records_in + records_read.height:,} of the input")
         result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier)
-        chain.read_records.clear()  # the texts the chunk read; the first chunk's history is kept to the end
         records_in = earlier.records_in + records_read.height
         del records_read
         if added is None:

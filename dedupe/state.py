@@ -217,11 +217,6 @@ class History(_Replaced):
     record_part_rows: tuple[int, ...] = ()
     """The rows of each records part, in order: `records` is their rows one after the other, so a
     record's row there says which texts file holds its texts, and at which row."""
-    read_records: dict[str, pl.DataFrame] = field(default_factory=dict, init=False, compare=False, repr=False)
-    """The records read so far ("rows": CLEANED), so that one run reads its touched records' texts
-    in two reads (candidate partners, then the touched duplicate-group components), not once per
-    step that needs them. Once the groups are found, only the touched components' are kept
-    (`keep_read_records`): the partners reach far into the history."""
     counts: Counter[str] = field(default_factory=Counter, init=False, compare=False, repr=False)
     """What a run on this history read of it and cleaned again (`READ_COUNTS`), for the log of each
     chunk and the benchmarks: what follows the batch and what the history."""
@@ -244,24 +239,22 @@ class History(_Replaced):
         touched = at_level.join(buckets.lazy(), on=["band", "key"], how="semi", maintain_order="left")
         return check(touched.collect(engine="streaming"), BAND_KEYS, "state band keys")
 
-    def record_rows(self, ids: pl.Series) -> pl.DataFrame:
-        """CLEANED rows, with their texts, of the history records among `ids`, in history order.
-        `text_raw` stays null: no step reads it once a record is normalized. The texts not read
-        yet are gathered by position from the texts files (`STORED_TEXTS`)."""
+    def record_rows(self, ids: pl.Series, texts: Sequence[str] = STORED_TEXTS) -> pl.DataFrame:
+        """CLEANED rows of the history records among `ids`, in history order, with their `texts`
+        read by position from the texts files (`rows_at`). Nothing read is kept: each step reads
+        what it needs (a touched record's body to group it, its texts to clean it again), which
+        costs less than holding a chunk's reads (~13 ms per 1,000 rows, `benchmarks/incremental.py`)."""
         wanted = self.records.select("article_id").with_row_index("position").join(
             pl.DataFrame({"article_id": ids}, schema={"article_id": pl.String}).unique(), on="article_id", how="semi",
             maintain_order="left",
         )
-        cached = self.read_records.get("rows", empty(CLEANED))
-        missing = wanted.join(cached.select("article_id"), on="article_id", how="anti")["position"].sort()
-        if not missing.is_empty() and self.folder is not None:
-            cached = pl.concat([cached, self.rows_at(missing.to_numpy())])
-            self.read_records["rows"] = cached
-        return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
+        if wanted.is_empty() or self.folder is None:
+            return empty(CLEANED)
+        return self.rows_at(wanted["position"].to_numpy(), texts)
 
     def rows_at(self, positions: np.ndarray, texts: Sequence[str] = STORED_TEXTS) -> pl.DataFrame:
         """CLEANED rows of the history records at `positions` (ascending), with their `texts` read
-        from the texts files and the others null; not kept (`record_rows` keeps what it reads)."""
+        from the texts files and the others null."""
         stored, files = _gather_record_texts(self.folder, self.record_part_rows, positions, texts)  # type: ignore[arg-type]
         light = self.records[positions].select(name for name in CLEANED if name not in texts)
         read = pl.concat([light, stored], how="horizontal").with_columns(
@@ -271,12 +264,6 @@ class History(_Replaced):
                             "record text bytes read": int(stored.estimated_size())})
         return check(read.select(list(CLEANED)), CLEANED, "state records")
 
-    def keep_read_records(self, ids: pl.Series) -> None:
-        """Let go of the texts read so far of the records not among `ids`: a chunk's candidate
-        partners reach far into the history, and most are read only to be compared."""
-        if "rows" in self.read_records:
-            self.read_records["rows"] = self.read_records["rows"].filter(pl.col("article_id").is_in(ids.implode()))
-
     def article_texts(self, ids: pl.Series) -> pl.DataFrame:
         """ARTICLE_TEXTS of the history articles among `ids`, as the last run left them."""
         if ids.is_empty():
@@ -284,14 +271,14 @@ class History(_Replaced):
         folder = self.folder / "article_texts" if self.folder else None
         return _read_keyed(folder, *KEYED["article_texts"], pl.col("article_id").is_in(ids.implode()))
 
-    def with_record_texts(self, frame: pl.DataFrame) -> pl.DataFrame:
+    def with_record_texts(self, frame: pl.DataFrame, texts: Sequence[str] = STORED_TEXTS) -> pl.DataFrame:
         """`frame` (CLEANED rows, texts null where they come from the history) with the stored
-        texts of its history records; new records keep their own."""
-        stored = self.record_rows(frame["article_id"]).select("article_id", *RECORD_TEXTS)
+        `texts` of its history records; new records keep their own."""
+        stored = self.record_rows(frame["article_id"], texts).select("article_id", *texts)
         joined = frame.join(stored, on="article_id", how="left", maintain_order="left", suffix="_stored")
         has_stored = pl.col("article_id").is_in(stored["article_id"].implode())
-        texts = [pl.when(has_stored).then(f"{name}_stored").otherwise(name).alias(name) for name in RECORD_TEXTS]
-        return joined.with_columns(texts).select(frame.columns)
+        read = [pl.when(has_stored).then(f"{name}_stored").otherwise(name).alias(name) for name in texts]
+        return joined.with_columns(read).select(frame.columns)
 
 
 @dataclass(frozen=True)
@@ -488,12 +475,11 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
     new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
     touched_ids = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"]
     touched = touched_ids.implode()
-    regrouped = cluster.duplicate_groups(
-        history.with_record_texts(records.filter(pl.col("article_id").is_in(touched))),
+    regrouped = cluster.duplicate_groups(  # of the texts, a group's medoid reads the body's length alone
+        history.with_record_texts(records.filter(pl.col("article_id").is_in(touched)), ["body"]),
         pairs.filter(pl.col("article_id_a").is_in(touched)),
         config,
     )
-    history.keep_read_records(touched_ids)  # clean with copies reads these (a changed headline alone reads no texts)
     kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
     groups = pl.concat([kept.select(regrouped.columns), regrouped])
     before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))
