@@ -17,6 +17,8 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py seeds [--rounds 3] [--against DIR] [--workers N]  # the CLI on seeds/: wall, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
     python benchmarks/speed.py copies --docs 30000 [--workers 2] [--rounds 3]  # clean with copies on workers vs here
+    python benchmarks/speed.py blocks --docs 90000 --chunk 30000 --sizes 10000 1000000 [--rounds 3]
+                                                      # the last chunk's candidates verified in partner blocks of each size
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
 words, real word pairs, new documents), about events of Zipf-distributed size (most covered once
@@ -50,10 +52,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dedupe import clean, minhash, pipeline, shards
+from dedupe import clean, minhash, normalize, pipeline, read, shards, state
 from dedupe.config import Config
 from dedupe.evaluate import evaluate
-from dedupe.schema import CLEANED
+from dedupe.schema import CLEANED, READ
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -736,6 +738,48 @@ def copies_on_workers(corpus: Path, workers: int, rounds: int) -> None:
     print(f"  the pieces for the workers, pickled: {sum(sent) / 1e6:,.1f} MB in {len(sent)} pieces")
 
 
+def partner_blocks(corpus: Path, chunk: int, sizes: list[int], rounds: int) -> None:
+    """The last `chunk` records' duplicate candidates verified against the history of the records
+    before them (`state.verify_candidates`) with `partner_block_records` at each of `sizes`,
+    alternating, in this process: CPU and wall seconds (best of `rounds`), the peak resident
+    memory during the step, and whether the pairs are those of the first size. The history is
+    committed once, by `pipeline.run_on_state` in chunks of `chunk`; the new records are read,
+    normalized, cleaned and matched as `pipeline._update` does."""
+    records = pl.concat([pl.read_parquet(part) for part in sorted(corpus.glob("part-*.parquet"))])
+    config = Config(chunk_records=chunk)
+    memory = TreeMemory()
+    with tempfile.TemporaryDirectory(dir=corpus.parent) as folder:
+        work = Path(folder)
+        records.head(records.height - chunk).write_parquet(work / "history.parquet")
+        records.tail(chunk).write_parquet(work / "batch.parquet")
+        del records
+        pipeline.run_on_state([work / "history.parquet"], work / "out", work / "state", config)
+        history = state.load(work / "state", config)
+        found = state.changed_files([work / "batch.parquet"], history).found
+        fresh = state.new_records(read.read_found(found, config), history)
+        normalized = normalize.normalize(fresh.select(list(READ))).with_columns(text_raw=pl.lit(None, pl.String))
+        matched = state.new_candidates(state.with_keys(clean.clean(normalized), fresh), history, config)
+        del fresh, normalized
+        print(f"{history.records.height:,} history records, {chunk:,} new: {matched.candidates.height:,} candidates")
+        figures: dict[int, list[tuple[float, float, int]]] = {size: [] for size in sizes}
+        pairs: dict[int, pl.DataFrame] = {}
+        for _ in range(rounds):
+            for size in sizes:
+                shards.release_free_memory()
+                memory.reset()
+                started, cpu = time.perf_counter(), time.process_time()
+                pairs[size] = state.verify_candidates(matched, replace(history), config.with_overrides(partner_block_records=size))
+                figures[size].append((time.process_time() - cpu, time.perf_counter() - started, memory.peak))
+    memory.stop()
+    partners = history.records.join(pl.concat([matched.candidates["article_id_a"], matched.candidates["article_id_b"]])
+                                    .unique().to_frame("article_id"), on="article_id", how="semi").height
+    print(f"{partners:,} history partners; {pairs[sizes[0]].height:,} pairs confirmed")
+    for size, runs in figures.items():
+        cpu, wall, peak = min(run[0] for run in runs), min(run[1] for run in runs), max(run[2] for run in runs)
+        print(f"  blocks of {size:>9,}: {-(-partners // size):>3} blocks, CPU {cpu:6.2f} s, wall {wall:6.2f} s (best of "
+              f"{rounds}), peak {peak / 2**30:.2f} GiB; the same pairs: {pairs[size].equals(pairs[sizes[0]])}")
+
+
 def _live_frame_bytes() -> int:
     """Bytes of every polars frame and series this process still references (an upper bound:
     buffers shared between frames count once per frame)."""
@@ -1196,7 +1240,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history",
-            "stories", "copies"]
+            "stories", "copies", "blocks"]
     parser.add_argument("what", nargs="?", default="smoke", choices=what)
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
@@ -1237,6 +1281,9 @@ def main() -> None:
     if args.what == "copies":
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
         copies_on_workers(corpus, workers, args.rounds)
+    if args.what == "blocks":
+        corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
+        partner_blocks(corpus, args.chunk or args.docs // 3, args.sizes, args.rounds)
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow, workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":

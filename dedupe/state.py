@@ -443,14 +443,16 @@ def verify_candidates(
     block = (pl.col("position").rank("dense") - 1) // config.partner_block_records
     blocks = located.with_columns(block=block).sort("position").partition_by("block", as_dict=True)  # new pairs: null
     verdicts = [empty(PAIRS)]
+    new_sets = matched.shingles.sorted_sets()  # once: a new record's pairs are in many blocks
     for (number,), pairs in blocks.items():
         at = pairs["position"].unique(maintain_order=True).drop_nulls().to_numpy()  # ascending
         old = history.rows_at(at, ["body"]) if at.size else empty(CLEANED)
         rows = pl.concat([old, in_pairs(new, pairs)])
-        sets = matched.shingles
+        sets = new_sets
         if len(sets):  # else the verifier makes them
             made = minhash.duplicate_shingles(old, config)
-            sets = minhash.ShingleSets.concat([sets.of(rows["article_id"].to_list()), made["text"], made["headline"]])
+            old_sets = minhash.ShingleSets.concat([made["text"], made["headline"]]).sorted_sets()
+            sets = minhash.ShingleSets.concat([sets.of(rows["article_id"].to_list()), old_sets])
         history.counts.update({"candidate partners read": old.height, "partner blocks": int(number is not None)})
         history.counts["largest partner block"] = max(history.counts["largest partner block"], old.height)
         verdicts.append(verifier(rows, pairs.select(list(CANDIDATES)), sets, config))
