@@ -209,12 +209,11 @@ class Config:
     (`state.verify_candidates`): their bodies and shingles are held for one block, not for every
     partner. A chunk of copies has nearly the whole history for partners (190,583 of 200,000 in
     the third 100k chunk of 300k), and held at once they were most of its peak. The outputs are
-    the same for any size (tests/test_state.py). A block of 10,000 holds ~30 MB of bodies and
-    shingle hashes (1.2 and 1.8 KB a record) and is read by position in ~0.15 s: small beside a
-    chunk, big enough that a block's fixed costs do not show. 90k documents in chunks of 30k
-    (`speed.py profile --docs 90000 --chunk 30000 --workers 1`, the last third copies): the third
-    chunk's 51,804 partners in 6 blocks, minhash duplicates peaked at 1.81 GiB, not 2.68
-    (benchmarks/README.md, 2 December)."""
+    the same for any size (tests/test_state.py). Small beside a chunk, and big enough that a
+    block's own costs do not show: the third chunk of 90k documents in chunks of 30k (the last
+    third copies) verified its 51,804 partners at a peak of 1.80 GiB in blocks of 10,000, 2.01 in
+    blocks of 25,000 and 2.47 all at once, in 11.6, 10.1 and 12.3 CPU s (`speed.py blocks --docs
+    90000 --chunk 30000 --sizes 10000 1000000 25000`, benchmarks/README.md, 2 December)."""
 
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
