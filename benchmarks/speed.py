@@ -7,6 +7,8 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
     python benchmarks/speed.py profile --docs 30000 --chunk 10000 --workers 1 [--flow]  # each step of a chunked run
     python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --cprofile "cluster stories"  # and its calls
+    python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --configs partner_block_records=100000
+                                                      # the same with other settings (the first of --configs)
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
     python benchmarks/speed.py scaling --sizes 10000 100000 --workers 1 --chunk 100000 --unchunked-at 100000 [--flow]
                                                       # runs on a state in chunks, read to write, beside unchunked
@@ -16,6 +18,8 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py seeds [--rounds 3] [--against DIR] [--workers N]  # the CLI on seeds/: wall, Prefect's share
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
     python benchmarks/speed.py copies --docs 30000 [--workers 2] [--rounds 3]  # clean with copies on workers vs here
+    python benchmarks/speed.py blocks --docs 90000 --chunk 30000 --sizes 10000 1000000 [--rounds 3]
+                                                      # the last chunk's candidates verified in partner blocks of each size
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
 words, real word pairs, new documents), about events of Zipf-distributed size (most covered once
@@ -51,10 +55,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dedupe import clean, minhash, pipeline, shards
+from dedupe import clean, minhash, normalize, pipeline, read, shards, state
 from dedupe.config import Config
 from dedupe.evaluate import evaluate
-from dedupe.schema import CLEANED
+from dedupe.schema import CLEANED, READ
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -592,20 +596,23 @@ def show_chunks(chunks: list[dict[str, float]]) -> None:
               + "".join(f"{int(chunk[table]):>18,}" for table in ChunkWatcher.TABLES), flush=True)
 
 
-def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = False, step: str | None = None) -> None:
-    """One plain run, stage by stage: seconds, the peak resident memory of the process tree
-    during the stage and after it, the frames still referenced after it, and the bytes per
-    document of what the stage returns (the big frames column by column): where a run's time and
-    bytes go. With `chunk`, a run on a new state in chunks of that many records
-    (`pipeline.run_on_state`), each step of each chunk; with `flow` too, each step a Prefect task
-    as the flow runs it (`flows.pipeline.as_task`, in a flow of this script's), with the seconds
-    the task's machinery added to the step. Then where the time outside the steps went: before
-    the first step (with a flow: importing Prefect, its server's start, the flow run's), and
-    between and after them (the pipeline's own glue; with a flow, its end), the profile's own
-    measuring taken out. Each step's CPU seconds too (this process's, all its threads; not the
-    worker processes': steadier than wall seconds on a shared machine), and with `chunk` the
-    published outputs' digest, as `pipeline` prints it. With `step`, that step runs under cProfile
-    and the top of its calls by cumulative time is printed each time it runs (each chunk)."""
+def profile(
+    corpus: Path, workers: int, chunk: int | None = None, flow: bool = False, step: str | None = None, settings: str = ""
+) -> None:
+    """One plain run, stage by stage: seconds (wall, and CPU of this process: all its threads, not
+    the worker processes'; steadier than wall seconds on a shared machine), the peak resident
+    memory of the process tree during the stage and after it, the frames still referenced after
+    it, and the bytes per document of what the stage returns (the big frames column by column):
+    where a run's time and bytes go. With `chunk`, a run on a new state in chunks of that many
+    records (`pipeline.run_on_state`), each step of each chunk, and the digest of the published
+    outputs (as `pipeline` prints it: run this script with PYTHONPATH at another checkout to
+    compare its code's); with `flow` too, each step a Prefect task as the flow runs it
+    (`flows.pipeline.as_task`, in a flow of this script's), with the seconds the task's machinery
+    added to the step. Then where the time outside the steps went: before the first step (with a
+    flow: importing Prefect, its server's start, the flow run's), and between and after them (the
+    pipeline's own glue; with a flow, its end), the profile's own measuring taken out. With
+    `step`, that step runs under cProfile and the top of its calls by cumulative time is printed
+    each time it runs (each chunk). `settings`: FIELD=VALUE,... of the run's `Config`."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
@@ -634,10 +641,11 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
 
     own: list[float] = []  # with a flow: each step's own seconds, inside its task
     started = time.perf_counter()
+    base = Config(workers=workers).with_settings(settings.split(",") if settings else [])
     if chunk is None:
-        pipeline.run(parts, Config(workers=workers), call=recorded)
+        pipeline.run(parts, base, call=recorded)
     else:
-        config = Config(workers=workers, chunk_records=chunk)
+        config = base.with_overrides(chunk_records=chunk)
         with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
             if flow:
                 _profiled_flow(parts, Path(out), config, recorded, own)
@@ -657,7 +665,8 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
         print(f"{name:<22}{seconds:>8.2f}{cpu:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
               f"{live / 2**30:>10.2f}{total / docs:>11,.0f}" + (f"{seconds - own[number]:>8.2f}" if own else "") + "  "
               + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
-    print("live GiB: the frames and series still referenced after the step (found by the garbage collector; buffers "
+    print("cpu s: this process's CPU seconds in the step, every thread (not the workers'); "
+          "live GiB: the frames and series still referenced after the step (found by the garbage collector; buffers "
           "two frames share count twice): what 'after GiB' holds beyond it, the allocators keep")
     steps = sum(seconds for _, seconds, *_ in rows)
     before = starts[0] - started if starts else 0.0
@@ -741,6 +750,48 @@ def copies_on_workers(corpus: Path, workers: int, rounds: int) -> None:
 
     shards.clean_by_groups(replace(plans[f"{workers} workers"], map=weighing), cleaned, groups, config, decorations)
     print(f"  the pieces for the workers, pickled: {sum(sent) / 1e6:,.1f} MB in {len(sent)} pieces")
+
+
+def partner_blocks(corpus: Path, chunk: int, sizes: list[int], rounds: int) -> None:
+    """The last `chunk` records' duplicate candidates verified against the history of the records
+    before them (`state.verify_candidates`) with `partner_block_records` at each of `sizes`,
+    alternating, in this process: CPU and wall seconds (best of `rounds`), the peak resident
+    memory during the step, and whether the pairs are those of the first size. The history is
+    committed once, by `pipeline.run_on_state` in chunks of `chunk`; the new records are read,
+    normalized, cleaned and matched as `pipeline._update` does."""
+    records = pl.concat([pl.read_parquet(part) for part in sorted(corpus.glob("part-*.parquet"))])
+    config = Config(chunk_records=chunk)
+    memory = TreeMemory()
+    with tempfile.TemporaryDirectory(dir=corpus.parent) as folder:
+        work = Path(folder)
+        records.head(records.height - chunk).write_parquet(work / "history.parquet")
+        records.tail(chunk).write_parquet(work / "batch.parquet")
+        del records
+        pipeline.run_on_state([work / "history.parquet"], work / "out", work / "state", config)
+        history = state.load(work / "state", config)
+        found = state.changed_files([work / "batch.parquet"], history).found
+        fresh = state.new_records(read.read_found(found, config), history)
+        normalized = normalize.normalize(fresh.select(list(READ))).with_columns(text_raw=pl.lit(None, pl.String))
+        matched = state.new_candidates(state.with_keys(clean.clean(normalized), fresh), history, config)
+        del fresh, normalized
+        print(f"{history.records.height:,} history records, {chunk:,} new: {matched.candidates.height:,} candidates")
+        figures: dict[int, list[tuple[float, float, int]]] = {size: [] for size in sizes}
+        pairs: dict[int, pl.DataFrame] = {}
+        for _ in range(rounds):
+            for size in sizes:
+                shards.release_free_memory()
+                memory.reset()
+                started, cpu = time.perf_counter(), time.process_time()
+                pairs[size] = state.verify_candidates(matched, replace(history), config.with_overrides(partner_block_records=size))
+                figures[size].append((time.process_time() - cpu, time.perf_counter() - started, memory.peak))
+    memory.stop()
+    partners = history.records.join(pl.concat([matched.candidates["article_id_a"], matched.candidates["article_id_b"]])
+                                    .unique().to_frame("article_id"), on="article_id", how="semi").height
+    print(f"{partners:,} history partners; {pairs[sizes[0]].height:,} pairs confirmed")
+    for size, runs in figures.items():
+        cpu, wall, peak = min(run[0] for run in runs), min(run[1] for run in runs), max(run[2] for run in runs)
+        print(f"  blocks of {size:>9,}: {-(-partners // size):>3} blocks, CPU {cpu:6.2f} s, wall {wall:6.2f} s (best of "
+              f"{rounds}), peak {peak / 2**30:.2f} GiB; the same pairs: {pairs[size].equals(pairs[sizes[0]])}")
 
 
 def _live_frame_bytes() -> int:
@@ -1203,7 +1254,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history",
-            "stories", "copies"]
+            "stories", "copies", "blocks"]
     parser.add_argument("what", nargs="?", default="smoke", choices=what)
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
@@ -1220,7 +1271,8 @@ def main() -> None:
     parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
     parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
     parser.add_argument("--configs", nargs="+", default=[""], metavar="FIELD=VALUE,...",
-                        help="stories: the story steps again with each of these settings ('': the defaults)")
+                        help="stories: the story steps again with each of these settings ('': the defaults); "
+                        "profile: the run's settings (the first)")
     parser.add_argument("--cprofile", metavar="STEP", help="profile: this step under cProfile (its seconds then include the profiler's)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1240,10 +1292,13 @@ def main() -> None:
     if args.what == "profile":
         docs = args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        profile(corpus, workers, args.chunk, args.flow, args.cprofile)
+        profile(corpus, workers, args.chunk, args.flow, args.cprofile, args.configs[0])
     if args.what == "copies":
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
         copies_on_workers(corpus, workers, args.rounds)
+    if args.what == "blocks":
+        corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
+        partner_blocks(corpus, args.chunk or args.docs // 3, args.sizes, args.rounds)
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow, workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":

@@ -200,6 +200,17 @@ class Config:
     the speed corpus 4 chunks of 25k took 1.07x the time of one run of 100k for the same peak
     memory (benchmarks/README.md, *Chunked runs and 1M*)."""
 
+    partner_block_records: int = 10_000
+    """History records an update verifies its candidate pairs against at once
+    (`state.verify_candidates`): their bodies and shingles are held for one block, not for every
+    partner. A chunk of copies has nearly the whole history for partners (190,583 of 200,000 in
+    the third 100k chunk of 300k), and held at once they were most of its peak. The outputs are
+    the same for any size (tests/test_state.py). Small beside a chunk, and big enough that a
+    block's own costs do not show: the third chunk of 90k documents in chunks of 30k (the last
+    third copies) verified its 51,804 partners at a peak of 1.80 GiB in blocks of 10,000, 2.01 in
+    blocks of 25,000 and 2.47 all at once, in 11.6, 10.1 and 12.3 CPU s (`speed.py blocks --docs
+    90000 --chunk 30000 --sizes 10000 1000000 25000`, benchmarks/README.md, 2 December)."""
+
     # --- write -------------------------------------------------------------------------------
     top_stories: int = 10
     """Largest stories listed in report.md and in the printed summary."""
@@ -209,6 +220,8 @@ class Config:
             raise ValueError(f"story_model={self.story_model!r}: expected one of {', '.join(STORY_MODELS)}")
         if self.chunk_records < 0:
             raise ValueError(f"chunk_records={self.chunk_records}: expected a number of records, or 0 (all at once)")
+        if self.partner_block_records < 1:
+            raise ValueError(f"partner_block_records={self.partner_block_records}: expected records, at least 1")
         if self.workers < 0:
             raise ValueError(f"workers={self.workers}: expected 1 (this process), more, or 0 (one per core for big stages)")
         if not 0 <= self.story_attach_claim <= 1:

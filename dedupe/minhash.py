@@ -90,10 +90,13 @@ class ShingleSets(Mapping[str, np.ndarray]):
     of bytes (~50 GB). Set overlaps on these hashes are exact but for 32-bit collisions: two
     450-shingle sets share a false shingle with probability 450 * 450 / 2^32 = 5e-5."""
 
-    def __init__(self, ids: Sequence[str], hashes: np.ndarray, counts: np.ndarray) -> None:
+    def __init__(self, ids: Sequence[str], hashes: np.ndarray, counts: np.ndarray, ordered: bool = False) -> None:
         self.ids = list(ids)
         self.hashes = hashes
         self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self.ordered = ordered
+        """Whether each set is sorted, without repeats (`sorted_sets`): `verify.overlap` then
+        compares the sets as they are."""
         self._index = {article_id: i for i, article_id in enumerate(self.ids)}
 
     @classmethod
@@ -136,10 +139,20 @@ class ShingleSets(Mapping[str, np.ndarray]):
     def subset(self, keep: np.ndarray) -> ShingleSets:
         """The sets at the positions `keep` (in that order)."""
         counts = self.counts[keep]
-        # one gather, not a slice per set: each output position maps to its set's start + rank
-        starts = np.repeat(self.offsets[keep] - (np.cumsum(counts) - counts), counts)
-        hashes = self.hashes[starts + np.arange(counts.sum(), dtype=starts.dtype)]
-        return ShingleSets([self.ids[i] for i in keep], hashes, counts)
+        return ShingleSets([self.ids[i] for i in keep], self.hashes[_gathered(self.offsets[keep], counts)], counts, self.ordered)
+
+    def sorted_sets(self) -> ShingleSets:
+        """These sets, each sorted and without repeats: sets that several `verify.overlap` calls
+        compare (a chunk's new records, against each block of partners in
+        `state.verify_candidates`) are sorted once, not in every call."""
+        if self.ordered or not len(self):
+            return ShingleSets(self.ids, self.hashes, self.counts, True)
+        from dedupe import compiled  # numba's import, only when there are sets
+
+        starts = self.offsets[:-1]
+        values, sizes = np.empty_like(self.hashes), np.zeros(len(self), dtype=np.int64)
+        on_threads(compiled.sort_sets, len(self), self.hashes, starts, self.counts, values, starts, sizes)
+        return ShingleSets(self.ids, values[_gathered(starts, sizes)], sizes, True)
 
     def of(self, ids: Sequence[str]) -> ShingleSets:
         """The sets of those of `ids` that are here, in that order."""
@@ -152,7 +165,14 @@ class ShingleSets(Mapping[str, np.ndarray]):
         from 5,360 to 6,529 docs/s: `speed.py scaling`, benchmarks/README.md, 2 December)."""
         hashes = np.concatenate([part.hashes for part in parts]) if parts else np.empty(0, np.uint32)
         counts = np.concatenate([part.counts for part in parts]) if parts else np.empty(0, np.int64)
-        return cls([article_id for part in parts for article_id in part.ids], hashes, counts)
+        ordered = bool(parts) and all(part.ordered for part in parts)
+        return cls([article_id for part in parts for article_id in part.ids], hashes, counts, ordered)
+
+
+def _gathered(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The positions of `counts[i]` values from each `starts[i]`, one after the other: one
+    gather, not a slice per set (each output position is its set's start plus its rank)."""
+    return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum(), dtype=np.int64)
 
 
 def _batch_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -184,11 +184,9 @@ def _update(
     normalized = normalized.with_columns(text_raw=pl.lit(None, pl.String))
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
-    new_pairs = stage(
-        "verify duplicates", verify.verify_duplicates, matched.involved, matched.candidates, matched.shingles, config
-    )
+    new_pairs = stage("verify duplicates", state.verify_candidates, matched, history, config)
     band_keys, duplicate_candidates = matched.band_keys, matched.candidates.height
-    del matched  # the shingles (2.4 KB a record) and rows of every candidate partner, read by verifying alone
+    del matched  # the new records' shingles (2.4 KB a record), read by verifying alone
     everything = state.all_records(history, records)
     # in the order a single run gives them: group centralities are float sums, summed in this order
     duplicate_pairs = pl.concat([history.duplicate_pairs, new_pairs]).sort("article_id_a", "article_id_b")
@@ -358,7 +356,6 @@ def _update_in_chunks(
             log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
                 f"{earlier.records_in + records_read.height:,} of the input")
         result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier)
-        chain.read_records.clear()  # the texts the chunk read; the first chunk's history is kept to the end
         records_in = earlier.records_in + records_read.height
         del records_read
         if added is None:

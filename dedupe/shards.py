@@ -226,6 +226,12 @@ def sharded_call(call: Call, plan: Plan) -> Call:
             if plan.verify_in_shards or not len(sets)
             else verify.verify_duplicates(involved, candidates, sets, config)
         ),
+        state.verify_candidates: lambda matched, history, config: state.verify_candidates(
+            matched, history, config,
+            (lambda rows, pairs, sets, config: verify_duplicates(plan, rows, pairs, config, sets))
+            if plan.verify_in_shards or not len(matched.shingles)
+            else verify.verify_duplicates,
+        ),
         clean.clean_with_copies: lambda cleaned, groups, config: clean_with_copies(plan, cleaned, groups, config),
     }
     if plan.read_in_shards:
@@ -402,9 +408,9 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
         pieces.append((keys.filter(in_partition), old, new_ids, known, config, plan.index))
     level_order = pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8)
     candidates = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
-    _, involved = state.partner_rows(candidates, new, history)
     keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
     sets = minhash.ShingleSets.concat([])
+    involved = state.in_pairs(new, candidates)
     return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), sets, involved)
 
 

@@ -157,14 +157,15 @@ row with pyarrow, reads the pages of those rows alone (1,132 of 50,000 records: 
 both). Uncompressed, as a memory map needs: 1.3x the bytes of the lz4 Parquet it replaces."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 READ_COUNTS = (
-    "candidate partners read", "record reads", "records read", "record text files read", "record text bytes read",
-    "cleaned again", "headline only",
+    "candidate partners read", "partner blocks", "largest partner block", "record reads", "records read",
+    "record text files read", "record text bytes read", "cleaned again", "headline only",
 )
-"""`History.counts`: the history records read as candidate partners; the reads of stored texts,
+"""`History.counts`: the history records read as candidate partners, in how many blocks, the
+largest block (`verify_candidates`); the reads of stored texts,
 the records they read, the texts files they opened and the bytes of the rows they gathered
 (what follows the rows read, not the history); the records cleaned again with their texts, and
 those whose headline alone was made again."""
-UNSTORED_SETTINGS = {"top_stories", "workers", "chunk_records"}
+UNSTORED_SETTINGS = {"top_stories", "workers", "chunk_records", "partner_block_records"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
 
@@ -216,11 +217,6 @@ class History(_Replaced):
     record_part_rows: tuple[int, ...] = ()
     """The rows of each records part, in order: `records` is their rows one after the other, so a
     record's row there says which texts file holds its texts, and at which row."""
-    read_records: dict[str, pl.DataFrame] = field(default_factory=dict, init=False, compare=False, repr=False)
-    """The records read so far ("rows": CLEANED), so that one run reads its touched records' texts
-    in two reads (candidate partners, then the touched duplicate-group components), not once per
-    step that needs them. Once the groups are found, only the touched components' are kept
-    (`keep_read_records`): the partners reach far into the history."""
     counts: Counter[str] = field(default_factory=Counter, init=False, compare=False, repr=False)
     """What a run on this history read of it and cleaned again (`READ_COUNTS`), for the log of each
     chunk and the benchmarks: what follows the batch and what the history."""
@@ -243,31 +239,30 @@ class History(_Replaced):
         touched = at_level.join(buckets.lazy(), on=["band", "key"], how="semi", maintain_order="left")
         return check(touched.collect(engine="streaming"), BAND_KEYS, "state band keys")
 
-    def record_rows(self, ids: pl.Series) -> pl.DataFrame:
-        """CLEANED rows, with their texts, of the history records among `ids`, in history order.
-        `text_raw` stays null: no step reads it once a record is normalized. The texts not read
-        yet are gathered by position from the texts files (`STORED_TEXTS`)."""
+    def record_rows(self, ids: pl.Series, texts: Sequence[str] = STORED_TEXTS) -> pl.DataFrame:
+        """CLEANED rows of the history records among `ids`, in history order, with their `texts`
+        read by position from the texts files (`rows_at`). Nothing read is kept: each step reads
+        what it needs (a touched record's body to group it, its texts to clean it again), which
+        costs less than holding a chunk's reads (~13 ms per 1,000 rows, `benchmarks/incremental.py`)."""
         wanted = self.records.select("article_id").with_row_index("position").join(
             pl.DataFrame({"article_id": ids}, schema={"article_id": pl.String}).unique(), on="article_id", how="semi",
             maintain_order="left",
         )
-        cached = self.read_records.get("rows", empty(CLEANED))
-        missing = wanted.join(cached.select("article_id"), on="article_id", how="anti")["position"].sort()
-        if not missing.is_empty() and self.folder is not None:
-            texts, files = _gather_record_texts(self.folder, self.record_part_rows, missing.to_numpy())
-            light = self.records[missing].select(name for name in CLEANED if name not in STORED_TEXTS)
-            read = check(pl.concat([light, texts], how="horizontal").select(list(CLEANED)), CLEANED, "state records")
-            self.counts.update({"record reads": 1, "records read": read.height, "record text files read": files,
-                                "record text bytes read": int(texts.estimated_size())})
-            cached = pl.concat([cached, read])
-            self.read_records["rows"] = cached
-        return wanted.select("article_id").join(cached, on="article_id", maintain_order="left")
+        if wanted.is_empty() or self.folder is None:
+            return empty(CLEANED)
+        return self.rows_at(wanted["position"].to_numpy(), texts)
 
-    def keep_read_records(self, ids: pl.Series) -> None:
-        """Let go of the texts read so far of the records not among `ids`: a chunk's candidate
-        partners reach far into the history, and most are read only to be compared."""
-        if "rows" in self.read_records:
-            self.read_records["rows"] = self.read_records["rows"].filter(pl.col("article_id").is_in(ids.implode()))
+    def rows_at(self, positions: np.ndarray, texts: Sequence[str] = STORED_TEXTS) -> pl.DataFrame:
+        """CLEANED rows of the history records at `positions` (ascending), with their `texts` read
+        from the texts files and the others null."""
+        stored, files = _gather_record_texts(self.folder, self.record_part_rows, positions, texts)  # type: ignore[arg-type]
+        light = self.records[positions].select(name for name in CLEANED if name not in texts)
+        read = pl.concat([light, stored], how="horizontal").with_columns(
+            pl.lit(None, CLEANED[name]).alias(name) for name in STORED_TEXTS if name not in texts
+        )
+        self.counts.update({"record reads": 1, "records read": read.height, "record text files read": files,
+                            "record text bytes read": int(stored.estimated_size())})
+        return check(read.select(list(CLEANED)), CLEANED, "state records")
 
     def article_texts(self, ids: pl.Series) -> pl.DataFrame:
         """ARTICLE_TEXTS of the history articles among `ids`, as the last run left them."""
@@ -276,14 +271,14 @@ class History(_Replaced):
         folder = self.folder / "article_texts" if self.folder else None
         return _read_keyed(folder, *KEYED["article_texts"], pl.col("article_id").is_in(ids.implode()))
 
-    def with_record_texts(self, frame: pl.DataFrame) -> pl.DataFrame:
+    def with_record_texts(self, frame: pl.DataFrame, texts: Sequence[str] = STORED_TEXTS) -> pl.DataFrame:
         """`frame` (CLEANED rows, texts null where they come from the history) with the stored
-        texts of its history records; new records keep their own."""
-        stored = self.record_rows(frame["article_id"]).select("article_id", *RECORD_TEXTS)
+        `texts` of its history records; new records keep their own."""
+        stored = self.record_rows(frame["article_id"], texts).select("article_id", *texts)
         joined = frame.join(stored, on="article_id", how="left", maintain_order="left", suffix="_stored")
         has_stored = pl.col("article_id").is_in(stored["article_id"].implode())
-        texts = [pl.when(has_stored).then(f"{name}_stored").otherwise(name).alias(name) for name in RECORD_TEXTS]
-        return joined.with_columns(texts).select(frame.columns)
+        read = [pl.when(has_stored).then(f"{name}_stored").otherwise(name).alias(name) for name in texts]
+        return joined.with_columns(read).select(frame.columns)
 
 
 @dataclass(frozen=True)
@@ -393,15 +388,15 @@ def all_records(history: History, records: pl.DataFrame) -> pl.DataFrame:
 class Candidates:
     candidates: pl.DataFrame  # CANDIDATES with at least one new article
     band_keys: pl.DataFrame  # LEVEL_BAND_KEYS of the new records
-    shingles: minhash.ShingleSets  # of every article in a candidate pair
-    involved: pl.DataFrame  # CLEANED rows of every article in a candidate pair
+    shingles: minhash.ShingleSets  # of the new records (none: made where they are verified, `shards.new_candidates`)
+    involved: pl.DataFrame  # CLEANED rows of the new records in a candidate pair
 
 
 def new_candidates(records: pl.DataFrame, history: History, config: Config) -> Candidates:
     """Duplicate candidates between new records and all records, from the stored band keys: the
     buckets a new record falls in are joined with the stored keys on (band, key), and only those
-    buckets are paired, so the work follows the batch and its matches, not the history. Old
-    records in a pair have their shingles made again from their stored text."""
+    buckets are paired, so the work follows the batch and its matches, not the history. The
+    history partners are read when their pairs are verified (`verify_candidates`)."""
     new = records.select(list(CLEANED))
     shingles = minhash.duplicate_shingles(new, config)
     keys, pairs = [], []
@@ -414,25 +409,55 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     candidates = pl.concat(pairs).filter(
         pl.col("article_id_a").is_in(new_ids) | pl.col("article_id_b").is_in(new_ids)
     )
-    old, involved = partner_rows(candidates, new, history)
-    sets = with_partner_shingles([shingles["text"], shingles["headline"]], old, config)
-    return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, involved)
+    sets = minhash.ShingleSets.concat([shingles["text"], shingles["headline"]])
+    return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, in_pairs(new, candidates))
 
 
-def partner_rows(candidates: pl.DataFrame, new: pl.DataFrame, history: History) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(CLEANED rows, with their texts, of the history records in a candidate pair; those and the
-    new records in a pair: what verifying reads)."""
-    partners = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique()
-    old = history.record_rows(partners)
-    history.counts["candidate partners read"] += old.height
-    return old, pl.concat([old, new.filter(pl.col("article_id").is_in(partners.implode()))])
+def in_pairs(rows: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+    """The `rows` whose article is in one of `pairs`."""
+    return rows.filter(pl.col("article_id").is_in(pl.concat([pairs["article_id_a"], pairs["article_id_b"]]).implode()))
 
 
-def with_partner_shingles(new_sets: Sequence[minhash.ShingleSets], old: pl.DataFrame, config: Config) -> minhash.ShingleSets:
-    """The new records' shingle sets and those of the history partners `old`, made again from their
-    stored texts (shingles are not stored: 2.4 KB a record)."""
-    old_sets = minhash.duplicate_shingles(old, config)
-    return minhash.ShingleSets.concat([*new_sets, old_sets["text"], old_sets["headline"]])
+Verifier = Callable[[pl.DataFrame, pl.DataFrame, minhash.ShingleSets, Config], pl.DataFrame]
+"""verify(CLEANED rows, CANDIDATES, their shingle sets or none, config) -> PAIRS, as
+`verify.verify_duplicates` (`shards.verify_duplicates` makes the sets where none are given)."""
+
+
+def verify_candidates(
+    matched: Candidates, history: History, config: Config, verifier: Verifier = verify.verify_duplicates
+) -> pl.DataFrame:
+    """PAIRS of the confirmed `matched` candidates. Their history partners are read, shingled and
+    verified in blocks of at most `config.partner_block_records`, in the order of their rows in
+    the history (a block's texts lie together), and only each block's verdicts are kept: a chunk
+    of copies has nearly the whole history for partners (190,583 of 200,000 in the third 100k
+    chunk of 300k), whose texts and shingles held at once were most of its peak. Only the body
+    is read of a partner (the headline is a light column). A pair's verdict is its two records'
+    alone, so the blocks give what verifying all pairs at once gives (tests/test_state.py)."""
+    new = matched.involved
+    positions = history.records.select("article_id").with_row_index("position")
+    new_ids = new["article_id"].implode()
+    partner = pl.when(pl.col("article_id_a").is_in(new_ids)).then("article_id_b").otherwise("article_id_a")
+    located = matched.candidates.join(  # a pair has one history record at most: the other is new
+        positions, left_on=partner, right_on="article_id", how="left", maintain_order="left"
+    )
+    block = (pl.col("position").rank("dense") - 1) // config.partner_block_records
+    blocks = located.with_columns(block=block).sort("position").partition_by("block", as_dict=True)  # new pairs: null
+    verdicts = [empty(PAIRS)]
+    new_sets = matched.shingles.sorted_sets()  # once: a new record's pairs are in many blocks
+    for (number,), pairs in blocks.items():
+        at = pairs["position"].unique(maintain_order=True).drop_nulls().to_numpy()  # ascending
+        old = history.rows_at(at, ["body"]) if at.size else empty(CLEANED)
+        rows = pl.concat([old, in_pairs(new, pairs)])
+        sets = new_sets
+        if len(sets):  # else the verifier makes them
+            made = minhash.duplicate_shingles(old, config)
+            old_sets = minhash.ShingleSets.concat([made["text"], made["headline"]]).sorted_sets()
+            sets = minhash.ShingleSets.concat([sets.of(rows["article_id"].to_list()), old_sets])
+        history.counts.update({"candidate partners read": old.height, "partner blocks": int(number is not None)})
+        history.counts["largest partner block"] = max(history.counts["largest partner block"], old.height)
+        verdicts.append(verifier(rows, pairs.select(list(CANDIDATES)), sets, config))
+        del old, rows, sets
+    return check(pl.concat(verdicts).sort("article_id_a", "article_id_b"), PAIRS, "duplicate pairs")
 
 
 @dataclass(frozen=True)
@@ -452,12 +477,11 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
     new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
     touched_ids = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"]
     touched = touched_ids.implode()
-    regrouped = cluster.duplicate_groups(
-        history.with_record_texts(records.filter(pl.col("article_id").is_in(touched))),
+    regrouped = cluster.duplicate_groups(  # of the texts, a group's medoid reads the body's length alone
+        history.with_record_texts(records.filter(pl.col("article_id").is_in(touched)), ["body"]),
         pairs.filter(pl.col("article_id_a").is_in(touched)),
         config,
     )
-    history.keep_read_records(touched_ids)  # clean with copies reads these (a changed headline alone reads no texts)
     kept = history.articles.filter(pl.col("duplicate_group").is_not_null() & ~pl.col("article_id").is_in(touched))
     groups = pl.concat([kept.select(regrouped.columns), regrouped])
     before = history.articles.filter(pl.col("duplicate_group").is_not_null() & pl.col("article_id").is_in(touched))
@@ -1196,9 +1220,11 @@ def _text_files(generation: Path) -> list[Path]:
     return [generation / "record_texts" / f"{part.stem}.arrow" for part in _parts(generation / "records")]
 
 
-def _gather_record_texts(generation: Path, part_rows: Sequence[int], positions: np.ndarray) -> tuple[pl.DataFrame, int]:
-    """STORED_TEXTS of the records at `positions` (rows of the history's records, ascending), and
-    the number of texts files read. Each file is memory-mapped and only the rows asked for are
+def _gather_record_texts(
+    generation: Path, part_rows: Sequence[int], positions: np.ndarray, columns: Sequence[str] = STORED_TEXTS
+) -> tuple[pl.DataFrame, int]:
+    """The texts `columns` (of STORED_TEXTS) of the records at `positions` (rows of the history's
+    records, ascending), and the number of texts files read. Each file is memory-mapped and only the rows asked for are
     gathered (pyarrow's take, batch by batch): the pages of other records are not read. Taken
     into the system allocator, which gives the copy back once polars has made its own: pyarrow's
     default pool (mimalloc) keeps it resident after it is let go, and a chunk's partners are most
@@ -1218,10 +1244,10 @@ def _gather_record_texts(generation: Path, part_rows: Sequence[int], positions: 
                 first, last = np.searchsorted(rows, batch_starts[index : index + 2])
                 if first < last:
                     wanted = pa.array(rows[first:last] - batch_starts[index])
-                    taken = pa.compute.take(batch, wanted, memory_pool=pa.system_memory_pool())
+                    taken = pa.compute.take(batch.select(list(columns)), wanted, memory_pool=pa.system_memory_pool())
                     pieces.append(pl.from_arrow(taken))  # take wrote new buffers: none refers to the map
-    texts = pl.concat(pieces) if pieces else empty(RECORDS).select(STORED_TEXTS)
-    return texts.cast({name: RECORDS[name] for name in STORED_TEXTS}), files
+    texts = pl.concat(pieces) if pieces else empty(RECORDS).select(columns)
+    return texts.cast({name: RECORDS[name] for name in columns}), files
 
 
 def stored_records(generation: Path) -> pl.DataFrame:

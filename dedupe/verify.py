@@ -36,8 +36,11 @@ def overlap(candidates: pl.DataFrame, shingle_sets: ShingleSets) -> pl.DataFrame
     ids = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique(maintain_order=True)
     positions = shingle_sets.positions(ids.to_list())
     counts = shingle_sets.counts[positions]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
-    values, sizes = np.empty(int(counts.sum()), dtype=np.uint32), np.zeros(counts.size, dtype=np.int64)
+    if shingle_sets.ordered:  # sorted without repeats already (`ShingleSets.sorted_sets`): compared as they are
+        values, starts, sizes = shingle_sets.hashes, shingle_sets.offsets[positions], counts
+    else:
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
+        values, sizes = np.empty(int(counts.sum()), dtype=np.uint32), np.zeros(counts.size, dtype=np.int64)
     row_of = pl.DataFrame({"article_id": ids, "row": np.arange(ids.len(), dtype=np.int64)})
     first, second = (
         candidates.select(article_id=side).join(row_of, on="article_id", how="left", maintain_order="left")["row"].to_numpy()
@@ -47,9 +50,9 @@ def overlap(candidates: pl.DataFrame, shingle_sets: ShingleSets) -> pl.DataFrame
     if candidates.height:
         from dedupe import compiled  # numba's import, only when there are pairs
 
-        hashes = shingle_sets.hashes
-        offsets = shingle_sets.offsets[positions]
-        on_threads(compiled.sort_sets, counts.size, hashes, offsets, counts, values, starts, sizes)
+        if not shingle_sets.ordered:
+            offsets = shingle_sets.offsets[positions]
+            on_threads(compiled.sort_sets, counts.size, shingle_sets.hashes, offsets, counts, values, starts, sizes)
         on_threads(compiled.count_shared, candidates.height, values, starts, sizes, first, second, shared)
     first_sizes, second_sizes = sizes[first], sizes[second]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import gc
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dedupe import clean, normalize, pipeline, read, shards, state
+from dedupe import clean, normalize, pipeline, read, shards
 from dedupe.config import Config
 from dedupe.schema import READ
 
@@ -66,19 +65,6 @@ def test_a_chunk_read_is_not_held_by_the_reader_once_the_run_lets_it_go(tmp_path
     gc.collect()
     alive = [o for o in gc.get_objects() if isinstance(o, pl.DataFrame) and "title_raw" in o.columns]
     assert not [o for o in alive if "title 0" in o["title_raw"].to_list()]  # nor the pieces it was made of
-
-
-def test_a_run_in_chunks_lets_go_of_the_history_texts_it_read(tmp_path: Path) -> None:
-    """The history a run starts from is kept to its end (story ids pass on from it): the texts
-    its first chunk read of it (candidate partners, touched groups) must not be kept with it."""
-    one, two, _ = _slice_of_real_data(tmp_path / "input")
-    out = tmp_path / "out"
-    pipeline.run_on_state([one], out, out / "state", Config(), warn=lambda _: None)
-    history = state.load(out / "state", Config())
-    config = Config(chunk_records=100)
-    folder, run_at = out / "state", datetime.now(UTC)
-    pipeline._update_in_chunks([two], folder, history, config, run_at, pipeline.direct, lambda _: None)
-    assert history.read_records == {}
 
 
 def test_stages_let_go_of_the_per_line_caches() -> None:

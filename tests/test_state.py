@@ -104,41 +104,129 @@ def test_aeb_in_two_batches_gives_the_groups_and_cleaning_of_one_run(tmp_path: P
     assert_same_as_one_run(incremental, pipeline.run([first, second], CONFIG))
 
 
+def reads_recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], list[str], list[str]]]:
+    """Every read of history records' texts from now on: (positions, ids, texts read)."""
+    reads: list[tuple[list[int], list[str], list[str]]] = []
+    rows_at = state.History.rows_at
+
+    def recording(history: state.History, positions: Any, texts: Any = state.STORED_TEXTS) -> pl.DataFrame:
+        rows = rows_at(history, positions, texts)
+        reads.append((list(positions), rows["article_id"].to_list(), list(texts)))
+        return rows
+
+    monkeypatch.setattr(state.History, "rows_at", recording)
+    return reads
+
+
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
-def test_an_update_keeps_the_texts_of_the_groups_it_cleans_again_not_of_every_candidate_partner(tmp_path: Path) -> None:
-    """The texts of candidate partners are read to compare them; once the duplicate groups are
-    found, the history keeps only those of the records whose components hold a new record (the
-    ones cleaned with copies again): held to the chunk's end, the others grew with the history."""
+def test_an_update_reads_partners_in_blocks_and_the_texts_of_the_groups_it_cleans_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidate partners are read (their bodies), shingled and verified a block at a time; the
+    other texts read are those of the records whose components hold a new record (grouping reads
+    their bodies, cleaning with copies the texts of the changed groups' members), and none is
+    kept from one step to the next: the partners reach far into the history, and held at once
+    they grew with it."""
     lines = (SHARED_DATA / "aeb" / "articles.jsonl").read_text().splitlines()
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_text("\n".join(line for i, line in enumerate(lines) if i % 3))
     second.write_text("\n".join(line for i, line in enumerate(lines) if not i % 3))
-    run_batch([first], tmp_path / "state")
-    history = state.load(tmp_path / "state", CONFIG)
-    seen: dict[str, object] = {}
+    config = CONFIG.with_overrides(partner_block_records=100)
+    run_batch([first], tmp_path / "state", config=config)
+    history = state.load(tmp_path / "state", config)
+    reads = reads_recorded(monkeypatch)
+    by_stage: dict[str, list[tuple[list[int], list[str], list[str]]]] = {}
+    seen: dict[str, Any] = {}
 
     def call(name: str, function: Callable[..., Any], *args: object) -> Any:
+        before = len(reads)
         result = function(*args)
-        if name == "verify duplicates":
-            seen["partners"] = set(history.read_records["rows"]["article_id"])
+        by_stage[name] = reads[before:]
         if name == "cluster duplicates":
-            seen["kept"], seen["groups"] = set(history.read_records["rows"]["article_id"]), result.groups
+            seen["groups"] = result.groups
         if name == "minhash duplicates":
             seen["new"] = args[0]["article_id"]
         return result
 
-    pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15), call=call)
-    groups: pl.DataFrame = seen["groups"]  # type: ignore[assignment]
-    new_ids = seen["new"].implode()  # type: ignore[attr-defined]
-    new_groups = groups.filter(pl.col("article_id").is_in(new_ids))["duplicate_group"]
-    with_new = groups.filter(pl.col("duplicate_group").is_in(new_groups.implode()))
-    assert seen["kept"] and seen["kept"] <= set(with_new["article_id"])
-    assert len(seen["kept"]) < len(seen["partners"])
+    pipeline.update([second], history, config, T0 + timedelta(minutes=15), call=call)
+    partners = history.counts["candidate partners read"]
+    assert partners > 100 and not by_stage["minhash duplicates"]
+    blocks = by_stage["verify duplicates"]
+    assert len(blocks) == -(-partners // 100) and max(len(ids) for _, ids, _ in blocks) == 100
+    assert all(texts == ["body"] and positions == sorted(positions) for positions, _, texts in blocks)
+    assert sum(len(ids) for _, ids, _ in blocks) == partners
+    groups: pl.DataFrame = seen["groups"]
+    new_groups = groups.filter(pl.col("article_id").is_in(seen["new"].implode()))["duplicate_group"]
+    with_new = set(groups.filter(pl.col("duplicate_group").is_in(new_groups.implode()))["article_id"])
+    grouped = {article_id for _, ids, _ in by_stage["cluster duplicates"] for article_id in ids}
+    cleaned = {article_id for _, ids, _ in by_stage["clean with copies"] for article_id in ids}
+    assert grouped and grouped <= with_new and cleaned and cleaned <= grouped
+    assert len(grouped) < partners
+    assert [texts for _, _, texts in by_stage["cluster duplicates"]] == [["body"]]
+    assert all(texts == list(state.STORED_TEXTS) for _, _, texts in by_stage["clean with copies"])
+    assert sum(len(read) for read in by_stage.values()) == len(reads)  # no other step reads texts
 
 
-def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def seed_matches(tmp_path_factory: pytest.TempPathFactory) -> tuple[state.History, state.Candidates]:
+    """The seeds' aeb versions and headlines, a third of them later: the history of the first
+    two thirds and the second batch's duplicate candidates against it."""
+    folder = tmp_path_factory.mktemp("seed-matches")
+    lines = (SEEDS / "aeb-sample.jsonl").read_text().splitlines()
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
+    (folder / "one").mkdir(), (folder / "two").mkdir()
+    (folder / "one" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if i % 3))
+    (folder / "two" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if not i % 3))
+    headlines.filter(pl.int_range(pl.len()) % 3 != 0).write_csv(folder / "one" / "headlines.csv")
+    headlines.filter(pl.int_range(pl.len()) % 3 == 0).write_csv(folder / "two" / "headlines.csv")
+    run_batch([folder / "one"], folder / "state")
+    history = state.load(folder / "state", CONFIG)
+    kept: dict[str, state.Candidates] = {}
+
+    def call(name: str, function: Callable[..., Any], *args: object) -> Any:
+        result = function(*args)
+        if name == "minhash duplicates":
+            kept["matched"] = result
+        return result
+
+    pipeline.update([folder / "two"], history, CONFIG, T0, call=call)
+    return state.load(folder / "state", CONFIG), kept["matched"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(block=st.integers(1, 80))
+def test_partners_verified_in_blocks_give_the_pairs_of_all_at_once(
+    seed_matches: tuple[state.History, state.Candidates], block: int
+) -> None:
+    """`state.verify_candidates` gives each verifying call the pairs of at most `block` history
+    partners with their rows and sets, and the pairs of verifying every candidate with every
+    partner's texts and shingles at once (text and headline pairs, new with old and new with new)."""
+    history, matched = seed_matches
+    partners = history.record_rows(pl.concat([matched.candidates["article_id_a"], matched.candidates["article_id_b"]]))
+    by_level = minhash.duplicate_shingles(partners, CONFIG)
+    sets = minhash.ShingleSets.concat([matched.shingles, by_level["text"], by_level["headline"]])
+    at_once = verify.verify_duplicates(pl.concat([partners, matched.involved]), matched.candidates, sets, CONFIG)
+    assert partners.height > 40 and set(matched.candidates["level"]) == {"text", "headline"}
+    held: list[int] = []
+
+    def recording(rows: pl.DataFrame, pairs: pl.DataFrame, sets: minhash.ShingleSets, config: Config) -> pl.DataFrame:
+        old = rows.join(matched.involved, on="article_id", how="anti")
+        held.append(old.height)
+        return verify.verify_duplicates(rows, pairs, sets, config)
+
+    config = CONFIG.with_overrides(partner_block_records=block)
+    blocked = state.verify_candidates(matched, replace(history), config, recording)
+    assert blocked.equals(at_once) and at_once.height > 0
+    assert max(held) <= block and sum(held) == partners.height
+    assert len([h for h in held if h]) == -(-partners.height // block)
+
+
+@pytest.mark.parametrize("block", [CONFIG.partner_block_records, 7])
+def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path, block: int) -> None:
     """aeb versions and headlines, a third of them later: duplicate groups and cleaning with
-    copies (re-done only for changed groups) come out as in one run."""
+    copies (re-done only for changed groups) come out as in one run, also with the candidate
+    partners verified in blocks of 7."""
+    config = CONFIG.with_overrides(partner_block_records=block)
     lines = (SEEDS / "aeb-sample.jsonl").read_text().splitlines()
     headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
     (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
@@ -146,8 +234,8 @@ def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path) -> No
     (tmp_path / "two" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if not i % 3))
     headlines.filter(pl.int_range(pl.len()) % 3 != 0).write_csv(tmp_path / "one" / "headlines.csv")
     headlines.filter(pl.int_range(pl.len()) % 3 == 0).write_csv(tmp_path / "two" / "headlines.csv")
-    run_batch([tmp_path / "one"], tmp_path / "state")
-    incremental, _ = run_batch([tmp_path / "two"], tmp_path / "state", T0 + timedelta(minutes=15))
+    run_batch([tmp_path / "one"], tmp_path / "state", config=config)
+    incremental, _ = run_batch([tmp_path / "two"], tmp_path / "state", T0 + timedelta(minutes=15), config)
     single = pipeline.run([tmp_path / "one", tmp_path / "two"], CONFIG)
     assert_same_as_one_run(incremental, single)
 
@@ -645,7 +733,7 @@ def test_a_new_title_teaches_decoration_to_old_titles_of_unchanged_groups(tmp_pa
     assert set(history.headline_pieces["piece"]) == {"sky news"}
 
 
-def test_a_headline_whose_decoration_alone_changed_is_made_again_without_reading_its_texts(tmp_path: Path) -> None:
+def test_a_headline_whose_decoration_alone_changed_is_made_again_without_reading_its_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Articles with bodies whose groups did not change lose their title's decoration when a
     later title is their bare form: their headline is made again, their texts are not read
     (their body and removed lines are the last run's), and the outputs are those of one run."""
@@ -671,10 +759,11 @@ def test_a_headline_whose_decoration_alone_changed_is_made_again_without_reading
     folder = tmp_path / "state"
     run_batch([first], folder)
     history = state.load(folder, CONFIG)
+    read = reads_recorded(monkeypatch)
     result, update = pipeline.update([second], history, CONFIG, T0 + timedelta(minutes=15))
     assert update is not None
     assert history.counts["headline only"] == 2 and history.counts["cleaned again"] == 2  # the new records
-    assert not {"1", "2"} & set(history.read_records.get("rows", pl.DataFrame({"article_id": []}))["article_id"])
+    assert not {"1", "2"} & {article_id for _, rows, _ in read for article_id in rows}
     state.commit(folder, history, update, CONFIG)
     state.publish(folder, tmp_path / "out")
     published = replace(result, articles=pl.read_parquet(tmp_path / "out" / "articles.parquet"))

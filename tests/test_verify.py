@@ -25,7 +25,8 @@ hashes = st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 40), max_size=60)  
 @given(st.lists(hashes, min_size=2, max_size=8), st.data())
 def test_overlap_counts_what_the_sets_share(sets: list[list[int]], data: st.DataObject) -> None:
     """The compiled merge against Python's set arithmetic: repeated, unsorted and empty sets, and
-    ids in several pairs (each set is sorted once, then merged with each partner)."""
+    ids in several pairs (each set is sorted once, then merged with each partner); sets sorted
+    beforehand (`ShingleSets.sorted_sets`), also cut and put together again, give the same."""
     ids = [f"r{i}" for i in range(len(sets))]
     shingle_sets = ShingleSets(ids, np.array([h for s in sets for h in s], dtype=np.uint32), np.array([len(s) for s in sets]))
     pairs = data.draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(ids)).filter(lambda p: p[0] != p[1]), max_size=20))
@@ -39,6 +40,10 @@ def test_overlap_counts_what_the_sets_share(sets: list[list[int]], data: st.Data
         shared = len(first & second)
         assert jaccard == (shared / len(first | second) if shared else 0.0)
         assert containment == (shared / min(len(first), len(second)) if shared else 0.0)
+    ordered = shingle_sets.sorted_sets()
+    assert ordered.ordered and [list(ordered[i]) for i in ids] == [sorted(set(s)) for s in sets]
+    assert overlap(candidates, ordered).equals(scored)
+    assert overlap(candidates, ShingleSets.concat([ordered.of(ids[1:]), ordered.of(ids[:1])])).equals(scored)
 
 
 def test_confirmed_duplicates_are_versions_of_one_page() -> None:
