@@ -593,8 +593,9 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     """One plain run, stage by stage: seconds, the peak resident memory of the process tree
     during the stage and after it, the frames still referenced after it, and the bytes per
     document of what the stage returns (the big frames column by column): where a run's time and
-    bytes go. With `chunk`, a run on a new state in chunks of that many records
-    (`pipeline.run_on_state`), each step of each chunk; with `flow` too, each step a Prefect task
+    bytes go; `cpu s` is the CPU time of this process's threads (not of worker processes),
+    steadier than wall time on a shared machine. With `chunk`, a run on a new state in chunks of
+    that many records (`pipeline.run_on_state`), each step of each chunk; with `flow` too, each step a Prefect task
     as the flow runs it (`flows.pipeline.as_task`, in a flow of this script's), with the seconds
     the task's machinery added to the step. Then where the time outside the steps went: before
     the first step (with a flow: importing Prefect, its server's start, the flow run's), and
@@ -603,19 +604,19 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
-    rows: list[tuple[str, float, int, int, dict[str, int]]] = []
+    rows: list[tuple[str, float, float, int, int, int, dict[str, int]]] = []
     starts: list[float] = []
     measuring = 0.0
 
     def recorded(name: str, function: Callable[..., object], *args: object) -> object:
         nonlocal measuring
         memory.reset()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         starts.append(started)
         result = function(*args)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         time.sleep(0.05)  # one more sample of what the stage left
-        rows.append((name, seconds, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
+        rows.append((name, seconds, cpu, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
         measuring += time.perf_counter() - started - seconds
         return result
 
@@ -633,12 +634,12 @@ def profile(corpus: Path, workers: int, chunk: int | None = None, flow: bool = F
     wall = time.perf_counter() - started
     memory.stop()
     print(f"{docs:,} docs, workers={workers}: {wall:.1f} s wall, peak memory {memory.overall / 2**30:.2f} GiB (process tree)")
-    print(f"{'stage':<22}{'s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
+    print(f"{'stage':<22}{'s':>8}{'cpu s':>8}{'docs/s':>10}{'peak GiB':>10}{'after GiB':>10}{'live GiB':>10}{'out B/doc':>11}"
           + (f"{'task s':>8}" if own else "") + "  biggest columns of the output (B/doc)")
-    for number, (name, seconds, peak, after, live, sizes) in enumerate(rows):
+    for number, (name, seconds, cpu, peak, after, live, sizes) in enumerate(rows):
         total = sum(sizes.values())
         biggest = sorted(sizes.items(), key=lambda item: -item[1])[:6]
-        print(f"{name:<22}{seconds:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
+        print(f"{name:<22}{seconds:>8.2f}{cpu:>8.2f}{docs / max(seconds, 1e-9):>10,.0f}{peak / 2**30:>10.2f}{after / 2**30:>10.2f}"
               f"{live / 2**30:>10.2f}{total / docs:>11,.0f}" + (f"{seconds - own[number]:>8.2f}" if own else "") + "  "
               + ", ".join(f"{column} {size / docs:,.0f}" for column, size in biggest if size >= docs))
     print("live GiB: the frames and series still referenced after the step (found by the garbage collector; buffers "
