@@ -1243,7 +1243,9 @@ def _read_keyed(
     if rows is not None:
         base, later = base.filter(rows), [part.filter(rows) for part in later]
     if later:  # as `unique(key, keep="last", maintain_order=True)` over all parts, without hashing the base
-        changes = pl.concat(later).collect().unique(key, keep="last", maintain_order=True)
+        changes = pl.concat(later).collect()
+        if len(later) > 1:  # each part holds a key once (`_changes`, `_compact_if_grown`)
+            changes = changes.unique(key, keep="last", maintain_order=True)
         base = base.join(changes.select(key).lazy(), on=key, how="anti", maintain_order="left")
         latest = pl.concat([base.collect(), changes])
     else:
@@ -1305,7 +1307,7 @@ def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after:
         [pl.scan_parquet(part).select(*key, "deleted").with_row_index("row").with_columns(part=pl.lit(n, pl.UInt32))
          for n, part in enumerate(older)]
     ).collect()
-    latest = keys.unique(key, keep="last", maintain_order=True).filter(~pl.col("deleted"))
+    latest = keys.unique(key, keep="last").filter(~pl.col("deleted"))  # in no order: the parts' order is kept below
     kept = [
         pl.scan_parquet(part).with_row_index("row")
         .join(latest.filter(pl.col("part") == n).select("row").lazy(), on="row", how="semi", maintain_order="left")
