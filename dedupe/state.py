@@ -21,7 +21,7 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     their texts (LIGHT_ARTICLES) and their texts (ARTICLE_TEXTS), and
                                     what the last run's group-level steps found, so the next one
                                     redoes only what its batch changes. Each is a base and one part
-                                    per run with the rows that run changed, plus a `deleted` column
+                                    per run (per chunk) with the rows it changed, plus a `deleted` column
                                     (keys gone): the latest row of a key wins. When the parts
                                     outgrow COMPACT_SHARE of the base they are folded into a new
                                     base-*.parquet, so what a run writes follows its batch
@@ -31,7 +31,9 @@ A state folder holds generations; `current` is a symlink to the one in use:
         story_merges.parquet        one row per merge (STORY_MERGES)
         runs.parquet                one row of counts per run that added records (RUNS)
         files.parquet               input files read, with size and mtime: unchanged ones are skipped
-        meta.json                   format version and the configuration the keys were made with
+        meta.json                   format version, the configuration the keys were made with, and
+                                    the generation the run started from (`run_after`: publishing
+                                    reads the run's parts of `PUBLISHED` tables after it)
 
 What only grows (records, keys, pairs) is written once, as one part per run; a new generation
 hard-links the parts it keeps, so a run writes what it adds and changes. A run writes its
