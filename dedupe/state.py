@@ -1101,8 +1101,9 @@ def _published_articles(generation: Path) -> Path:
     order of the records. The last one (articles.previous.parquet, linked by the commit) is
     streamed through a join with the rows this generation's run changed (its parts of `articles`
     and `article_texts`, one per chunk: `_run_changes`), and its new articles follow: memory
-    follows the changed rows, time the history (one read and one write of the table, no sort). One table, not parts, because users
-    open it in the tools they use; Parquet cannot replace rows in place, so this stays linear."""
+    follows the changed rows, time the history (one read and one write of the table, no sort).
+    One table, not parts, because users open it in the tools they use; Parquet cannot replace
+    rows in place, so this stays linear."""
     target = generation / "articles.parquet"
     if target.exists():
         return target
@@ -1294,11 +1295,11 @@ def _run_changes(folder: Path, run_after: int, schema: Mapping[str, pl.DataType]
 
 def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after: int) -> None:
     """Fold the base and the parts of generations up to `keep_after` into a new base
-    (base-GENERATION.parquet) when the parts after the base hold
-    more rows than COMPACT_SHARE of it. Later parts stay on their own: this generation's, and for
-    `PUBLISHED` tables every chunk's of this run, which publishing reads as the rows the run
-    changed. Streamed: the keys are read to find the latest row of each, then the parts pass
-    through a semi-join into the new base."""
+    (base-GENERATION.parquet) when the parts after the base hold more rows than COMPACT_SHARE of
+    it. Later parts stay on their own: this generation's, and for `PUBLISHED` tables every
+    chunk's of this run, which publishing reads as the rows the run changed. Streamed: the keys
+    are read to find the latest row of each, then the parts pass through a semi-join into the
+    new base."""
     older = [part for part in _parts(folder) if part.name.startswith("base-") or int(part.stem[5:]) <= keep_after]
     if len(older) < 2:
         return

@@ -646,14 +646,16 @@ def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
         out = tmp_path / f"out-{chunk}"
         for path in earlier:
             pipeline.run_on_state([path], out, out / "state", Config(chunk_records=0))
-        pipeline.run_on_state([last], out, out / "state", Config(chunk_records=chunk), call=call if chunk else pipeline.direct)
+        chunked = Config(chunk_records=chunk)
+        pipeline.run_on_state([last], out, out / "state", chunked, call=call if chunk else pipeline.direct)
         outputs[chunk] = [pl.read_parquet(out / f"{name}.parquet") for name in ("articles", "stories", "pairs")]
     current = tmp_path / "out-20" / "state" / "current"
     chunks = [f"part-{n:06d}.parquet" for n in range(3, 6)]  # the last batch: 56 records, 3 chunks
     assert sorted(written) == chunks
     assert {part.name: part.stat().st_ino for part in (current / "article_texts").glob("part-*")} == written
     assert sorted(path.name for path in (current / "articles").iterdir()) == ["base-000003.parquet", *chunks]
-    assert sorted(path.name for path in (current / "story_keywords").iterdir()) == ["base-000005.parquet", "part-000005.parquet"]
+    compacted = ["base-000005.parquet", "part-000005.parquet"]
+    assert sorted(path.name for path in (current / "story_keywords").iterdir()) == compacted
     for chunked, unchunked in zip(outputs[20], outputs[0], strict=True):
         assert chunked.equals(unchunked)
 
