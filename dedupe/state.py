@@ -21,7 +21,7 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     their texts (LIGHT_ARTICLES) and their texts (ARTICLE_TEXTS), and
                                     what the last run's group-level steps found, so the next one
                                     redoes only what its batch changes. Each is a base and one part
-                                    per run with the rows that run changed, plus a `deleted` column
+                                    per run (per chunk) with the rows it changed, plus a `deleted` column
                                     (keys gone): the latest row of a key wins. When the parts
                                     outgrow COMPACT_SHARE of the base they are folded into a new
                                     base-*.parquet, so what a run writes follows its batch
@@ -31,7 +31,9 @@ A state folder holds generations; `current` is a symlink to the one in use:
         story_merges.parquet        one row per merge (STORY_MERGES)
         runs.parquet                one row of counts per run that added records (RUNS)
         files.parquet               input files read, with size and mtime: unchanged ones are skipped
-        meta.json                   format version and the configuration the keys were made with
+        meta.json                   format version, the configuration the keys were made with, and
+                                    the generation the run started from (`run_after`: publishing
+                                    reads the run's parts of `PUBLISHED` tables after it)
 
 What only grows (records, keys, pairs) is written once, as one part per run; a new generation
 hard-links the parts it keeps, so a run writes what it adds and changes. A run writes its
@@ -104,13 +106,14 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 11  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+FORMAT_VERSION = 12  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
 # 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
 # 6: the story attachment's rounds; 7: the totals of the central headlines' candidates;
 # 8: story buckets capped by `story_lsh_max_bucket` (a format 7 state's story candidates came from cap 50);
 # 9: story roots follow supported story pairs (`story_pair_support`; a format 8 state's followed every pair)
 # 10: story roots split where chained (`story_split_min_groups`; a format 9 state's roots were not)
 # 11: records' texts apart, in Arrow IPC files read by position (record_texts/)
+# 12: a run in chunks writes a part per chunk, meta.json names the generation the run started from
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
@@ -140,6 +143,9 @@ KEYED = {
 }
 """Tables stored as a base and one part per run with the rows it changed (schema, key)."""
 assert set(REPLACED) <= set(KEYED)
+PUBLISHED = ("articles", "article_texts")
+"""Keyed tables whose rows a run changed make the published articles.parquet: a run in chunks
+keeps each chunk's part of them apart until the run ends, and publishing reads them all."""
 COMPACT_SHARE = 0.5
 """Parts are folded into a new base once their rows exceed this share of the base's: a run then
 rewrites (1 + share) / share rows per row it changed, amortized, and a load reads at most
@@ -1012,15 +1018,16 @@ def commit(
 
     A run in chunks commits each chunk on top of the last one's generation (`history`), made
     current with the last chunk alone (`make_current`), so a run killed half-way leaves the
-    state as it was: `run_from` is the history the run started from. The run's changes to a
-    keyed table stay in one part, the last chunk's (the earlier chunks' parts are folded into
-    it), so that publishing finds all of them; its runs row and merges replace the last chunk's."""
+    state as it was: `run_from` is the history the run started from. Each chunk writes its own
+    part of each keyed table; the parts of `PUBLISHED` tables stay apart until the run ends
+    (`_compact_if_grown` leaves them), so that publishing finds all of them (`_run_changes`);
+    its runs row and merges replace the last chunk's."""
     generation = history.generation + 1
     generations = state / "generations"
     temporary = generations / f".tmp-{generation:06d}-{os.getpid()}"
     previous = history.folder if run_from is not None else _current(state)
     started = run_from.folder if run_from is not None else previous  # its articles.parquet is the published one
-    own = f"part-{history.generation:06d}.parquet" if run_from is not None else None  # the run's changes so far
+    run_after = (run_from or history).generation  # this run's parts are those of later generations
     if started is not None:
         _published_articles(started)  # a run killed before publishing left it to do
     temporary.mkdir(parents=True)
@@ -1041,8 +1048,7 @@ def commit(
         (temporary / name).mkdir()
         if previous is not None:
             for part in _parts(previous / name):
-                if part.name != own:
-                    _link(part, temporary / name / part.name)
+                _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         before, known = update.parts.get(name, (None, None))
         if name == "article_texts":
@@ -1051,18 +1057,9 @@ def commit(
             changes = known  # story matching knows the rows it changed
         else:
             changes = _changes(rows, getattr(history, name), key)
-        part = temporary / name / f"part-{generation:06d}.parquet"
-        earlier = previous / name / own if own is not None and previous is not None else None
-        if earlier is not None and earlier.exists() and name == "article_texts":
-            # the run's texts so far, streamed: publishing joins them by id, their order does not matter
-            kept = pl.scan_parquet(earlier).join(changes.select(key).lazy(), on=key, how="anti")
-            pl.concat([kept, changes.lazy()]).sink_parquet(part)
-        else:
-            if earlier is not None and earlier.exists():
-                changes = _folded(pl.read_parquet(earlier), changes, key)
-            if changes.height:
-                changes.write_parquet(part)
-        _compact_if_grown(temporary / name, key, generation)
+        if changes.height:
+            changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+        _compact_if_grown(temporary / name, key, generation, run_after if name in PUBLISHED else generation - 1)
     if started is not None:
         _link(started / "articles.parquet", temporary / "articles.previous.parquet")
     update.stories.write_parquet(temporary / "stories.parquet")
@@ -1074,7 +1071,8 @@ def commit(
     run = pl.DataFrame([{"generation": generation, **update.run}], schema=RUNS)
     pl.concat([before.runs, run]).write_parquet(temporary / "runs.parquet")
     (temporary / "report.md").write_text(update.report)
-    (temporary / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION, "config": asdict(config)}))
+    meta = {"format": FORMAT_VERSION, "config": asdict(config), "run_after": run_after}
+    (temporary / "meta.json").write_text(json.dumps(meta))
     final = generations / f"{generation:06d}"
     os.rename(temporary, final)
     if make_current:
@@ -1125,16 +1123,17 @@ def publish(state: Path, out: Path) -> list[Path]:
 def _published_articles(generation: Path) -> Path:
     """The generation's articles.parquet, made if missing: ARTICLES, each article once, in the
     order of the records. The last one (articles.previous.parquet, linked by the commit) is
-    streamed through a join with the rows this generation changed (its parts of `articles` and
-    `article_texts`), and its new articles follow: memory follows the changed rows, time the
-    history (one read and one write of the table, no sort). One table, not parts, because users
-    open it in the tools they use; Parquet cannot replace rows in place, so this stays linear."""
+    streamed through a join with the rows this generation's run changed (its parts of `articles`
+    and `article_texts`, one per chunk: `_run_changes`), and its new articles follow: memory
+    follows the changed rows, time the history (one read and one write of the table, no sort).
+    One table, not parts, because users open it in the tools they use; Parquet cannot replace
+    rows in place, so this stays linear."""
     target = generation / "articles.parquet"
     if target.exists():
         return target
-    number = int(generation.name)
-    light = _part_of(generation / "articles", number, LIGHT_ARTICLES)
-    texts = _part_of(generation / "article_texts", number, ARTICLE_TEXTS)
+    run_after = json.loads((generation / "meta.json").read_text())["run_after"]
+    light = _run_changes(generation / "articles", run_after, LIGHT_ARTICLES)
+    texts = _run_changes(generation / "article_texts", run_after, ARTICLE_TEXTS)
     previous_file = generation / "articles.previous.parquet"
     previous = pl.scan_parquet(previous_file) if previous_file.exists() else empty(ARTICLES).lazy()
     text_columns = [name for name in ARTICLE_TEXTS if name != "article_id"]
@@ -1273,7 +1272,9 @@ def _read_keyed(
     if rows is not None:
         base, later = base.filter(rows), [part.filter(rows) for part in later]
     if later:  # as `unique(key, keep="last", maintain_order=True)` over all parts, without hashing the base
-        changes = pl.concat(later).collect().unique(key, keep="last", maintain_order=True)
+        changes = pl.concat(later).collect()
+        if len(later) > 1:  # each part holds a key once (`_changes`, `_compact_if_grown`)
+            changes = changes.unique(key, keep="last", maintain_order=True)
         base = base.join(changes.select(key).lazy(), on=key, how="anti", maintain_order="left")
         latest = pl.concat([base.collect(), changes])
     else:
@@ -1303,30 +1304,29 @@ def _changes(now: pl.DataFrame, before: pl.DataFrame, key: list[str]) -> pl.Data
     return pl.concat([_with_deleted(upserts, False), _with_deleted(gone_rows, True)])
 
 
-def _folded(earlier: pl.DataFrame, later: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """Two parts of a keyed table as one: the rows of `earlier` in their order, each replaced
-    by its key's row in `later` if there is one, then `later`'s other rows in theirs (so the
-    articles a run adds stay in the order of its records)."""
-    indexed = earlier.with_row_index("position")
-    replaced = indexed.select("position", *key).join(later, on=key).select(indexed.columns)
-    kept = indexed.join(later.select(key), on=key, how="anti")
-    added = later.join(earlier.select(key), on=key, how="anti", maintain_order="left")
-    return pl.concat([pl.concat([kept, replaced]).sort("position").drop("position"), added])
+def _run_changes(folder: Path, run_after: int, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """The rows a run changed in a keyed table that never deletes: its parts (one per chunk, those
+    of generations after `run_after`) as one, each key at its first row with its latest values
+    (so the articles a run adds stay in the order of its records, chunk after chunk)."""
+    parts = [part for part in _parts(folder) if part.name.startswith("part-") and int(part.stem[5:]) > run_after]
+    if not parts:
+        return empty(dict(schema))
+    rows = pl.concat([pl.read_parquet(part) for part in parts]).drop("deleted")
+    if len(parts) == 1:
+        return rows
+    key = KEYED[folder.name][1]
+    first = rows.select(key).unique(key, keep="first", maintain_order=True)
+    return first.join(rows.unique(key, keep="last"), on=key, how="left", maintain_order="left")
 
 
-def _part_of(folder: Path, generation: int, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    """The rows one generation changed in a keyed table that never deletes (its own part)."""
-    part = folder / f"part-{generation:06d}.parquet"
-    return pl.read_parquet(part).drop("deleted") if part.exists() else empty(dict(schema))
-
-
-def _compact_if_grown(folder: Path, key: list[str], generation: int) -> None:
-    """Fold every part but this generation's into a new base (base-GENERATION.parquet) when the
-    parts after the base hold more rows than COMPACT_SHARE of it. This generation's part stays
-    on its own: publishing reads it as the rows this run changed. Streamed: the keys are read to
-    find the latest row of each, then the parts pass through a semi-join into the new base."""
-    own = folder / f"part-{generation:06d}.parquet"
-    older = [part for part in _parts(folder) if part != own]
+def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after: int) -> None:
+    """Fold the base and the parts of generations up to `keep_after` into a new base
+    (base-GENERATION.parquet) when the parts after the base hold more rows than COMPACT_SHARE of
+    it. Later parts stay on their own: this generation's, and for `PUBLISHED` tables every
+    chunk's of this run, which publishing reads as the rows the run changed. Streamed: the keys
+    are read to find the latest row of each, then the parts pass through a semi-join into the
+    new base."""
+    older = [part for part in _parts(folder) if part.name.startswith("base-") or int(part.stem[5:]) <= keep_after]
     if len(older) < 2:
         return
     sizes = [pl.scan_parquet(part).select(pl.len()).collect().item() for part in older]
@@ -1336,7 +1336,7 @@ def _compact_if_grown(folder: Path, key: list[str], generation: int) -> None:
         [pl.scan_parquet(part).select(*key, "deleted").with_row_index("row").with_columns(part=pl.lit(n, pl.UInt32))
          for n, part in enumerate(older)]
     ).collect()
-    latest = keys.unique(key, keep="last", maintain_order=True).filter(~pl.col("deleted"))
+    latest = keys.unique(key, keep="last").filter(~pl.col("deleted"))  # in no order: the parts' order is kept below
     kept = [
         pl.scan_parquet(part).with_row_index("row")
         .join(latest.filter(pl.col("part") == n).select("row").lazy(), on="row", how="semi", maintain_order="left")

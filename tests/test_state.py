@@ -712,6 +712,42 @@ def test_compacted_keyed_tables_give_the_same_history_and_outputs(tmp_path: Path
                            pipeline.run(paths, CONFIG))
 
 
+def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk writes its own part of a keyed table, and the later chunks link it, not write it
+    again; the parts of the published tables stay apart until the run ends, though every other
+    table is compacted at each commit (COMPACT_SHARE 0), and publishing finds them all: the
+    outputs of the same run unchunked."""
+    monkeypatch.setattr(state, "COMPACT_SHARE", 0.0)
+    *earlier, last = three_seed_batches(tmp_path)
+    written: dict[str, int] = {}
+
+    def call(name: str, function: Callable[..., Any], *args: object) -> Any:
+        result = function(*args)
+        if name == "commit state":
+            written.update({part.name: part.stat().st_ino for part in (result / "article_texts").glob("part-*")})
+        return result
+
+    outputs = {}
+    for chunk in (0, 20):
+        out = tmp_path / f"out-{chunk}"
+        for path in earlier:
+            pipeline.run_on_state([path], out, out / "state", Config(chunk_records=0))
+        chunked = Config(chunk_records=chunk)
+        pipeline.run_on_state([last], out, out / "state", chunked, call=call if chunk else pipeline.direct)
+        outputs[chunk] = [pl.read_parquet(out / f"{name}.parquet") for name in ("articles", "stories", "pairs")]
+    current = tmp_path / "out-20" / "state" / "current"
+    chunks = [f"part-{n:06d}.parquet" for n in range(3, 6)]  # the last batch: 56 records, 3 chunks
+    assert sorted(written) == chunks
+    assert {part.name: part.stat().st_ino for part in (current / "article_texts").glob("part-*")} == written
+    assert sorted(path.name for path in (current / "articles").iterdir()) == ["base-000003.parquet", *chunks]
+    compacted = ["base-000005.parquet", "part-000005.parquet"]
+    assert sorted(path.name for path in (current / "story_keywords").iterdir()) == compacted
+    for chunked, unchunked in zip(outputs[20], outputs[0], strict=True):
+        assert chunked.equals(unchunked)
+
+
 def test_a_new_title_teaches_decoration_to_old_titles_of_unchanged_groups(tmp_path: Path) -> None:
     """A later title that is the bare form of earlier ones ("Comet passes Earth" after "Comet
     passes Earth | Sky News") makes the earlier headlines lose their decoration, though their
