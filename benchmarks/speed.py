@@ -612,7 +612,8 @@ def profile(
     flow: importing Prefect, its server's start, the flow run's), and between and after them (the
     pipeline's own glue; with a flow, its end), the profile's own measuring taken out. With
     `step`, that step runs under cProfile and the top of its calls by cumulative time is printed
-    each time it runs (each chunk). `settings`: FIELD=VALUE,... of the run's `Config`."""
+    each time it runs (each chunk). `settings`: FIELD=VALUE,... of the run's `Config`. Each step's
+    line is also printed as it ends, so that a run stopped half-way leaves its figures."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
@@ -636,6 +637,8 @@ def profile(
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         time.sleep(0.05)  # one more sample of what the stage left
         rows.append((name, seconds, cpu, memory.peak, _rss_bytes(os.getpid()), _live_frame_bytes(), _bytes_of(result)))
+        # as it ends, too: a long run stopped half-way still leaves its steps' figures
+        print(f"step {name}: {seconds:.2f} s, cpu {cpu:.2f} s, peak {memory.peak / 2**30:.2f} GiB", flush=True)
         measuring += time.perf_counter() - started - seconds
         return result
 
