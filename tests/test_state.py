@@ -167,11 +167,9 @@ def test_an_update_reads_partners_in_blocks_and_the_texts_of_the_groups_it_clean
     assert sum(len(read) for read in by_stage.values()) == len(reads)  # no other step reads texts
 
 
-@pytest.fixture(scope="module")
-def seed_matches(tmp_path_factory: pytest.TempPathFactory) -> tuple[state.History, state.Candidates]:
-    """The seeds' aeb versions and headlines, a third of them later: the history of the first
-    two thirds and the second batch's duplicate candidates against it."""
-    folder = tmp_path_factory.mktemp("seed-matches")
+def seeds_in_thirds(folder: Path) -> None:
+    """The seeds' aeb versions and headlines in `folder`/one (two thirds) and `folder`/two (every
+    third record): a batch, and a later one that matches into it."""
     lines = (SEEDS / "aeb-sample.jsonl").read_text().splitlines()
     headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
     (folder / "one").mkdir(), (folder / "two").mkdir()
@@ -179,6 +177,14 @@ def seed_matches(tmp_path_factory: pytest.TempPathFactory) -> tuple[state.Histor
     (folder / "two" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if not i % 3))
     headlines.filter(pl.int_range(pl.len()) % 3 != 0).write_csv(folder / "one" / "headlines.csv")
     headlines.filter(pl.int_range(pl.len()) % 3 == 0).write_csv(folder / "two" / "headlines.csv")
+
+
+@pytest.fixture(scope="module")
+def seed_matches(tmp_path_factory: pytest.TempPathFactory) -> tuple[state.History, state.Candidates]:
+    """The seeds' aeb versions and headlines, a third of them later: the history of the first
+    two thirds and the second batch's duplicate candidates against it."""
+    folder = tmp_path_factory.mktemp("seed-matches")
+    seeds_in_thirds(folder)
     run_batch([folder / "one"], folder / "state")
     history = state.load(folder / "state", CONFIG)
     kept: dict[str, state.Candidates] = {}
@@ -227,13 +233,7 @@ def test_seed_batches_in_any_split_give_the_one_run_result(tmp_path: Path, block
     copies (re-done only for changed groups) come out as in one run, also with the candidate
     partners verified in blocks of 7."""
     config = CONFIG.with_overrides(partner_block_records=block)
-    lines = (SEEDS / "aeb-sample.jsonl").read_text().splitlines()
-    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)
-    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
-    (tmp_path / "one" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if i % 3))
-    (tmp_path / "two" / "aeb.jsonl").write_text("\n".join(lines[i] for i in range(len(lines)) if not i % 3))
-    headlines.filter(pl.int_range(pl.len()) % 3 != 0).write_csv(tmp_path / "one" / "headlines.csv")
-    headlines.filter(pl.int_range(pl.len()) % 3 == 0).write_csv(tmp_path / "two" / "headlines.csv")
+    seeds_in_thirds(tmp_path)
     run_batch([tmp_path / "one"], tmp_path / "state", config=config)
     incremental, _ = run_batch([tmp_path / "two"], tmp_path / "state", T0 + timedelta(minutes=15), config)
     single = pipeline.run([tmp_path / "one", tmp_path / "two"], CONFIG)
