@@ -218,19 +218,20 @@ def release_free_memory() -> None:
 
 def sharded_call(call: Call, plan: Plan) -> Call:
     """`call`, with the stages `Plan` knows run its way (the others as they were)."""
+
+    def verifier(sets: minhash.ShingleSets) -> state.Verifier:
+        """Where pairs given with `sets` are verified: on the shards, which make the sets
+        themselves when none are given, or here (`Plan.verify_in_shards`)."""
+        if plan.verify_in_shards or not len(sets):
+            return lambda rows, pairs, given, config: verify_duplicates(plan, rows, pairs, config, given)
+        return verify.verify_duplicates
+
     table: dict[Callable[..., Any], Callable[..., Any]] = {
         normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize_slice, frame),
         clean.clean: lambda frame: by_rows(plan, "clean shard", clean_slice, frame, _unread(CLEAN_READS)),
-        verify.verify_duplicates: lambda involved, candidates, sets, config: (
-            verify_duplicates(plan, involved, candidates, config, sets)
-            if plan.verify_in_shards or not len(sets)
-            else verify.verify_duplicates(involved, candidates, sets, config)
-        ),
+        verify.verify_duplicates: lambda involved, candidates, sets, config: verifier(sets)(involved, candidates, sets, config),
         state.verify_candidates: lambda matched, history, config: state.verify_candidates(
-            matched, history, config,
-            (lambda rows, pairs, sets, config: verify_duplicates(plan, rows, pairs, config, sets))
-            if plan.verify_in_shards or not len(matched.shingles)
-            else verify.verify_duplicates,
+            matched, history, config, verifier(matched.shingles)
         ),
         clean.clean_with_copies: lambda cleaned, groups, config: clean_with_copies(plan, cleaned, groups, config),
     }

@@ -1304,11 +1304,17 @@ def _changes(now: pl.DataFrame, before: pl.DataFrame, key: list[str]) -> pl.Data
     return pl.concat([_with_deleted(upserts, False), _with_deleted(gone_rows, True)])
 
 
+def _part_generation(part: Path) -> int:
+    """The generation that wrote a keyed table's part (part-N.parquet); -1 for a base, which
+    holds what earlier generations left."""
+    return int(part.stem.removeprefix("part-")) if part.name.startswith("part-") else -1
+
+
 def _run_changes(folder: Path, run_after: int, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     """The rows a run changed in a keyed table that never deletes: its parts (one per chunk, those
     of generations after `run_after`) as one, each key at its first row with its latest values
     (so the articles a run adds stay in the order of its records, chunk after chunk)."""
-    parts = [part for part in _parts(folder) if part.name.startswith("part-") and int(part.stem[5:]) > run_after]
+    parts = [part for part in _parts(folder) if _part_generation(part) > run_after]
     if not parts:
         return empty(dict(schema))
     rows = pl.concat([pl.read_parquet(part) for part in parts]).drop("deleted")
@@ -1326,7 +1332,7 @@ def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after:
     chunk's of this run, which publishing reads as the rows the run changed. Streamed: the keys
     are read to find the latest row of each, then the parts pass through a semi-join into the
     new base."""
-    older = [part for part in _parts(folder) if part.name.startswith("base-") or int(part.stem[5:]) <= keep_after]
+    older = [part for part in _parts(folder) if _part_generation(part) <= keep_after]
     if len(older) < 2:
         return
     sizes = [pl.scan_parquet(part).select(pl.len()).collect().item() for part in older]
