@@ -16,7 +16,7 @@ a plain run of the pipeline, how to run it (`Case.run`).
 Two cases are about the state, not bad input: `killed-at-stage` SIGKILLs a second batch as each
 step of `pipeline.run_on_state` is about to start (`killed-in-chunks`: a run in chunks at each
 load and commit, at the first stage of its last chunk and at publishing), `two-at-once` starts runs on one state while
-another holds it; both run the pipeline in children (`--on-state`) stage by stage.
+another holds it; both run the pipeline in children (`StagedRun`) stage by stage.
 tests/test_faults.py runs every case too.
 """
 
@@ -26,6 +26,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -33,11 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import polars as pl
@@ -399,31 +401,43 @@ def two_batches(folder: Path) -> list[Path]:
     return [folder / "batch-1", folder / "batch-2"]
 
 
-def run_announcing_stages(out: Path, folder: Path, paths: list[Path], wait: bool, chunk: int = 0) -> None:
-    """`pipeline.run_on_state` in a child process that prints each step's name and runs it only
-    once its parent answers a line on stdin: the parent kills it at a step it chose, not wherever
-    a timer lands."""
+CHILDREN = multiprocessing.get_context("forkserver")
+"""Where a `StagedRun` starts its child: forked from a server process that imported the pipeline
+once, not a new interpreter importing it for each of the ~35 children of the state cases (about
+2 s each on a 2-core machine; the children are still processes of their own, SIGKILLed alike)."""
+CHILDREN.set_forkserver_preload(["dedupe.pipeline", __name__])
+
+
+def run_announcing_stages(parent: Connection, out: Path, folder: Path, paths: list[Path], wait: bool, chunk: int) -> None:
+    """`pipeline.run_on_state` in a child process that sends each step's name and each line it
+    prints to `parent`, and runs a step only once its parent answers: the parent kills it at a
+    step it chose, not wherever a timer lands."""
     def announced(name: str, function: Callable[..., object], *args: object) -> object:
-        print(ANNOUNCED + name, flush=True)
-        if not sys.stdin.readline():
-            raise SystemExit("the parent is gone")
+        parent.send(ANNOUNCED + name)
+        try:
+            parent.recv()
+        except EOFError:
+            raise SystemExit("the parent is gone") from None
         return function(*args)
 
-    say = partial(print, flush=True)
     try:
-        pipeline.run_on_state(paths, out, folder, Config(chunk_records=chunk), wait, announced, log=say, warn=say)
+        pipeline.run_on_state(paths, out, folder, Config(chunk_records=chunk), wait, announced, log=parent.send, warn=parent.send)
     except StateError as error:
-        say(f"error: {error}")
+        parent.send(f"error: {error}")
         sys.exit(1)
+    except Exception:
+        parent.send(traceback.format_exc())
+        raise
 
 
 class StagedRun:
     """A run on a state in a child process (`run_announcing_stages`), step by step at our pace."""
 
     def __init__(self, out: Path, folder: Path, paths: list[Path], wait: bool = True, chunk: int = 0) -> None:
-        command = [sys.executable, __file__, "--on-state", str(out), str(folder), *map(str, paths), "--chunk-records", str(chunk)]
-        self.process = subprocess.Popen(command + ([] if wait else ["--no-wait"]), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.connection, child = CHILDREN.Pipe()
+        self.process = CHILDREN.Process(target=run_announcing_stages, args=(child, out, folder, paths, wait, chunk))
+        self.process.start()
+        child.close()  # the child's end lives on in the child alone: its exit ends our reads
         self.output: list[str] = []
         self.steps: list[str] = []
         self.paused = False
@@ -432,11 +446,14 @@ class StagedRun:
         """Let the run go on until it announces `stage` (not yet run) for the `occurrence`-th
         time (a run in chunks runs most steps once per chunk) or prints `text`; False if it
         ended first."""
-        assert self.process.stdout is not None
         if self.paused:
             self._go_on()
-        for line in self.process.stdout:
-            self.output.append(line)
+        while True:
+            try:
+                line = self.connection.recv()
+            except EOFError:
+                return False
+            self.output.append(line + "\n")
             if text is not None and text in line:
                 return True
             if line.startswith(ANNOUNCED):
@@ -445,24 +462,21 @@ class StagedRun:
                     self.paused = True
                     return True
                 self._go_on()
-        return False
 
     def _go_on(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write("\n")
-        self.process.stdin.flush()
+        with suppress(BrokenPipeError):  # it ended: the next read says so
+            self.connection.send(None)
         self.paused = False
 
-    def finish(self) -> int:
+    def finish(self) -> int | None:
         self.until()
-        return self.process.wait(timeout=600)
+        self.process.join(timeout=600)
+        return self.process.exitcode
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.wait(timeout=60)
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
+        self.process.join(timeout=60)
+        self.connection.close()
 
     @property
     def text(self) -> str:
@@ -627,7 +641,7 @@ def two_runs_at_once(folder: Path, paths: list[Path], config: Config) -> Path:
             problems.append(f"the second run did not finish finding nothing new: {waiting.text[-300:]}")
     finally:
         for run in (holder, waiting, no_wait):
-            if run is not None and run.process.poll() is None:
+            if run is not None and run.process.is_alive():
                 run.kill()
     with tempfile.TemporaryDirectory(prefix="faults-at-once-") as scratch:
         reference = Path(scratch)
@@ -826,17 +840,10 @@ def main() -> None:
     parser.add_argument("--pipeline-memory", nargs="+", type=Path, metavar="PATH",
                         help="measure the whole pipeline on these inputs")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "FOLDER"), help=argparse.SUPPRESS)
-    parser.add_argument("--on-state", nargs="+", metavar="OUT STATE PATH", help=argparse.SUPPRESS)
-    parser.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--chunk-records", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, folder = args.child
         print(json.dumps(asdict(run_case(next(c for c in CASES if c.name == name), Path(folder)))))
-        return
-    if args.on_state:
-        out, folder, *paths = map(Path, args.on_state)
-        run_announcing_stages(out, folder, paths, wait=not args.no_wait, chunk=args.chunk_records)
         return
     if args.read_memory:
         read_memory(args.read_memory)
