@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -8,6 +10,7 @@ import pytest
 from dedupe.clean import clean
 from dedupe.normalize import normalize
 from dedupe.read import read
+from flows import server
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
@@ -21,3 +24,18 @@ def cleaned_frame(*paths: Path) -> pl.DataFrame:
 @pytest.fixture(scope="session")
 def seed_cleaned() -> pl.DataFrame:
     return cleaned_frame(SEEDS)
+
+
+def prefect_env(home: Path, api: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return env | ({"PREFECT_API_URL": api} if api else {})
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real `prefect server start` (127.0.0.1, its own PREFECT_HOME) for the tests against a
+    server, stopped by process id at the end: each start costs 15-35 s on a 2-core machine."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    with server.local_server(log=home / "server.log", env=prefect_env(home)) as url:
+        yield url

@@ -145,35 +145,24 @@ def test_eval_scores_the_seed_run(seed_run: tuple[subprocess.CompletedProcess[st
     assert bad.returncode == 2 and "expected one of" in bad.stderr
 
 
-def test_two_first_runs_at_once_share_a_fresh_prefect_home(tmp_path: Path) -> None:
+def test_first_runs_at_once_share_a_fresh_prefect_home_and_later_runs_start_from_its_template(tmp_path: Path) -> None:
     """Each run's embedded server has its own database (flows.server.EmbeddedServer), and the
-    template both write is renamed into place whole, so two first runs on one new PREFECT_HOME
-    do not race on migrating a database file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(tmp_path / "home")}
-    runs = [
-        subprocess.Popen([sys.executable, "-m", "dedupe", "run", "seeds/", "--out", str(tmp_path / f"out{i}")],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(2)
-    ]
-    outputs = [run.communicate(timeout=600)[0] for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
-    assert all("Traceback" not in output for output in outputs)
-
-
-def test_later_runs_start_from_the_migrated_template_and_leave_nothing_behind(tmp_path: Path) -> None:
-    """The first run keeps its embedded server's migrated empty database as the template of
-    PREFECT_HOME; a later run copies it; each run removes its own copy and stops its server."""
+    template both first runs write is renamed into place whole, so two first runs on one new
+    PREFECT_HOME do not race on migrating a database file. The template is the migrated empty
+    database; a later run copies it; each run removes its own copy and stops its server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp")}
     (tmp_path / "tmp").mkdir()
     template = tmp_path / "home" / "dedupe" / f"embedded-server-prefect-{version('prefect')}.db"
-    for run in range(2):
-        result = subprocess.run(
-            [sys.executable, "-m", "dedupe", "run", "seeds/", "--out", str(tmp_path / f"out{run}")],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "Finished in state Completed()" in result.stdout + result.stderr
+
+    def cli(out: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "dedupe", "run", "seeds/", "--out", str(tmp_path / out)],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    for runs in ([cli("first-0"), cli("first-1")], [cli("later")]):
+        outputs = [run.communicate(timeout=600)[0] for run in runs]
+        assert [run.returncode for run in runs] == [0] * len(runs), outputs
+        assert all("Traceback" not in output and "Finished in state Completed()" in output for output in outputs)
         assert template.is_file()
         assert not list((tmp_path / "tmp").glob("dedupe-prefect-api-*"))
     with closing(sqlite3.connect(template)) as database:  # migrated, and empty of runs

@@ -23,8 +23,8 @@ from dedupe import index, pipeline, shards
 from dedupe.config import Config
 from dedupe.schema import LEVEL_BAND_KEYS
 from flows import server
-from tests.conftest import ROOT, SEEDS
-from tests.test_server import finished, prefect_env, wait_for
+from tests.conftest import ROOT, SEEDS, prefect_env
+from tests.test_server import finished, wait_for
 from tests.test_state import assert_same_as_one_run
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -71,13 +71,6 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.stop(process)
         for log in logs:
             log.close()
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    with server.local_server(log=home / "server.log", env=prefect_env(home)) as url:
-        yield url
 
 
 def write_batches(folder: Path) -> tuple[list[Path], list[Path]]:
