@@ -1202,7 +1202,7 @@ def _index_memory(records: pl.DataFrame, config: Config, work: Path, docs: int) 
 
     from dedupe import index, shards
 
-    keys = shards.shard_band_keys(records.select(list(CLEANED)), config, None)
+    keys, _ = shards.shard_band_keys(records.select(list(CLEANED)), config, None)
     articles = keys["article_id"].n_unique()
     sized = max(1, int(np.ceil(np.log2(articles / 100))))
     print(f"\nRedis index of the {articles:,} matched articles ({keys.height:,} bucket entries, "

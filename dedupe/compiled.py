@@ -191,6 +191,20 @@ def min_hashes(
                 row[k] = min(row[k], np.uint32((np.uint64(a[k]) * value + np.uint64(b[k])) & _MASK))
 
 
+@loop
+def equal_values(
+    begin: int, end: int, sketches: np.ndarray, first: np.ndarray, second: np.ndarray, equal: np.ndarray
+) -> None:
+    """Pairs `begin` to `end`: how many of the MinHash values of their two sketches (rows of
+    `sketches`, `minhash.sketches`: a size, then the values) are equal, without a row copied."""
+    for pair in range(begin, end):
+        a, b = sketches[first[pair]], sketches[second[pair]]
+        count = 0
+        for k in range(1, a.size):
+            count += a[k] == b[k]
+        equal[pair] = count
+
+
 # --- the story graph and story attachment (dedupe/cluster.py) ----------------------------------
 
 
