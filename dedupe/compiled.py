@@ -91,6 +91,15 @@ def sort_sets(
 
 
 @loop
+def gather_runs(
+    begin: int, end: int, values: np.ndarray, starts: np.ndarray, counts: np.ndarray, out: np.ndarray, at: np.ndarray
+) -> None:
+    """Runs `begin` to `end`: the `counts[r]` values from `starts[r]` copied to `out` from `at[r]`."""
+    for run in range(begin, end):
+        out[at[run] : at[run] + counts[run]] = values[starts[run] : starts[run] + counts[run]]
+
+
+@loop
 def count_shared(
     begin: int, end: int, values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, first: np.ndarray,
     second: np.ndarray, shared: np.ndarray,

@@ -139,7 +139,7 @@ class ShingleSets(Mapping[str, np.ndarray]):
     def subset(self, keep: np.ndarray) -> ShingleSets:
         """The sets at the positions `keep` (in that order)."""
         counts = self.counts[keep]
-        return ShingleSets([self.ids[i] for i in keep], self.hashes[_gathered(self.offsets[keep], counts)], counts, self.ordered)
+        return ShingleSets([self.ids[i] for i in keep], _gathered(self.hashes, self.offsets[keep], counts), counts, self.ordered)
 
     def sorted_sets(self) -> ShingleSets:
         """These sets, each sorted and without repeats: sets that several `verify.overlap` calls
@@ -152,7 +152,7 @@ class ShingleSets(Mapping[str, np.ndarray]):
         starts = self.offsets[:-1]
         values, sizes = np.empty_like(self.hashes), np.zeros(len(self), dtype=np.int64)
         on_threads(compiled.sort_sets, len(self), self.hashes, starts, self.counts, values, starts, sizes)
-        return ShingleSets(self.ids, values[_gathered(starts, sizes)], sizes, True)
+        return ShingleSets(self.ids, _gathered(values, starts, sizes), sizes, True)
 
     def of(self, ids: Sequence[str]) -> ShingleSets:
         """The sets of those of `ids` that are here, in that order."""
@@ -169,10 +169,18 @@ class ShingleSets(Mapping[str, np.ndarray]):
         return cls([article_id for part in parts for article_id in part.ids], hashes, counts, ordered)
 
 
-def _gathered(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The positions of `counts[i]` values from each `starts[i]`, one after the other: one
-    gather, not a slice per set (each output position is its set's start plus its rank)."""
-    return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum(), dtype=np.int64)
+def _gathered(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The `counts[i]` values from each `starts[i]`, one after the other: copied by a compiled
+    loop (`compiled.gather_runs`), where a gather by index made two int64 arrays of every
+    position (np.repeat, np.arange): on this machine fresh memory costs its page faults, and
+    they took 0.8 CPU s for 30,000 sets of 450 (`speed.py profile --cprofile "minhash duplicates"`)."""
+    out = np.empty(int(counts.sum()), dtype=values.dtype)
+    if out.size:
+        from dedupe import compiled  # numba's import, only when there are values
+
+        at = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        on_threads(compiled.gather_runs, len(counts), values, starts.astype(np.int64), counts.astype(np.int64), out, at)
+    return out
 
 
 def _batch_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
