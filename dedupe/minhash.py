@@ -172,8 +172,9 @@ class ShingleSets(Mapping[str, np.ndarray]):
 def _gathered(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The `counts[i]` values from each `starts[i]`, one after the other: copied by a compiled
     loop (`compiled.gather_runs`), where a gather by index made two int64 arrays of every
-    position (np.repeat, np.arange): on this machine fresh memory costs its page faults, and
-    they took 0.8 CPU s for 30,000 sets of 450 (`speed.py profile --cprofile "minhash duplicates"`)."""
+    position (np.repeat, np.arange), whose fresh pages cost their faults: it was 4.6 of the 11.7 s
+    of a 30k chunk's minhash duplicates (`speed.py profile --docs 90000 --chunk 30000 --workers 1
+    --cprofile "minhash duplicates"`, third chunk, load 5-6; benchmarks/README.md)."""
     out = np.empty(int(counts.sum()), dtype=values.dtype)
     if out.size:
         from dedupe import compiled  # numba's import, only when there are values
