@@ -174,7 +174,7 @@ def _gathered(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.
     loop (`compiled.gather_runs`), where a gather by index made two int64 arrays of every
     position (np.repeat, np.arange), whose fresh pages cost their faults: it was 4.6 of the 11.7 s
     of a 30k chunk's minhash duplicates (`speed.py profile --docs 90000 --chunk 30000 --workers 1
-    --cprofile "minhash duplicates"`, third chunk, load 5-6; benchmarks/README.md)."""
+    --cprofile "minhash duplicates"`, second chunk, load 5-6; benchmarks/README.md)."""
     out = np.empty(int(counts.sum()), dtype=values.dtype)
     if out.size:
         from dedupe import compiled  # numba's import, only when there are values
