@@ -20,6 +20,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py copies --docs 30000 [--workers 2] [--rounds 3]  # clean with copies on workers vs here
     python benchmarks/speed.py blocks --docs 90000 --chunk 30000 --sizes 10000 1000000 [--rounds 3]
                                                       # the last chunk's candidates verified in partner blocks of each size
+    python benchmarks/speed.py sketches --docs 30000  # the candidates the sketches drop, against exact containment
 
 The corpus: originals of ~3 KB written by a word-bigram chain trained on the aeb pages (real
 words, real word pairs, new documents), about events of Zipf-distributed size (most covered once
@@ -937,6 +938,36 @@ def candidate_buckets(corpus: Path, caps: list[int]) -> None:
         print(f"  lsh_max_bucket {cap}: {pairs.height / docs:.2f} candidates per document, {true:,} true pairs among them")
 
 
+def sketch_filter(corpus: Path) -> None:
+    """Every LSH "text" candidate of aeb (the dev data) and of a corpus, in one run each: what
+    `minhash.plausible` keeps, against each pair's exact containment (`verify.overlap`): the
+    pairs verification could confirm (containment >= `duplicate_unsure_containment`) that it
+    dropped (it must drop none), and how often a pair's Jaccard lies above its bound at a miss
+    of 1e-3 and 1e-6 (the binomial model of the equal signature values, checked on real pairs)."""
+    from dedupe import verify
+
+    config = Config()
+    for name, paths in (("aeb", [DATA / "aeb" / "articles.jsonl"]), (corpus.name, sorted(corpus.glob("part-*.parquet")))):
+        cleaned = clean.clean(normalize.normalize(read.read(paths, config)))
+        keys, sets, sketched = minhash.duplicate_keys(cleaned, config)
+        pairs = minhash.bucket_pairs(keys.filter(pl.col("level") == "text").drop("level"), "text", config)
+        started = time.process_time()
+        kept = minhash.plausible(pairs, cleaned["article_id"], sketched, config)
+        cpu = time.process_time() - started
+        scored = verify.overlap(pairs, sets).join(kept.with_columns(kept=pl.lit(True)), on=list(kept.columns), how="left")
+        confirmable = scored.filter(pl.col("containment") >= config.duplicate_unsure_containment)
+        row = {article_id: i for i, article_id in enumerate(cleaned["article_id"])}
+        first, second = (np.array([row[i] for i in pairs[side]], dtype=np.int64) for side in ("article_id_a", "article_id_b"))
+        equal = (sketched[first, 1:] == sketched[second, 1:]).sum(axis=1)
+        jaccard = scored["jaccard"].to_numpy()
+        beyond = {miss: float((jaccard > minhash.jaccard_bounds(config.num_perm, miss)[equal]).mean()) for miss in (1e-3, 1e-6)}
+        print(f"{name}: {cleaned.height:,} records, {pairs.height:,} text candidates, {kept.height:,} kept "
+              f"({kept.height / max(1, pairs.height):.1%}, {cpu:.2f} CPU s); containment >= "
+              f"{config.duplicate_unsure_containment}: {confirmable.height:,}, dropped among them: "
+              f"{confirmable.filter(pl.col('kept').is_null()).height}; Jaccard above its bound: "
+              + ", ".join(f"{share:.1e} at a miss of {miss:g}" for miss, share in beyond.items()), flush=True)
+
+
 def story_buckets(corpus: Path, caps: list[int]) -> None:
     """The story LSH buckets of a corpus by size, as story matching sees them when every
     duplicate group is found (one group per original, its headline as story text), and the
@@ -1202,7 +1233,7 @@ def _index_memory(records: pl.DataFrame, config: Config, work: Path, docs: int) 
 
     from dedupe import index, shards
 
-    keys = shards.shard_band_keys(records.select(list(CLEANED)), config, None)
+    keys, _ = shards.shard_band_keys(records.select(list(CLEANED)), config, None)
     articles = keys["article_id"].n_unique()
     sized = max(1, int(np.ceil(np.log2(articles / 100))))
     print(f"\nRedis index of the {articles:,} matched articles ({keys.height:,} bucket entries, "
@@ -1257,7 +1288,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history",
-            "stories", "copies", "blocks"]
+            "stories", "copies", "blocks", "sketches"]
     parser.add_argument("what", nargs="?", default="smoke", choices=what)
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
@@ -1302,6 +1333,9 @@ def main() -> None:
     if args.what == "blocks":
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
         partner_blocks(corpus, args.chunk or args.docs // 3, args.sizes, args.rounds)
+    if args.what == "sketches":
+        corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
+        sketch_filter(corpus)
     if args.what == "scaling":
         scaling(args.sizes, args.duplicates, args.workdir, args.flow, workers, args.chunk, args.unchunked_at)
     if args.what == "candidates":

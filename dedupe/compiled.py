@@ -91,6 +91,15 @@ def sort_sets(
 
 
 @loop
+def gather_runs(
+    begin: int, end: int, values: np.ndarray, starts: np.ndarray, counts: np.ndarray, out: np.ndarray, at: np.ndarray
+) -> None:
+    """Runs `begin` to `end`: the `counts[r]` values from `starts[r]` copied to `out` from `at[r]`."""
+    for run in range(begin, end):
+        out[at[run] : at[run] + counts[run]] = values[starts[run] : starts[run] + counts[run]]
+
+
+@loop
 def count_shared(
     begin: int, end: int, values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, first: np.ndarray,
     second: np.ndarray, shared: np.ndarray,
@@ -189,6 +198,20 @@ def min_hashes(
             value ^= value >> np.uint64(16)
             for k in range(a.size):
                 row[k] = min(row[k], np.uint32((np.uint64(a[k]) * value + np.uint64(b[k])) & _MASK))
+
+
+@loop
+def equal_values(
+    begin: int, end: int, sketches: np.ndarray, first: np.ndarray, second: np.ndarray, equal: np.ndarray
+) -> None:
+    """Pairs `begin` to `end`: how many of the MinHash values of their two sketches (rows of
+    `sketches`, `minhash.sketches`: a size, then the values) are equal, without a row copied."""
+    for pair in range(begin, end):
+        a, b = sketches[first[pair]], sketches[second[pair]]
+        count = 0
+        for k in range(1, a.size):
+            count += a[k] == b[k]
+        equal[pair] = count
 
 
 # --- the story graph and story attachment (dedupe/cluster.py) ----------------------------------

@@ -38,7 +38,9 @@ class Config:
     """Permutation seed; fixed so signatures are comparable between runs."""
     duplicate_lsh_threshold: float = 0.2
     """LSH Jaccard threshold for duplicate candidates: junk around a copy dilutes its shingles, so
-    it is low; on aeb 0.2 finds 94% of same-article pairs (0.5: 76%) and verification does the rest."""
+    it is low; on aeb 0.2 finds 94% of same-article pairs (0.5: 76%) and verification does the rest.
+    The many chance candidates of two texts of like length are dropped before verification, from
+    their signatures and shingle counts (`minhash.plausible`)."""
     headline_duplicate_lsh_threshold: float = 0.5
     """LSH Jaccard threshold on the word sets of records with little text (headline-only)."""
     story_lsh_threshold: float = 0.3

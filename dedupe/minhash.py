@@ -29,7 +29,7 @@ import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from dedupe.config import Config
-from dedupe.schema import BAND_KEYS, BUCKET_PAIRS, CANDIDATES, CLEANED, GROUP_HEADLINES, check
+from dedupe.schema import BAND_KEYS, BUCKET_PAIRS, CANDIDATES, CLEANED, GROUP_HEADLINES, LEVEL_BAND_KEYS, check
 
 _WORD = re.compile(r"\w+")
 # Function words say nothing about which event a headline covers; leaving them out keeps two
@@ -139,7 +139,7 @@ class ShingleSets(Mapping[str, np.ndarray]):
     def subset(self, keep: np.ndarray) -> ShingleSets:
         """The sets at the positions `keep` (in that order)."""
         counts = self.counts[keep]
-        return ShingleSets([self.ids[i] for i in keep], self.hashes[_gathered(self.offsets[keep], counts)], counts, self.ordered)
+        return ShingleSets([self.ids[i] for i in keep], _gathered(self.hashes, self.offsets[keep], counts), counts, self.ordered)
 
     def sorted_sets(self) -> ShingleSets:
         """These sets, each sorted and without repeats: sets that several `verify.overlap` calls
@@ -152,7 +152,7 @@ class ShingleSets(Mapping[str, np.ndarray]):
         starts = self.offsets[:-1]
         values, sizes = np.empty_like(self.hashes), np.zeros(len(self), dtype=np.int64)
         on_threads(compiled.sort_sets, len(self), self.hashes, starts, self.counts, values, starts, sizes)
-        return ShingleSets(self.ids, values[_gathered(starts, sizes)], sizes, True)
+        return ShingleSets(self.ids, _gathered(values, starts, sizes), sizes, True)
 
     def of(self, ids: Sequence[str]) -> ShingleSets:
         """The sets of those of `ids` that are here, in that order."""
@@ -169,10 +169,19 @@ class ShingleSets(Mapping[str, np.ndarray]):
         return cls([article_id for part in parts for article_id in part.ids], hashes, counts, ordered)
 
 
-def _gathered(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The positions of `counts[i]` values from each `starts[i]`, one after the other: one
-    gather, not a slice per set (each output position is its set's start plus its rank)."""
-    return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum(), dtype=np.int64)
+def _gathered(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The `counts[i]` values from each `starts[i]`, one after the other: copied by a compiled
+    loop (`compiled.gather_runs`), where a gather by index made two int64 arrays of every
+    position (np.repeat, np.arange), whose fresh pages cost their faults: it was 4.6 of the 11.7 s
+    of a 30k chunk's minhash duplicates (`speed.py profile --docs 90000 --chunk 30000 --workers 1
+    --cprofile "minhash duplicates"`, second chunk, load 5-6; benchmarks/README.md)."""
+    out = np.empty(int(counts.sum()), dtype=values.dtype)
+    if out.size:
+        from dedupe import compiled  # numba's import, only when there are values
+
+        at = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        on_threads(compiled.gather_runs, len(counts), values, starts.astype(np.int64), counts.astype(np.int64), out, at)
+    return out
 
 
 def _batch_shingle_hashes(texts: pl.Series, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -283,12 +292,13 @@ def duplicate_candidates(cleaned: pl.DataFrame, config: Config) -> tuple[pl.Data
 
     Articles are matched on their text's word n-grams (level "text"); records with little or no
     text (a headline-only feed) on the words of their headline (level "headline"), at a higher
-    threshold since a few shared words are common between unrelated headlines."""
-    by_level = duplicate_shingles(cleaned, config)
+    threshold since a few shared words are common between unrelated headlines. Pairs whose
+    signatures rule out verification are left out (`plausible`)."""
+    keys, sets, sketched = duplicate_keys(cleaned, config)
     pairs = pl.concat(
-        [candidates(sets, DUPLICATE_THRESHOLDS[level](config), level, config) for level, sets in by_level.items()]
+        [bucket_pairs(keys.filter(pl.col("level") == level).drop("level"), level, config) for level in DUPLICATE_THRESHOLDS]
     )
-    return pairs, ShingleSets.concat([by_level["text"], by_level["headline"]])
+    return plausible(pairs, cleaned["article_id"], sketched, config), sets
 
 
 DUPLICATE_THRESHOLDS = {
@@ -300,14 +310,95 @@ DUPLICATE_THRESHOLDS = {
 
 def duplicate_shingles(cleaned: pl.DataFrame, config: Config) -> dict[str, ShingleSets]:
     """level ("text" or "headline") -> the shingle sets of the records not rejected: word
-    n-grams of a text of at least `min_text_words` words, else the words of the text or headline."""
+    n-grams of a text of at least `min_text_words` words, else the words of the text or headline.
+    Sorted without repeats (`ShingleSets.sorted_sets`): their sizes are those `verify.overlap`
+    divides by, which `sketches` keeps."""
     check(cleaned, CLEANED, "duplicate candidates input")
     matched = cleaned.filter(pl.col("status") == "ok")
     text_sets, word_counts = ShingleSets.from_texts(matched["article_id"].to_list(), matched["body"], config.shingle_words)
     long = word_counts >= config.min_text_words
     short = matched.filter(pl.Series(~long)).select("article_id", text=pl.coalesce("body", "headline"))
     short_sets, _ = ShingleSets.from_texts(short["article_id"].to_list(), short["text"], 1)
-    return {"text": text_sets.subset(np.flatnonzero(long)), "headline": short_sets}
+    return {"text": text_sets.subset(np.flatnonzero(long)).sorted_sets(), "headline": short_sets.sorted_sets()}
+
+
+def duplicate_keys(cleaned: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, ShingleSets, np.ndarray]:
+    """LEVEL_BAND_KEYS of the records not rejected, their shingle sets (`duplicate_shingles`, text
+    then headline level) and the sketch of every record, row for row with `cleaned` (a rejected
+    one's: size 0, no shingle seen): each signature is computed once, for its band keys and its
+    sketch."""
+    rows = cleaned.select("article_id").with_row_index("row")
+    sketched = np.zeros((cleaned.height, 1 + config.num_perm), dtype=np.uint32)
+    sketched[:, 1:] = np.iinfo(np.uint32).max
+    keys, by_level = [], duplicate_shingles(cleaned, config)
+    for level, sets in by_level.items():
+        made = sketches(sets, config)
+        at = pl.DataFrame({"article_id": sets.ids}, schema={"article_id": pl.String}).join(
+            rows, on="article_id", how="left", maintain_order="left"
+        )["row"].to_numpy()
+        sketched[at] = made
+        level_keys = _band_keys_of(sets, made[:, 1:], DUPLICATE_THRESHOLDS[level](config), config)
+        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
+    return check(pl.concat(keys), LEVEL_BAND_KEYS, "band keys"), ShingleSets.concat(list(by_level.values())), sketched
+
+
+def sketches(sets: ShingleSets, config: Config) -> np.ndarray:
+    """(sets, 1 + num_perm) uint32: each set's size (distinct shingles: `sets` sorted without
+    repeats), then its MinHash signature (`signatures`). A pair's two sketches bound its
+    containment without its texts (`plausible`); the state keeps them beside the records."""
+    assert sets.ordered or not len(sets), "sizes are of sets without repeats"
+    return np.column_stack([sets.counts.astype(np.uint32), signatures(sets, config)])
+
+
+CONFIDENCE_MISS = 1e-9
+"""The chance that `plausible` drops a pair of a given containment at or above the one
+verification needs: one pair in a billion such pairs (see `jaccard_bounds`)."""
+
+
+@lru_cache(maxsize=4)
+def jaccard_bounds(num_perm: int, miss: float = CONFIDENCE_MISS) -> np.ndarray:
+    """For k = 0 to `num_perm` equal values of two signatures: an upper bound of the two sets'
+    Jaccard J that is exceeded with probability at most `miss` (Clopper-Pearson). Each MinHash
+    value of two sets is equal with probability J (at least: two values of the affine32
+    permutations may also tie), independently over the permutations, so k is Binomial(num_perm,
+    J): the bound is the J at which k or fewer equal values have probability `miss`. With 128
+    permutations and a miss of 1e-9, 0 equal values bound J at 0.149, 13 (J about 0.1) at 0.34."""
+    from scipy.special import betaincinv  # scipy's import, only when pairs are filtered
+
+    equal = np.arange(num_perm, dtype=np.float64)
+    return np.append(betaincinv(equal + 1, num_perm - equal, 1 - miss), 1.0)
+
+
+def plausible(pairs: pl.DataFrame, ids: pl.Series, sketched: np.ndarray, config: Config) -> pl.DataFrame:
+    """The candidate `pairs` that verification may confirm, from their records' sketches alone
+    (`sketched`, row for row with `ids`, which hold every article of `pairs`): no text is read.
+
+    A "text" pair is confirmed only at a containment C (shared shingles over the smaller set)
+    of at least `duplicate_unsure_containment` (`verify.verify_duplicates`). Sets of sizes a <= b
+    with Jaccard J share J (a + b) / (1 + J) shingles, so C = J (a + b) / ((1 + J) a), which
+    grows with J; with J at its upper bound from the equal signature values (`jaccard_bounds`),
+    a pair whose C still falls short is dropped, and a pair whose true C reaches the threshold is
+    dropped with probability at most `CONFIDENCE_MISS`. "headline" pairs are kept: their verdict
+    is a ratio of characters, which word sets do not bound. The sets' sizes are exact, so only
+    J is estimated: on this day's LSH threshold (0.2), most candidates of two texts of like
+    length have C far below 0.6, and a short copy inside a long page keeps a C bound above 1."""
+    row_of = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int64)})
+    first, second = (
+        pairs.select(article_id=side).join(row_of, on="article_id", how="left", maintain_order="left")["row"].to_numpy()
+        for side in ("article_id_a", "article_id_b")
+    )
+    equal = np.zeros(pairs.height, dtype=np.int64)
+    if pairs.height:
+        from dedupe import compiled  # numba's import, only when there are pairs
+
+        on_threads(compiled.equal_values, pairs.height, sketched, first, second, equal)
+    bound = jaccard_bounds(config.num_perm)[equal]
+    sizes = sketched[:, 0].astype(np.float64)
+    smaller = np.maximum(np.minimum(sizes[first], sizes[second]), 1.0)
+    containment = bound * (sizes[first] + sizes[second]) / ((1.0 + bound) * smaller)
+    needed = min(config.duplicate_unsure_containment, config.duplicate_containment)
+    keep = (pairs["level"] != "text").to_numpy() | (containment >= needed)
+    return check(pairs.filter(pl.Series(keep, dtype=pl.Boolean)), CANDIDATES, "plausible candidates")
 
 
 def story_candidates(headlines: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, ShingleSets]:
@@ -365,19 +456,23 @@ def band_keys(sets: ShingleSets, threshold: float, config: Config) -> pl.DataFra
     itself is a polars group-by over (band, bucket key), because querying MinHashLSH for every
     article cost 11 s on the dev data where this takes well under one. The keys are kept apart
     from the bucketing so that a later run can match new articles against stored keys."""
-    order = sorted(np.flatnonzero(sets.counts), key=lambda i: sets.ids[i])
-    if not order:
+    return _band_keys_of(sets, signatures(sets, config), threshold, config)
+
+
+def _band_keys_of(sets: ShingleSets, signed: np.ndarray, threshold: float, config: Config) -> pl.DataFrame:
+    """`band_keys` from the sets' signatures (`signed`, row for row with `sets`)."""
+    order = np.array(sorted(np.flatnonzero(sets.counts), key=lambda i: sets.ids[i]), dtype=np.int64)
+    if not order.size:
         return pl.DataFrame(schema=BAND_KEYS)
-    matched = sets.subset(np.array(order, dtype=np.int64))
     lsh = MinHashLSH(threshold=threshold, num_perm=config.num_perm)
     bands, rows = lsh.b, lsh.r
-    values = signatures(matched, config)[:, : bands * rows].astype(np.uint64)
+    values = signed[order, : bands * rows].astype(np.uint64)
     mixers = np.random.default_rng(config.seed).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
-    keys = (values.reshape(len(matched), bands, rows) * mixers).sum(axis=2, dtype=np.uint64)  # wraps mod 2^64
+    keys = (values.reshape(order.size, bands, rows) * mixers).sum(axis=2, dtype=np.uint64)  # wraps mod 2^64
     frame = pl.DataFrame(
         {
-            "article_id": pl.Series(matched.ids, dtype=pl.String).gather(np.repeat(np.arange(len(matched)), bands)),
-            "band": np.tile(np.arange(bands, dtype=np.uint16), len(matched)),
+            "article_id": pl.Series([sets.ids[i] for i in order], dtype=pl.String).gather(np.repeat(np.arange(order.size), bands)),
+            "band": np.tile(np.arange(bands, dtype=np.uint16), order.size),
             "key": keys.ravel(),
         }
     )

@@ -185,7 +185,7 @@ def _update(
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
     new_pairs = stage("verify duplicates", state.verify_candidates, matched, history, config)
-    band_keys, duplicate_candidates = matched.band_keys, matched.candidates.height
+    band_keys, sketches, duplicate_candidates = matched.band_keys, matched.sketches, matched.candidates.height
     del matched  # the new records' shingles (2.4 KB a record), read by verifying alone
     everything = state.all_records(history, records)
     # in the order a single run gives them: group centralities are float sums, summed in this order
@@ -230,7 +230,7 @@ def _update(
     summary = write.summarize(articles, story_table, pairs, candidates, timings, config.top_stories)
     summary = replace(summary, run=counts)
     added = state.Update(
-        records=records, embeddings=vectors, band_keys=band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
+        records=records, sketches=sketches, embeddings=vectors, band_keys=band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
         articles=articles, article_texts=texts, stories=story_table, pairs=pairs, registry=story_ids.registry,
         files=batch.files, run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
         **decorations, central_headlines=central,

@@ -11,7 +11,8 @@ in flows/scale.py; the plain `map` below runs them in this process):
 - duplicate candidates: shingles and band keys per slice of records (the workers that make them
   also add them to the Redis index), then buckets per band partition (band % `partitions`):
   an LSH bucket lies within one band, so each partition pairs its buckets alone and the union
-  is every candidate pair;
+  is every candidate pair, filtered here by the records' sketches, which the slices made with
+  their band keys (`minhash.plausible`, as in one process);
 - verifying: the candidate pairs in `shards` slices; each makes the shingles of its own pairs'
   articles, so shingles and signatures never meet in one process;
 - cleaning with copies (`clean_by_groups`): the records cut by duplicate group, so that a group's
@@ -326,12 +327,14 @@ def duplicate_candidates(plan: Plan, cleaned: pl.DataFrame, config: Config) -> t
     making them again."""
     check(cleaned, CLEANED, "duplicate candidates input")
     slices = plan.slices(matching_columns(cleaned))
-    keys, sets = zip(*plan.map("band keys", band_keys_with_shingles, [(piece, config) for piece in slices]))
+    keys, sets, sketched = zip(*plan.map("band keys", minhash.duplicate_keys, [(piece, config) for piece in slices]))
     level_keys = pl.concat(keys)
     pairs = [
         minhash.bucket_pairs(level_keys.filter(pl.col("level") == level).drop("level"), level, config) for level in LEVELS
     ]
-    return pl.concat(pairs), minhash.ShingleSets.concat(sets)
+    # the slices are consecutive: their sketches, one after the other, are row for row with `cleaned`
+    plausible = minhash.plausible(pl.concat(pairs), cleaned["article_id"], np.concatenate(sketched), config)
+    return plausible, minhash.ShingleSets.concat(sets)
 
 
 def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -399,7 +402,8 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
     verifying shards (`verify_duplicates`): the result holds none."""
     new = records.select(list(CLEANED))
     slices = plan.slices(matching_columns(new))
-    keys = pl.concat(plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in slices]))
+    keys, sketched = zip(*plan.map("band keys", shard_band_keys, [(piece, config, plan.index) for piece in slices]))
+    keys, sketched = pl.concat(keys), np.concatenate(sketched)  # consecutive slices: row for row with `new`
     new_ids = new["article_id"]
     known = history.records["article_id"] if plan.index else None
     pieces = []
@@ -408,28 +412,21 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
         old = None if plan.index else history.band_keys.filter(in_partition)
         pieces.append((keys.filter(in_partition), old, new_ids, known, config, plan.index))
     level_order = pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8)
-    candidates = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
+    found = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
+    candidates = state.plausible_candidates(check(found, CANDIDATES, "candidates"), new["article_id"], sketched, history, config)
     keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
     sets = minhash.ShingleSets.concat([])
     involved = state.in_pairs(new, candidates)
-    return state.Candidates(check(candidates, CANDIDATES, "candidates"), check(keys, LEVEL_BAND_KEYS, "new band keys"), sets, involved)
+    return state.Candidates(candidates, check(keys, LEVEL_BAND_KEYS, "new band keys"), sets, involved, sketched)
 
 
-def shard_band_keys(records: pl.DataFrame, config: Config, index: str | None) -> pl.DataFrame:
-    """LEVEL_BAND_KEYS of a slice of new records, added to the index when there is one."""
-    frame, _ = band_keys_with_shingles(records, config)
+def shard_band_keys(records: pl.DataFrame, config: Config, index: str | None) -> tuple[pl.DataFrame, np.ndarray]:
+    """LEVEL_BAND_KEYS of a slice of new records, added to the index when there is one, and
+    their sketches (`minhash.duplicate_keys`)."""
+    frame, _, sketched = minhash.duplicate_keys(records, config)
     if index is not None:
         RedisIndex(index, config).add(frame)
-    return frame
-
-
-def band_keys_with_shingles(records: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, minhash.ShingleSets]:
-    """LEVEL_BAND_KEYS of a slice of records, and their shingle sets (both levels)."""
-    keys, by_level = [], minhash.duplicate_shingles(records, config)
-    for level, sets in by_level.items():
-        level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
-        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
-    return check(pl.concat(keys), LEVEL_BAND_KEYS, "shard band keys"), minhash.ShingleSets.concat([by_level["text"], by_level["headline"]])
+    return frame, sketched
 
 
 def band_candidates(

@@ -10,6 +10,10 @@ A state folder holds generations; `current` is a symlink to the one in use:
         record_texts/part-*.arrow   their texts (STORED_TEXTS), row for row beside the records part
                                     of the same name: Arrow IPC, uncompressed, read memory-mapped
                                     by position (`History.record_rows`)
+        record_sketches/part-*.npy  their sketches (`minhash.sketches`: shingle set size and MinHash
+                                    signature, 129 uint32), row for row likewise: a numpy array read
+                                    memory-mapped by position (`History.sketches_at`), so that
+                                    candidates are filtered before any text is read
         band_keys/part-*.parquet    LSH band keys of those records, the index new ones are matched
                                     against (LEVEL_BAND_KEYS; Parquet reloads faster than Arrow IPC,
                                     see benchmarks/incremental.py)
@@ -106,7 +110,7 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 12  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+FORMAT_VERSION = 13  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
 # 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
 # 6: the story attachment's rounds; 7: the totals of the central headlines' candidates;
 # 8: story buckets capped by `story_lsh_max_bucket` (a format 7 state's story candidates came from cap 50);
@@ -114,6 +118,7 @@ FORMAT_VERSION = 12  # 2: headline embeddings; 3: the story index (REPLACED), co
 # 10: story roots split where chained (`story_split_min_groups`; a format 9 state's roots were not)
 # 11: records' texts apart, in Arrow IPC files read by position (record_texts/)
 # 12: a run in chunks writes a part per chunk, meta.json names the generation the run started from
+# 13: records' sketches (shingle set size and signature) in record_sketches/, candidates filtered by them
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
@@ -161,13 +166,17 @@ over it, so every row group of any Parquet layout holds one: memory-mapped Arrow
 row with pyarrow, reads the pages of those rows alone (1,132 of 50,000 records: `record_rows` took
 20 ms, a filtered scan of the lz4 Parquet of format 9 351 ms; `benchmarks/incremental.py` prints
 both). Uncompressed, as a memory map needs: 1.3x the bytes of the lz4 Parquet it replaces."""
+TEXTS, SKETCHES = ("record_texts", "arrow"), ("record_sketches", "npy")
+"""(folder, suffix) of the files kept row for row beside each records part."""
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 READ_COUNTS = (
+    "duplicate candidates", "dropped by signatures", "sketches read",
     "candidate partners read", "partner blocks", "largest partner block", "record reads", "records read",
     "record text files read", "record text bytes read", "cleaned again", "headline only",
 )
-"""`History.counts`: the history records read as candidate partners, in how many blocks, the
-largest block (`verify_candidates`); the reads of stored texts,
+"""`History.counts`: the LSH candidates of new records, those their sketches ruled out and the
+history sketches read for it (`plausible_candidates`); the history records read as candidate
+partners, in how many blocks, the largest block (`verify_candidates`); the reads of stored texts,
 the records they read, the texts files they opened and the bytes of the rows they gathered
 (what follows the rows read, not the history); the records cleaned again with their texts, and
 those whose headline alone was made again."""
@@ -270,6 +279,19 @@ class History(_Replaced):
                             "record text bytes read": int(stored.estimated_size())})
         return check(read.select(list(CLEANED)), CLEANED, "state records")
 
+    def sketches_at(self, positions: np.ndarray, width: int) -> np.ndarray:
+        """The sketches (`minhash.sketches`, `width` values a row) of the history records at
+        `positions` (ascending), gathered from the memory-mapped sketch files: the pages of
+        other records are not read."""
+        starts = np.concatenate([[0], np.cumsum(self.record_part_rows)]).astype(np.int64)
+        pieces = [np.empty((0, width), dtype=np.uint32)]
+        for number, path in enumerate(_record_files(self.folder, SKETCHES) if self.folder else []):
+            low, high = np.searchsorted(positions, starts[number : number + 2])
+            if low < high:
+                pieces.append(np.load(path, mmap_mode="r")[positions[low:high] - starts[number]])
+        self.counts["sketches read"] += len(positions)
+        return np.concatenate(pieces)
+
     def article_texts(self, ids: pl.Series) -> pl.DataFrame:
         """ARTICLE_TEXTS of the history articles among `ids`, as the last run left them."""
         if ids.is_empty():
@@ -292,6 +314,7 @@ class Update(_Replaced):
     """What one run adds to the growing tables, and the keyed tables as they stand after it."""
 
     records: pl.DataFrame
+    sketches: np.ndarray  # of `records`, row for row (`minhash.sketches`)
     band_keys: pl.DataFrame
     duplicate_pairs: pl.DataFrame
     embeddings: pl.DataFrame
@@ -392,31 +415,49 @@ def all_records(history: History, records: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class Candidates:
-    candidates: pl.DataFrame  # CANDIDATES with at least one new article
+    candidates: pl.DataFrame  # CANDIDATES with at least one new article, less those their sketches rule out
     band_keys: pl.DataFrame  # LEVEL_BAND_KEYS of the new records
     shingles: minhash.ShingleSets  # of the new records (none: made where they are verified, `shards.new_candidates`)
     involved: pl.DataFrame  # CLEANED rows of the new records in a candidate pair
+    sketches: np.ndarray  # of the new records, row for row (`minhash.sketches`), to store
 
 
 def new_candidates(records: pl.DataFrame, history: History, config: Config) -> Candidates:
     """Duplicate candidates between new records and all records, from the stored band keys: the
     buckets a new record falls in are joined with the stored keys on (band, key), and only those
-    buckets are paired, so the work follows the batch and its matches, not the history. The
-    history partners are read when their pairs are verified (`verify_candidates`)."""
+    buckets are paired, so the work follows the batch and its matches, not the history. Pairs
+    whose sketches rule out verification are dropped (`plausible_candidates`); the history
+    partners of the others are read when their pairs are verified (`verify_candidates`)."""
     new = records.select(list(CLEANED))
-    shingles = minhash.duplicate_shingles(new, config)
-    keys, pairs = [], []
-    for level, sets in shingles.items():
-        level_keys = minhash.band_keys(sets, minhash.DUPLICATE_THRESHOLDS[level](config), config)
-        keys.append(level_keys.select(pl.lit(level).alias("level"), *level_keys.columns))
+    keys, sets, sketched = minhash.duplicate_keys(new, config)
+    pairs = []
+    for level in minhash.DUPLICATE_THRESHOLDS:
+        level_keys = keys.filter(pl.col("level") == level).drop("level")
         touched = history.band_keys_in(level, level_keys.select("band", "key").unique())
         pairs.append(minhash.bucket_pairs(pl.concat([touched, level_keys]), level, config))
     new_ids = new["article_id"].implode()
     candidates = pl.concat(pairs).filter(
         pl.col("article_id_a").is_in(new_ids) | pl.col("article_id_b").is_in(new_ids)
     )
-    sets = minhash.ShingleSets.concat([shingles["text"], shingles["headline"]])
-    return Candidates(candidates, check(pl.concat(keys), LEVEL_BAND_KEYS, "new band keys"), sets, in_pairs(new, candidates))
+    candidates = plausible_candidates(candidates, new["article_id"], sketched, history, config)
+    return Candidates(candidates, keys, sets, in_pairs(new, candidates), sketched)
+
+
+def plausible_candidates(
+    candidates: pl.DataFrame, new_ids: pl.Series, sketched: np.ndarray, history: History, config: Config
+) -> pl.DataFrame:
+    """`minhash.plausible` of candidate pairs of new records (`sketched`, row for row with
+    `new_ids`) with new and history records: the history partners' sketches are read by position
+    (`History.sketches_at`), never their texts, so the partners of dropped pairs are not read."""
+    positions = history.records.select("article_id").with_row_index("position")
+    ids = pl.concat([candidates["article_id_a"], candidates["article_id_b"]]).unique().to_frame("article_id")
+    old = positions.join(ids, on="article_id", how="semi", maintain_order="left")  # ascending positions
+    old_sketches = history.sketches_at(old["position"].to_numpy(), sketched.shape[1])
+    kept = minhash.plausible(
+        candidates, pl.concat([old["article_id"], new_ids]), np.concatenate([old_sketches, sketched]), config
+    )
+    history.counts.update({"duplicate candidates": candidates.height, "dropped by signatures": candidates.height - kept.height})
+    return kept
 
 
 def in_pairs(rows: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -449,7 +490,7 @@ def verify_candidates(
     block = (pl.col("position").rank("dense") - 1) // config.partner_block_records
     blocks = located.with_columns(block=block).sort("position").partition_by("block", as_dict=True)  # new pairs: null
     verdicts = [empty(PAIRS)]
-    new_sets = matched.shingles.sorted_sets()  # once: a new record's pairs are in many blocks
+    new_sets = matched.shingles  # sorted once (`minhash.duplicate_shingles`): a new record's pairs are in many blocks
     for (number,), pairs in blocks.items():
         at = pairs["position"].unique(maintain_order=True).drop_nulls().to_numpy()  # ascending
         old = history.rows_at(at, ["body"]) if at.size else empty(CLEANED)
@@ -457,7 +498,7 @@ def verify_candidates(
         sets = new_sets
         if len(sets):  # else the verifier makes them
             made = minhash.duplicate_shingles(old, config)
-            old_sets = minhash.ShingleSets.concat([made["text"], made["headline"]]).sorted_sets()
+            old_sets = minhash.ShingleSets.concat([made["text"], made["headline"]])
             sets = minhash.ShingleSets.concat([sets.of(rows["article_id"].to_list()), old_sets])
         history.counts.update({"candidate partners read": old.height, "partner blocks": int(number is not None)})
         history.counts["largest partner block"] = max(history.counts["largest partner block"], old.height)
@@ -1031,9 +1072,10 @@ def commit(
     if started is not None:
         _published_articles(started)  # a run killed before publishing left it to do
     temporary.mkdir(parents=True)
-    (temporary / "record_texts").mkdir()
-    for part in _text_files(previous) if previous is not None else []:
-        _link(part, temporary / "record_texts" / part.name)
+    for folder in (TEXTS, SKETCHES):
+        (temporary / folder[0]).mkdir()
+        for part in _record_files(previous, folder) if previous is not None else []:
+            _link(part, temporary / folder[0] / part.name)
     for name, schema in GROWING.items():
         (temporary / name).mkdir()
         if previous is not None:
@@ -1041,7 +1083,7 @@ def commit(
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         if rows.height and name == "records":
-            _write_records(rows, temporary, f"part-{generation:06d}")
+            _write_records(rows, update.sketches, temporary, f"part-{generation:06d}")
         elif rows.height:
             rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
     for name, (schema, key) in KEYED.items():
@@ -1204,19 +1246,25 @@ def _read_light_records(folder: Path) -> tuple[pl.DataFrame, tuple[int, ...]]:
     return check(records, RECORDS, "state records"), tuple(part.height for part in light)
 
 
-def _write_records(records: pl.DataFrame, generation: Path, name: str) -> None:
+def _write_records(records: pl.DataFrame, sketched: np.ndarray, generation: Path, name: str) -> None:
     """A records part: the light columns in records/NAME.parquet, the texts (STORED_TEXTS) row for
     row in record_texts/NAME.arrow, uncompressed (a memory map reads it in place) and at the oldest
-    compatibility level (plain and large strings, which pyarrow gathers; not polars' string views)."""
+    compatibility level (plain and large strings, which pyarrow gathers; not polars' string views),
+    and the sketches row for row in record_sketches/NAME.npy."""
+    if len(sketched) != records.height:
+        raise ValueError(f"{len(sketched)} sketches for {records.height} records")
     records.drop(RECORD_TEXTS).write_parquet(generation / "records" / f"{name}.parquet")
     records.select(STORED_TEXTS).write_ipc(
-        generation / "record_texts" / f"{name}.arrow", compression="uncompressed", compat_level=pl.CompatLevel.oldest()
+        generation / TEXTS[0] / f"{name}.{TEXTS[1]}", compression="uncompressed", compat_level=pl.CompatLevel.oldest()
     )
+    np.save(generation / SKETCHES[0] / f"{name}.{SKETCHES[1]}", np.ascontiguousarray(sketched, dtype=np.uint32))
 
 
-def _text_files(generation: Path) -> list[Path]:
-    """The texts files of a generation's records parts, in the parts' order."""
-    return [generation / "record_texts" / f"{part.stem}.arrow" for part in _parts(generation / "records")]
+
+def _record_files(generation: Path, kind: tuple[str, str]) -> list[Path]:
+    """The files of `kind` (TEXTS or SKETCHES) of a generation's records parts, in the parts' order."""
+    folder, suffix = kind
+    return [generation / folder / f"{part.stem}.{suffix}" for part in _parts(generation / "records")]
 
 
 def _gather_record_texts(
@@ -1230,7 +1278,7 @@ def _gather_record_texts(
     of the history (`speed.py profile --chunk`: the memory after each commit)."""
     starts = np.concatenate([[0], np.cumsum(part_rows)])
     pieces, files = [], 0
-    for number, path in enumerate(_text_files(generation)):
+    for number, path in enumerate(_record_files(generation, TEXTS)):
         low, high = np.searchsorted(positions, starts[number : number + 2])
         if low == high:
             continue
@@ -1253,7 +1301,7 @@ def stored_records(generation: Path) -> pl.DataFrame:
     """RECORDS of a generation with their stored texts (`text_raw` null): the whole table, for
     benchmarks and tests; a run reads texts by position (`History.record_rows`)."""
     records, _ = _read_light_records(generation / "records")
-    texts = [pl.read_ipc(path) for path in _text_files(generation)]
+    texts = [pl.read_ipc(path) for path in _record_files(generation, TEXTS)]
     if texts:
         stored = pl.concat(texts).cast({name: RECORDS[name] for name in STORED_TEXTS})
         records = pl.concat([records.drop(STORED_TEXTS), stored], how="horizontal").select(list(RECORDS))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import polars as pl
 from datasketch import LeanMinHash, MinHash, MinHashLSH
@@ -22,6 +24,7 @@ from dedupe.minhash import (
     words,
 )
 from dedupe.schema import CANDIDATES
+from dedupe.verify import overlap
 from tests.conftest import SEEDS, cleaned_frame
 
 
@@ -146,3 +149,58 @@ def _serialized(minhash: object) -> bytearray:
     buffer = bytearray(minhash.bytesize())  # type: ignore[attr-defined]
     minhash.serialize(buffer)  # type: ignore[attr-defined]
     return buffer
+
+
+@lru_cache(maxsize=1)
+def _aeb_words() -> list[list[str]]:
+    """The words of the seeds' aeb pages of at least 300 words, one version of each page."""
+    frame = cleaned_frame(SEEDS / "aeb-sample.jsonl").filter(pl.col("status") == "ok")
+    firsts = frame.unique(pl.col("article_id").str.slice(0, 12), keep="first", maintain_order=True)
+    return [found for found in (words(body) for body in firsts["body"]) if len(found) >= 300]
+
+
+def _kept_and_containment(first: list[str], second: list[str], config: Config) -> tuple[bool, float]:
+    """Whether `plausible` keeps the "text" pair of two texts (given as words), and its true containment."""
+    texts = pl.Series([" ".join(first), " ".join(second)])
+    sets, _ = ShingleSets.from_texts(["a", "b"], texts, config.shingle_words)
+    sets = sets.sorted_sets()
+    pair = pl.DataFrame({"article_id_a": ["a"], "article_id_b": ["b"], "level": ["text"]})
+    kept = minhash.plausible(pair, pl.Series(sets.ids), minhash.sketches(sets, config), config)
+    return kept.height == 1, overlap(pair, sets)["containment"].item()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_signatures_never_rule_out_a_pair_that_verification_can_confirm(data: st.DataObject) -> None:
+    """A real aeb page and a copy of a piece of it amid words of another page (a short copy inside
+    a long page, a long page around a short copy, two versions that share some of a page): where
+    their containment reaches `duplicate_unsure_containment`, the sketches keep the pair."""
+    config, pages = Config(), _aeb_words()
+    page, other = data.draw(st.sampled_from(pages)), data.draw(st.sampled_from(pages))
+    start = data.draw(st.integers(0, len(page) - 30))
+    piece = page[start : start + data.draw(st.integers(30, len(page) - start))]
+    around = other[: data.draw(st.integers(0, len(other)))]
+    cut = data.draw(st.integers(0, len(around)))
+    kept, containment = _kept_and_containment(page, around[:cut] + piece + around[cut:], config)
+    assert kept or containment < config.duplicate_unsure_containment
+
+
+def test_signatures_rule_out_two_pages_of_like_length_that_share_little() -> None:
+    """A page against one of like length that shares a sixth of its words is dropped; the same
+    sixth alone, a short copy inside the page, is kept."""
+    config, pages = Config(), _aeb_words()
+    page, other = pages[0], pages[1]
+    piece = page[: len(page) // 6]
+    kept, containment = _kept_and_containment(page, piece + other[: len(page) - len(piece)], config)
+    assert not kept and containment < 0.3
+    kept, containment = _kept_and_containment(page, piece, config)
+    assert kept and containment == 1.0
+
+
+def test_jaccard_bounds_hold_with_their_miss_probability() -> None:
+    """At each bound, k or fewer equal values have probability `miss` (the binomial tail)."""
+    from scipy.stats import binom
+
+    bounds = minhash.jaccard_bounds(128, 1e-6)
+    assert np.allclose(binom.cdf(np.arange(128), 128, bounds[:-1]), 1e-6, rtol=1e-4) and bounds[-1] == 1.0
+    assert np.all(np.diff(bounds) > 0)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from dedupe import cluster, minhash, pipeline, state, verify
 from dedupe.config import Config
-from dedupe.schema import ARTICLES, GROUPS, PAIRS, STORY_REGISTRY, SchemaError
+from dedupe.schema import ARTICLES, CLEANED, GROUPS, PAIRS, STORY_REGISTRY, SchemaError
 from tests.conftest import ROOT, SEEDS
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -197,6 +198,20 @@ def seed_matches(tmp_path_factory: pytest.TempPathFactory) -> tuple[state.Histor
 
     pipeline.update([folder / "two"], history, CONFIG, T0, call=call)
     return state.load(folder / "state", CONFIG), kept["matched"]
+
+
+def test_sketches_read_by_position_are_those_of_the_stored_records(tmp_path: Path) -> None:
+    """The sketches an update reads by position (`History.sketches_at`, across the parts of two
+    batches) are those made again from the stored records."""
+    seeds_in_thirds(tmp_path)
+    run_batch([tmp_path / "one"], tmp_path / "state")
+    run_batch([tmp_path / "two"], tmp_path / "state", T0 + timedelta(minutes=15))
+    history = state.load(tmp_path / "state", CONFIG)
+    _, _, made = minhash.duplicate_keys(state.stored_records(history.folder).select(list(CLEANED)), CONFIG)
+    every = np.arange(history.records.height)
+    assert len(history.record_part_rows) == 2 and (made[:, 0] > 0).all()
+    assert np.array_equal(history.sketches_at(every, made.shape[1]), made)
+    assert np.array_equal(history.sketches_at(every[1::7], made.shape[1]), made[1::7])
 
 
 @settings(max_examples=25, deadline=None)
