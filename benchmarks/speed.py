@@ -7,6 +7,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py profile --docs 100000  # one run: seconds, peak memory and bytes/doc per stage
     python benchmarks/speed.py profile --docs 30000 --chunk 10000 --workers 1 [--flow]  # each step of a chunked run
     python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --cprofile "cluster stories"  # and its calls
+                                                      # (several steps: "minhash stories,commit state")
     python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --configs partner_block_records=100000
                                                       # the same with other settings (the first of --configs)
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
@@ -612,8 +613,8 @@ def profile(
     added to the step. Then where the time outside the steps went: before the first step (with a
     flow: importing Prefect, its server's start, the flow run's), and between and after them (the
     pipeline's own glue; with a flow, its end), the profile's own measuring taken out. With
-    `step`, that step runs under cProfile and the top of its calls by cumulative time is printed
-    each time it runs (each chunk). `settings`: FIELD=VALUE,... of the run's `Config`. Each step's
+    `step` (names separated by commas), those steps run under cProfile and the top of their calls
+    by cumulative time is printed each time one runs (each chunk). `settings`: FIELD=VALUE,... of the run's `Config`. Each step's
     line is also printed as it ends, so that a run stopped half-way leaves its figures."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
@@ -628,7 +629,7 @@ def profile(
         memory.reset()
         started, cpu = time.perf_counter(), time.process_time()
         starts.append(started)
-        if name == step:
+        if step and name in step.split(","):
             profiler = cProfile.Profile()
             result = profiler.runcall(function, *args)
             print(f"{name}, its calls by cumulative time:", flush=True)
@@ -1307,7 +1308,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=[""], metavar="FIELD=VALUE,...",
                         help="stories: the story steps again with each of these settings ('': the defaults); "
                         "profile: the run's settings (the first)")
-    parser.add_argument("--cprofile", metavar="STEP", help="profile: this step under cProfile (its seconds then include the profiler's)")
+    parser.add_argument("--cprofile", metavar="STEP", help="profile: this step (or steps, comma-separated) under cProfile (its seconds then include the profiler's)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     workers = 2 if args.workers is None else args.workers

@@ -494,18 +494,30 @@ def max_bucket(level: str, config: Config) -> int:
     return config.story_lsh_max_bucket if level == "story" else config.lsh_max_bucket
 
 
-def bucket_pair_counts(keys: pl.DataFrame, level: str, config: Config) -> pl.DataFrame:
-    """BUCKET_PAIRS: the pairs of `bucket_pairs` with the number of buckets that pair them. Counts
-    add up over buckets, so a later run can take away what the buckets it touches gave before
-    and add what they give now, without pairing the untouched buckets again."""
-    check(keys, BAND_KEYS, "bucket input")
-    pairs = _pair_per_bucket(keys, max_bucket(level, config))
-    counts = pairs.group_by("article_id_a", "article_id_b").agg(buckets=pl.len().cast(pl.Int64))
-    return check(counts, BUCKET_PAIRS, "bucket pair counts")
+def bucket_pair_changes(before: pl.DataFrame, after: pl.DataFrame, level: str, config: Config) -> pl.DataFrame:
+    """BUCKET_PAIRS: per pair of `bucket_pairs` in `after` or `before` (BAND_KEYS of the same
+    buckets, before and after a change), the buckets that pair it in `after` less those that did in
+    `before`. Counts add up over buckets, so a later run can take away what the buckets it
+    touches gave before and add what they give now, without pairing the untouched buckets again.
+    The ids are numbered in their sorted order first, so that pairs are made and counted as
+    integers (0.6x the time of strings on the touched buckets of a 30,000-record chunk)."""
+    check(before, BAND_KEYS, "bucket input")
+    check(after, BAND_KEYS, "bucket input")
+    ids = pl.concat([before["article_id"], after["article_id"]]).unique().sort()
+    number = pl.DataFrame({"article_id": ids, "code": pl.int_range(ids.len(), dtype=pl.UInt32, eager=True)})
+
+    def pairs(keys: pl.DataFrame, sign: int) -> pl.DataFrame:
+        coded = keys.join(number, on="article_id").select("band", "key", article_id="code")
+        return _pair_per_bucket(coded, max_bucket(level, config)).with_columns(buckets=pl.lit(sign, pl.Int64))
+
+    counts = pl.concat([pairs(before, -1), pairs(after, 1)]).group_by("article_id_a", "article_id_b").agg(pl.col("buckets").sum())
+    decoded = counts.select(article_id_a=ids.gather(counts["article_id_a"]), article_id_b=ids.gather(counts["article_id_b"]), buckets="buckets")
+    return check(decoded, BUCKET_PAIRS, "bucket pair changes")
 
 
 def _pair_per_bucket(keys: pl.DataFrame, largest: int) -> pl.DataFrame:
-    """article_id_a < article_id_b, once for each bucket that pairs them."""
+    """article_id_a < article_id_b, once for each bucket that pairs them (ids as strings, or as
+    numbers in the order of theirs)."""
     buckets = keys.group_by("band", "key").agg("article_id").filter(pl.col("article_id").list.len() > 1)
     small = buckets.filter(pl.col("article_id").list.len() <= largest)
     large = buckets.filter(pl.col("article_id").list.len() > largest)

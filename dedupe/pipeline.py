@@ -207,9 +207,9 @@ def _update(
         groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, history, config)
         story_index = {
             "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs,
-            "parts": found.parts, **kept,
+            "story_candidate_count": found.count, **kept,
         }
-        story_candidates, vectors = found.candidates.height, empty(EMBEDDINGS)
+        story_candidates, vectors = found.count, empty(EMBEDDINGS)
     else:
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
         story_index = {}

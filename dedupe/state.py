@@ -30,14 +30,17 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     outgrow COMPACT_SHARE of the base they are folded into a new
                                     base-*.parquet, so what a run writes follows its batch
                                     (amortized) and what a load reads stays within 1.5x the table.
+                                    The story band keys and candidates (STORY_TABLES) are not
+                                    loaded: story matching reads their rows by bucket, group, pair.
         articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
         story_registry.parquet      every story id ever given, when, and where it merged (STORY_REGISTRY)
         story_merges.parquet        one row per merge (STORY_MERGES)
         runs.parquet                one row of counts per run that added records (RUNS)
         files.parquet               input files read, with size and mtime: unchanged ones are skipped
-        meta.json                   format version, the configuration the keys were made with, and
+        meta.json                   format version, the configuration the keys were made with,
                                     the generation the run started from (`run_after`: publishing
-                                    reads the run's parts of `PUBLISHED` tables after it)
+                                    reads the run's parts of `PUBLISHED` tables after it) and the
+                                    rows of the story candidates (`story_candidates`, for the report)
 
 What only grows (records, keys, pairs) is written once, as one part per run; a new generation
 hard-links the parts it keeps, so a run writes what it adds and changes. A run writes its
@@ -110,7 +113,7 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 13  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+FORMAT_VERSION = 14  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
 # 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
 # 6: the story attachment's rounds; 7: the totals of the central headlines' candidates;
 # 8: story buckets capped by `story_lsh_max_bucket` (a format 7 state's story candidates came from cap 50);
@@ -119,18 +122,23 @@ FORMAT_VERSION = 13  # 2: headline embeddings; 3: the story index (REPLACED), co
 # 11: records' texts apart, in Arrow IPC files read by position (record_texts/)
 # 12: a run in chunks writes a part per chunk, meta.json names the generation the run started from
 # 13: records' sketches (shingle set size and signature) in record_sketches/, candidates filtered by them
+# 14: meta.json counts the story candidates (the story tables are read by bucket and pair, not loaded)
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
-    "group_headlines": GROUP_HEADLINES, "story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS,
-    "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
+    "group_headlines": GROUP_HEADLINES, "bare_titles": BARE_TITLES, "headline_pieces": HEADLINE_PIECES, "story_keywords": STORY_KEYWORDS,
     "story_roots": STORY_ROOTS, "story_rounds": STORY_ROUNDS, "title_pieces": TITLE_PIECES, "group_bare_titles": GROUP_BARE_TITLES,
     "central_headlines": CENTRAL_HEADLINES,
 }
-"""Tables of the last run that the next one compares its own with: what each duplicate group says
-in story matching, the LSH band keys of its keywords, every story candidate pair (the confirmed
-ones are the `same_story` rows of pairs), the story attachment's rounds, what the titles
-taught about decoration, and the totals of each story's central headline candidates."""
+"""Tables of the last run, loaded whole, that the next one compares its own with: what each
+duplicate group says in story matching, the story attachment's rounds, what the titles taught
+about decoration, and the totals of each story's central headline candidates."""
+STORY_TABLES = {"story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS}
+"""Keyed tables not loaded: the LSH band keys of each group's keywords and every story candidate
+pair with its bucket count (the confirmed ones are the `same_story` rows of pairs), read by
+bucket, group and pair (`History.story_band_keys_in`, `story_band_keys_of`, `story_candidates_of`)
+and written as the parts story matching gives (`Update.story_band_keys`): in a chunk of 30,000
+records of 90,000 the stored band keys were 2.2M rows, of which the buckets it touched held 1.0M."""
 KEYED = {
     "articles": (LIGHT_ARTICLES, ["article_id"]),
     "article_texts": (ARTICLE_TEXTS, ["article_id"]),
@@ -147,7 +155,7 @@ KEYED = {
     "central_headlines": (CENTRAL_HEADLINES, ["story_id", "headline"]),
 }
 """Tables stored as a base and one part per run with the rows it changed (schema, key)."""
-assert set(REPLACED) <= set(KEYED)
+assert set(REPLACED) | set(STORY_TABLES) <= set(KEYED) and not set(REPLACED) & set(STORY_TABLES)
 PUBLISHED = ("articles", "article_texts")
 """Keyed tables whose rows a run changed make the published articles.parquet: a run in chunks
 keeps each chunk's part of them apart until the run ends, and publishing reads them all."""
@@ -172,17 +180,19 @@ RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 READ_COUNTS = (
     "duplicate candidates", "dropped by signatures", "sketches read",
     "candidate partners read", "partner blocks", "largest partner block", "record reads", "records read",
-    "record text files read", "record text bytes read", "cleaned again", "headline only",
+    "record text files read", "record text bytes read", "cleaned again", "headline only", "story tables read whole",
 )
 """`History.counts`: the LSH candidates of new records, those their sketches ruled out and the
 history sketches read for it (`plausible_candidates`); the history records read as candidate
 partners, in how many blocks, the largest block (`verify_candidates`); the reads of stored texts,
 the records they read, the texts files they opened and the bytes of the rows they gathered
 (what follows the rows read, not the history); the records cleaned again with their texts, and
-those whose headline alone was made again."""
+those whose headline alone was made again; the story tables read whole (`History.story_band_keys`,
+`story_candidates`: never in an update, which reads them by bucket, group and pair)."""
 UNSTORED_SETTINGS = {"top_stories", "workers", "chunk_records", "partner_block_records"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
+PAIR = ["article_id_a", "article_id_b"]
 
 
 class StateError(RuntimeError):
@@ -194,8 +204,6 @@ class _Replaced:
     """The REPLACED tables, as fields of both `History` (the last run's) and `Update` (this run's)."""
 
     group_headlines: pl.DataFrame = field(default_factory=lambda: empty(GROUP_HEADLINES))
-    story_band_keys: pl.DataFrame = field(default_factory=lambda: empty(BAND_KEYS))
-    story_candidates: pl.DataFrame = field(default_factory=lambda: empty(BUCKET_PAIRS))
     bare_titles: pl.DataFrame = field(default_factory=lambda: empty(BARE_TITLES))
     headline_pieces: pl.DataFrame = field(default_factory=lambda: empty(HEADLINE_PIECES))
     story_keywords: pl.DataFrame = field(default_factory=lambda: empty(STORY_KEYWORDS))
@@ -232,6 +240,8 @@ class History(_Replaced):
     record_part_rows: tuple[int, ...] = ()
     """The rows of each records part, in order: `records` is their rows one after the other, so a
     record's row there says which texts file holds its texts, and at which row."""
+    story_candidate_count: int = 0
+    """The rows of the stored story candidates (meta.json), which are not loaded to be counted."""
     counts: Counter[str] = field(default_factory=Counter, init=False, compare=False, repr=False)
     """What a run on this history read of it and cleaned again (`READ_COUNTS`), for the log of each
     chunk and the benchmarks: what follows the batch and what the history."""
@@ -242,6 +252,36 @@ class History(_Replaced):
         in Redis, shards by band partition). Not loaded with the history: matching in one
         process reads only the buckets its new records fall in (`band_keys_in`)."""
         return _read_parts(self.folder / "band_keys", LEVEL_BAND_KEYS) if self.folder else empty(LEVEL_BAND_KEYS)
+
+    @cached_property
+    def story_band_keys(self) -> pl.DataFrame:
+        """BAND_KEYS of every group's keywords, read whole when first asked for (tests,
+        benchmarks; counted as "story tables read whole"): an update reads them by bucket and group."""
+        return self._story_table("story_band_keys")
+
+    @cached_property
+    def story_candidates(self) -> pl.DataFrame:
+        """BUCKET_PAIRS of every story candidate, read whole when first asked for (as `story_band_keys`)."""
+        return self._story_table("story_candidates")
+
+    def _story_table(self, name: str) -> pl.DataFrame:
+        self.counts["story tables read whole"] += 1
+        return _read_keyed(self.folder / name if self.folder else None, *KEYED[name])
+
+    def story_band_keys_of(self, groups: pl.Series) -> pl.DataFrame:
+        """BAND_KEYS of the `groups`, as stored (in the order of the whole table)."""
+        wanted = pl.DataFrame({"article_id": groups}, schema={"article_id": pl.String}).unique()
+        return _read_keyed(self.folder / "story_band_keys" if self.folder else None, *KEYED["story_band_keys"], wanted)
+
+    def story_band_keys_in(self, buckets: pl.DataFrame) -> pl.DataFrame:
+        """BAND_KEYS stored in the LSH `buckets` (band, key), as a filter of the whole table gives them."""
+        folder = self.folder / "story_band_keys" if self.folder else None
+        return _read_keyed(folder, *KEYED["story_band_keys"], buckets.select("band", "key").unique())
+
+    def story_candidates_of(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """BUCKET_PAIRS of the stored story candidates among `pairs` (article_id_a, article_id_b)."""
+        folder = self.folder / "story_candidates" if self.folder else None
+        return _read_keyed(folder, *KEYED["story_candidates"], pairs.select(PAIR).unique())
 
     def band_keys_in(self, level: str, buckets: pl.DataFrame) -> pl.DataFrame:
         """BAND_KEYS of the history records at `level` in the LSH `buckets` (band, key): a
@@ -327,11 +367,11 @@ class Update(_Replaced):
     run: dict[str, object]
     report: str
     files: pl.DataFrame
-    parts: Mapping[str, tuple[pl.DataFrame, pl.DataFrame]] = field(default_factory=dict)
-    """name -> (the loaded keyed table, this run's part of it: `_changes` of the table against
-    that one), for tables whose stage knows which rows it changed: the commit writes the part
-    without comparing a history-sized table (1.3M story band keys at 50,000 records). Used only
-    when the commit's history holds that very table."""
+    story_band_keys: pl.DataFrame = field(default_factory=lambda: _with_deleted(empty(BAND_KEYS), False))
+    story_candidates: pl.DataFrame = field(default_factory=lambda: _with_deleted(empty(BUCKET_PAIRS), False))
+    """This run's parts of the `STORY_TABLES` (their rows with a `deleted` column, as `_changes`
+    gives them), found by story matching from the rows it read: the commit writes them as they are."""
+    story_candidate_count: int = 0
 
 
 # --- reading the input against the history ---------------------------------------------------
@@ -571,17 +611,13 @@ def with_kept_cleaning(records: pl.DataFrame, changed: pl.DataFrame, history: Hi
 
 @dataclass(frozen=True)
 class StoryCandidates:
-    candidates: pl.DataFrame  # CANDIDATES between all groups, as a single run finds them (in no order)
+    count: int  # candidate pairs between all groups, as a single run finds them
     to_score: pl.DataFrame  # CANDIDATES the last run did not score with both story texts as now
     dropped: pl.DataFrame  # article_id_a, article_id_b: the last run's candidates that are no more
-    bucket_pairs: pl.DataFrame  # BUCKET_PAIRS of the candidates, to store
-    band_keys: pl.DataFrame  # BAND_KEYS of every group's keywords, to store
+    band_keys: pl.DataFrame  # this run's part of the stored story band keys (`Update.story_band_keys`)
+    bucket_pairs: pl.DataFrame  # and of the stored story candidates
     changed: pl.Series  # groups whose story text is not the one the last run matched
     keyword_sets: dict[str, set[bytes]]  # of the changed groups
-    parts: dict[str, tuple[pl.DataFrame, pl.DataFrame]]  # `Update.parts` of story_band_keys and story_candidates
-
-
-PAIR = ["article_id_a", "article_id_b"]
 
 
 def story_candidates(headlines: pl.DataFrame, history: History, config: Config) -> StoryCandidates:
@@ -589,48 +625,40 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     only for the groups whose story text changed (new groups, renamed ones, or a new speaking
     headline), and only the LSH buckets their old or new keys fall in are paired again: the
     last run's count of buckets per pair loses what those buckets gave then and gains what they
-    give now (`minhash.bucket_pair_counts`). Every other bucket holds the same groups as before,
+    give now (`minhash.bucket_pair_changes`). Every other bucket holds the same groups as before,
     so the candidates are those of a single run over everything. Only pairs in touched buckets
-    can be new, gone, or hold a changed group: the others are passed on as they were."""
+    can be new, gone, or hold a changed group: the others stay as stored. What is read of the
+    stored tables follows the changed groups: their old keys by group, the keys in the touched
+    buckets by bucket, the counts of the pairs that changed by pair; what is written, the rows
+    that differ (`Update.story_band_keys`)."""
     check(headlines, GROUP_HEADLINES, "story candidates input")
     changed = headlines.join(history.group_headlines, on=list(GROUP_HEADLINES), how="anti", nulls_equal=True)
     keyword_sets = {
         group: minhash.keywords(text) for group, text in changed.select("duplicate_group", "story_text").iter_rows()
     }
     new_keys = minhash.band_keys(minhash.ShingleSets.from_sets(keyword_sets), config.story_lsh_threshold, config)
-    unchanged = headlines.join(changed, on="duplicate_group", how="anti")["duplicate_group"].implode()
-    is_unchanged = pl.col("article_id").is_in(unchanged)
-    keys = pl.concat([history.story_band_keys.filter(is_unchanged), new_keys])
-    # the stored rows of unchanged groups are kept as they are: only the others can differ or go
-    keys_part = _changes(new_keys, history.story_band_keys.filter(~is_unchanged), KEYED["story_band_keys"][1])
-    touched = pl.concat([new_keys, history.story_band_keys.filter(~is_unchanged)]).select("band", "key").unique()
-    before = minhash.bucket_pair_counts(
-        history.story_band_keys.join(touched, on=["band", "key"], how="semi"), "story", config
-    )
-    after = minhash.bucket_pair_counts(keys.join(touched, on=["band", "key"], how="semi"), "story", config)
-    delta = pl.concat([before.with_columns(-pl.col("buckets")), after]).group_by(PAIR).agg(pl.col("buckets").sum())
-    was = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="semi", maintain_order="left")
+    gone = history.group_headlines.join(headlines, on="duplicate_group", how="anti")["duplicate_group"]
+    moved = pl.concat([changed["duplicate_group"], gone])  # the groups whose stored keys can differ or go
+    old_keys = history.story_band_keys_of(moved)
+    keys_part = _changes(new_keys, old_keys, KEYED["story_band_keys"][1])
+    touched = pl.concat([new_keys, old_keys]).select("band", "key").unique()
+    before = history.story_band_keys_in(touched)
+    after = pl.concat([before.filter(~pl.col("article_id").is_in(moved.implode())), new_keys])
+    delta = minhash.bucket_pair_changes(before, after, "story", config)
+    was = history.story_candidates_of(delta)
     now = delta.join(was, on=PAIR, how="left", suffix="_before").select(
         *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
     )
-    # in a fixed order (the stored rows as they were, then the touched ones sorted): the state's
-    # files are the same bytes for the same batches (benchmarks/faults.py), without sorting all pairs
+    # sorted: the state's files are the same bytes for the same batches (benchmarks/faults.py)
     touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR)
-    untouched = history.story_candidates.join(delta.select(PAIR), on=PAIR, how="anti", maintain_order="left")
-    counts = pl.concat([untouched, touched_counts])
-    parts = {
-        "story_band_keys": (history.story_band_keys, keys_part),
-        "story_candidates": (history.story_candidates, _changes(touched_counts, was, PAIR)),
-    }
     changed_groups = changed["duplicate_group"].implode()
     is_changed = pl.col("article_id_a").is_in(changed_groups) | pl.col("article_id_b").is_in(changed_groups)
     to_score = now.filter((pl.col("buckets") > 0) & (is_changed | ~pl.col("existed"))).select(*PAIR, level=pl.lit("story"))
     dropped = now.filter((pl.col("buckets") == 0) & pl.col("existed")).select(PAIR)
     return StoryCandidates(
-        check(counts.select(*PAIR, level=pl.lit("story")), CANDIDATES, "story candidates"),
-        check(to_score, CANDIDATES, "story candidates to score"), dropped,
-        check(counts, BUCKET_PAIRS, "story bucket pairs"), check(keys, BAND_KEYS, "story band keys"),
-        changed["duplicate_group"], keyword_sets, parts,
+        history.story_candidate_count + touched_counts.height - was.height,
+        check(to_score, CANDIDATES, "story candidates to score"), dropped, keys_part,
+        _changes(touched_counts, was, PAIR), changed["duplicate_group"], keyword_sets,
     )
 
 
@@ -1025,13 +1053,14 @@ def load_generation(current: Path, config: Config) -> History:
         name: pl.read_parquet(current / f"{name}.parquet")
         for name in ("stories", "pairs", "story_registry", "story_merges", "runs", "files")
     }
-    keyed = {name: _read_keyed(current / name, schema, key) for name, (schema, key) in KEYED.items() if name != "article_texts"}
+    keyed = {name: _read_keyed(current / name, *KEYED[name]) for name in ("articles", *REPLACED)}
     records, part_rows = _read_light_records(current / "records")
     return History(
         **growing,
         **keyed,
         records=records,
         record_part_rows=part_rows,
+        story_candidate_count=meta["story_candidates"],
         stories=check(tables["stories"], STORIES, "state stories"),
         pairs=check(tables["pairs"], PAIRS, "state pairs"),
         registry=check(tables["story_registry"], STORY_REGISTRY, "state registry"),
@@ -1091,14 +1120,12 @@ def commit(
         if previous is not None:
             for part in _parts(previous / name):
                 _link(part, temporary / name / part.name)
-        rows = check(getattr(update, name), schema, f"new {name}")
-        before, known = update.parts.get(name, (None, None))
-        if name == "article_texts":
-            changes = _with_deleted(rows, False)
-        elif known is not None and before is getattr(history, name):
-            changes = known  # story matching knows the rows it changed
+        if name in STORY_TABLES:  # story matching gives the rows it changed
+            changes = check(getattr(update, name), {**schema, "deleted": pl.Boolean}, f"{name} part")
+        elif name == "article_texts":
+            changes = _with_deleted(check(update.article_texts, schema, "new article_texts"), False)
         else:
-            changes = _changes(rows, getattr(history, name), key)
+            changes = _changes(check(getattr(update, name), schema, f"new {name}"), getattr(history, name), key)
         if changes.height:
             changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
         _compact_if_grown(temporary / name, key, generation, run_after if name in PUBLISHED else generation - 1)
@@ -1113,7 +1140,7 @@ def commit(
     run = pl.DataFrame([{"generation": generation, **update.run}], schema=RUNS)
     pl.concat([before.runs, run]).write_parquet(temporary / "runs.parquet")
     (temporary / "report.md").write_text(update.report)
-    meta = {"format": FORMAT_VERSION, "config": asdict(config), "run_after": run_after}
+    meta = {"format": FORMAT_VERSION, "config": asdict(config), "run_after": run_after, "story_candidates": update.story_candidate_count}
     (temporary / "meta.json").write_text(json.dumps(meta))
     final = generations / f"{generation:06d}"
     os.rename(temporary, final)
@@ -1309,24 +1336,34 @@ def stored_records(generation: Path) -> pl.DataFrame:
 
 
 def _read_keyed(
-    folder: Path | None, schema: Mapping[str, pl.DataType], key: list[str], rows: pl.Expr | None = None
+    folder: Path | None, schema: Mapping[str, pl.DataType], key: list[str], rows: pl.Expr | pl.DataFrame | None = None
 ) -> pl.DataFrame:
     """A keyed table (`KEYED`): the latest row of each key over its parts, less the deleted keys,
-    in the order of those rows; only the `rows` asked for when given (read lazily)."""
+    in the order of those rows; only the `rows` asked for when given (read lazily): a filter on
+    the key columns, or a frame of columns to semi-join with (streamed over the base). A
+    semi-join on columns other than the key's (a story bucket) reads the later parts whole and
+    filters their latest rows: an earlier row of a key may match where its latest does not."""
     parts = _parts(folder) if folder is not None else []
     if not parts:
         return empty(dict(schema))
-    base, *later = (pl.scan_parquet(part) for part in parts)
-    if rows is not None:
-        base, later = base.filter(rows), [part.filter(rows) for part in later]
+    scans = [pl.scan_parquet(part) for part in parts]
+    by_key = not isinstance(rows, pl.DataFrame) or set(rows.columns) <= set(key)
+
+    def wanted(scan: pl.LazyFrame) -> pl.LazyFrame:
+        if isinstance(rows, pl.DataFrame):
+            return scan.join(rows.lazy(), on=rows.columns, how="semi", maintain_order="left")
+        return scan if rows is None else scan.filter(rows)
+
+    engine = "auto" if rows is None else "streaming"  # a few rows of a big table
+    base, *later = scans
     if later:  # as `unique(key, keep="last", maintain_order=True)` over all parts, without hashing the base
-        changes = pl.concat(later).collect()
+        changes = pl.concat([wanted(part) if by_key else part for part in later]).collect(engine=engine)
         if len(later) > 1:  # each part holds a key once (`_changes`, `_compact_if_grown`)
             changes = changes.unique(key, keep="last", maintain_order=True)
-        base = base.join(changes.select(key).lazy(), on=key, how="anti", maintain_order="left")
-        latest = pl.concat([base.collect(), changes])
+        kept = wanted(base).join(changes.select(key).lazy(), on=key, how="anti", maintain_order="left")
+        latest = pl.concat([kept.collect(engine=engine), changes if by_key else wanted(changes.lazy()).collect()])
     else:
-        latest = base.collect()
+        latest = wanted(base).collect(engine=engine)
     latest = latest.filter(~pl.col("deleted")).drop("deleted")
     return check(latest, dict(schema), f"state {folder.name if folder else ''}")
 

@@ -298,8 +298,8 @@ def test_story_matching_scores_only_the_groups_whose_story_text_changed(tmp_path
     headlines, stored = history.group_headlines, history.pairs.filter(pl.col("relation") == "same_story")
     assert stored.height > 0
     found = state.story_candidates(headlines, history, CONFIG)
-    assert found.changed.is_empty() and found.to_score.is_empty()
-    assert found.candidates.sort("article_id_a", "article_id_b").equals(minhash.story_candidates(headlines, CONFIG)[0])
+    assert found.changed.is_empty() and found.to_score.is_empty() and found.bucket_pairs.is_empty() and found.band_keys.is_empty()
+    assert found.count == history.story_candidate_count == minhash.story_candidates(headlines, CONFIG)[0].height
     assert state.verify_story_candidates(headlines, found, history, CONFIG).equals(stored)
     forgotten = replace(history, pairs=history.pairs.filter(pl.col("relation") == "duplicate"))
     assert state.verify_story_candidates(headlines, found, forgotten, CONFIG).is_empty()  # reused, not scored again
@@ -311,14 +311,26 @@ def test_story_matching_scores_only_the_groups_whose_story_text_changed(tmp_path
     )
     found = state.story_candidates(retold, history, CONFIG)
     assert found.changed.to_list() == [group]
-    for name, table in {"story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs}.items():
-        before, part = found.parts[name]  # what the commit writes, found without comparing whole tables
-        assert before is getattr(history, name) and part.equals(state._changes(table, before, state.KEYED[name][1]))
-        assert part.height > 0
     single_candidates, keyword_sets = minhash.story_candidates(retold, CONFIG)
-    assert found.candidates.sort("article_id_a", "article_id_b").equals(single_candidates)
+    retold_sets = minhash.ShingleSets.from_sets({g: minhash.keywords(text) for g, text in retold.select("duplicate_group", "story_text").iter_rows()})
+    single_keys = minhash.band_keys(retold_sets, CONFIG.story_lsh_threshold, CONFIG)
+    for name, single in {"story_band_keys": single_keys, "story_candidates": single_candidates}.items():
+        part = getattr(found, "band_keys" if name == "story_band_keys" else "bucket_pairs")  # what the commit writes
+        key = state.KEYED[name][1]
+        stored_table = getattr(history, name)  # read whole here, to check the part against
+        assert 0 < part.height < stored_table.height
+        assert part.equals(state._changes(applied(stored_table, part, key), stored_table, key))  # the rows that differ
+        assert applied(stored_table, part, key).select(single.columns[:3 if name == "story_band_keys" else 2]).sort(key).equals(
+            single.select(single.columns[:3 if name == "story_band_keys" else 2]).sort(key)
+        )
+    assert found.count == single_candidates.height
     single = verify.verify_stories(retold, single_candidates, keyword_sets, CONFIG)
     assert state.verify_story_candidates(retold, found, history, CONFIG).equals(single)
+
+
+def applied(table: pl.DataFrame, part: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """A keyed table with a part of it applied: the part's rows replace those of their keys, less the deleted."""
+    return pl.concat([table.join(part.select(key), on=key, how="anti"), part.filter(~pl.col("deleted")).drop("deleted")])
 
 
 def test_a_relative_state_folder_keeps_its_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -671,6 +683,36 @@ def test_an_update_reads_the_stored_band_keys_of_its_buckets_not_all_of_them(tmp
         expected = at_level.drop("level").join(buckets.unique(), on=["band", "key"], how="semi")
         assert history.band_keys_in(level, buckets.unique()).equals(expected)
         assert expected.height > 0 or level == "text"
+
+
+def test_an_update_reads_the_story_tables_by_bucket_group_and_pair_not_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Story matching reads the stored story band keys of its buckets and groups and the stored
+    candidates of its pairs, never the whole tables; each read is the filter of the whole table,
+    in its order, also over a base and parts that replaced and deleted rows of it."""
+    monkeypatch.setattr(state, "COMPACT_SHARE", 100.0)  # a base and two parts
+    folder = tmp_path / "state"
+    for n, path in enumerate(three_seed_batches(tmp_path)):
+        run_batch([path], folder, T0 + timedelta(minutes=15 * n))
+    history = state.load(folder, CONFIG)
+    stored = [pl.read_parquet(part) for part in sorted((folder / "current" / "story_band_keys").glob("*.parquet"))]
+    assert len(stored) == 3 and stored[1]["deleted"].any()  # a part deleted rows of the base
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False).with_columns(title=pl.col("title") + " again")
+    headlines.head(20).write_csv(tmp_path / "again.csv")
+    _, update = pipeline.update([tmp_path / "again.csv"], history, CONFIG, T0 + timedelta(hours=1))
+    assert update is not None and update.story_band_keys.height > 0
+    assert history.counts["story tables read whole"] == 0
+    assert not {"story_band_keys", "story_candidates"} & set(history.__dict__)  # never read whole
+    keys, candidates = history.story_band_keys, history.story_candidates
+    assert history.counts["story tables read whole"] == 2
+    superseded = stored[0].join(stored[1].select("article_id", "band"), on=["article_id", "band"], how="semi")
+    buckets = pl.concat([keys.gather_every(4), superseded.drop("deleted").drop_nulls()]).select("band", "key").unique()
+    expected = keys.join(buckets, on=["band", "key"], how="semi", maintain_order="left")
+    assert expected.height > 0 and history.story_band_keys_in(buckets).equals(expected)
+    groups = pl.concat([keys["article_id"].gather_every(5), superseded["article_id"]])
+    assert history.story_band_keys_of(groups).equals(keys.filter(pl.col("article_id").is_in(groups.implode())))
+    pairs = candidates.gather_every(3).select("article_id_a", "article_id_b")
+    assert history.story_candidates_of(pairs).equals(candidates.join(pairs, on=["article_id_a", "article_id_b"], how="semi", maintain_order="left"))
+    assert history.story_candidate_count == candidates.height
 
 
 def test_a_load_reads_no_texts_and_a_run_writes_the_rows_it_changed(tmp_path: Path) -> None:
