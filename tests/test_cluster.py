@@ -22,7 +22,7 @@ from dedupe.cluster import (
     without_weak_bridges,
 )
 from dedupe.config import Config
-from dedupe import compiled, minhash
+from dedupe import cluster, compiled, minhash
 from dedupe.minhash import duplicate_candidates
 from dedupe.schema import GROUPS, PAIRS, STORY_KEYWORDS
 from dedupe.verify import verify_duplicates
@@ -228,6 +228,50 @@ def test_split_stories_refine_the_knit_components(numbers: list[tuple[int, int]]
         sizes = np.bincount(story[inside], minlength=20)
         if len(set(story[inside])) > 1:
             assert (sizes >= piece).sum() >= 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(3, 8), min_size=2, max_size=5),
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(1, 4)), max_size=8),
+    st.lists(st.tuples(st.integers(0, 47), st.integers(0, 47)), max_size=20),
+    st.integers(0, 2**32 - 1),
+    st.floats(0.0, 0.6),
+    st.integers(1, 5),
+)
+def test_a_split_that_counts_again_only_where_a_level_cut_gives_the_split_counted_from_scratch(
+    blocks: list[int], linkers: list[tuple[int, int, int]], numbers: list[tuple[int, int]], seed: int, support: float,
+    piece: int,
+) -> None:
+    """`split_chains` counts each level's shared neighbours again only for edges whose ends lost a
+    neighbour since the last level (`_Levels`): at every level, the counts of each edge of that
+    level's graph and the pieces are those counted and knit from scratch (`_knit`), on dense
+    blocks chained by linking nodes that match a few nodes of two blocks (as chance headlines
+    chain stories: a level's cut takes shared neighbours from the pairs it keeps) and chance pairs
+    (fails when the ends of the cut pairs are not counted again)."""
+    rng, start, edges, members = np.random.default_rng(seed), 0, list(numbers), []
+    for size in blocks:
+        edges += [(start + i, start + j) for i in range(size) for j in range(i + 1, size) if rng.random() < 0.8]
+        members.append(np.arange(start, start + size))
+        start += size
+    for linker, (first, second, count) in enumerate(linkers):
+        for block in (first, second):
+            edges += [(40 + linker, int(node)) for node in members[block % len(members)][:count]]
+    a, b = (np.array([edge[side] for edge in edges], dtype=np.int64) for side in (0, 1))
+    knit, levels = cluster._Levels.knit, []
+
+    def counted_from_scratch(self: cluster._Levels, inside: np.ndarray, group: int, least: float) -> np.ndarray:
+        pieces = knit(self, inside, group, least)
+        low, high = self.low[inside], self.high[inside]
+        scratch = cluster._shared_neighbours(cluster._closed_neighbourhoods(48, low, high), low, high)
+        assert least == 0 or np.array_equal(self.shared[inside], scratch)  # without support, nothing is counted
+        levels.append(np.array_equal(pieces, cluster._knit(48, low, high, group, least)))
+        return pieces
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cluster._Levels, "knit", counted_from_scratch)
+        split_chains(48, a, b, 3, support, piece)
+    assert all(levels)
 
 
 @settings(max_examples=300, deadline=None)
