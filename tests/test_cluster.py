@@ -351,6 +351,38 @@ def test_the_fits_of_pairs_are_the_floats_of_the_sparse_product(seed: int, stori
     assert np.array_equal(chosen_rest[present], rest)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 12), st.sampled_from([1.0, 2.0, 5.0]))
+def test_candidate_pairs_are_the_stories_sharing_an_indexed_keyword_with_a_larger_one(
+    seed: int, members: int, words: int, ratio: float
+) -> None:
+    """`_Snapshot.pairs` (`compiled.candidate_pairs`, postings read largest first down to the
+    size asked) gives each pair of a story and a story at least `story_attach_size_ratio` times
+    its size that holds one of its keywords in its profile once, as counted here by definition,
+    for any masks of stories and others, with keywordless headlines and IDF weights of 0."""
+    rng = np.random.default_rng(seed)
+    stories = int(rng.integers(1, members + 1))
+    story_of = np.sort(rng.integers(0, stories, members))
+    incidence = sparse.random(members, words, density=0.3, random_state=rng, data_rvs=lambda n: np.ones(n)).tocsr()
+    incidence.sort_indices()
+    frequency = np.asarray(incidence.sum(axis=0)).ravel()
+    idf = rng.choice([0.0, 0.4, 1.3], words)
+    config = Config(story_attach_size_ratio=ratio)
+    snapshot = cluster._Snapshot(story_of, incidence, idf, frequency, stories, config)
+    counts = snapshot.counts.toarray()
+    size = np.bincount(story_of, minlength=stories)
+    indexed = size >= ratio * size[size > 0].min()
+    profile = indexed[:, None] & (counts >= config.story_profile_share * size[:, None]) & (counts > 0)
+    for mask, others in [(size > 0, None), (rng.random(stories) < 0.5, rng.random(stories) < 0.5)]:
+        allowed = np.ones(stories, dtype=bool) if others is None else others
+        expected = {
+            (s, o) for s in np.flatnonzero(mask) for o in np.flatnonzero(allowed)
+            if s != o and size[o] >= ratio * size[s] and snapshot.weight[s] > 0 and (profile[o] & (counts[s] > 0)).any()
+        }
+        story, other = snapshot.pairs(mask, others)
+        assert len(story) == len(expected) and set(zip(story.tolist(), other.tolist())) == expected
+
+
 def brute_force_average_linkage(weights: dict[str, int], similarity: dict[frozenset[str], float], threshold: float) -> dict[str, str]:
     """Textbook UPGMA over the full matrix (pairs not given count as 0), for reference."""
     clusters = {node: [node] for node in weights}
