@@ -164,13 +164,14 @@ both). Uncompressed, as a memory map needs: 1.3x the bytes of the lz4 Parquet it
 RUN_COUNTS = [name for name in RUNS if name not in ("generation", "run_at")]
 READ_COUNTS = (
     "candidate partners read", "partner blocks", "largest partner block", "record reads", "records read",
-    "record text files read", "record text bytes read", "cleaned again", "headline only",
+    "record text files read", "record text bytes read", "cleaned again", "headline only", "story groups split again",
 )
 """`History.counts`: the history records read as candidate partners, in how many blocks, the
 largest block (`verify_candidates`); the reads of stored texts,
 the records they read, the texts files they opened and the bytes of the rows they gathered
 (what follows the rows read, not the history); the records cleaned again with their texts, and
-those whose headline alone was made again."""
+those whose headline alone was made again; the duplicate groups whose story components were
+split again (`story_components`)."""
 UNSTORED_SETTINGS = {"top_stories", "workers", "chunk_records", "partner_block_records"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
@@ -642,6 +643,7 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     seeds = canonical.filter(pl.col("duplicate_group").is_in(touched_groups))["node"].to_numpy()
     touched = canonical.filter(pl.Series(np.isin(component, component[seeds])))["duplicate_group"]
     touched_pairs = story_pairs.filter(pl.col("article_id_a").is_in(touched.implode()))
+    history.counts["story groups split again"] += touched.len()
     redone = cluster.story_components(touched, touched_pairs, config)
     kept = history.story_roots.join(canonical, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(touched.implode()))
     roots = pl.concat([kept, redone]).sort("duplicate_group")
