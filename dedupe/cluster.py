@@ -596,8 +596,7 @@ class _Snapshot:
         # the inverted index: each keyword's indexed stories, largest first (`compiled.candidate_pairs`)
         posted, keyword = self.rows[in_index], counts.indices[in_index]
         order = np.lexsort((posted, -self.size[posted], keyword))
-        self.posting = posted[order].astype(np.int64)
-        self.posting_start = np.concatenate([[0], np.cumsum(np.bincount(keyword, minlength=counts.shape[1]))]).astype(np.int64)
+        self.posting, self.posting_keyword = posted[order].astype(np.int64), keyword[order].astype(np.int64)
         self.weighted = sparse.csr_matrix((idf[counts.indices] * counts.data, counts.indices, counts.indptr), shape=counts.shape)
         self.weight = np.bincount(self.rows, weights=self.weighted.data, minlength=stories)  # summed in keyword order
         # each keyword of a story over the day's other headlines that carry it, for `claims`
@@ -616,10 +615,12 @@ class _Snapshot:
         from dedupe import compiled  # numba's import, only when stories are attached
 
         rows = np.flatnonzero(stories & (self.weight > 0))
-        others = np.ones(len(self.size), dtype=bool) if others is None else others
+        posted = slice(None) if others is None else others[self.posting]  # a few others: their postings alone
+        posting, keyword = self.posting[posted], self.posting_keyword[posted]
+        start = np.concatenate([[0], np.cumsum(np.bincount(keyword, minlength=self.counts.shape[1]))]).astype(np.int64)
         return compiled.candidate_pairs(
-            self.counts.indptr.astype(np.int64), self.counts.indices.astype(np.int64), self.posting_start, self.posting,
-            rows, others, self.size, float(self.config.story_attach_size_ratio),
+            self.counts.indptr.astype(np.int64), self.counts.indices.astype(np.int64), start, posting,
+            rows, self.size, float(self.config.story_attach_size_ratio),
         )
 
     def claims(self, story: np.ndarray, other: np.ndarray) -> np.ndarray:

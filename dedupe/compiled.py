@@ -343,13 +343,13 @@ def best_of_stories(
 @loop
 def candidate_pairs(
     indptr: np.ndarray, indices: np.ndarray, posting_start: np.ndarray, posting: np.ndarray,
-    rows: np.ndarray, others: np.ndarray, size: np.ndarray, ratio: float,
+    rows: np.ndarray, size: np.ndarray, ratio: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct pairs (story, other) of a story in `rows` and another in the mask `others`
-    with an indexed keyword in common (the story's keywords: a CSR matrix's rows; each keyword's
-    indexed stories: `posting[posting_start[k]:posting_start[k + 1]]`, largest first) and at
-    least `ratio` times its size. A posting is read only down to the smallest story large
-    enough, where the sparse product these replaced made every pair, then dropped most."""
+    """The distinct pairs (story, other) of a story in `rows` and another with an indexed keyword
+    in common (the story's keywords: a CSR matrix's rows; each keyword's indexed stories:
+    `posting[posting_start[k]:posting_start[k + 1]]`, largest first) and at least `ratio` times
+    its size. A posting is read only down to the smallest story large enough, where the sparse
+    product these replaced made every pair, then dropped most."""
     mark = np.full(size.size, -1, dtype=np.int64)
     story_out, other_out = np.empty(4 * rows.size + 16, dtype=np.int64), np.empty(4 * rows.size + 16, dtype=np.int64)
     found = 0
@@ -361,7 +361,7 @@ def candidate_pairs(
                 other = posting[slot]
                 if size[other] < least:
                     break
-                if other == story or not others[other] or mark[other] == story:
+                if other == story or mark[other] == story:
                     continue
                 mark[other] = story
                 if found == story_out.size:
