@@ -132,13 +132,16 @@ def split_chains(
     al., 2013). Chance pairs grow with the day and join whole stories; a story's fringe does not.
     The answer depends on the component alone, so `state.story_components` may redo the touched
     components only. Columnar: every component of a level is knit again in one call (on the pairs
-    inside components, so one's neighbourhoods never reach into another's)."""
-    story = _knit(nodes, a, b, min_group, min_support)
+    inside components, so one's neighbourhoods never reach into another's; `_Levels` carries each
+    edge's shared neighbours from level to level)."""
+    low, high = _distinct_edges(nodes, a, b)
+    levels = _Levels(nodes, low, high)
+    story = levels.knit(np.ones(len(low), dtype=bool), min_group, min_support)
     open_ = np.bincount(story, minlength=nodes)[story] >= 2 * min_piece  # a smaller story cannot hold two pieces
     level = 1
     while open_.any() and min_support + level * SUPPORT_STEP <= 1 + 1e-9:
-        inside = open_[a] & (story[a] == story[b])
-        pieces = _knit(nodes, a[inside], b[inside], min_group, round(min_support + level * SUPPORT_STEP, 6))
+        inside = open_[low] & (story[low] == story[high])
+        pieces = levels.knit(inside, min_group, round(min_support + level * SUPPORT_STEP, 6))
         pieces = np.where(open_, pieces, np.arange(nodes))
         piece_size = np.bincount(pieces, minlength=nodes)
         is_big = (piece_size >= min_piece) & (pieces == np.arange(nodes))  # one row per piece, at its smallest node
@@ -165,17 +168,71 @@ def supported_pairs(nodes: int, a: np.ndarray, b: np.ndarray, min_support: float
     at one neighbour, and pointers form trees that reach one supported node at most, so they join
     no two stories. A component's result depends on that component alone, so
     `state.story_components` may redo the touched components only."""
-    from dedupe import compiled  # numba's import, only when stories are matched
+    low, high = _distinct_edges(nodes, a, b)
+    closed = _closed_neighbourhoods(nodes, low, high)
+    return _followed(nodes, low, high, _shared_neighbours(closed, low, high), np.diff(closed.indptr), min_support)
 
+
+class _Levels:
+    """The distinct edges of a graph and, for those of the last level knit, how many closed
+    neighbours their ends share, for `split_chains` to knit level after level.
+
+    Each level knits a subgraph of the last one's (the pairs inside the open pieces), and an
+    edge's support depends on its two ends' closed neighbourhoods alone: it changes only where an
+    end lost a neighbour. So each level counts the shared neighbours of those edges only, and
+    keeps the others' counts (in the third chunk of a 90k run in chunks of 30k, levels 1-8 count
+    189,000 edges again instead of 804,000; benchmarks/README.md, session 12)."""
+
+    def __init__(self, nodes: int, low: np.ndarray, high: np.ndarray):
+        self.nodes, self.low, self.high = nodes, low, high
+        self.shared = np.zeros(len(low), dtype=np.int64)
+        self.counted = np.zeros(len(low), dtype=bool)  # the edges of the graph the counts are of
+
+    def knit(self, inside: np.ndarray, min_group: int, min_support: float) -> np.ndarray:
+        """`_knit` over the edges in the mask `inside`."""
+        low, high = self.low[inside], self.high[inside]
+        if min_support > 0:
+            closed = _closed_neighbourhoods(self.nodes, low, high)
+            moved = self.counted != inside
+            lost = np.zeros(self.nodes, dtype=bool)
+            lost[self.low[moved]] = lost[self.high[moved]] = True
+            again = np.flatnonzero(inside & (lost[self.low] | lost[self.high]))
+            self.shared[again] = _shared_neighbours(closed, self.low[again], self.high[again])
+            self.counted = inside
+            low, high = _followed(self.nodes, low, high, self.shared[inside], np.diff(closed.indptr), min_support)
+        kept = without_weak_bridges(self.nodes, low, high, min_group)
+        return _smallest_of_components(self.nodes, low[kept], high[kept])
+
+
+def _distinct_edges(nodes: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct edges (a[i], b[i]) between `nodes` numbered nodes, as (smaller, larger) ends
+    in sorted order, without loops."""
     low, high = np.minimum(a, b), np.maximum(a, b)
     loop = low == high
     distinct = _distinct(low[~loop] * nodes + high[~loop])
-    low, high = distinct // nodes, distinct % nodes
+    return distinct // nodes, distinct % nodes
+
+
+def _closed_neighbourhoods(nodes: int, low: np.ndarray, high: np.ndarray) -> sparse.csr_matrix:
+    """The 0/1 CSR matrix of each node's closed neighbourhood (itself among them) over the
+    distinct edges (low[i], high[i]), its indices sorted."""
     ends, others = np.concatenate([low, high, np.arange(nodes)]), np.concatenate([high, low, np.arange(nodes)])
-    closed = sparse.csr_matrix((np.ones(len(ends)), (ends, others)), shape=(nodes, nodes))  # each node in its own
+    closed = sparse.csr_matrix((np.ones(len(ends)), (ends, others)), shape=(nodes, nodes))
     closed.sort_indices()
-    size = np.diff(closed.indptr)
-    shared = compiled.shared_neighbours(closed.indptr.astype(np.int64), closed.indices.astype(np.int64), low, high)
+    return closed
+
+
+def _shared_neighbours(closed: sparse.csr_matrix, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    from dedupe import compiled  # numba's import, only when stories are matched
+
+    return compiled.shared_neighbours(closed.indptr.astype(np.int64), closed.indices.astype(np.int64), low, high)
+
+
+def _followed(
+    nodes: int, low: np.ndarray, high: np.ndarray, shared: np.ndarray, size: np.ndarray, min_support: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`supported_pairs` of the distinct edges (low[i], high[i]), given how many closed
+    neighbours their ends share and each node's closed neighbourhood size."""
     support = shared / np.sqrt(size[low] * size[high])
     strong = support >= min_support
     supported = np.zeros(nodes, dtype=bool)
@@ -536,7 +593,10 @@ class _Snapshot:
         indexed = self.size >= config.story_attach_size_ratio * self.smallest
         self.rows = np.repeat(np.arange(stories), np.diff(counts.indptr))
         in_index = indexed[self.rows] & (counts.data >= config.story_profile_share * self.size[self.rows])
-        self.index = sparse.csr_matrix((np.ones(in_index.sum()), (self.rows[in_index], counts.indices[in_index])), shape=counts.shape)
+        # the inverted index: each keyword's indexed stories, largest first (`compiled.candidate_pairs`)
+        posted, keyword = self.rows[in_index], counts.indices[in_index]
+        order = np.lexsort((posted, -self.size[posted], keyword))
+        self.posting, self.posting_keyword = posted[order].astype(np.int64), keyword[order].astype(np.int64)
         self.weighted = sparse.csr_matrix((idf[counts.indices] * counts.data, counts.indices, counts.indptr), shape=counts.shape)
         self.weight = np.bincount(self.rows, weights=self.weighted.data, minlength=stories)  # summed in keyword order
         # each keyword of a story over the day's other headlines that carry it, for `claims`
@@ -547,15 +607,21 @@ class _Snapshot:
 
     def pairs(self, stories: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs (story, larger story) with the story in the mask `stories` and the
-        larger one in the mask `others` (None: any)."""
-        rows = np.flatnonzero(stories)
-        columns = np.arange(self.index.shape[0]) if others is None else np.flatnonzero(others)
-        if not rows.size or not columns.size:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        shared = (self.counts[rows].astype(bool).astype(np.float64) @ self.index[columns].T).tocoo()  # share an indexed keyword
-        story, other = rows[shared.row], columns[shared.col]
-        keep = (story != other) & (self.size[other] >= self.config.story_attach_size_ratio * self.size[story]) & (self.weight[story] > 0)
-        return story[keep], other[keep]
+        larger one in the mask `others` (None: any). Read from the postings, largest story first,
+        down to the size asked: the sparse product of the stories and the index it replaced made
+        every pair sharing a keyword and dropped most (0.64 of the 1.86 CPU s of the attachment
+        in the third chunk of a 90k run in chunks of 30k; 0.12-0.16 s now, benchmarks/README.md,
+        session 12)."""
+        from dedupe import compiled  # numba's import, only when stories are attached
+
+        rows = np.flatnonzero(stories & (self.weight > 0))
+        posted = slice(None) if others is None else others[self.posting]  # a few others: their postings alone
+        posting, keyword = self.posting[posted], self.posting_keyword[posted]
+        start = np.concatenate([[0], np.cumsum(np.bincount(keyword, minlength=self.counts.shape[1]))]).astype(np.int64)
+        return compiled.candidate_pairs(
+            self.counts.indptr.astype(np.int64), self.counts.indices.astype(np.int64), start, posting,
+            rows, self.size, float(self.config.story_attach_size_ratio),
+        )
 
     def claims(self, story: np.ndarray, other: np.ndarray) -> np.ndarray:
         """Per pair: the share of the day's headlines carrying the story's keywords (outside the

@@ -361,3 +361,34 @@ def best_of_stories(
         if pair != chosen[s] or not claimed[pair]:
             rest[s] = max(rest[s], fit[pair])
     return chosen, rest, np.flatnonzero(chosen >= 0)
+
+
+@loop
+def candidate_pairs(
+    indptr: np.ndarray, indices: np.ndarray, posting_start: np.ndarray, posting: np.ndarray,
+    rows: np.ndarray, size: np.ndarray, ratio: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct pairs (story, other) of a story in `rows` and another with an indexed keyword
+    in common (the story's keywords: a CSR matrix's rows; each keyword's indexed stories:
+    `posting[posting_start[k]:posting_start[k + 1]]`, largest first) and at least `ratio` times
+    its size. A posting is read only down to the smallest story large enough, where the sparse
+    product these replaced made every pair, then dropped most."""
+    mark = np.full(size.size, -1, dtype=np.int64)
+    story_out, other_out = np.empty(4 * rows.size + 16, dtype=np.int64), np.empty(4 * rows.size + 16, dtype=np.int64)
+    found = 0
+    for story in rows:
+        least = ratio * size[story]
+        for at in range(indptr[story], indptr[story + 1]):
+            keyword = indices[at]
+            for slot in range(posting_start[keyword], posting_start[keyword + 1]):
+                other = posting[slot]
+                if size[other] < least:
+                    break
+                if other == story or mark[other] == story:
+                    continue
+                mark[other] = story
+                if found == story_out.size:
+                    story_out, other_out = np.concatenate((story_out, story_out)), np.concatenate((other_out, other_out))
+                story_out[found], other_out[found] = story, other
+                found += 1
+    return story_out[:found], other_out[:found]

@@ -199,7 +199,6 @@ def _update(
     cleaned, decorations, cleaned_again = stage(
         "clean with copies", _clean_changed, everything, groups, changed, history, config, shards.plan_of(stage)
     )
-    log("from the state: " + ", ".join(f"{name} {history.counts[name]:,}" for name in state.READ_COUNTS))
     if config.story_model == "keywords":
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
         found = stage("minhash stories", state.story_candidates, headlines, history, config)
@@ -213,6 +212,7 @@ def _update(
     else:
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
         story_index = {}
+    log("from the state: " + ", ".join(f"{name} {history.counts[name]:,}" for name in state.READ_COUNTS))
     story_ids = stage("stable story ids", state.stable_story_ids, groups, earlier.history, run_at)
     articles, texts = stage("assemble", _assemble_light, cleaned, story_ids.groups, cleaned_again, history)
     story_table, central = stage("build stories", state.build_changed_stories, articles, history)

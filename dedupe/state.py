@@ -181,6 +181,7 @@ READ_COUNTS = (
     "duplicate candidates", "dropped by signatures", "sketches read",
     "candidate partners read", "partner blocks", "largest partner block", "record reads", "records read",
     "record text files read", "record text bytes read", "cleaned again", "headline only", "story tables read whole",
+    "story groups split again",
 )
 """`History.counts`: the LSH candidates of new records, those their sketches ruled out and the
 history sketches read for it (`plausible_candidates`); the history records read as candidate
@@ -188,7 +189,8 @@ partners, in how many blocks, the largest block (`verify_candidates`); the reads
 the records they read, the texts files they opened and the bytes of the rows they gathered
 (what follows the rows read, not the history); the records cleaned again with their texts, and
 those whose headline alone was made again; the story tables read whole (`History.story_band_keys`,
-`story_candidates`: never in an update, which reads them by bucket, group and pair)."""
+`story_candidates`: never in an update, which reads them by bucket, group and pair); the
+duplicate groups whose story components were split again (`story_components`)."""
 UNSTORED_SETTINGS = {"top_stories", "workers", "chunk_records", "partner_block_records"}
 """Settings a state may be continued with changed; every other one shaped what it stores."""
 OUTPUT_FILES = ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")
@@ -711,6 +713,7 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     seeds = canonical.filter(pl.col("duplicate_group").is_in(touched_groups))["node"].to_numpy()
     touched = canonical.filter(pl.Series(np.isin(component, component[seeds])))["duplicate_group"]
     touched_pairs = story_pairs.filter(pl.col("article_id_a").is_in(touched.implode()))
+    history.counts["story groups split again"] += touched.len()
     redone = cluster.story_components(touched, touched_pairs, config)
     kept = history.story_roots.join(canonical, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(touched.implode()))
     roots = pl.concat([kept, redone]).sort("duplicate_group")

@@ -22,7 +22,7 @@ from dedupe.cluster import (
     without_weak_bridges,
 )
 from dedupe.config import Config
-from dedupe import compiled, minhash
+from dedupe import cluster, compiled, minhash
 from dedupe.minhash import duplicate_candidates
 from dedupe.schema import GROUPS, PAIRS, STORY_KEYWORDS
 from dedupe.verify import verify_duplicates
@@ -231,6 +231,50 @@ def test_split_stories_refine_the_knit_components(numbers: list[tuple[int, int]]
 
 
 @settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(3, 8), min_size=2, max_size=5),
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(1, 4)), max_size=8),
+    st.lists(st.tuples(st.integers(0, 47), st.integers(0, 47)), max_size=20),
+    st.integers(0, 2**32 - 1),
+    st.floats(0.0, 0.6),
+    st.integers(1, 5),
+)
+def test_a_split_that_counts_again_only_where_a_level_cut_gives_the_split_counted_from_scratch(
+    blocks: list[int], linkers: list[tuple[int, int, int]], numbers: list[tuple[int, int]], seed: int, support: float,
+    piece: int,
+) -> None:
+    """`split_chains` counts each level's shared neighbours again only for edges whose ends lost a
+    neighbour since the last level (`_Levels`): at every level, the counts of each edge of that
+    level's graph and the pieces are those counted and knit from scratch (`_knit`), on dense
+    blocks chained by linking nodes that match a few nodes of two blocks (as chance headlines
+    chain stories: a level's cut takes shared neighbours from the pairs it keeps) and chance pairs
+    (fails when the ends of the cut pairs are not counted again)."""
+    rng, start, edges, members = np.random.default_rng(seed), 0, list(numbers), []
+    for size in blocks:
+        edges += [(start + i, start + j) for i in range(size) for j in range(i + 1, size) if rng.random() < 0.8]
+        members.append(np.arange(start, start + size))
+        start += size
+    for linker, (first, second, count) in enumerate(linkers):
+        for block in (first, second):
+            edges += [(40 + linker, int(node)) for node in members[block % len(members)][:count]]
+    a, b = (np.array([edge[side] for edge in edges], dtype=np.int64) for side in (0, 1))
+    knit, levels = cluster._Levels.knit, []
+
+    def counted_from_scratch(self: cluster._Levels, inside: np.ndarray, group: int, least: float) -> np.ndarray:
+        pieces = knit(self, inside, group, least)
+        low, high = self.low[inside], self.high[inside]
+        scratch = cluster._shared_neighbours(cluster._closed_neighbourhoods(48, low, high), low, high)
+        assert least == 0 or np.array_equal(self.shared[inside], scratch)  # without support, nothing is counted
+        levels.append(np.array_equal(pieces, cluster._knit(48, low, high, group, least)))
+        return pieces
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cluster._Levels, "knit", counted_from_scratch)
+        split_chains(48, a, b, 3, support, piece)
+    assert all(levels)
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 14), st.integers(0, 14)), max_size=40), st.floats(0.05, 1.0))
 def test_supported_pairs_never_join_what_the_supported_pairs_keep_apart(numbers: list[tuple[int, int]], support: float) -> None:
     """Whatever the graph, the kept edges are: every distinct edge of at least `support`, and one
@@ -305,6 +349,38 @@ def test_the_fits_of_pairs_are_the_floats_of_the_sparse_product(seed: int, stori
     assert np.array_equal(other[chosen[present]], o[first])
     assert np.array_equal(claimed[chosen[present]], c[first])
     assert np.array_equal(chosen_rest[present], rest)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 12), st.sampled_from([1.0, 2.0, 5.0]))
+def test_candidate_pairs_are_the_stories_sharing_an_indexed_keyword_with_a_larger_one(
+    seed: int, members: int, words: int, ratio: float
+) -> None:
+    """`_Snapshot.pairs` (`compiled.candidate_pairs`, postings read largest first down to the
+    size asked) gives each pair of a story and a story at least `story_attach_size_ratio` times
+    its size that holds one of its keywords in its profile once, as counted here by definition,
+    for any masks of stories and others, with keywordless headlines and IDF weights of 0."""
+    rng = np.random.default_rng(seed)
+    stories = int(rng.integers(1, members + 1))
+    story_of = np.sort(rng.integers(0, stories, members))
+    incidence = sparse.random(members, words, density=0.3, random_state=rng, data_rvs=lambda n: np.ones(n)).tocsr()
+    incidence.sort_indices()
+    frequency = np.asarray(incidence.sum(axis=0)).ravel()
+    idf = rng.choice([0.0, 0.4, 1.3], words)
+    config = Config(story_attach_size_ratio=ratio)
+    snapshot = cluster._Snapshot(story_of, incidence, idf, frequency, stories, config)
+    counts = snapshot.counts.toarray()
+    size = np.bincount(story_of, minlength=stories)
+    indexed = size >= ratio * size[size > 0].min()
+    profile = indexed[:, None] & (counts >= config.story_profile_share * size[:, None]) & (counts > 0)
+    for mask, others in [(size > 0, None), (rng.random(stories) < 0.5, rng.random(stories) < 0.5)]:
+        allowed = np.ones(stories, dtype=bool) if others is None else others
+        expected = {
+            (s, o) for s in np.flatnonzero(mask) for o in np.flatnonzero(allowed)
+            if s != o and size[o] >= ratio * size[s] and snapshot.weight[s] > 0 and (profile[o] & (counts[s] > 0)).any()
+        }
+        story, other = snapshot.pairs(mask, others)
+        assert len(story) == len(expected) and set(zip(story.tolist(), other.tolist())) == expected
 
 
 def brute_force_average_linkage(weights: dict[str, int], similarity: dict[frozenset[str], float], threshold: float) -> dict[str, str]:

@@ -525,7 +525,8 @@ def test_story_components_of_touched_components_are_those_of_the_whole_graph(
 def test_a_chain_split_in_the_last_run_stays_split_when_a_batch_touches_another_component() -> None:
     """Two stories of 25 groups chained by four groups matching five of each (split at the
     default `story_split_min_groups`), untouched by a batch that adds a group to a lone pair: the
-    kept roots are the split ones, as over the whole graph."""
+    kept roots are the split ones, as over the whole graph, and only the lone pair's component is
+    split again (`History.counts`)."""
     number = {f"{side}{i}": offset + i for side, offset in (("a", 0), ("b", 25), ("x", 50)) for i in range(25)}
     chain = {(number[f"a{i}"], number[f"a{j}"]) for i in range(25) for j in range(i + 1, 25)}
     chain |= {(number[f"b{i}"], number[f"b{j}"]) for i in range(25) for j in range(i + 1, 25)}
@@ -542,6 +543,7 @@ def test_a_chain_split_in_the_last_run_stays_split_when_a_batch_touches_another_
     assert restricted.equals(cluster.story_components(after_groups["duplicate_group"], after_pairs, Config()))
     roots = dict(restricted.iter_rows())
     assert roots["g00"] != roots["g25"] and roots["g90"] == roots["g92"]
+    assert history.counts["story groups split again"] == 3  # the lone pair and its new group, not the chain's 54
 
 
 def test_a_folder_where_batches_arrive_is_read_for_its_new_and_changed_files_only(tmp_path: Path) -> None:
