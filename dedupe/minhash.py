@@ -380,7 +380,7 @@ def plausible(pairs: pl.DataFrame, ids: pl.Series, sketched: np.ndarray, config:
     a pair whose C still falls short is dropped, and a pair whose true C reaches the threshold is
     dropped with probability at most `CONFIDENCE_MISS`. "headline" pairs are kept: their verdict
     is a ratio of characters, which word sets do not bound. The sets' sizes are exact, so only
-    J is estimated: on this day's LSH threshold (0.2), most candidates of two texts of like
+    J is estimated: at the default LSH threshold (0.2), most candidates of two texts of like
     length have C far below 0.6, and a short copy inside a long page keeps a C bound above 1."""
     row_of = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int64)})
     first, second = (
