@@ -350,6 +350,17 @@ def sketches(sets: ShingleSets, config: Config) -> np.ndarray:
     return np.column_stack([sets.counts.astype(np.uint32), signatures(sets, config)])
 
 
+def pair_rows(pairs: pl.DataFrame, ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The rows in `ids` of each pair's article_id_a and article_id_b (every one among `ids`),
+    for loops over pairs that index arrays row for row with `ids` (`plausible`, `verify.overlap`)."""
+    row_of = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int64)})
+    first, second = (
+        pairs.select(article_id=side).join(row_of, on="article_id", how="left", maintain_order="left")["row"].to_numpy()
+        for side in ("article_id_a", "article_id_b")
+    )
+    return first, second
+
+
 CONFIDENCE_MISS = 1e-9
 """The chance that `plausible` drops a pair of a given containment at or above the one
 verification needs: one pair in a billion such pairs (see `jaccard_bounds`)."""
@@ -382,11 +393,7 @@ def plausible(pairs: pl.DataFrame, ids: pl.Series, sketched: np.ndarray, config:
     is a ratio of characters, which word sets do not bound. The sets' sizes are exact, so only
     J is estimated: at the default LSH threshold (0.2), most candidates of two texts of like
     length have C far below 0.6, and a short copy inside a long page keeps a C bound above 1."""
-    row_of = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int64)})
-    first, second = (
-        pairs.select(article_id=side).join(row_of, on="article_id", how="left", maintain_order="left")["row"].to_numpy()
-        for side in ("article_id_a", "article_id_b")
-    )
+    first, second = pair_rows(pairs, ids)
     equal = np.zeros(pairs.height, dtype=np.int64)
     if pairs.height:
         from dedupe import compiled  # numba's import, only when there are pairs

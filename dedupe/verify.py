@@ -18,7 +18,7 @@ import polars as pl
 from rapidfuzz import fuzz, process
 
 from dedupe.config import Config
-from dedupe.minhash import ShingleSets, on_threads
+from dedupe.minhash import ShingleSets, on_threads, pair_rows
 from dedupe.schema import CANDIDATES, CLEANED, EMBEDDINGS, GROUP_HEADLINES, PAIRS, check, empty
 
 
@@ -41,11 +41,7 @@ def overlap(candidates: pl.DataFrame, shingle_sets: ShingleSets) -> pl.DataFrame
     else:
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
         values, sizes = np.empty(int(counts.sum()), dtype=np.uint32), np.zeros(counts.size, dtype=np.int64)
-    row_of = pl.DataFrame({"article_id": ids, "row": np.arange(ids.len(), dtype=np.int64)})
-    first, second = (
-        candidates.select(article_id=side).join(row_of, on="article_id", how="left", maintain_order="left")["row"].to_numpy()
-        for side in ("article_id_a", "article_id_b")
-    )
+    first, second = pair_rows(candidates, ids)
     shared = np.zeros(candidates.height, dtype=np.int64)
     if candidates.height:
         from dedupe import compiled  # numba's import, only when there are pairs
