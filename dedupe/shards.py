@@ -413,11 +413,13 @@ def new_candidates(plan: Plan, records: pl.DataFrame, history: state.History, co
         pieces.append((keys.filter(in_partition), old, new_ids, known, config, plan.index))
     level_order = pl.col("level").replace_strict({level: rank for rank, level in enumerate(LEVELS)}, return_dtype=pl.UInt8)
     found = pl.concat(plan.map("band candidates", band_candidates, pieces)).unique().sort(level_order, "article_id_a", "article_id_b")
-    candidates = state.plausible_candidates(check(found, CANDIDATES, "candidates"), new["article_id"], sketched, history, config)
+    candidates, partners = state.plausible_candidates(
+        check(found, CANDIDATES, "candidates"), new["article_id"], sketched, history, config
+    )
     keys = keys.sort(level_order, "article_id", "band")  # as `state.new_candidates` gives them
     sets = minhash.ShingleSets.concat([])
     involved = state.in_pairs(new, candidates)
-    return state.Candidates(candidates, check(keys, LEVEL_BAND_KEYS, "new band keys"), sets, involved, sketched)
+    return state.Candidates(candidates, check(keys, LEVEL_BAND_KEYS, "new band keys"), sets, involved, sketched, partners)
 
 
 def shard_band_keys(records: pl.DataFrame, config: Config, index: str | None) -> tuple[pl.DataFrame, np.ndarray]:

@@ -127,19 +127,15 @@ def central_candidates(members: pl.DataFrame) -> pl.DataFrame:
 def headline_totals(candidates: pl.DataFrame, known: pl.DataFrame | None = None) -> pl.DataFrame:
     """CENTRAL_HEADLINES plus `exact`: each candidate's similarity to its story's candidates,
     weighted by their counts and summed. Where `known` (CENTRAL_HEADLINES of exact totals, as
-    an earlier call gave them) holds the story, only the scores of headlines whose count moved
-    (new, gone, or counted again) are computed: a story that gained one article costs 200
-    scores, not 200^2. The result is the same float: scores are float32, so a score of at least
-    EXACT_SCORE_FLOOR (2^-3) is a multiple of 2^-26; times integer counts, and summed below
-    100 x 3 x EXACT_WEIGHT_LIMIT < 2^27, every partial sum is an integer multiple of 2^-26
-    below 2^53 of them, which float64 holds exactly, in any order. Otherwise the story's
-    totals are computed whole, as a single run does, and not `exact`."""
-    asked = candidates.select("story_id").unique()
-    known_rows = empty(CENTRAL_HEADLINES) if known is None else known.join(asked, on="story_id", how="semi")
-    before = {
-        story: dict(zip(rows["headline"], zip(rows["count"], rows["total"])))
-        for (story,), rows in known_rows.partition_by("story_id", as_dict=True).items()
-    }
+    an earlier call gave them) holds a story sharing candidates with it (`_nearest_known`), only
+    the scores of headlines whose count moved from that story's (new, gone, or counted again)
+    are computed: a story that gained one article costs 200 scores, not 200^2. The result is
+    the same float: scores are float32, so a score of at least EXACT_SCORE_FLOOR (2^-3) is a
+    multiple of 2^-26; times integer counts, and summed below 100 x 3 x EXACT_WEIGHT_LIMIT <
+    2^27, every partial sum is an integer multiple of 2^-26 below 2^53 of them, which float64
+    holds exactly, in any order. Otherwise the story's totals are computed whole, as a single
+    run does, and not `exact`."""
+    before = _nearest_known(candidates, empty(CENTRAL_HEADLINES) if known is None else known)
     parts = []
     for (story,), rows in candidates.partition_by("story_id", as_dict=True, maintain_order=True).items():
         distinct, weight = rows["headline"].to_list(), rows["count"].to_numpy()
@@ -159,36 +155,66 @@ def central_headlines(totals: pl.DataFrame) -> dict[str, str | None]:
     }
 
 
+def _nearest_known(candidates: pl.DataFrame, known: pl.DataFrame) -> dict[str, dict[str, tuple[int, float]]]:
+    """story_id -> headline -> (count, total): for each story of `candidates`, the known totals
+    of the story sharing most candidate headlines with it (ties: the story of the same id, then
+    the smallest id). Any exact totals are a start (`_updated_totals` moves them by the counts
+    that differ), and the nearest costs least; the same id alone misses a story renamed since
+    (the chunks of one run are named against the history it started from: in chunks 2 and 3 of
+    `speed.py profile --docs 90000 --chunk 30000`, 253 of 581 and 248 of 575 stories had totals
+    under their id, 548 and 572 a nearest)."""
+    shared = candidates.select("story_id", "headline").join(
+        known.select("headline", known_story="story_id"), on="headline"
+    )
+    best = (
+        shared.group_by("story_id", "known_story")
+        .agg(shared=pl.len(), same=(pl.col("story_id") == pl.col("known_story")).first())
+        .sort(["story_id", "shared", "same", "known_story"], descending=[False, True, True, False])
+        .unique("story_id", keep="first", maintain_order=True)
+    )
+    rows = known.join(best.select("story_id", "known_story"), left_on="story_id", right_on="known_story")
+    return {
+        story: dict(zip(part["headline"], zip(part["count"], part["total"])))
+        for (story,), part in rows.select("headline", "count", "total", story="story_id_right").partition_by(
+            "story", as_dict=True, include_key=False
+        ).items()
+    }
+
+
 def _updated_totals(
     distinct: list[str], weight: np.ndarray, before: dict[str, tuple[int, float]]
 ) -> tuple[np.ndarray | None, bool]:
-    """The totals of `distinct` from the exact ones `before` (headline -> (count, total)): a kept
-    candidate gains its scores to the headlines whose count moved times that move, a new one is
-    scored against all; None when that is not cheaper or not provably exact."""
+    """The totals of `distinct` from the exact ones `before` (headline -> (count, total)): a new
+    candidate is scored against all, a kept one gains its scores to the headlines whose count
+    moved times that move, those to new candidates read off the new ones' rows (the score is
+    symmetric: a whole matrix is scored on one side of its diagonal too). None when that is
+    not fewer scores than the whole matrix's half or not provably exact."""
     now = dict(zip(distinct, weight.tolist()))
     moved = {
         headline: now.get(headline, 0) - before.get(headline, (0, 0.0))[0] for headline in now.keys() | before.keys()
     }
-    moved = {headline: change for headline, change in sorted(moved.items()) if change}
     kept = [headline for headline in distinct if headline in before]
     entered = [headline for headline in distinct if headline not in before]
-    cheaper = len(kept) * len(moved) + len(entered) * len(distinct) < len(distinct) ** 2
+    recounted = {headline: change for headline, change in sorted(moved.items()) if change and headline in before}
+    cheaper = len(kept) * len(recounted) + len(entered) * len(distinct) < len(distinct) * (len(distinct) - 1) // 2
     if not cheaper or max(int(weight.sum()), sum(count for count, _ in before.values())) >= EXACT_WEIGHT_LIMIT:
         return None, False
     totals = np.empty(len(distinct), dtype=np.float64)
     position = {headline: i for i, headline in enumerate(distinct)}
-    if kept:
-        scores = _similarities(kept, list(moved)) if moved else np.zeros((len(kept), 0), dtype=np.float32)
-        if not _exact(scores):
-            return None, False
-        gained = scores.astype(np.float64) @ np.array(list(moved.values()), dtype=np.float64)
-        kept_totals = np.array([before[headline][1] for headline in kept])
-        totals[[position[headline] for headline in kept]] = kept_totals + gained
+    kept_at = [position[headline] for headline in kept]
+    gained = np.zeros(len(kept), dtype=np.float64)
     if entered:
         scores = _similarities(entered, distinct)
         if not _exact(scores):
             return None, False
         totals[[position[headline] for headline in entered]] = scores.astype(np.float64) @ weight.astype(np.float64)
+        gained += scores[:, kept_at].T.astype(np.float64) @ weight[[position[headline] for headline in entered]].astype(np.float64)
+    if kept and recounted:
+        scores = _similarities(kept, list(recounted))
+        if not _exact(scores):
+            return None, False
+        gained += scores.astype(np.float64) @ np.array(list(recounted.values()), dtype=np.float64)
+    totals[kept_at] = np.array([before[headline][1] for headline in kept]) + gained
     return totals, True
 
 

@@ -103,13 +103,16 @@ def test_semantic_stories_do_not_depend_on_the_input_order() -> None:
 def test_central_headlines_from_kept_totals_are_those_of_a_single_run(seed: int, cap: int) -> None:
     """Totals updated from the last run's (`known`) are the very floats, and give the very
     central headlines, of totals computed whole: stories that gain, lose and re-count
-    headlines, with new ones pushing others out of the candidates (a small cap)."""
+    headlines, with new ones pushing others out of the candidates (a small cap), under ids
+    that moved (the totals updated are then another story's)."""
     pool = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)["title"].head(40).to_list()
     rng = random.Random(seed)
     first = [(f"s{story}", rng.choice(pool[story * 10 : story * 10 + 12])) for story in range(3) for _ in range(rng.randint(1, 15))]
     second = [row for row in first if rng.random() > 0.1] + [
         (f"s{rng.randrange(4)}", rng.choice(pool)) for _ in range(rng.randint(0, 3))
     ]
+    renamed = {f"s{story}": f"s{rng.randrange(5)}" for story in range(4)}  # ids given again, as chunks name them
+    second = [(renamed[story], headline) for story, headline in second]
     schema = {"story_id": pl.String, "headline": pl.String}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(stories, "CENTRAL_HEADLINE_CANDIDATES", cap)
@@ -132,3 +135,21 @@ def test_a_story_that_gains_an_article_scores_its_headline_only(monkeypatch: pyt
     updated = stories.headline_totals(grown, known)
     assert scored == [len(set(headlines))]  # each kept candidate against the one recounted headline
     assert updated["exact"].all() and updated.drop("exact").equals(stories.headline_totals(grown).drop("exact"))
+
+
+def test_a_renamed_story_starts_from_the_totals_of_the_story_sharing_most_headlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A story whose id changed (a chunk names stories against the history its run started
+    from) is updated from the known story sharing most of its candidates, not scored whole;
+    scores to a new candidate are read off its row, not scored twice."""
+    headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)["title"].head(30).to_list()
+    members = pl.DataFrame({"headline": headlines, "story_id": ["old"] * 25 + ["other"] * 5})
+    known = stories.headline_totals(stories.central_candidates(members)).drop("exact")
+    scored = []
+    similarities = stories._similarities
+    monkeypatch.setattr(stories, "_similarities", lambda a, b: scored.append((len(a), len(b))) or similarities(a, b))
+    renamed = pl.DataFrame({"headline": headlines[:25] + headlines[:1] + headlines[29:], "story_id": "new"})
+    updated = stories.headline_totals(stories.central_candidates(renamed), known)
+    distinct = len(set(headlines[:25] + headlines[29:]))
+    assert scored == [(1, distinct), (25, 1)]  # the new headline against all; the kept against the recounted one
+    whole = stories.headline_totals(stories.central_candidates(renamed))
+    assert updated["exact"].all() and updated.drop("exact").equals(whole.drop("exact"))
