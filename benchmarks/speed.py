@@ -1082,7 +1082,9 @@ def seeds_run(rounds: int, against: Path | None = None, workers: int | None = No
     alike; medians. The server's start-up is also timed from the run's log: from the process
     start to Prefect's first line of the flow run. `against`: another checkout of the project (a
     git worktree of an older commit), whose CLI's first and later runs join the same rounds;
-    `workers`: this checkout's CLI runs get `--workers N` (the other's keep its default)."""
+    `workers`: this checkout's CLI runs get `--workers N` (the other's keep its default). CPU:
+    user + system seconds of the run's process tree (the CLI and its embedded server), median,
+    steadier than the wall time on a shared machine."""
     from dedupe.__main__ import PREFECT_DEFAULTS
 
     def prefect_own(home: str) -> dict[str, str]:
@@ -1099,6 +1101,7 @@ def seeds_run(rounds: int, against: Path | None = None, workers: int | None = No
     if against is not None:
         names[2:2] = [f"{names[0]} ({against.name})", f"{names[1]} ({against.name})"]
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in names}
     to_flow: dict[str, list[float]] = {name: [] for name in names if name != "no Prefect"}
     with tempfile.TemporaryDirectory() as server_home, local_server(
         Path(server_home) / "server.log", env={**os.environ, "PREFECT_HOME": server_home}
@@ -1112,18 +1115,19 @@ def seeds_run(rounds: int, against: Path | None = None, workers: int | None = No
                         # the first and the later run of one checkout share a PREFECT_HOME
                         home = (against_home if other else shared_home) if name.startswith(tuple(names[:2])) else own_home
                         options = ["--workers", str(workers)] if workers is not None and not other else []
-                        _seeds_once(name, home, out, api, prefect_own, plain, times, to_flow, checkout, options)
+                        _seeds_once(name, home, out, api, prefect_own, plain, times, cpu_seconds, to_flow, checkout, options)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     for name, median in medians.items():
         print(f"{name:<54}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})"
-              + (f"; until the flow run begins {np.median(to_flow[name]):.1f} s" if name in to_flow else ""))
+              + (f"; until the flow run begins {np.median(to_flow[name]):.1f} s" if name in to_flow else "")
+              + f"; CPU {np.median(cpu_seconds[name]):.1f} s")
     plain_s = medians["no Prefect"]
     print("Prefect's share: " + ", ".join(f"{name.removeprefix('CLI, ')} {medians[name] - plain_s:.1f} s" for name in to_flow))
 
 
 def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[[str], dict[str, str]], plain: str,
-                times: dict[str, list[float]], to_flow: dict[str, list[float]], checkout: Path,
-                options: list[str]) -> None:
+                times: dict[str, list[float]], cpu_seconds: dict[str, list[float]], to_flow: dict[str, list[float]],
+                checkout: Path, options: list[str]) -> None:
     """One run of `seeds_run` (the later run shares the first run's PREFECT_HOME), the CLI of `checkout`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
     env["PYTHONPATH"] = str(checkout)
@@ -1131,11 +1135,21 @@ def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[
     env |= {"PREFECT_API_URL": api} if "running" in name else {}
     cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out, *options]
     command = [sys.executable, "-c", plain, out] if name == "no Prefect" else cli
-    started, wall = time.time(), time.perf_counter()
+    started, wall, cpu = time.time(), time.perf_counter(), _children_cpu()
     output = subprocess.run(command, check=True, cwd=checkout, env=env, capture_output=True, text=True)
     times[name].append(time.perf_counter() - wall)
+    cpu_seconds[name].append(_children_cpu() - cpu)
     if name in to_flow:
         to_flow[name].append(_seconds_to_flow_run(output.stdout + output.stderr, started))
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished and waited-for descendants: a CLI
+    run's own process and the embedded server it waited for."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _seconds_to_flow_run(log: str, started: float) -> float:
