@@ -8,6 +8,7 @@ process in its own session and is stopped by its process id, never by name.
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import shutil
@@ -142,7 +143,7 @@ class EmbeddedServer:
         if not self.fresh:  # a copy of the template is at head: no need for Alembic to load its scripts to see so
             env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] = "false"
         command = [
-            sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+            sys.executable, "-m", "uvicorn", "--factory", "flows.server:embedded_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "error", "--lifespan", "on",
         ]
         # in the CLI's process group, as Prefect starts it: a Ctrl-C or hang-up of the terminal stops both
@@ -177,6 +178,22 @@ class EmbeddedServer:
             stop(self.process, group=False)
             self.process = None
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def embedded_app() -> Any:
+    """Prefect's API app (`create_app`, as `EmbeddedServer` runs it), built with Python's cyclic
+    garbage collector off: the import of Prefect's whole API and its routes allocates ~2 million
+    objects and no garbage worth collecting, and the collections it sets off cost ~0.7 s of the
+    server's ~5.5 s of CPU before it answers (`python benchmarks/speed.py seeds`). What it built
+    is then frozen (left out of later collections) and the collector is on again for serving."""
+    gc.disable()
+    try:
+        from prefect.server.api.server import create_app
+
+        return create_app()
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _template_from_schema(template: Path, schema: Path) -> None:
