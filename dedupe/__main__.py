@@ -220,11 +220,12 @@ def _embedded_api(embedded: EmbeddedServer | None) -> Iterator[None]:
         return
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    # No UI URL: the embedded server serves no UI, and Prefect would log a link to one. No flow
-    # run heartbeats: they tell a server that outlives the run whether it crashed, and ours
-    # stops with it; their thread sleeps in 1 s steps, and the flow's end waited for it (0-1 s).
-    no_heartbeats = {"flows.heartbeat_frequency": None}
-    with temporary_settings(updates={PREFECT_API_URL: embedded.wait(), PREFECT_UI_URL: "", **no_heartbeats}):
+    # No UI URL: the embedded server serves no UI, and Prefect would log a link to one. Nothing
+    # that only a server outliving the run would read: no flow run heartbeats (they tell it
+    # whether the run crashed; their thread sleeps in 1 s steps, and the flow's end waited for
+    # it, 0-1 s), no log lines sent to it (the console has them; its database is thrown away).
+    unread = {"flows.heartbeat_frequency": None, "logging.to_api.enabled": False}
+    with temporary_settings(updates={PREFECT_API_URL: embedded.wait(), PREFECT_UI_URL: "", **unread}):
         yield
 
 

@@ -138,7 +138,7 @@ class EmbeddedServer:
         self.api = f"http://127.0.0.1:{port}/api"
         env = os.environ | {
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.database}",
-            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
         }
         if not self.fresh:  # a copy of the template is at head: no need for Alembic to load its scripts to see so
             env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] = "false"
@@ -185,7 +185,10 @@ def embedded_app() -> Any:
     garbage collector off: the import of Prefect's whole API and its routes allocates ~2 million
     objects and no garbage worth collecting, and the collections it sets off cost ~0.7 s of the
     server's ~5.5 s of CPU before it answers (`python benchmarks/speed.py seeds`). What it built
-    is then frozen (left out of later collections) and the collector is on again for serving."""
+    is then frozen (left out of later collections) and the collector is on again for serving.
+    Not "final" (PREFECT__SERVER_FINAL, which Prefect's own start sets): with FastAPI 0.137 or
+    newer all that does is one full collection of everything built (~0.4 s); before 0.137 it
+    also dropped the routers' copied routes (~50 MB), which a server of one run can keep."""
     gc.disable()
     try:
         from prefect.server.api.server import create_app

@@ -235,12 +235,12 @@ def test_without_a_shipped_schema_the_first_run_migrates_and_keeps_the_template(
         embedded.stop()
 
 
-def test_a_runs_embedded_api_serves_it_without_heartbeats_and_stops_with_nothing_left(
+def test_a_runs_embedded_api_is_sent_no_heartbeats_nor_logs_and_stops_with_nothing_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server `run` starts (its defaults, `flows.server.embedded_app`) answers, and flows run
-    on it send no heartbeats: the server stops with the run, and the flow's end waited for the
-    heartbeat thread's 1 s sleep."""
+    on it send it no heartbeats and no log lines: it stops with the run, unread, and the flow's
+    end waited for the heartbeat thread's 1 s sleep."""
     from prefect.settings import get_current_settings
 
     for name in ("PREFECT_API_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
@@ -255,6 +255,7 @@ def test_a_runs_embedded_api_serves_it_without_heartbeats_and_stops_with_nothing
             settings = get_current_settings()
             assert settings.api.url == embedded.api
             assert settings.flows.heartbeat_frequency is None
+            assert not settings.logging.to_api.enabled
             assert server.request(embedded.api, "GET", "/health") is True
         assert get_current_settings().flows.heartbeat_frequency is not None  # only for the embedded API
     finally:
