@@ -130,14 +130,17 @@ def run(
 def _collector_off() -> Iterator[None]:
     """Python's cyclic garbage collector off for the imports of a run (Prefect, polars, the
     stages): they allocate ~1 million objects and no garbage, and the collections they set off
-    cost ~0.4 s of CPU in a seeds run (`python benchmarks/speed.py seeds`). On again after,
-    unless it was off before."""
+    cost ~0.4 s of CPU in a seeds run (`python benchmarks/speed.py seeds`). Then what they built
+    is frozen (left out of all later collections: the first one after the imports took 0.2-0.5 s
+    to find nothing in it, measured with `gc.callbacks`), and the collector is on again, unless it
+    was off before."""
     was_on = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_on:
+            gc.freeze()
             gc.enable()
 
 
