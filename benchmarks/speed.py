@@ -17,6 +17,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py stories --docs 30000 --configs "" story_pair_support=0.3  # story steps vs the events
     python benchmarks/speed.py history --generation STATE/generations/N  # what loading a state takes, table by table
     python benchmarks/speed.py seeds [--rounds 3] [--against DIR] [--workers N]  # the CLI on seeds/: wall, Prefect's share
+    python benchmarks/speed.py server [--rounds 3] [--against DIR]  # the CLI's embedded server alone: start, CPU, stop
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
     python benchmarks/speed.py copies --docs 30000 [--workers 2] [--rounds 3]  # clean with copies on workers vs here
     python benchmarks/speed.py blocks --docs 90000 --chunk 30000 --sizes 10000 1000000 [--rounds 3]
@@ -1143,6 +1144,44 @@ def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[
         to_flow[name].append(_seconds_to_flow_run(output.stdout + output.stderr, started))
 
 
+EMBEDDED_SERVER_ALONE = """
+import os, sys, time
+from pathlib import Path
+from dedupe import __main__ as cli
+cli._prefect_defaults(embedded=True)
+started = time.perf_counter()
+embedded = cli._start_embedded_server()
+embedded.wait()
+healthy = time.perf_counter() - started
+fields = Path(f"/proc/{embedded.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+started = time.perf_counter()
+embedded.stop()
+print(healthy, cpu, time.perf_counter() - started)
+"""
+
+
+def embedded_server_alone(rounds: int, against: Path | None = None) -> None:
+    """The embedded server that `python -m dedupe run` starts, alone (no flow run): seconds until
+    it answers, its process's CPU seconds by then, and seconds to stop it, each checkout's in
+    interleaved rounds (a fresh PREFECT_HOME each: the template made from the shipped schema);
+    medians. Linux (/proc)."""
+    checkouts = [ROOT] + ([against] if against is not None else [])
+    figures: dict[Path, list[list[float]]] = {checkout: [] for checkout in checkouts}
+    for _ in range(rounds):
+        for checkout in checkouts:
+            with tempfile.TemporaryDirectory() as home:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+                env |= {"PREFECT_HOME": home, "PYTHONPATH": str(checkout)}
+                output = subprocess.run([sys.executable, "-c", EMBEDDED_SERVER_ALONE], check=True, cwd=checkout,
+                                        env=env, capture_output=True, text=True)
+                figures[checkout].append([float(value) for value in output.stdout.split()])
+    for checkout, runs in figures.items():
+        healthy, cpu, stop = (np.median([run[i] for run in runs]) for i in range(3))
+        print(f"{checkout.name:<20} answers after {healthy:.2f} s, {cpu:.2f} s of its CPU by then, stopped in {stop:.2f} s  "
+              f"(runs: {', '.join(f'{run[0]:.1f}/{run[1]:.1f}/{run[2]:.2f}' for run in runs)}; load {os.getloadavg()[0]:.1f})")
+
+
 def _children_cpu() -> float:
     """CPU seconds (user + system) of this process's finished and waited-for descendants: a CLI
     run's own process and the embedded server it waited for."""
@@ -1302,7 +1341,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history",
+    what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "server", "scale", "history",
             "stories", "copies", "blocks", "sketches"]
     parser.add_argument("what", nargs="?", default="smoke", choices=what)
     parser.add_argument("--docs", type=int, default=10_000)
@@ -1312,8 +1351,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="an existing corpus folder (pipeline)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
-    parser.add_argument("--rounds", type=int, default=3, help="seeds, copies: interleaved rounds")
-    parser.add_argument("--against", type=Path, help="seeds: another checkout (a git worktree) run beside")
+    parser.add_argument("--rounds", type=int, default=3, help="seeds, server, copies: interleaved rounds")
+    parser.add_argument("--against", type=Path, help="seeds, server: another checkout (a git worktree) run beside")
     parser.add_argument("--workers", type=int, help="worker processes (Config.workers; scale: Dask workers; default 2; "
                         "seeds: given to this checkout's CLI, else its default); 1: in process")
     parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
@@ -1365,6 +1404,8 @@ def main() -> None:
         story_steps(corpus, configs)
     if args.what == "seeds":
         seeds_run(args.rounds, args.against, args.workers)
+    if args.what == "server":
+        embedded_server_alone(args.rounds, args.against)
     if args.what == "history":
         history_size(args.generation)
     if args.what == "scale":
