@@ -196,7 +196,7 @@ def _run_flow(
 
 def _import_ahead(paths: list[Path]) -> None:
     """Import now what the flow run imports as it goes, while the embedded server is still
-    starting (the CLI waits for it, ~1.5 s on a free core): Prefect's encoder of the flow's
+    starting (the CLI waits for it, ~1 s on a free core): Prefect's encoder of the flow's
     parameters (FastAPI), numba for the stages' compiled loops and, for HTML input, trafilatura;
     0.2, 0.3 and 0.5 s of CPU that came after the flow run began (`python -X importtime -m dedupe
     run seeds/`)."""
