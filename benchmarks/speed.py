@@ -17,6 +17,7 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py stories --docs 30000 --configs "" story_pair_support=0.3  # story steps vs the events
     python benchmarks/speed.py history --generation STATE/generations/N  # what loading a state takes, table by table
     python benchmarks/speed.py seeds [--rounds 3] [--against DIR] [--workers N]  # the CLI on seeds/: wall, Prefect's share
+    python benchmarks/speed.py server [--rounds 3] [--against DIR]  # the CLI's embedded server alone: start, CPU, stop
     python benchmarks/speed.py scale --docs 10000 [--workers 2]  # Dask workers vs one process; Redis bytes per article
     python benchmarks/speed.py copies --docs 30000 [--workers 2] [--rounds 3]  # clean with copies on workers vs here
     python benchmarks/speed.py blocks --docs 90000 --chunk 30000 --sizes 10000 1000000 [--rounds 3]
@@ -1082,7 +1083,9 @@ def seeds_run(rounds: int, against: Path | None = None, workers: int | None = No
     alike; medians. The server's start-up is also timed from the run's log: from the process
     start to Prefect's first line of the flow run. `against`: another checkout of the project (a
     git worktree of an older commit), whose CLI's first and later runs join the same rounds;
-    `workers`: this checkout's CLI runs get `--workers N` (the other's keep its default)."""
+    `workers`: this checkout's CLI runs get `--workers N` (the other's keep its default). CPU:
+    user + system seconds of the run's process tree (the CLI and its embedded server), median,
+    steadier than the wall time on a shared machine."""
     from dedupe.__main__ import PREFECT_DEFAULTS
 
     def prefect_own(home: str) -> dict[str, str]:
@@ -1099,6 +1102,7 @@ def seeds_run(rounds: int, against: Path | None = None, workers: int | None = No
     if against is not None:
         names[2:2] = [f"{names[0]} ({against.name})", f"{names[1]} ({against.name})"]
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in names}
     to_flow: dict[str, list[float]] = {name: [] for name in names if name != "no Prefect"}
     with tempfile.TemporaryDirectory() as server_home, local_server(
         Path(server_home) / "server.log", env={**os.environ, "PREFECT_HOME": server_home}
@@ -1112,18 +1116,19 @@ def seeds_run(rounds: int, against: Path | None = None, workers: int | None = No
                         # the first and the later run of one checkout share a PREFECT_HOME
                         home = (against_home if other else shared_home) if name.startswith(tuple(names[:2])) else own_home
                         options = ["--workers", str(workers)] if workers is not None and not other else []
-                        _seeds_once(name, home, out, api, prefect_own, plain, times, to_flow, checkout, options)
+                        _seeds_once(name, home, out, api, prefect_own, plain, times, cpu_seconds, to_flow, checkout, options)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     for name, median in medians.items():
         print(f"{name:<54}{median:>6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in times[name])})"
-              + (f"; until the flow run begins {np.median(to_flow[name]):.1f} s" if name in to_flow else ""))
+              + (f"; until the flow run begins {np.median(to_flow[name]):.1f} s" if name in to_flow else "")
+              + f"; CPU {np.median(cpu_seconds[name]):.1f} s")
     plain_s = medians["no Prefect"]
     print("Prefect's share: " + ", ".join(f"{name.removeprefix('CLI, ')} {medians[name] - plain_s:.1f} s" for name in to_flow))
 
 
 def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[[str], dict[str, str]], plain: str,
-                times: dict[str, list[float]], to_flow: dict[str, list[float]], checkout: Path,
-                options: list[str]) -> None:
+                times: dict[str, list[float]], cpu_seconds: dict[str, list[float]], to_flow: dict[str, list[float]],
+                checkout: Path, options: list[str]) -> None:
     """One run of `seeds_run` (the later run shares the first run's PREFECT_HOME), the CLI of `checkout`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
     env["PYTHONPATH"] = str(checkout)
@@ -1131,11 +1136,59 @@ def _seeds_once(name: str, home: str, out: str, api: str, prefect_own: Callable[
     env |= {"PREFECT_API_URL": api} if "running" in name else {}
     cli = [sys.executable, "-m", "dedupe", "run", "seeds", "--out", out, *options]
     command = [sys.executable, "-c", plain, out] if name == "no Prefect" else cli
-    started, wall = time.time(), time.perf_counter()
+    started, wall, cpu = time.time(), time.perf_counter(), _children_cpu()
     output = subprocess.run(command, check=True, cwd=checkout, env=env, capture_output=True, text=True)
     times[name].append(time.perf_counter() - wall)
+    cpu_seconds[name].append(_children_cpu() - cpu)
     if name in to_flow:
         to_flow[name].append(_seconds_to_flow_run(output.stdout + output.stderr, started))
+
+
+EMBEDDED_SERVER_ALONE = """
+import os, sys, time
+from pathlib import Path
+from dedupe import __main__ as cli
+cli._prefect_defaults(embedded=True)
+started = time.perf_counter()
+embedded = cli._start_embedded_server()
+embedded.wait()
+healthy = time.perf_counter() - started
+fields = Path(f"/proc/{embedded.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+started = time.perf_counter()
+embedded.stop()
+print(healthy, cpu, time.perf_counter() - started)
+"""
+
+
+def embedded_server_alone(rounds: int, against: Path | None = None) -> None:
+    """The embedded server that `python -m dedupe run` starts, alone (no flow run): seconds until
+    it answers, its process's CPU seconds by then, and seconds to stop it, each checkout's in
+    interleaved rounds (a fresh PREFECT_HOME each: the template made from the shipped schema);
+    medians. Linux (/proc)."""
+    checkouts = [ROOT] + ([against] if against is not None else [])
+    figures: dict[Path, list[list[float]]] = {checkout: [] for checkout in checkouts}
+    for _ in range(rounds):
+        for checkout in checkouts:
+            with tempfile.TemporaryDirectory() as home:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+                env |= {"PREFECT_HOME": home, "PYTHONPATH": str(checkout)}
+                output = subprocess.run([sys.executable, "-c", EMBEDDED_SERVER_ALONE], check=True, cwd=checkout,
+                                        env=env, capture_output=True, text=True)
+                figures[checkout].append([float(value) for value in output.stdout.split()])
+    for checkout, runs in figures.items():
+        healthy, cpu, stop = (np.median([run[i] for run in runs]) for i in range(3))
+        print(f"{checkout.name:<20} answers after {healthy:.2f} s, {cpu:.2f} s of its CPU by then, stopped in {stop:.2f} s  "
+              f"(runs: {', '.join(f'{run[0]:.1f}/{run[1]:.1f}/{run[2]:.2f}' for run in runs)}; load {os.getloadavg()[0]:.1f})")
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished and waited-for descendants: a CLI
+    run's own process and the embedded server it waited for."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _seconds_to_flow_run(log: str, started: float) -> float:
@@ -1288,7 +1341,7 @@ def _datasketch_insert(records: pl.DataFrame, keys: pl.DataFrame, config: Config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "scale", "history",
+    what = ["smoke", "signatures", "pipeline", "profile", "scaling", "candidates", "seeds", "server", "scale", "history",
             "stories", "copies", "blocks", "sketches"]
     parser.add_argument("what", nargs="?", default="smoke", choices=what)
     parser.add_argument("--docs", type=int, default=10_000)
@@ -1298,8 +1351,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="an existing corpus folder (pipeline)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dedupe-speed")
     parser.add_argument("--flow", action="store_true", help="run the Prefect flow (with writing), not the plain pipeline")
-    parser.add_argument("--rounds", type=int, default=3, help="seeds, copies: interleaved rounds")
-    parser.add_argument("--against", type=Path, help="seeds: another checkout (a git worktree) run beside")
+    parser.add_argument("--rounds", type=int, default=3, help="seeds, server, copies: interleaved rounds")
+    parser.add_argument("--against", type=Path, help="seeds, server: another checkout (a git worktree) run beside")
     parser.add_argument("--workers", type=int, help="worker processes (Config.workers; scale: Dask workers; default 2; "
                         "seeds: given to this checkout's CLI, else its default); 1: in process")
     parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
@@ -1351,6 +1404,8 @@ def main() -> None:
         story_steps(corpus, configs)
     if args.what == "seeds":
         seeds_run(args.rounds, args.against, args.workers)
+    if args.what == "server":
+        embedded_server_alone(args.rounds, args.against)
     if args.what == "history":
         history_size(args.generation)
     if args.what == "scale":

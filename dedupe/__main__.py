@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -41,11 +42,14 @@ PREFECT_DEFAULTS = {
 }
 # The embedded server of a one-shot `run` (no PREFECT_API_URL) is thrown away with it, so it
 # registers no block types and runs none of the services that only record or react to events;
-# its database is a copy of a migrated template (`flows.server.EmbeddedServer`). `python
-# benchmarks/speed.py seeds` measures the cut. Never for `serve`: the server it starts must keep
-# its runs.
+# its database is a copy of a migrated template (`flows.server.EmbeddedServer`). Not memoizing
+# the block registration it skips anyway spares its start the import of every Prefect collection
+# (prefect-dask: Dask and distributed, ~0.8 s of CPU) only to hash their block types. `python
+# benchmarks/speed.py seeds` measures the cuts. Never for `serve`: the server it starts must
+# keep its runs.
 EMBEDDED_SERVER_DEFAULTS = {
     "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
     **{
         f"PREFECT_SERVER_SERVICES_{service}_ENABLED": "false"
         for service in ("EVENT_PERSISTER", "EVENT_LOGGER", "TRIGGERS", "TASK_RUN_RECORDER", "DB_VACUUM")
@@ -95,9 +99,10 @@ def run(
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     _prefect_defaults(embedded=True)
-    embedded = _start_embedded_server()
-    from dedupe.index import RedisIndexError
-    from dedupe.state import StateError
+    with _collector_off():
+        embedded = _start_embedded_server()
+        from dedupe.index import RedisIndexError
+        from dedupe.state import StateError
 
     try:
         summary, lost_api = _run_flow(paths, out, config, state_dir, wait, embedded, task_runner, index)
@@ -121,6 +126,24 @@ def run(
         raise typer.Exit(code=code)
 
 
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the imports of a run (Prefect, polars, the
+    stages): they allocate ~1 million objects and no garbage, and the collections they set off
+    cost ~0.4 s of CPU in a seeds run (`python benchmarks/speed.py seeds`). Then what they built
+    is frozen (left out of all later collections: the first one after the imports took 0.2-0.5 s
+    to find nothing in it, measured with `gc.callbacks`), and the collector is on again, unless it
+    was off before."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.freeze()
+            gc.enable()
+
+
 def _start_embedded_server() -> EmbeddedServer | None:
     """Our start of the embedded Prefect API when no server or database is set in the
     environment (see `flows.server.EmbeddedServer`), before anything imports Prefect."""
@@ -138,8 +161,12 @@ def _run_flow(
     """(summary, whether the Prefect API was lost). A run whose Prefect API goes away finishes
     without Prefect: the same state update under the same lock, so what the flow had committed
     stands and the rest is done once."""
-    from flows import scale
-    from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
+    with _collector_off():
+        from flows import scale
+        from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
+
+        if embedded is not None:
+            _import_ahead(paths)
 
     folder = state_dir or out / "state"
     flow = dedupe_flow.with_options(task_runner=scale.task_runner(task_runner)) if task_runner else dedupe_flow
@@ -167,6 +194,22 @@ def _run_flow(
     return result.summary, True
 
 
+def _import_ahead(paths: list[Path]) -> None:
+    """Import now what the flow run imports as it goes, while the embedded server is still
+    starting (the CLI waits for it, ~1 s on a free core): Prefect's encoder of the flow's
+    parameters (FastAPI), numba for the stages' compiled loops and, for HTML input, trafilatura;
+    0.2, 0.3 and 0.5 s of CPU that came after the flow run began (`python -X importtime -m dedupe
+    run seeds/`)."""
+    import fastapi.encoders  # noqa: F401
+
+    import dedupe.compiled  # noqa: F401
+    from dedupe import read
+
+    with contextlib.suppress(read.InputError):
+        if any(read.file_type(path) in read.HTML_SUFFIXES for path, _ in read.discover(paths)):
+            import trafilatura  # noqa: F401
+
+
 @contextlib.contextmanager
 def _embedded_api(embedded: EmbeddedServer | None) -> Iterator[None]:
     """Prefect pointed at our embedded server, unless a Prefect profile names a server (then
@@ -180,8 +223,12 @@ def _embedded_api(embedded: EmbeddedServer | None) -> Iterator[None]:
         return
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    # no UI URL: the embedded server serves no UI, and Prefect would log a link to one
-    with temporary_settings(updates={PREFECT_API_URL: embedded.wait(), PREFECT_UI_URL: ""}):
+    # No UI URL: the embedded server serves no UI, and Prefect would log a link to one. Nothing
+    # that only a server outliving the run would read: no flow run heartbeats (they tell it
+    # whether the run crashed; their thread sleeps in 1 s steps, and the flow's end waited for
+    # it, 0-1 s), no log lines sent to it (the console has them; its database is thrown away).
+    unread = {"flows.heartbeat_frequency": None, "logging.to_api.enabled": False}
+    with temporary_settings(updates={PREFECT_API_URL: embedded.wait(), PREFECT_UI_URL: "", **unread}):
         yield
 
 

@@ -8,6 +8,7 @@ process in its own session and is stopped by its process id, never by name.
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import shutil
@@ -137,12 +138,12 @@ class EmbeddedServer:
         self.api = f"http://127.0.0.1:{port}/api"
         env = os.environ | {
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.database}",
-            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
         }
         if not self.fresh:  # a copy of the template is at head: no need for Alembic to load its scripts to see so
             env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] = "false"
         command = [
-            sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+            sys.executable, "-m", "uvicorn", "--factory", "flows.server:embedded_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "error", "--lifespan", "on",
         ]
         # in the CLI's process group, as Prefect starts it: a Ctrl-C or hang-up of the terminal stops both
@@ -172,11 +173,34 @@ class EmbeddedServer:
         return self.api
 
     def stop(self) -> None:
-        """Stop the server by its process id (not its group: that is the CLI's); then its database goes."""
+        """Stop the server by its process id (not its group: that is the CLI's); then its database goes.
+        SIGKILL at once: uvicorn's graceful shutdown (its services, Docket) took 0.27 s at the end
+        of every run, for a server that keeps nothing (its database is this run's copy)."""
         if self.process is not None:
-            stop(self.process, group=False)
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
             self.process = None
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def embedded_app() -> Any:
+    """Prefect's API app (`create_app`, as `EmbeddedServer` runs it), built with Python's cyclic
+    garbage collector off: the import of Prefect's whole API and its routes allocates ~2 million
+    objects and no garbage worth collecting, and the collections it sets off cost ~0.7 s of the
+    server's ~5.5 s of CPU before it answers (`python benchmarks/speed.py seeds`). What it built
+    is then frozen (left out of later collections) and the collector is on again for serving.
+    Not "final" (PREFECT__SERVER_FINAL, which Prefect's own start sets): with FastAPI 0.137 or
+    newer all that does is one full collection of everything built (~0.4 s); before 0.137 it
+    also dropped the routers' copied routes (~50 MB), which a server of one run can keep."""
+    gc.disable()
+    try:
+        from prefect.server.api.server import create_app
+
+        return create_app()
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _template_from_schema(template: Path, schema: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
@@ -14,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dedupe import __main__ as cli
 from flows import server
 from tests.conftest import ROOT, SEEDS
 
@@ -231,3 +233,62 @@ def test_without_a_shipped_schema_the_first_run_migrates_and_keeps_the_template(
         assert schema_of(embedded.template) == schema_of(embedded.database)
     finally:
         embedded.stop()
+
+
+def test_a_runs_embedded_api_is_sent_no_heartbeats_nor_logs_and_stops_with_nothing_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server `run` starts (its defaults, `flows.server.embedded_app`) answers, and flows run
+    on it send it no heartbeats and no log lines: it stops with the run, unread, and the flow's
+    end waited for the heartbeat thread's 1 s sleep."""
+    from prefect.settings import get_current_settings
+
+    for name in ("PREFECT_API_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in (cli.PREFECT_DEFAULTS | cli.EMBEDDED_SERVER_DEFAULTS | {"PREFECT_HOME": str(tmp_path)}).items():
+        monkeypatch.setenv(name, value)
+    embedded = cli._start_embedded_server()
+    assert embedded is not None and embedded.process is not None
+    process = embedded.process
+    try:
+        with cli._embedded_api(embedded):
+            settings = get_current_settings()
+            assert settings.api.url == embedded.api
+            assert settings.flows.heartbeat_frequency is None
+            assert not settings.logging.to_api.enabled
+            assert server.request(embedded.api, "GET", "/health") is True
+        assert get_current_settings().flows.heartbeat_frequency is not None  # only for the embedded API
+    finally:
+        embedded.stop()
+    assert process.poll() is not None and not embedded.folder.exists()
+
+
+def test_the_embedded_api_app_is_built_with_the_collector_off_and_leaves_it_on() -> None:
+    """`embedded_app` pauses the cyclic garbage collector while Prefect's API is imported and
+    built, and leaves it on (with what it built frozen) for serving."""
+    assert gc.isenabled()
+    try:
+        app = server.embedded_app()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert any(getattr(route, "path", "") == "/api" for route in app.routes)
+
+
+def test_the_cli_imports_with_the_collector_off_and_restores_it() -> None:
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    with cli._collector_off():
+        assert not gc.isenabled()
+        imported = [[] for _ in range(1000)]
+    assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(imported)  # left out of later collections
+    with pytest.raises(KeyError), cli._collector_off():
+        raise KeyError("an import failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cli._collector_off():
+            pass
+        assert not gc.isenabled()  # off before, so off after
+    finally:
+        gc.enable()
