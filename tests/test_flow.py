@@ -161,7 +161,8 @@ def test_first_runs_at_once_share_a_fresh_prefect_home_and_later_runs_start_from
         return subprocess.Popen([sys.executable, "-m", "dedupe", "run", "seeds/", "--out", str(tmp_path / out)],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    for runs in ([cli("first-0"), cli("first-1")], [cli("later")]):
+    for start in (lambda: [cli("first-0"), cli("first-1")], lambda: [cli("later")]):  # the later run once both ended
+        runs = start()
         outputs = [run.communicate(timeout=600)[0] for run in runs]
         assert [run.returncode for run in runs] == [0] * len(runs), outputs
         assert all("Traceback" not in output and "Finished in state Completed()" in output for output in outputs)
