@@ -1133,7 +1133,7 @@ def commit(
         else:
             changes = _changes(check(getattr(update, name), schema, f"new {name}"), getattr(history, name), key)
         if changes.height:
-            changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet", compression=_compression(name))
+            changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
         _compact_if_grown(temporary / name, key, generation, run_after if name in PUBLISHED else generation - 1)
     if started is not None:
         _link(started / "articles.parquet", temporary / "articles.previous.parquet")
@@ -1441,18 +1441,10 @@ def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after:
         for n, part in enumerate(older)
     ]
     temporary = folder / ".base.tmp"
-    pl.concat(kept).sink_parquet(temporary, compression=_compression(folder.name))
+    pl.concat(kept).sink_parquet(temporary)
     os.replace(temporary, folder / f"base-{generation:06d}.parquet")
     for part in older:
         part.unlink()
-
-
-def _compression(table: str) -> str:
-    """Of a keyed table's parts: PUBLISHED_COMPRESSION for the `PUBLISHED` ones, whose parts hold
-    the articles' texts a chunk cleaned, written at each commit and read at each publish (lz4:
-    0.75 s to write 50,901 texts where zstd took 1.76 s, read in 0.15 s against 0.50 s, for twice
-    the bytes); polars' default (zstd) for the others."""
-    return PUBLISHED_COMPRESSION if table in PUBLISHED else "zstd"
 
 
 def _link(source: Path, target: Path) -> None:
