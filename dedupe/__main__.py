@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dedupe.config import Config
+from flows.server import collector_off
 
 # The stages' modules (polars, datasketch, scipy: ~1 s) are imported where used, after `run` has
 # started the embedded Prefect server, so that its start-up overlaps them.
@@ -99,7 +99,7 @@ def run(
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     _prefect_defaults(embedded=True)
-    with _collector_off():
+    with collector_off():
         embedded = _start_embedded_server()
         from dedupe.index import RedisIndexError
         from dedupe.state import StateError
@@ -126,24 +126,6 @@ def run(
         raise typer.Exit(code=code)
 
 
-@contextlib.contextmanager
-def _collector_off() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the imports of a run (Prefect, polars, the
-    stages): they allocate ~1 million objects and no garbage, and the collections they set off
-    cost ~0.4 s of CPU in a seeds run (`python benchmarks/speed.py seeds`). Then what they built
-    is frozen (left out of all later collections: the first one after the imports took 0.2-0.5 s
-    to find nothing in it, measured with `gc.callbacks`), and the collector is on again, unless it
-    was off before."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.freeze()
-            gc.enable()
-
-
 def _start_embedded_server() -> EmbeddedServer | None:
     """Our start of the embedded Prefect API when no server or database is set in the
     environment (see `flows.server.EmbeddedServer`), before anything imports Prefect."""
@@ -161,7 +143,7 @@ def _run_flow(
     """(summary, whether the Prefect API was lost). A run whose Prefect API goes away finishes
     without Prefect: the same state update under the same lock, so what the flow had committed
     stands and the rest is done once."""
-    with _collector_off():
+    with collector_off():
         from flows import scale
         from flows.pipeline import dedupe_flow  # Prefect reads its settings on import
 

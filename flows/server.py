@@ -184,6 +184,25 @@ class EmbeddedServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+@contextmanager
+def collector_off() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a process imports and builds what it keeps
+    (Prefect, polars, the stages; Prefect's API app): they allocate millions of objects and no
+    garbage, and the collections they set off cost ~0.4 s of the CLI's CPU and ~0.7 s of the
+    server's in a seeds run (`python benchmarks/speed.py seeds`). Then what they built is frozen
+    (left out of all later collections: the first one after the imports took 0.2-0.5 s to find
+    nothing in it, measured with `gc.callbacks`), and the collector is on again, unless it was
+    off before."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.freeze()
+            gc.enable()
+
+
 def embedded_app() -> Any:
     """Prefect's API app (`create_app`, as `EmbeddedServer` runs it), built with Python's cyclic
     garbage collector off: the import of Prefect's whole API and its routes allocates ~2 million
@@ -193,14 +212,10 @@ def embedded_app() -> Any:
     Not "final" (PREFECT__SERVER_FINAL, which Prefect's own start sets): with FastAPI 0.137 or
     newer all that does is one full collection of everything built (~0.4 s); before 0.137 it
     also dropped the routers' copied routes (~50 MB), which a server of one run can keep."""
-    gc.disable()
-    try:
+    with collector_off():
         from prefect.server.api.server import create_app
 
         return create_app()
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 def _template_from_schema(template: Path, schema: Path) -> None:

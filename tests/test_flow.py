@@ -279,16 +279,16 @@ def test_the_embedded_api_app_is_built_with_the_collector_off_and_leaves_it_on()
 def test_the_cli_imports_with_the_collector_off_and_restores_it() -> None:
     assert gc.isenabled()
     frozen = gc.get_freeze_count()
-    with cli._collector_off():
+    with server.collector_off():
         assert not gc.isenabled()
         imported = [[] for _ in range(1000)]
     assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(imported)  # left out of later collections
-    with pytest.raises(KeyError), cli._collector_off():
+    with pytest.raises(KeyError), server.collector_off():
         raise KeyError("an import failed")
     assert gc.isenabled()
     gc.disable()
     try:
-        with cli._collector_off():
+        with server.collector_off():
             pass
         assert not gc.isenabled()  # off before, so off after
     finally:
