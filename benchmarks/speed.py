@@ -8,6 +8,8 @@ curve and peak memory, on a corpus built from real text (the dev data) at any si
     python benchmarks/speed.py profile --docs 30000 --chunk 10000 --workers 1 [--flow]  # each step of a chunked run
     python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --cprofile "cluster stories"  # and its calls
                                                       # (several steps: "minhash stories,commit state")
+    python benchmarks/speed.py profile --corpus C --chunk 100000 --state-from S  # one late chunk: C's records not in state S
+    python benchmarks/speed.py profile --corpus C4 --chunk 100000 --state-to S   # ... after making S from C's first parts
     python benchmarks/speed.py profile --docs 90000 --chunk 30000 --workers 1 --configs partner_block_records=100000
                                                       # the same with other settings (the first of --configs)
     python benchmarks/speed.py scaling --sizes 10000 100000     # pipeline runs in fresh processes
@@ -45,6 +47,7 @@ import os
 import pickle
 import pstats
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -600,7 +603,8 @@ def show_chunks(chunks: list[dict[str, float]]) -> None:
 
 
 def profile(
-    corpus: Path, workers: int, chunk: int | None = None, flow: bool = False, step: str | None = None, settings: str = ""
+    corpus: Path, workers: int, chunk: int | None = None, flow: bool = False, step: str | None = None, settings: str = "",
+    state_from: Path | None = None, state_to: Path | None = None,
 ) -> None:
     """One plain run, stage by stage: seconds (wall, and CPU of this process: all its threads, not
     the worker processes'; steadier than wall seconds on a shared machine), the peak resident
@@ -616,7 +620,9 @@ def profile(
     pipeline's own glue; with a flow, its end), the profile's own measuring taken out. With
     `step` (names separated by commas), those steps run under cProfile and the top of their calls
     by cumulative time is printed each time one runs (each chunk). `settings`: FIELD=VALUE,... of the run's `Config`. Each step's
-    line is also printed as it ends, so that a run stopped half-way leaves its figures."""
+    line is also printed as it ends, so that a run stopped half-way leaves its figures. With `chunk`, the run can start from
+    a copy of the state in `state_from` (its records are then seen already: one late chunk of a big run, profiled
+    alone) and leave a copy of its state in `state_to`."""
     parts = sorted(corpus.glob("part-*.parquet"))
     docs = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
     memory = TreeMemory()
@@ -653,11 +659,16 @@ def profile(
     else:
         config = base.with_overrides(chunk_records=chunk)
         with tempfile.TemporaryDirectory(dir=corpus.parent) as out:
+            if state_from is not None:
+                shutil.copytree(state_from, Path(out) / "state", symlinks=True)
+                started = time.perf_counter()
             if flow:
                 _profiled_flow(parts, Path(out), config, recorded, own)
             else:
                 pipeline.run_on_state(parts, Path(out), Path(out) / "state", config, call=recorded, log=print)
             wall = time.perf_counter() - started
+            if state_to is not None:
+                shutil.copytree(Path(out) / "state", state_to, symlinks=True)
             digest = _digest(*(pl.read_parquet(Path(out) / f"{name}.parquet") for name in ("articles", "stories", "pairs")))
     if chunk is None:
         wall = time.perf_counter() - started
@@ -1357,6 +1368,8 @@ def main() -> None:
                         "seeds: given to this checkout's CLI, else its default); 1: in process")
     parser.add_argument("--chunk", type=int, help="pipeline, scaling: run on a new state in chunks of this many records (0: unchunked)")
     parser.add_argument("--unchunked-at", type=int, nargs="*", help="scaling with --chunk: also run these sizes unchunked")
+    parser.add_argument("--state-from", type=Path, help="profile with --chunk: start from a copy of this state folder")
+    parser.add_argument("--state-to", type=Path, help="profile with --chunk: leave a copy of the run's state here (a new folder)")
     parser.add_argument("--generation", type=Path, help="history: a state generation folder (STATE/generations/N)")
     parser.add_argument("--configs", nargs="+", default=[""], metavar="FIELD=VALUE,...",
                         help="stories: the story steps again with each of these settings ('': the defaults); "
@@ -1380,7 +1393,7 @@ def main() -> None:
     if args.what == "profile":
         docs = args.docs
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{docs}", docs, args.duplicates, seed=docs)
-        profile(corpus, workers, args.chunk, args.flow, args.cprofile, args.configs[0])
+        profile(corpus, workers, args.chunk, args.flow, args.cprofile, args.configs[0], args.state_from, args.state_to)
     if args.what == "copies":
         corpus = args.corpus or build_corpus(args.workdir / f"corpus-{args.docs}", args.docs, args.duplicates, seed=args.docs)
         copies_on_workers(corpus, workers, args.rounds)
