@@ -29,6 +29,7 @@ from typing import Any
 
 STARTUP_SECONDS = 180.0
 """A first start on a fresh PREFECT_HOME migrates its database; 20-40 s on this machine when shared."""
+STARTS = 3  # the embedded server's starts (each on a new port) before `EmbeddedServer.wait` gives up
 SCHEMAS = Path(__file__).parent / "prefect_schemas"
 """The SQL of an empty database as Prefect's migrations leave it, one file per Prefect version
 (`python -m flows.server write-schema` writes the installed version's; a test checks it)."""
@@ -153,14 +154,18 @@ class EmbeddedServer:
         """The API URL once the server answers; on the first start, the migrated database
         becomes the template of later runs."""
         assert self.process is not None
-        for _ in range(3):
+        for attempt in range(1, STARTS + 1):
             try:
                 wait_healthy(self.api, self.process, timeout)
                 break
-            except RuntimeError:
-                if self.process.returncode != 3:  # uvicorn's status for a port taken meanwhile: another port
+            except RuntimeError as error:
+                if self.process.returncode != 3:
                     raise
-                self._spawn()
+                if attempt == STARTS:  # uvicorn's status 3 is also an app that failed to start
+                    raise RuntimeError(f"the embedded Prefect server exited with status 3 at each of {STARTS} starts: "
+                                       "its port was taken each time, or its app (flows.server:embedded_app) "
+                                       "failed to start (its error is printed above)") from error
+                self._spawn()  # uvicorn's status for a port taken meanwhile: another port
         if self.fresh:
             self.fresh = False
             partial = self.template.with_name(f"{self.template.name}.{os.getpid()}.partial")

@@ -293,3 +293,26 @@ def test_the_cli_imports_with_the_collector_off_and_restores_it() -> None:
         assert not gc.isenabled()  # off before, so off after
     finally:
         gc.enable()
+
+
+def test_an_embedded_server_that_exits_with_status_3_at_every_start_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn exits with status 3 for a port taken between our pick and its bind (then `wait`
+    starts it again on another port) and for an app that failed to start: after `STARTS` starts
+    `wait` must say so, not return the address of a server that never answered."""
+    spawned: list[int] = []
+
+    def exits_with_3(self: server.EmbeddedServer) -> None:
+        spawned.append(1)
+        self.api = "http://127.0.0.1:9/api"
+        self.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    monkeypatch.setattr(server.EmbeddedServer, "_spawn", exits_with_3)
+    embedded = server.EmbeddedServer(tmp_path / "home")
+    try:
+        with pytest.raises(RuntimeError, match=r"status 3 at each of 3 starts"):
+            embedded.wait(timeout=30)
+        assert len(spawned) == server.STARTS
+    finally:
+        embedded.stop()
