@@ -157,11 +157,11 @@ def test_first_runs_at_once_share_a_fresh_prefect_home_and_later_runs_start_from
     (tmp_path / "tmp").mkdir()
     template = tmp_path / "home" / "dedupe" / f"embedded-server-prefect-{version('prefect')}.db"
 
-    def cli(out: str) -> subprocess.Popen[str]:
+    def start_run(out: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "dedupe", "run", "seeds/", "--out", str(tmp_path / out)],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    for start in (lambda: [cli("first-0"), cli("first-1")], lambda: [cli("later")]):  # the later run once both ended
+    for start in (lambda: [start_run("first-0"), start_run("first-1")], lambda: [start_run("later")]):  # the later run once both ended
         runs = start()
         outputs = [run.communicate(timeout=600)[0] for run in runs]
         assert [run.returncode for run in runs] == [0] * len(runs), outputs
