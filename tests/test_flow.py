@@ -161,7 +161,8 @@ def test_first_runs_at_once_share_a_fresh_prefect_home_and_later_runs_start_from
         return subprocess.Popen([sys.executable, "-m", "dedupe", "run", "seeds/", "--out", str(tmp_path / out)],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    for start in (lambda: [start_run("first-0"), start_run("first-1")], lambda: [start_run("later")]):  # the later run once both ended
+    # the later run starts once both first runs have ended
+    for start in (lambda: [start_run("first-0"), start_run("first-1")], lambda: [start_run("later")]):
         runs = start()
         outputs = [run.communicate(timeout=600)[0] for run in runs]
         assert [run.returncode for run in runs] == [0] * len(runs), outputs
