@@ -202,6 +202,13 @@ class Config:
     the speed corpus 4 chunks of 25k took 1.07x the time of one run of 100k for the same peak
     memory (benchmarks/README.md, *Chunked runs and 1M*)."""
 
+    read_ahead: bool = True
+    """Whether a run in chunks reads its next chunk once this one's texts are cleaned with their
+    copies, and hands its normalizing and first cleaning to the worker processes
+    (`shards.prepare_ahead`), which are idle while this process matches stories and commits: the
+    next chunk starts with those done. Only with worker processes of this machine; the outputs
+    are the same either way (tests/test_pipeline.py). Off: one chunk's records held at a time."""
+
     partner_block_records: int = 10_000
     """History records an update verifies its candidate pairs against at once
     (`state.verify_candidates`): their bodies and shingles are held for one block, not for every
