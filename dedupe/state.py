@@ -672,14 +672,17 @@ def verify_story_candidates(
 ) -> pl.DataFrame:
     """`verify.verify_stories` for the candidate pairs not scored by the last run with both
     groups' story texts as they are now; the others keep the last run's verdict (a pair's
-    score depends on its two story texts alone)."""
-    involved = pl.concat([found.to_score["article_id_a"], found.to_score["article_id_b"]]).unique().implode()
+    score depends on its two story texts alone). Keywords are made for the groups of the pairs
+    found similar only (`verify.story_pairs`): most candidates of a late chunk pair a new group
+    with a history group, whose keywords are not kept."""
+    similar = verify.similar_stories(headlines, found.to_score, config)
+    involved = pl.concat([similar["article_id_a"], similar["article_id_b"]]).unique().implode()
     texts = headlines.filter(pl.col("duplicate_group").is_in(involved))
     keyword_sets = {
         group: found.keyword_sets[group] if group in found.keyword_sets else minhash.keywords(text)
         for group, text in texts.select("duplicate_group", "story_text").iter_rows()
     }
-    confirmed = verify.verify_stories(texts, found.to_score, minhash.ShingleSets.from_sets(keyword_sets), config)
+    confirmed = verify.story_pairs(similar, minhash.ShingleSets.from_sets(keyword_sets))
     changed = found.changed.implode()
     still = (
         history.pairs.filter(pl.col("relation") == "same_story")
