@@ -649,7 +649,8 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     touched = pl.concat([new_keys, old_keys]).select("band", "key").unique()
     before = history.story_band_keys_in(touched)
     after = pl.concat([before.filter(~pl.col("article_id").is_in(moved.implode())), new_keys])
-    delta = minhash.bucket_pair_changes(before, after, "story", config)
+    # a pair of unchanged groups whose count stays keeps its row and its verdict: left out
+    delta = minhash.bucket_pair_changes(before, after, "story", config, keep=changed["duplicate_group"])
     was = history.story_candidates_of(delta)
     now = delta.join(was, on=PAIR, how="left", suffix="_before").select(
         *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
