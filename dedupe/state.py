@@ -652,11 +652,11 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     # a pair of unchanged groups whose count stays keeps its row and its verdict: left out
     delta = minhash.bucket_pair_changes(before, after, "story", config, keep=changed["duplicate_group"])
     was = history.story_candidates_of(delta)
-    now = delta.join(was, on=PAIR, how="left", suffix="_before").select(
+    now = delta.join(was, on=PAIR, how="left", suffix="_before", maintain_order="left").select(
         *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
     )
-    # sorted: the state's files are the same bytes for the same batches (benchmarks/faults.py)
-    touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR)
+    # sorted (as `delta`): the state's files are the same bytes for the same batches (benchmarks/faults.py)
+    touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets")
     changed_groups = changed["duplicate_group"].implode()
     is_changed = pl.col("article_id_a").is_in(changed_groups) | pl.col("article_id_b").is_in(changed_groups)
     to_score = now.filter((pl.col("buckets") > 0) & (is_changed | ~pl.col("existed"))).select(*PAIR, level=pl.lit("story"))
