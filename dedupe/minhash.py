@@ -501,13 +501,20 @@ def max_bucket(level: str, config: Config) -> int:
     return config.story_lsh_max_bucket if level == "story" else config.lsh_max_bucket
 
 
-def bucket_pair_changes(before: pl.DataFrame, after: pl.DataFrame, level: str, config: Config) -> pl.DataFrame:
-    """BUCKET_PAIRS: per pair of `bucket_pairs` in `after` or `before` (BAND_KEYS of the same
-    buckets, before and after a change), the buckets that pair it in `after` less those that did in
-    `before`. Counts add up over buckets, so a later run can take away what the buckets it
+def bucket_pair_changes(
+    before: pl.DataFrame, after: pl.DataFrame, level: str, config: Config, keep: pl.Series | None = None
+) -> pl.DataFrame:
+    """BUCKET_PAIRS, sorted by pair: per pair of `bucket_pairs` in `after` or `before` (BAND_KEYS of
+    the same buckets, before and after a change), the buckets that pair it in `after` less those
+    that did in `before`. Counts add up over buckets, so a later run can take away what the buckets it
     touches gave before and add what they give now, without pairing the untouched buckets again.
+    Pairs whose count does not change are left out, unless they hold one of the ids `keep`
+    (None: all kept): in a late chunk's touched buckets they are a third of the pairs (every two
+    stored groups of a bucket that gained a new one), and a later join reads each pair's stored count.
     The ids are numbered in their sorted order first, so that pairs are made and counted as
-    integers (0.6x the time of strings on the touched buckets of a 30,000-record chunk)."""
+    integers (0.6x the time of strings on the touched buckets of a 30,000-record chunk), each pair
+    one 64-bit number (a group-by on one column: 8.7 -> 3.9 CPU s on the 11.3M bucket pairs of the
+    1M corpus's third chunk), which also sorts the pairs as their ids sort."""
     check(before, BAND_KEYS, "bucket input")
     check(after, BAND_KEYS, "bucket input")
     ids = pl.concat([before["article_id"], after["article_id"]]).unique().sort()
@@ -515,10 +522,15 @@ def bucket_pair_changes(before: pl.DataFrame, after: pl.DataFrame, level: str, c
 
     def pairs(keys: pl.DataFrame, sign: int) -> pl.DataFrame:
         coded = keys.join(number, on="article_id").select("band", "key", article_id="code")
-        return _pair_per_bucket(coded, max_bucket(level, config)).with_columns(buckets=pl.lit(sign, pl.Int64))
+        found = _pair_per_bucket(coded, max_bucket(level, config))
+        return found.select(pair=pl.col("article_id_a").cast(pl.UInt64) * 2**32 + pl.col("article_id_b"), buckets=pl.lit(sign, pl.Int64))
 
-    counts = pl.concat([pairs(before, -1), pairs(after, 1)]).group_by("article_id_a", "article_id_b").agg(pl.col("buckets").sum())
-    decoded = counts.select(article_id_a=ids.gather(counts["article_id_a"]), article_id_b=ids.gather(counts["article_id_b"]), buckets="buckets")
+    counts = pl.concat([pairs(before, -1), pairs(after, 1)]).group_by("pair").agg(pl.col("buckets").sum()).sort("pair")
+    counts = counts.select(a=(pl.col("pair") // 2**32).cast(pl.UInt32), b=(pl.col("pair") % 2**32).cast(pl.UInt32), buckets="buckets")
+    if keep is not None:
+        kept = number.join(pl.DataFrame({"article_id": keep}, schema={"article_id": pl.String}), on="article_id", how="semi")["code"].implode()
+        counts = counts.filter((pl.col("buckets") != 0) | pl.col("a").is_in(kept) | pl.col("b").is_in(kept))
+    decoded = counts.select(article_id_a=ids.gather(counts["a"]), article_id_b=ids.gather(counts["b"]), buckets="buckets")
     return check(decoded, BUCKET_PAIRS, "bucket pair changes")
 
 

@@ -649,13 +649,14 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     touched = pl.concat([new_keys, old_keys]).select("band", "key").unique()
     before = history.story_band_keys_in(touched)
     after = pl.concat([before.filter(~pl.col("article_id").is_in(moved.implode())), new_keys])
-    delta = minhash.bucket_pair_changes(before, after, "story", config)
+    # a pair of unchanged groups whose count stays keeps its row and its verdict: left out
+    delta = minhash.bucket_pair_changes(before, after, "story", config, keep=changed["duplicate_group"])
     was = history.story_candidates_of(delta)
-    now = delta.join(was, on=PAIR, how="left", suffix="_before").select(
+    now = delta.join(was, on=PAIR, how="left", suffix="_before", maintain_order="left").select(
         *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
     )
-    # sorted: the state's files are the same bytes for the same batches (benchmarks/faults.py)
-    touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets").sort(PAIR)
+    # sorted (as `delta`): the state's files are the same bytes for the same batches (benchmarks/faults.py)
+    touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets")
     changed_groups = changed["duplicate_group"].implode()
     is_changed = pl.col("article_id_a").is_in(changed_groups) | pl.col("article_id_b").is_in(changed_groups)
     to_score = now.filter((pl.col("buckets") > 0) & (is_changed | ~pl.col("existed"))).select(*PAIR, level=pl.lit("story"))
@@ -672,14 +673,17 @@ def verify_story_candidates(
 ) -> pl.DataFrame:
     """`verify.verify_stories` for the candidate pairs not scored by the last run with both
     groups' story texts as they are now; the others keep the last run's verdict (a pair's
-    score depends on its two story texts alone)."""
-    involved = pl.concat([found.to_score["article_id_a"], found.to_score["article_id_b"]]).unique().implode()
+    score depends on its two story texts alone). Keywords are made for the groups of the pairs
+    found similar only (`verify.story_pairs`): most candidates of a late chunk pair a new group
+    with a history group, whose keywords are not kept."""
+    similar = verify.similar_stories(headlines, found.to_score, config)
+    involved = pl.concat([similar["article_id_a"], similar["article_id_b"]]).unique().implode()
     texts = headlines.filter(pl.col("duplicate_group").is_in(involved))
     keyword_sets = {
         group: found.keyword_sets[group] if group in found.keyword_sets else minhash.keywords(text)
         for group, text in texts.select("duplicate_group", "story_text").iter_rows()
     }
-    confirmed = verify.verify_stories(texts, found.to_score, minhash.ShingleSets.from_sets(keyword_sets), config)
+    confirmed = verify.story_pairs(similar, minhash.ShingleSets.from_sets(keyword_sets))
     changed = found.changed.implode()
     still = (
         history.pairs.filter(pl.col("relation") == "same_story")

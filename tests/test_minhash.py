@@ -23,7 +23,7 @@ from dedupe.minhash import (
     tokens,
     words,
 )
-from dedupe.schema import CANDIDATES
+from dedupe.schema import BAND_KEYS, CANDIDATES
 from dedupe.verify import overlap
 from tests.conftest import SEEDS, cleaned_frame
 
@@ -204,3 +204,27 @@ def test_jaccard_bounds_hold_with_their_miss_probability() -> None:
     bounds = minhash.jaccard_bounds(128, 1e-6)
     assert np.allclose(binom.cdf(np.arange(128), 128, bounds[:-1]), 1e-6, rtol=1e-4) and bounds[-1] == 1.0
     assert np.all(np.diff(bounds) > 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 3)), max_size=80), st.data())
+def test_bucket_pair_changes_leave_out_the_pairs_that_stay_unless_asked(entries: list[tuple[int, int]], data: st.DataObject) -> None:
+    """Pairs whose bucket count does not change are left out, but for those holding a kept id;
+    every other count is the full recount's, in buckets within and over the cap."""
+    before = pl.DataFrame(
+        {"article_id": [f"g{g:02}" for g, _ in entries], "band": [0] * len(entries), "key": [k for _, k in entries]},
+        schema=BAND_KEYS,
+    ).unique()
+    moved = data.draw(st.sets(st.sampled_from([f"g{g:02}" for g in range(13)])))
+    added = data.draw(st.lists(st.tuples(st.sampled_from(sorted(moved) or ["g99"]), st.integers(0, 3)), max_size=20))
+    after = pl.concat([
+        before.filter(~pl.col("article_id").is_in(list(moved))),
+        pl.DataFrame({"article_id": [g for g, _ in added], "band": [0] * len(added), "key": [k for _, k in added]}, schema=BAND_KEYS),
+    ]).unique()
+    config = Config(story_lsh_max_bucket=4)
+    full = minhash.bucket_pair_changes(before, after, "story", config)
+    kept = minhash.bucket_pair_changes(before, after, "story", config, keep=pl.Series(sorted(moved), dtype=pl.String))
+    wanted = full.filter(
+        (pl.col("buckets") != 0) | pl.col("article_id_a").is_in(list(moved)) | pl.col("article_id_b").is_in(list(moved))
+    )
+    assert kept.sort("article_id_a", "article_id_b").equals(wanted.sort("article_id_a", "article_id_b"))

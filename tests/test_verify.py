@@ -4,11 +4,12 @@ import numpy as np
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rapidfuzz import fuzz, process
 
 from dedupe.config import Config
 from dedupe.minhash import ShingleSets, duplicate_candidates
 from dedupe.schema import CANDIDATES, PAIRS
-from dedupe.verify import overlap, semantic_story_pairs, strong_pairs, verify_duplicates, verify_stories
+from dedupe.verify import overlap, semantic_story_pairs, sorted_words, strong_pairs, verify_duplicates, verify_stories
 from tests.conftest import SEEDS, cleaned_frame
 
 
@@ -78,6 +79,47 @@ def test_story_pairs_need_similar_headlines() -> None:
     keywords = ShingleSets.from_sets({"a": {b"sbarro"}, "b": {b"sbarro", b"again"}, "c": {b"apple"}})
     pairs = verify_stories(headlines, candidates, keywords, Config())
     assert pairs.select("article_id_a", "article_id_b", "relation").rows() == [("a", "b", "same_story")]
+
+
+words = st.text(st.sampled_from("aAbBßSsİi\u00e9\u0301 \t\n\u00a0\u2003\u3000\x1c\x85-1"), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(words, max_size=5).map(" ".join) | st.none(), st.lists(words, max_size=5).map(" ".join) | st.none())
+def test_the_ratio_of_sorted_words_is_the_token_sort_ratio(first: str | None, second: str | None) -> None:
+    """Story pairs are scored by the plain ratio of texts folded and sorted once per group: it must
+    be rapidfuzz's token-sort ratio of the texts as they are, whatever their case and whitespace
+    (Unicode spaces, separators, characters that fold to two)."""
+    expected = 0.0 if first is None or second is None else fuzz.token_sort_ratio(first, second, processor=str.casefold)
+    pair = [sorted_words(first), sorted_words(second)]
+    assert (0.0 if None in pair else fuzz.ratio(*pair)) == expected
+
+
+def test_story_pairs_are_scored_and_compared_as_before_on_real_headlines() -> None:
+    """`verify_stories` (similarity first, keyword Jaccard of the similar pairs only) against
+    every pair of the seed headlines scored as it was: rapidfuzz's token-sort ratio of each pair's
+    texts, in float32 as `process.cpdist` gives it."""
+    frame = cleaned_frame(SEEDS / "headlines-sample.csv").filter(pl.col("headline").is_not_null()).head(120)
+    headlines = frame.select(duplicate_group="article_id", headline="headline", story_text="headline")
+    ids = headlines["duplicate_group"].to_list()
+    candidates = pl.DataFrame(
+        [(a, b, "story") for i, a in enumerate(ids) for b in ids[i + 1 :]], schema=CANDIDATES, orient="row"
+    )
+    keywords = ShingleSets.from_sets({group: {word.encode() for word in text.casefold().split()} for group, text in headlines.select("duplicate_group", "story_text").iter_rows()})
+    config = Config()
+    texts = dict(headlines.select("duplicate_group", "story_text").iter_rows())
+    expected = overlap(candidates, keywords).with_columns(
+        similarity=pl.Series(
+            process.cpdist([texts[a] for a in candidates["article_id_a"]], [texts[b] for b in candidates["article_id_b"]],
+                           scorer=fuzz.token_sort_ratio, processor=str.casefold),
+            dtype=pl.Float64,
+        )
+    ).filter(pl.col("similarity") >= config.story_similarity)
+    pairs = verify_stories(headlines, candidates, keywords, config)
+    assert pairs.height > 0
+    assert pairs.select("article_id_a", "article_id_b", "jaccard", "similarity").equals(
+        expected.select("article_id_a", "article_id_b", "jaccard", "similarity").sort("article_id_a", "article_id_b")
+    )
 
 
 def test_semantic_pairs_score_meaning_not_shared_words() -> None:
