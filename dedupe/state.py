@@ -29,7 +29,8 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     (keys gone): the latest row of a key wins. When the parts
                                     outgrow COMPACT_SHARE of the base they are folded into a new
                                     base-*.parquet, so what a run writes follows its batch
-                                    (amortized) and what a load reads stays within 1.5x the table.
+                                    (amortized) and what a load reads stays within 1.5x the table
+                                    (article_texts, read by key alone: when their dead rows do too).
                                     The story band keys and candidates (STORY_TABLES) are not
                                     loaded: story matching reads their rows by bucket, group, pair.
         articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
@@ -163,6 +164,12 @@ COMPACT_SHARE = 0.5
 """Parts are folded into a new base once their rows exceed this share of the base's: a run then
 rewrites (1 + share) / share rows per row it changed, amortized, and a load reads at most
 (1 + share) rows per row of the table."""
+READ_BY_KEY = ("article_texts",)
+"""Keyed tables never read whole: only for some keys (`History.article_texts`) and as a run's own
+parts (`_run_changes`). Such a read scans the keys of every part, one file or many, so their parts
+are folded only when they also hold more dead rows (earlier rows of a key, deleted keys) than
+COMPACT_SHARE of the live ones: a chunk's texts are mostly its new articles', and folding
+the 200,024 texts of the 1M corpus's first two chunks (24 dead) rewrote them all, 7.8 s of CPU."""
 PUBLISHED_COMPRESSION = "lz4"
 """Of the published articles.parquet, which is written again every run: lz4 streams it in about
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
@@ -1419,7 +1426,8 @@ def _run_changes(folder: Path, run_after: int, schema: Mapping[str, pl.DataType]
 def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after: int) -> None:
     """Fold the base and the parts of generations up to `keep_after` into a new base
     (base-GENERATION.parquet) when the parts after the base hold more rows than COMPACT_SHARE of
-    it. Later parts stay on their own: this generation's, and for `PUBLISHED` tables every
+    it (for `READ_BY_KEY` tables, and more dead rows than COMPACT_SHARE of the live ones). Later
+    parts stay on their own: this generation's, and for `PUBLISHED` tables every
     chunk's of this run, which publishing reads as the rows the run changed. Streamed: the keys
     are read to find the latest row of each, then the parts pass through a semi-join into the
     new base."""
@@ -1434,6 +1442,8 @@ def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after:
          for n, part in enumerate(older)]
     ).collect()
     latest = keys.unique(key, keep="last").filter(~pl.col("deleted"))  # in no order: the parts' order is kept below
+    if folder.name in READ_BY_KEY and keys.height - latest.height <= COMPACT_SHARE * latest.height:
+        return
     kept = [
         pl.scan_parquet(part).with_row_index("row")
         .join(latest.filter(pl.col("part") == n).select("row").lazy(), on="row", how="semi", maintain_order="left")
