@@ -1428,26 +1428,26 @@ def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after:
     (base-GENERATION.parquet) when the parts after the base hold more rows than COMPACT_SHARE of
     it (for `READ_BY_KEY` tables, and more dead rows than COMPACT_SHARE of the live ones). Later
     parts stay on their own: this generation's, and for `PUBLISHED` tables every
-    chunk's of this run, which publishing reads as the rows the run changed. Streamed: the keys
-    are read to find the latest row of each, then the parts pass through a semi-join into the
-    new base."""
+    chunk's of this run, which publishing reads as the rows the run changed. Streamed: each part
+    passes into the new base through an anti-join with the keys of the parts after it, not a
+    unique of all keys and a semi-join by row: story_band_keys of the 1M corpus's first 200k
+    (7.4M rows in two parts) in 1.3-1.4 s of CPU, not 4.2-10.2 (load 8, the same base)."""
     older = [part for part in _parts(folder) if _part_generation(part) <= keep_after]
     if len(older) < 2:
         return
     sizes = [pl.scan_parquet(part).select(pl.len()).collect().item() for part in older]
     if sum(sizes[1:]) <= COMPACT_SHARE * sizes[0]:
         return
-    keys = pl.concat(
-        [pl.scan_parquet(part).select(*key, "deleted").with_row_index("row").with_columns(part=pl.lit(n, pl.UInt32))
-         for n, part in enumerate(older)]
-    ).collect()
-    latest = keys.unique(key, keep="last").filter(~pl.col("deleted"))  # in no order: the parts' order is kept below
-    if folder.name in READ_BY_KEY and keys.height - latest.height <= COMPACT_SHARE * latest.height:
-        return
+    if folder.name in READ_BY_KEY:
+        keys = pl.concat([pl.scan_parquet(part).select(*key, "deleted") for part in older]).collect()
+        live = keys.unique(key, keep="last").filter(~pl.col("deleted")).height
+        if keys.height - live <= COMPACT_SHARE * live:
+            return
+    # a row is the latest of its key when no later part holds the key (each part holds a key once)
     kept = [
-        pl.scan_parquet(part).with_row_index("row")
-        .join(latest.filter(pl.col("part") == n).select("row").lazy(), on="row", how="semi", maintain_order="left")
-        .drop("row")
+        pl.scan_parquet(part).filter(~pl.col("deleted")).join(
+            pl.concat([pl.scan_parquet(later).select(key) for later in older[n + 1 :]]), on=key, how="anti", maintain_order="left"
+        ) if n + 1 < len(older) else pl.scan_parquet(part).filter(~pl.col("deleted"))
         for n, part in enumerate(older)
     ]
     temporary = folder / ".base.tmp"

@@ -775,7 +775,8 @@ def test_texts_are_folded_for_their_dead_rows_not_for_the_size_of_their_parts(tm
     """Parts of article_texts that only add articles are left as they are, though they outgrow
     COMPACT_SHARE of the first (a read by key scans every part's keys anyway); once their dead
     rows (a key's earlier rows) pass that share of the live ones they are folded. Any other
-    keyed table is folded for the size of its parts. Either way the table reads the same."""
+    keyed table is folded for the size of its parts, into each key's latest row unless deleted.
+    Either way the table reads the same."""
     def texts(ids: list[str], text: str) -> pl.DataFrame:
         rows = pl.DataFrame({"article_id": ids, "title_raw": ids, "text": [f"{text} {i}" for i in ids]})
         frame = rows.with_columns(removed_lines=pl.lit(None, ARTICLE_TEXTS["removed_lines"]), deleted=pl.lit(False))
@@ -801,9 +802,13 @@ def test_texts_are_folded_for_their_dead_rows_not_for_the_size_of_their_parts(tm
     other = tmp_path / "articles"  # read whole: folded for the size of its parts
     other.mkdir()
     texts(["a", "b", "c", "d"], "first").write_parquet(other / "part-000001.parquet")
-    texts(["e", "f", "g"], "new").write_parquet(other / "part-000002.parquet")
-    state._compact_if_grown(other, ["article_id"], 2, 2)
-    assert sorted(parts(other)) == ["base-000002.parquet"]
+    gone = texts(["b"], "").with_columns(deleted=pl.lit(True))  # as `_changes` marks a key gone
+    pl.concat([texts(["e", "f"], "new"), gone]).write_parquet(other / "part-000002.parquet")
+    texts(["g"], "new").write_parquet(other / "part-000003.parquet")
+    state._compact_if_grown(other, ["article_id"], 3, 3)
+    assert sorted(parts(other)) == ["base-000003.parquet"]
+    base = pl.read_parquet(other / "base-000003.parquet")
+    assert base["article_id"].to_list() == ["a", "c", "d", "e", "f", "g"] and not base["deleted"].any()
 
 
 def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
