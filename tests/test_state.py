@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from dedupe import cluster, minhash, pipeline, state, verify
 from dedupe.config import Config
-from dedupe.schema import ARTICLES, CLEANED, GROUPS, PAIRS, STORY_REGISTRY, SchemaError
+from dedupe.schema import ARTICLE_TEXTS, ARTICLES, CLEANED, GROUPS, PAIRS, STORY_REGISTRY, SchemaError
 from tests.conftest import ROOT, SEEDS
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -769,6 +769,46 @@ def test_compacted_keyed_tables_give_the_same_history_and_outputs(tmp_path: Path
     assert compacted_out.equals(parted_out)
     assert_same_as_one_run(pipeline.Result(compacted_out, pl.read_parquet(tmp_path / "share-0.0" / "out" / "stories.parquet"), None, None),  # type: ignore[arg-type]
                            pipeline.run(paths, CONFIG))
+
+
+def test_texts_are_folded_for_their_dead_rows_not_for_the_size_of_their_parts(tmp_path: Path) -> None:
+    """Parts of article_texts that only add articles are left as they are, though they outgrow
+    COMPACT_SHARE of the first (a read by key scans every part's keys anyway); once their dead
+    rows (a key's earlier rows) pass that share of the live ones they are folded. Any other
+    keyed table is folded for the size of its parts, into each key's latest row unless deleted.
+    Either way the table reads the same."""
+    def texts(ids: list[str], text: str) -> pl.DataFrame:
+        rows = pl.DataFrame({"article_id": ids, "title_raw": ids, "text": [f"{text} {i}" for i in ids]})
+        frame = rows.with_columns(removed_lines=pl.lit(None, ARTICLE_TEXTS["removed_lines"]), deleted=pl.lit(False))
+        return frame.select(*ARTICLE_TEXTS, "deleted")
+
+    def parts(folder: Path) -> dict[str, int]:
+        return {part.name: part.stat().st_ino for part in folder.iterdir()}
+
+    folder = tmp_path / "article_texts"
+    folder.mkdir()
+    texts(["a", "b", "c", "d"], "first").write_parquet(folder / "part-000001.parquet")
+    texts(["e", "f", "g"], "new").write_parquet(folder / "part-000002.parquet")
+    texts(["a"], "again").write_parquet(folder / "part-000003.parquet")
+    before, whole = parts(folder), state._read_keyed(folder, ARTICLE_TEXTS, ["article_id"])
+    state._compact_if_grown(folder, ["article_id"], 3, 3)  # 4 parts' rows > 0.5 x 4; 1 dead row of 7 live
+    assert parts(folder) == before
+    texts(["b", "c", "d", "e"], "later").write_parquet(folder / "part-000004.parquet")
+    whole = state._read_keyed(folder, ARTICLE_TEXTS, ["article_id"])
+    state._compact_if_grown(folder, ["article_id"], 4, 4)  # 5 dead rows of 7 live
+    assert sorted(parts(folder)) == ["base-000004.parquet"]
+    assert state._read_keyed(folder, ARTICLE_TEXTS, ["article_id"]).sort("article_id").equals(whole.sort("article_id"))
+
+    other = tmp_path / "articles"  # read whole: folded for the size of its parts
+    other.mkdir()
+    texts(["a", "b", "c", "d"], "first").write_parquet(other / "part-000001.parquet")
+    gone = texts(["b"], "").with_columns(deleted=pl.lit(True))  # as `_changes` marks a key gone
+    pl.concat([texts(["e", "f"], "new"), gone]).write_parquet(other / "part-000002.parquet")
+    texts(["g"], "new").write_parquet(other / "part-000003.parquet")
+    state._compact_if_grown(other, ["article_id"], 3, 3)
+    assert sorted(parts(other)) == ["base-000003.parquet"]
+    base = pl.read_parquet(other / "base-000003.parquet")
+    assert base["article_id"].to_list() == ["a", "c", "d", "e", "f", "g"] and not base["deleted"].any()
 
 
 def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
