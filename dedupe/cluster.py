@@ -839,4 +839,4 @@ def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story
     from dedupe import compiled  # numba's import, only when stories are attached
 
     sides = [(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data) for matrix in (weighted, counts)]
-    return compiled.pair_products(*sides[0], *sides[1], story.astype(np.int64), other.astype(np.int64))
+    return compiled.pair_products(*sides[0], *sides[1], story.astype(np.int64, copy=False), other.astype(np.int64, copy=False))

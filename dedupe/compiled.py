@@ -299,34 +299,54 @@ def pair_products(
 ) -> np.ndarray:
     """For each pair: the dot product of row rows[i] of one CSR matrix (sorted indices) and row
     other_rows[i] of another, summed from 0.0 in column order, as scipy's sparse product sums each
-    entry: the same floats, for the pairs asked only. The pairs are taken by their other row: it
-    is spread once into a dense row, then each pair's first row is read against it. A large
-    story's row is long, a small one's short, and a large story is the other row of many pairs:
-    a merge of the two rows per pair read the long one each time."""
+    entry: the same floats, for the pairs asked only. The pairs are taken by their first row, whose
+    entries are read, column by column in order, down that column of the other rows asked (made
+    here), into one running total per other row. A story's candidates are hundreds of larger
+    stories and its row a dozen keywords: spreading each other row once and reading every pair's
+    first row against it read a random row per pair, 4-5x slower (benchmarks/README.md, session 14)."""
     others = other_indptr.size - 1
-    first = np.zeros(others + 1, dtype=np.int64)  # the pairs counted, then sorted, by other row
+    asked = np.zeros(others, dtype=np.bool_)
     for pair in range(rows.size):
-        first[other_rows[pair] + 1] += 1
+        asked[other_rows[pair]] = True
+    columns = max(indices.max() + 1 if indices.size else 0, other_indices.max() + 1 if other_indices.size else 0)
+    column_start = np.zeros(columns + 1, dtype=np.int64)  # the asked other rows by column (CSC)
+    for other in range(others):
+        if asked[other]:
+            for at in range(other_indptr[other], other_indptr[other + 1]):
+                column_start[other_indices[at] + 1] += 1
+    column_start = np.cumsum(column_start)
+    fill = column_start[:-1].copy()
+    column_row, column_data = np.empty(column_start[-1], dtype=np.int64), np.empty(column_start[-1], dtype=np.float64)
+    for other in range(others):
+        if asked[other]:
+            for at in range(other_indptr[other], other_indptr[other + 1]):
+                column = other_indices[at]
+                column_row[fill[column]], column_data[fill[column]] = other, other_data[at]
+                fill[column] += 1
+    first = np.zeros(indptr.size, dtype=np.int64)  # the pairs counted, then sorted, by first row
+    for pair in range(rows.size):
+        first[rows[pair] + 1] += 1
     first = np.cumsum(first)
     order, fill = np.empty(rows.size, dtype=np.int64), first[:-1].copy()
     for pair in range(rows.size):
-        order[fill[other_rows[pair]]] = pair
-        fill[other_rows[pair]] += 1
-    columns = max(indices.max() + 1 if indices.size else 0, other_indices.max() + 1 if other_indices.size else 0)
-    dense, present = np.zeros(columns, dtype=np.float64), np.full(columns, -1, dtype=np.int64)
+        order[fill[rows[pair]]] = pair
+        fill[rows[pair]] += 1
+    total, of_row = np.zeros(others, dtype=np.float64), np.full(others, -1, dtype=np.int64)
     out = np.zeros(rows.size, dtype=np.float64)
-    for other in range(others):
-        if first[other] == first[other + 1]:
+    for row in range(indptr.size - 1):
+        if first[row] == first[row + 1]:
             continue
-        for at in range(other_indptr[other], other_indptr[other + 1]):
-            dense[other_indices[at]], present[other_indices[at]] = other_data[at], other
-        for slot in range(first[other], first[other + 1]):
+        for at in range(indptr[row], indptr[row + 1]):
+            column, value = indices[at], data[at]
+            for slot in range(column_start[column], column_start[column + 1]):
+                other = column_row[slot]
+                if of_row[other] != row:  # a total of an earlier row: start again from 0.0
+                    of_row[other], total[other] = row, 0.0
+                total[other] += value * column_data[slot]
+        for slot in range(first[row], first[row + 1]):
             pair = order[slot]
-            total = 0.0
-            for at in range(indptr[rows[pair]], indptr[rows[pair] + 1]):
-                if present[indices[at]] == other:
-                    total += data[at] * dense[indices[at]]
-            out[pair] = total
+            if of_row[other_rows[pair]] == row:
+                out[pair] = total[other_rows[pair]]
     return out
 
 
