@@ -170,7 +170,7 @@ def supported_pairs(nodes: int, a: np.ndarray, b: np.ndarray, min_support: float
     `state.story_components` may redo the touched components only."""
     low, high = _distinct_edges(nodes, a, b)
     closed = _closed_neighbourhoods(nodes, low, high)
-    return _followed(nodes, low, high, _shared_neighbours(closed, low, high), np.diff(closed.indptr), min_support)
+    return _followed(nodes, low, high, _shared_neighbours(closed, low, high), np.diff(closed[0]), min_support)
 
 
 class _Levels:
@@ -199,7 +199,7 @@ class _Levels:
             again = np.flatnonzero(inside & (lost[self.low] | lost[self.high]))
             self.shared[again] = _shared_neighbours(closed, self.low[again], self.high[again])
             self.counted = inside
-            low, high = _followed(self.nodes, low, high, self.shared[inside], np.diff(closed.indptr), min_support)
+            low, high = _followed(self.nodes, low, high, self.shared[inside], np.diff(closed[0]), min_support)
         kept = without_weak_bridges(self.nodes, low, high, min_group)
         return _smallest_of_components(self.nodes, low[kept], high[kept])
 
@@ -213,19 +213,19 @@ def _distinct_edges(nodes: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarra
     return distinct // nodes, distinct % nodes
 
 
-def _closed_neighbourhoods(nodes: int, low: np.ndarray, high: np.ndarray) -> sparse.csr_matrix:
-    """The 0/1 CSR matrix of each node's closed neighbourhood (itself among them) over the
-    distinct edges (low[i], high[i]), its indices sorted."""
-    ends, others = np.concatenate([low, high, np.arange(nodes)]), np.concatenate([high, low, np.arange(nodes)])
-    closed = sparse.csr_matrix((np.ones(len(ends)), (ends, others)), shape=(nodes, nodes))
-    closed.sort_indices()
-    return closed
-
-
-def _shared_neighbours(closed: sparse.csr_matrix, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def _closed_neighbourhoods(nodes: int, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The indptr and indices of the 0/1 CSR matrix of each node's closed neighbourhood (itself
+    among them) over the distinct edges (low[i], high[i]) in the sorted order of
+    `_distinct_edges` (or a subset of them), its indices sorted (`compiled.closed_neighbourhoods`)."""
     from dedupe import compiled  # numba's import, only when stories are matched
 
-    return compiled.shared_neighbours(closed.indptr.astype(np.int64), closed.indices.astype(np.int64), low, high)
+    return compiled.closed_neighbourhoods(nodes, low.astype(np.int64, copy=False), high.astype(np.int64, copy=False))
+
+
+def _shared_neighbours(closed: tuple[np.ndarray, np.ndarray], low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    from dedupe import compiled  # numba's import, only when stories are matched
+
+    return compiled.shared_neighbours(*closed, low, high)
 
 
 def _followed(
@@ -303,11 +303,11 @@ def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each of `nodes` numbered nodes, the smallest node of its connected component over the
-    edges (a[i], b[i]) (scipy)."""
-    label = component_labels(nodes, a, b)
-    smallest = np.full(label.max(initial=-1) + 1, nodes)
-    np.minimum.at(smallest, label, np.arange(nodes))
-    return smallest[label]
+    edges (a[i], b[i]) (`compiled.smallest_of_components`, a union-find: scipy's components
+    converted the edges to a sparse matrix at every level of the chain split)."""
+    from dedupe import compiled  # numba's import, only when there are components to find
+
+    return compiled.smallest_of_components(nodes, a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
 
 
 def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:

@@ -218,6 +218,55 @@ def equal_values(
 
 
 @loop
+def closed_neighbourhoods(nodes: int, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The indptr and indices of the 0/1 CSR matrix of each node's closed neighbourhood (itself
+    among them) over the distinct edges (low[i] < high[i]) sorted by (low, high), as
+    `_distinct_edges` gives them, each row sorted: its smaller neighbours (in edge order, so
+    ascending), itself, its larger ones. Two passes over the edges where scipy's COO matrix
+    converted and sorted them, at every level of the chain split."""
+    indptr = np.zeros(nodes + 1, dtype=np.int64)
+    for edge in range(low.size):
+        indptr[low[edge] + 1] += 1
+        indptr[high[edge] + 1] += 1
+    for node in range(nodes):
+        indptr[node + 1] += indptr[node] + 1
+    indices, fill = np.empty(indptr[nodes], dtype=np.int64), indptr[:-1].copy()
+    for edge in range(low.size):
+        indices[fill[high[edge]]] = low[edge]
+        fill[high[edge]] += 1
+    for node in range(nodes):
+        indices[fill[node]] = node
+        fill[node] += 1
+    for edge in range(low.size):
+        indices[fill[low[edge]]] = high[edge]
+        fill[low[edge]] += 1
+    return indptr, indices
+
+
+@loop
+def smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each of `nodes` numbered nodes, the smallest node of its connected component over the
+    edges (a[i], b[i]): union-find whose roots are always the smaller node, so every node's
+    parent is at most itself and a root is its component's smallest node."""
+    parent = np.arange(nodes)
+    for edge in range(a.size):
+        x, y = a[edge], b[edge]
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        while parent[y] != y:
+            parent[y] = parent[parent[y]]
+            y = parent[y]
+        if x < y:
+            parent[y] = x
+        elif y < x:
+            parent[x] = y
+    for node in range(nodes):  # in order: a parent, smaller, is resolved first
+        parent[node] = parent[parent[node]]
+    return parent
+
+
+@loop
 def shared_neighbours(indptr: np.ndarray, indices: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """For each edge (low[i], high[i]): how many nodes the two ends' rows of a 0/1 CSR matrix with
     sorted indices share (a merge of the two sorted rows). What a sparse row gather and element-wise
