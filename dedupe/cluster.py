@@ -94,10 +94,14 @@ def knit_components(
     and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
     touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
     benchmarks/README.md, 2026-12-02)."""
-    a, b = numbered_pairs(ids, pairs)
+    return ids.gather(_knit_numbered(len(ids), *numbered_pairs(ids, pairs), min_group, min_support, min_piece))
+
+
+def _knit_numbered(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int, min_support: float, min_piece: int) -> np.ndarray:
+    """`knit_components` on numbered nodes: for each, the smallest node of its story."""
     if min_piece > 0:
-        return ids.gather(split_chains(len(ids), a, b, min_group, min_support, min_piece))
-    return ids.gather(_knit(len(ids), a, b, min_group, min_support))
+        return split_chains(nodes, a, b, min_group, min_support, min_piece)
+    return _knit(nodes, a, b, min_group, min_support)
 
 
 def _knit(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int, min_support: float) -> np.ndarray:
@@ -337,11 +341,14 @@ def story_components(canonical: pl.Series, story_pairs: pl.DataFrame, config: Co
     component of story pairs, less the pairs their neighbourhoods do not support
     (`story_pair_support`) and less weak bridges, split where it is a chain of stories
     (`story_split_min_groups`)."""
-    edges = story_pairs.select("article_id_a", "article_id_b")
-    roots = knit_components(
-        canonical, edges, config.bridge_min_group, config.story_pair_support, config.story_split_min_groups
-    )
-    return check(pl.DataFrame({"duplicate_group": canonical, "root": roots}), STORY_ROOTS, "story roots")
+    return story_roots(canonical, *numbered_pairs(canonical, story_pairs.select("article_id_a", "article_id_b")), config)
+
+
+def story_roots(canonical: pl.Series, a: np.ndarray, b: np.ndarray, config: Config) -> pl.DataFrame:
+    """`story_components` of the story pairs (a[i], b[i]) numbered by their positions in
+    `canonical` (`numbered_pairs`), for a caller that numbered them already."""
+    knit = _knit_numbered(len(canonical), a, b, config.bridge_min_group, config.story_pair_support, config.story_split_min_groups)
+    return check(pl.DataFrame({"duplicate_group": canonical, "root": canonical.gather(knit)}), STORY_ROOTS, "story roots")
 
 
 def story_keywords(cleaned: pl.DataFrame) -> pl.DataFrame:
