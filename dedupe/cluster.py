@@ -94,10 +94,14 @@ def knit_components(
     and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
     touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
     benchmarks/README.md, 2026-12-02)."""
-    a, b = numbered_pairs(ids, pairs)
+    return ids.gather(_knit_numbered(len(ids), *numbered_pairs(ids, pairs), min_group, min_support, min_piece))
+
+
+def _knit_numbered(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int, min_support: float, min_piece: int) -> np.ndarray:
+    """`knit_components` on numbered nodes: for each, the smallest node of its story."""
     if min_piece > 0:
-        return ids.gather(split_chains(len(ids), a, b, min_group, min_support, min_piece))
-    return ids.gather(_knit(len(ids), a, b, min_group, min_support))
+        return split_chains(nodes, a, b, min_group, min_support, min_piece)
+    return _knit(nodes, a, b, min_group, min_support)
 
 
 def _knit(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int, min_support: float) -> np.ndarray:
@@ -170,7 +174,7 @@ def supported_pairs(nodes: int, a: np.ndarray, b: np.ndarray, min_support: float
     `state.story_components` may redo the touched components only."""
     low, high = _distinct_edges(nodes, a, b)
     closed = _closed_neighbourhoods(nodes, low, high)
-    return _followed(nodes, low, high, _shared_neighbours(closed, low, high), np.diff(closed.indptr), min_support)
+    return _followed(nodes, low, high, _shared_neighbours(closed, low, high), np.diff(closed[0]), min_support)
 
 
 class _Levels:
@@ -199,7 +203,7 @@ class _Levels:
             again = np.flatnonzero(inside & (lost[self.low] | lost[self.high]))
             self.shared[again] = _shared_neighbours(closed, self.low[again], self.high[again])
             self.counted = inside
-            low, high = _followed(self.nodes, low, high, self.shared[inside], np.diff(closed.indptr), min_support)
+            low, high = _followed(self.nodes, low, high, self.shared[inside], np.diff(closed[0]), min_support)
         kept = without_weak_bridges(self.nodes, low, high, min_group)
         return _smallest_of_components(self.nodes, low[kept], high[kept])
 
@@ -213,19 +217,19 @@ def _distinct_edges(nodes: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarra
     return distinct // nodes, distinct % nodes
 
 
-def _closed_neighbourhoods(nodes: int, low: np.ndarray, high: np.ndarray) -> sparse.csr_matrix:
-    """The 0/1 CSR matrix of each node's closed neighbourhood (itself among them) over the
-    distinct edges (low[i], high[i]), its indices sorted."""
-    ends, others = np.concatenate([low, high, np.arange(nodes)]), np.concatenate([high, low, np.arange(nodes)])
-    closed = sparse.csr_matrix((np.ones(len(ends)), (ends, others)), shape=(nodes, nodes))
-    closed.sort_indices()
-    return closed
-
-
-def _shared_neighbours(closed: sparse.csr_matrix, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def _closed_neighbourhoods(nodes: int, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The indptr and indices of the 0/1 CSR matrix of each node's closed neighbourhood (itself
+    among them) over the distinct edges (low[i], high[i]) in the sorted order of
+    `_distinct_edges` (or a subset of them), its indices sorted (`compiled.closed_neighbourhoods`)."""
     from dedupe import compiled  # numba's import, only when stories are matched
 
-    return compiled.shared_neighbours(closed.indptr.astype(np.int64), closed.indices.astype(np.int64), low, high)
+    return compiled.closed_neighbourhoods(nodes, low.astype(np.int64, copy=False), high.astype(np.int64, copy=False))
+
+
+def _shared_neighbours(closed: tuple[np.ndarray, np.ndarray], low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    from dedupe import compiled  # numba's import, only when stories are matched
+
+    return compiled.shared_neighbours(*closed, low, high)
 
 
 def _followed(
@@ -303,11 +307,11 @@ def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each of `nodes` numbered nodes, the smallest node of its connected component over the
-    edges (a[i], b[i]) (scipy)."""
-    label = component_labels(nodes, a, b)
-    smallest = np.full(label.max(initial=-1) + 1, nodes)
-    np.minimum.at(smallest, label, np.arange(nodes))
-    return smallest[label]
+    edges (a[i], b[i]) (`compiled.smallest_of_components`, a union-find: scipy's components
+    converted the edges to a sparse matrix at every level of the chain split)."""
+    from dedupe import compiled  # numba's import, only when there are components to find
+
+    return compiled.smallest_of_components(nodes, a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
 
 
 def story_ids(cleaned: pl.DataFrame, groups: pl.DataFrame, story_pairs: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -337,11 +341,14 @@ def story_components(canonical: pl.Series, story_pairs: pl.DataFrame, config: Co
     component of story pairs, less the pairs their neighbourhoods do not support
     (`story_pair_support`) and less weak bridges, split where it is a chain of stories
     (`story_split_min_groups`)."""
-    edges = story_pairs.select("article_id_a", "article_id_b")
-    roots = knit_components(
-        canonical, edges, config.bridge_min_group, config.story_pair_support, config.story_split_min_groups
-    )
-    return check(pl.DataFrame({"duplicate_group": canonical, "root": roots}), STORY_ROOTS, "story roots")
+    return story_roots(canonical, *numbered_pairs(canonical, story_pairs.select("article_id_a", "article_id_b")), config)
+
+
+def story_roots(canonical: pl.Series, a: np.ndarray, b: np.ndarray, config: Config) -> pl.DataFrame:
+    """`story_components` of the story pairs (a[i], b[i]) numbered by their positions in
+    `canonical` (`numbered_pairs`), for a caller that numbered them already."""
+    knit = _knit_numbered(len(canonical), a, b, config.bridge_min_group, config.story_pair_support, config.story_split_min_groups)
+    return check(pl.DataFrame({"duplicate_group": canonical, "root": canonical.gather(knit)}), STORY_ROOTS, "story roots")
 
 
 def story_keywords(cleaned: pl.DataFrame) -> pl.DataFrame:
@@ -839,4 +846,4 @@ def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story
     from dedupe import compiled  # numba's import, only when stories are attached
 
     sides = [(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data) for matrix in (weighted, counts)]
-    return compiled.pair_products(*sides[0], *sides[1], story.astype(np.int64), other.astype(np.int64))
+    return compiled.pair_products(*sides[0], *sides[1], story.astype(np.int64, copy=False), other.astype(np.int64, copy=False))

@@ -218,6 +218,55 @@ def equal_values(
 
 
 @loop
+def closed_neighbourhoods(nodes: int, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The indptr and indices of the 0/1 CSR matrix of each node's closed neighbourhood (itself
+    among them) over the distinct edges (low[i] < high[i]) sorted by (low, high), as
+    `_distinct_edges` gives them, each row sorted: its smaller neighbours (in edge order, so
+    ascending), itself, its larger ones. Two passes over the edges where scipy's COO matrix
+    converted and sorted them, at every level of the chain split."""
+    indptr = np.zeros(nodes + 1, dtype=np.int64)
+    for edge in range(low.size):
+        indptr[low[edge] + 1] += 1
+        indptr[high[edge] + 1] += 1
+    for node in range(nodes):
+        indptr[node + 1] += indptr[node] + 1
+    indices, fill = np.empty(indptr[nodes], dtype=np.int64), indptr[:-1].copy()
+    for edge in range(low.size):
+        indices[fill[high[edge]]] = low[edge]
+        fill[high[edge]] += 1
+    for node in range(nodes):
+        indices[fill[node]] = node
+        fill[node] += 1
+    for edge in range(low.size):
+        indices[fill[low[edge]]] = high[edge]
+        fill[low[edge]] += 1
+    return indptr, indices
+
+
+@loop
+def smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each of `nodes` numbered nodes, the smallest node of its connected component over the
+    edges (a[i], b[i]): union-find whose roots are always the smaller node, so every node's
+    parent is at most itself and a root is its component's smallest node."""
+    parent = np.arange(nodes)
+    for edge in range(a.size):
+        x, y = a[edge], b[edge]
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        while parent[y] != y:
+            parent[y] = parent[parent[y]]
+            y = parent[y]
+        if x < y:
+            parent[y] = x
+        elif y < x:
+            parent[x] = y
+    for node in range(nodes):  # in order: a parent, smaller, is resolved first
+        parent[node] = parent[parent[node]]
+    return parent
+
+
+@loop
 def shared_neighbours(indptr: np.ndarray, indices: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """For each edge (low[i], high[i]): how many nodes the two ends' rows of a 0/1 CSR matrix with
     sorted indices share (a merge of the two sorted rows). What a sparse row gather and element-wise
@@ -299,34 +348,54 @@ def pair_products(
 ) -> np.ndarray:
     """For each pair: the dot product of row rows[i] of one CSR matrix (sorted indices) and row
     other_rows[i] of another, summed from 0.0 in column order, as scipy's sparse product sums each
-    entry: the same floats, for the pairs asked only. The pairs are taken by their other row: it
-    is spread once into a dense row, then each pair's first row is read against it. A large
-    story's row is long, a small one's short, and a large story is the other row of many pairs:
-    a merge of the two rows per pair read the long one each time."""
+    entry: the same floats, for the pairs asked only. The pairs are taken by their first row, whose
+    entries are read, column by column in order, down that column of the other rows asked (made
+    here), into one running total per other row. A story's candidates are hundreds of larger
+    stories and its row a dozen keywords: spreading each other row once and reading every pair's
+    first row against it read a random row per pair, 4-5x slower (benchmarks/README.md, session 14)."""
     others = other_indptr.size - 1
-    first = np.zeros(others + 1, dtype=np.int64)  # the pairs counted, then sorted, by other row
+    asked = np.zeros(others, dtype=np.bool_)
     for pair in range(rows.size):
-        first[other_rows[pair] + 1] += 1
+        asked[other_rows[pair]] = True
+    columns = max(indices.max() + 1 if indices.size else 0, other_indices.max() + 1 if other_indices.size else 0)
+    column_start = np.zeros(columns + 1, dtype=np.int64)  # the asked other rows by column (CSC)
+    for other in range(others):
+        if asked[other]:
+            for at in range(other_indptr[other], other_indptr[other + 1]):
+                column_start[other_indices[at] + 1] += 1
+    column_start = np.cumsum(column_start)
+    fill = column_start[:-1].copy()
+    column_row, column_data = np.empty(column_start[-1], dtype=np.int64), np.empty(column_start[-1], dtype=np.float64)
+    for other in range(others):
+        if asked[other]:
+            for at in range(other_indptr[other], other_indptr[other + 1]):
+                column = other_indices[at]
+                column_row[fill[column]], column_data[fill[column]] = other, other_data[at]
+                fill[column] += 1
+    first = np.zeros(indptr.size, dtype=np.int64)  # the pairs counted, then sorted, by first row
+    for pair in range(rows.size):
+        first[rows[pair] + 1] += 1
     first = np.cumsum(first)
     order, fill = np.empty(rows.size, dtype=np.int64), first[:-1].copy()
     for pair in range(rows.size):
-        order[fill[other_rows[pair]]] = pair
-        fill[other_rows[pair]] += 1
-    columns = max(indices.max() + 1 if indices.size else 0, other_indices.max() + 1 if other_indices.size else 0)
-    dense, present = np.zeros(columns, dtype=np.float64), np.full(columns, -1, dtype=np.int64)
+        order[fill[rows[pair]]] = pair
+        fill[rows[pair]] += 1
+    total, of_row = np.zeros(others, dtype=np.float64), np.full(others, -1, dtype=np.int64)
     out = np.zeros(rows.size, dtype=np.float64)
-    for other in range(others):
-        if first[other] == first[other + 1]:
+    for row in range(indptr.size - 1):
+        if first[row] == first[row + 1]:
             continue
-        for at in range(other_indptr[other], other_indptr[other + 1]):
-            dense[other_indices[at]], present[other_indices[at]] = other_data[at], other
-        for slot in range(first[other], first[other + 1]):
+        for at in range(indptr[row], indptr[row + 1]):
+            column, value = indices[at], data[at]
+            for slot in range(column_start[column], column_start[column + 1]):
+                other = column_row[slot]
+                if of_row[other] != row:  # a total of an earlier row: start again from 0.0
+                    of_row[other], total[other] = row, 0.0
+                total[other] += value * column_data[slot]
+        for slot in range(first[row], first[row + 1]):
             pair = order[slot]
-            total = 0.0
-            for at in range(indptr[rows[pair]], indptr[rows[pair] + 1]):
-                if present[indices[at]] == other:
-                    total += data[at] * dense[indices[at]]
-            out[pair] = total
+            if of_row[other_rows[pair]] == row:
+                out[pair] = total[other_rows[pair]]
     return out
 
 

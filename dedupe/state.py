@@ -723,12 +723,15 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     moved = pl.concat([pairs.join(before, on=list(pairs.columns), how="anti"), before.join(pairs, on=list(pairs.columns), how="anti")])
     new_groups = canonical.join(history.story_roots, on="duplicate_group", how="anti")["duplicate_group"]
     touched_groups = pl.concat([moved["article_id_a"], moved["article_id_b"], new_groups]).implode()
-    component = cluster.component_labels(canonical.height, *cluster.numbered_pairs(canonical["duplicate_group"], pairs))
+    a, b = cluster.numbered_pairs(canonical["duplicate_group"], pairs)
+    component = cluster.component_labels(canonical.height, a, b)
     seeds = canonical.filter(pl.col("duplicate_group").is_in(touched_groups))["node"].to_numpy()
-    touched = canonical.filter(pl.Series(np.isin(component, component[seeds])))["duplicate_group"]
-    touched_pairs = story_pairs.filter(pl.col("article_id_a").is_in(touched.implode()))
+    inside = np.isin(component, component[seeds])
+    touched = canonical.filter(pl.Series(inside))["duplicate_group"]
     history.counts["story groups split again"] += touched.len()
-    redone = cluster.story_components(touched, touched_pairs, config)
+    # the touched components' pairs, numbered among the touched groups (both ends lie in one component)
+    position, pair_inside = np.cumsum(inside) - 1, inside[a]
+    redone = cluster.story_roots(touched, position[a[pair_inside]], position[b[pair_inside]], config)
     kept = history.story_roots.join(canonical, on="duplicate_group", how="semi").filter(~pl.col("duplicate_group").is_in(touched.implode()))
     roots = pl.concat([kept, redone]).sort("duplicate_group")
     return check(roots, STORY_ROOTS, "story roots")

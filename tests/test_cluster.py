@@ -319,6 +319,26 @@ def test_supported_pairs_are_those_whose_closed_neighbourhoods_overlap_enough(nu
     assert list(zip(kept_a.tolist(), kept_b.tolist())) == strong + picks
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 40), st.lists(st.tuples(st.integers(0, 39), st.integers(0, 39)), max_size=80))
+def test_closed_neighbourhoods_and_smallest_nodes_of_components_are_those_of_scipy(nodes: int, numbers: list[tuple[int, int]]) -> None:
+    """The compiled closed neighbourhoods (`compiled.closed_neighbourhoods`) are the rows of
+    scipy's CSR matrix of the edges both ways plus the diagonal, sorted; the compiled union-find
+    (`compiled.smallest_of_components`) gives each node the smallest node of its scipy connected
+    component, whatever the edges' order, repeats and loops (fails with a root that is not the
+    smaller node, or rows filled in another order)."""
+    a, b = (np.array([pair[side] % nodes for pair in numbers], dtype=np.int64) for side in (0, 1))
+    low, high = cluster._distinct_edges(nodes, a, b)
+    ends, others = np.concatenate([low, high, np.arange(nodes)]), np.concatenate([high, low, np.arange(nodes)])
+    expected = sparse.csr_matrix((np.ones(len(ends)), (ends, others)), shape=(nodes, nodes))
+    expected.sort_indices()
+    indptr, indices = compiled.closed_neighbourhoods(nodes, low, high)
+    assert np.array_equal(indptr, expected.indptr) and np.array_equal(indices, expected.indices)
+    label = cluster.component_labels(nodes, a, b)
+    smallest = np.array([np.flatnonzero(label == label[node]).min() for node in range(nodes)])
+    assert np.array_equal(compiled.smallest_of_components(nodes, a, b), smallest)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.integers(1, 12))
 def test_the_fits_of_pairs_are_the_floats_of_the_sparse_product(seed: int, stories: int, words: int) -> None:
