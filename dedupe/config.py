@@ -260,10 +260,18 @@ class Config:
                 raise ValueError(f"{setting!r}: expected FIELD=VALUE with a field of:\n{self}")
             kind = type(getattr(self, name))
             try:
-                overrides[name] = kind(value)
+                overrides[name] = _truth(value) if kind is bool else kind(value)
             except ValueError:
                 raise ValueError(f"{setting!r}: {value!r} is not a valid {kind.__name__}") from None
         return self.with_overrides(**overrides)
 
     def __str__(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+
+
+def _truth(value: str) -> bool:
+    """A boolean setting's value: bool("false") is True, so the words are read."""
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    if value.strip().lower() not in words:
+        raise ValueError(value)
+    return words[value.strip().lower()]
