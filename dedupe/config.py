@@ -202,13 +202,6 @@ class Config:
     the speed corpus 4 chunks of 25k took 1.07x the time of one run of 100k for the same peak
     memory (benchmarks/README.md, *Chunked runs and 1M*)."""
 
-    read_ahead: bool = True
-    """Whether a run in chunks reads its next chunk once this one's texts are cleaned with their
-    copies, and hands its normalizing and first cleaning to the worker processes
-    (`shards.prepare_ahead`), which are idle while this process matches stories and commits: the
-    next chunk starts with those done. Only with worker processes of this machine; the outputs
-    are the same either way (tests/test_pipeline.py). Off: one chunk's records held at a time."""
-
     partner_block_records: int = 10_000
     """History records an update verifies its candidate pairs against at once
     (`state.verify_candidates`): their bodies and shingles are held for one block, not for every
@@ -260,18 +253,10 @@ class Config:
                 raise ValueError(f"{setting!r}: expected FIELD=VALUE with a field of:\n{self}")
             kind = type(getattr(self, name))
             try:
-                overrides[name] = _truth(value) if kind is bool else kind(value)
+                overrides[name] = kind(value)
             except ValueError:
                 raise ValueError(f"{setting!r}: {value!r} is not a valid {kind.__name__}") from None
         return self.with_overrides(**overrides)
 
     def __str__(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
-
-
-def _truth(value: str) -> bool:
-    """A boolean setting's value: bool("false") is True, so the words are read."""
-    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-    if value.strip().lower() not in words:
-        raise ValueError(value)
-    return words[value.strip().lower()]

@@ -168,10 +168,8 @@ def _update(
     timings: dict[str, float],
     log: Callable[[str], None],
     earlier: Earlier,
-    prepared: Callable[[], pl.DataFrame] | None = None,
 ) -> tuple[Result, state.Update | None]:
-    """`update` from the records read on; `history` holds the earlier chunks of the run.
-    `prepared` collects `records_read` normalized and cleaned ahead (`shards.prepare_ahead`)."""
+    """`update` from the records read on; `history` holds the earlier chunks of the run."""
     fresh = stage("new records", state.new_records, records_read, history)
     log(
         f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): "
@@ -181,15 +179,10 @@ def _update(
     if fresh.height == 0:
         summary = _unchanged(history, batch, records_in, timings, config)
         return Result(history.articles, history.stories, history.pairs, summary), None
-    if prepared is not None and fresh.height == records_read.height:
-        # every record read is new: the rows of `fresh` in order, some ids perhaps renamed
-        cleaned = stage("normalize and clean, prepared ahead", prepared)
-        records = state.with_keys(cleaned.with_columns(fresh["article_id"]), fresh)
-    else:
-        # as in `run`, the raw text is not held to the end, nor stored: no later step, nor run, reads it
-        normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
-        normalized = normalized.with_columns(text_raw=pl.lit(None, pl.String))
-        records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
+    # as in `run`, the raw text is not held to the end, nor stored: no later step, nor run, reads it
+    normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
+    normalized = normalized.with_columns(text_raw=pl.lit(None, pl.String))
+    records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
     new_pairs = stage("verify duplicates", state.verify_candidates, matched, history, config)
     band_keys, sketches, duplicate_candidates = matched.band_keys, matched.sketches, matched.candidates.height
@@ -347,9 +340,7 @@ def _update_in_chunks(
     """`update` chunk by chunk, each committed on top of the last; the last committed
     generation made current. The result of the last chunk that added records and the story
     registry after it (None: nothing was new). A chunk's frames are let go before the next
-    is matched: what is held between chunks is the committed generation's light tables, and the
-    next chunk's records, read once this one is cleaned with its copies and normalized and
-    cleaned on the workers while this one's stories are matched (`Config.read_ahead`)."""
+    is read: what is held between chunks is the committed generation's light tables."""
     timings: dict[str, float] = {}
     stage = _timed(shards.on_cores(call, config), timings)
     batch = stage("changed files", state.changed_files, list(paths), history)
@@ -358,34 +349,15 @@ def _update_in_chunks(
     done: tuple[Result, pl.DataFrame, Path] | None = None
     last = last_committed = False
     number = 0
-    ahead: tuple[pl.DataFrame, bool, Callable[[], pl.DataFrame] | None] | None = None
-
-    def reading_ahead(name: str, function: Callable[..., Any], *args: object) -> Any:
-        """`stage`; once a chunk is cleaned with its copies, the next chunk read and handed to
-        the workers (`Config.read_ahead`), which this chunk's story steps and commit leave idle."""
-        nonlocal ahead
-        result = stage(name, function, *args)
-        if function is _clean_changed and not last and config.read_ahead:
-            records_next, last_next = stage("read", chunks.next)
-            ahead = records_next, last_next, shards.prepare_ahead(shards.plan_of(stage), records_next)
-        return result
-
-    reading_ahead.plan = shards.plan_of(stage)  # type: ignore[attr-defined]
     while not last:
         number += 1
-        prepared = None
-        if ahead is None:
-            records_read, last = stage("read", chunks.next)
-        else:
-            (records_read, last, prepared), ahead = ahead, None
+        records_read, last = stage("read", chunks.next)
         if number > 1 or not last:
             log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
                 f"{earlier.records_in + records_read.height:,} of the input")
-        result, added = _update(
-            batch, records_read, chain, config, run_at, reading_ahead, timings, log, earlier, prepared
-        )
+        result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier)
         records_in = earlier.records_in + records_read.height
-        del records_read, prepared
+        del records_read
         if added is None:
             earlier = replace(earlier, records_in=records_in)
             continue

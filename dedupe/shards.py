@@ -186,45 +186,10 @@ class ProcessMap:
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
-WORKER_NICENESS = 10
-"""How much lower the workers' CPU priority is than this process's: when a chunk's next chunk is
-prepared on them (`prepare_ahead`) while this process matches stories, this process keeps its
-core, and they take what it leaves; when this process waits for them, nothing else competes."""
-
-
 def _pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _POOLS:
-        context = multiprocessing.get_context("spawn")
-        _POOLS[workers] = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=os.nice, initargs=(WORKER_NICENESS,)
-        )
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     return _POOLS[workers]
-
-
-def prepare_ahead(plan: Plan, records: pl.DataFrame) -> Callable[[], pl.DataFrame] | None:
-    """The first-pass CLEANED frame of READ `records`, normalized (raw text emptied, as
-    `pipeline._update` leaves it) and cleaned in slices on `plan`'s worker processes from now on,
-    and collected by the function returned: what the stages "normalize" then "clean" give for
-    them, since both work record by record. None when the plan has no worker processes of this
-    machine or `records` make one slice: this process would have to do it now."""
-    if not isinstance(plan.map, ProcessMap) or plan.pieces(records.height) < 2:
-        return None
-    pool = _pool(plan.map.workers)
-    pending = [pool.submit(_apply, prepare_slice, (piece,)) for piece in plan.slices(records)]
-
-    def collect() -> pl.DataFrame:
-        try:
-            return check(pl.concat([piece.result() for piece in pending], rechunk=False), CLEANED, "prepared ahead")
-        except BrokenProcessPool:  # a worker died (killed, out of memory): the next run starts new ones
-            _POOLS.pop(plan.map.workers, None)  # type: ignore[attr-defined]
-            raise
-
-    return collect
-
-
-def prepare_slice(records: pl.DataFrame) -> pl.DataFrame:
-    """`normalize.normalize` then `clean.clean` (first pass) of a slice of READ records."""
-    return clean.clean(normalize.normalize(records).with_columns(text_raw=pl.lit(None, pl.String)))
 
 
 def _apply(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:

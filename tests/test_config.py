@@ -22,7 +22,3 @@ def test_settings_are_read_as_their_fields_types() -> None:
         Config().with_settings(["num_perms=3"])
     with pytest.raises(ValueError, match="'many' is not a valid int"):
         Config().with_settings(["num_perm=many"])
-    assert not Config().with_settings(["read_ahead=false"]).read_ahead  # bool("false") would be True
-    assert Config(read_ahead=False).with_settings(["read_ahead=yes"]).read_ahead
-    with pytest.raises(ValueError, match="'maybe' is not a valid bool"):
-        Config().with_settings(["read_ahead=maybe"])

@@ -2,9 +2,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
@@ -133,39 +131,3 @@ def test_a_run_in_chunks_gives_the_outputs_of_one_update(tmp_path: Path, size: i
     for unchunked, chunked in zip(results[0], results[size], strict=True):
         for name, table in unchunked.items():
             assert chunked[name].equals(table), name
-
-
-@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
-def test_chunks_normalized_and_cleaned_ahead_on_the_workers_give_the_outputs_of_one_update(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With worker processes, a chunk's next chunk is read and normalized and cleaned on them
-    ahead (`Config.read_ahead`); a chunk whose records were all new takes those, one with
-    records seen before is normalized and cleaned as read. Either way the outputs are those of
-    one update in this process."""
-    monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 10)  # the real workers, on chunks of this test's size
-    batches = _slice_of_real_data(tmp_path / "input")[:2]  # all new, then some seen before
-    results: dict[str, list[dict[str, pl.DataFrame]]] = {}
-    steps: list[list[str]] = []
-    configs = {"one update": Config(chunk_records=0, workers=1), "ahead": Config(chunk_records=97, workers=2)}
-    for label, config in configs.items():
-        out = tmp_path / label
-        results[label] = []
-        for batch in batches:
-            names: list[str] = []
-
-            def call(name: str, function: Callable[..., Any], *args: object, names: list[str] = names) -> Any:
-                names.append(name)
-                return function(*args)
-
-            pipeline.run_on_state([batch], out, out / "state", config, call=call, warn=lambda _: None)
-            results[label].append(_outputs(out))
-            steps.append(names)
-    for one, ahead in zip(results["one update"], results["ahead"], strict=True):
-        for name, table in one.items():
-            assert ahead[name].equals(table), name
-    ahead_steps = steps[len(batches):]
-    assert all("normalize and clean, prepared ahead" not in names for names in steps[: len(batches)])
-    assert ahead_steps[0].count("normalize and clean, prepared ahead") >= 2  # chunks 2, 3 of batch one
-    # a chunk of batch two holds ids seen before: it is normalized as read
-    assert "normalize" in ahead_steps[1][ahead_steps[1].index("clean with copies"):]
