@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from dedupe import clean, minhash, normalize, read, state, verify
+from dedupe import clean, lifetime, minhash, normalize, read, state, verify
 from dedupe.config import Config
 from dedupe.index import RedisIndex
 from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, NORMALIZED, PAIRS, READ, check, empty
@@ -155,8 +155,9 @@ def on_cores(call: Call, config: Config) -> Call:
 @dataclass(frozen=True)
 class ProcessMap:
     """A `Map` on `workers` processes of this machine, started on first use and kept for the
-    life of this process (later runs reuse them). They are spawned, not forked: a fork copies
-    polars' thread pool in whatever state it is, which can hang the child."""
+    life of this process (later runs reuse them), and they end with it, also when it is killed
+    (`lifetime.watch_parent`). They are spawned, not forked: a fork copies polars' thread pool in
+    whatever state it is, which can hang the child."""
 
     workers: int
 
@@ -188,7 +189,9 @@ _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _POOLS:
-        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        _POOLS[workers] = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=lifetime.watch_parent, initargs=(os.getpid(),)
+        )
     return _POOLS[workers]
 
 

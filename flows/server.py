@@ -2,7 +2,8 @@
 the embedded API of a one-shot `run`.
 
 Schedules need a real server (the embedded API has no scheduler). A local server runs as a child
-process in its own session and is stopped by its process id, never by name.
+process in its own session and is stopped by its process id, never by name. Both kinds of server
+also end when the process that started them dies without stopping them (`dedupe.lifetime`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from contextlib import closing, contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+from dedupe import lifetime
 
 STARTUP_SECONDS = 180.0
 """A first start on a fresh PREFECT_HOME migrates its database; 20-40 s on this machine when shared."""
@@ -70,9 +73,10 @@ def local_server_process(
     mid-run), in its own process group, stopped by its id when done."""
     port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
+    env = (os.environ if env is None else env) | {lifetime.PARENT_ENV: str(os.getpid())}
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-c", PREFECT_WATCHING_PARENT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
     try:
@@ -80,6 +84,14 @@ def local_server_process(
         yield api, process
     finally:
         stop(process)
+
+
+PREFECT_WATCHING_PARENT = (
+    "import sys; from dedupe import lifetime; lifetime.watch_parent_from_env(group=True); "
+    "sys.argv[0] = 'prefect'; from prefect.cli import app; app()"
+)
+"""`python -m prefect`, stopping its process group (the server's workers with it) once the
+process that started it is gone (`lifetime.watch_parent`)."""
 
 
 def wait_healthy(api: str, process: subprocess.Popen[bytes], timeout: float = STARTUP_SECONDS) -> None:
@@ -139,7 +151,8 @@ class EmbeddedServer:
         self.api = f"http://127.0.0.1:{port}/api"
         env = os.environ | {
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.database}",
-            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", lifetime.PARENT_ENV: str(os.getpid()),
+            SERVER_FOLDER_ENV: str(self.folder),
         }
         if not self.fresh:  # a copy of the template is at head: no need for Alembic to load its scripts to see so
             env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] = "false"
@@ -208,6 +221,11 @@ def collector_off() -> Iterator[None]:
             gc.enable()
 
 
+SERVER_FOLDER_ENV = "DEDUPE_EMBEDDED_SERVER_FOLDER"
+"""The embedded server's own folder (its database), which it removes if its run dies without
+stopping it."""
+
+
 def embedded_app() -> Any:
     """Prefect's API app (`create_app`, as `EmbeddedServer` runs it), built with Python's cyclic
     garbage collector off: the import of Prefect's whole API and its routes allocates ~2 million
@@ -216,7 +234,10 @@ def embedded_app() -> Any:
     is then frozen (left out of later collections) and the collector is on again for serving.
     Not "final" (PREFECT__SERVER_FINAL, which Prefect's own start sets): with FastAPI 0.137 or
     newer all that does is one full collection of everything built (~0.4 s); before 0.137 it
-    also dropped the routers' copied routes (~50 MB), which a server of one run can keep."""
+    also dropped the routers' copied routes (~50 MB), which a server of one run can keep.
+    It ends, and removes its folder, once its run is gone (`lifetime.watch_parent`)."""
+    folder = os.environ.get(SERVER_FOLDER_ENV)
+    lifetime.watch_parent_from_env(before_exit=lambda: shutil.rmtree(folder, ignore_errors=True) if folder else None)
     with collector_off():
         from prefect.server.api.server import create_app
 

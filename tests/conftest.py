@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,16 @@ from flows import server
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 SEED_ARTICLE = SEEDS / "000_dc6af5a75e8b8c84.txt"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite stopped by SIGTERM (a `timeout`) tears its fixtures down as after Ctrl-C: the
+    servers and workers they started are stopped, not left running with parent 1."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def cleaned_frame(*paths: Path) -> pl.DataFrame:
