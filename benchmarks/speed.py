@@ -1050,7 +1050,7 @@ def story_steps(corpus: Path, configs: list[Config]) -> None:
     canonical = articles["duplicate_group"].unique().sort()
     story_pairs = result.pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b")
     a, b = cluster.numbered_pairs(canonical, story_pairs)
-    single = canonical.gather(cluster.component_labels(len(canonical), a, b)).cast(pl.String)
+    single = canonical.gather(cluster.smallest_of_components(len(canonical), a, b)).cast(pl.String)
     keywords = cluster.story_keywords(articles)
     groups = articles.select("article_id", "duplicate_group", "duplicate_of")
     largest_event = events["cluster"].value_counts(sort=True)["count"][0] / events.height

@@ -1,7 +1,7 @@
 """Group articles: duplicate groups from verified duplicate pairs, stories from story pairs.
 
-Connected components over numbered ids (scipy; `components` is the plain union-find over names,
-for small inputs): near-linear in articles plus pairs, and independent of the input order (every
+Connected components over numbered ids (a compiled union-find, `smallest_of_components`;
+`components` is the plain one over names, for small inputs): near-linear in articles plus pairs, and independent of the input order (every
 group is named by its smallest member, every choice broken by id).
 """
 
@@ -16,7 +16,6 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 from scipy import sparse
-from scipy.sparse import csgraph
 
 from dedupe import minhash, stories
 from dedupe.config import Config
@@ -90,7 +89,7 @@ def knit_components(
     `min_support` > 0, less the pairs their neighbourhoods do not support (`supported_pairs`);
     if `min_piece` > 0, components that are chains of several stories are split (`split_chains`).
 
-    Numbered and columnar (polars joins, compiled bridges, scipy's components): the dicts, sets
+    Numbered and columnar (polars joins, compiled bridges and components): the dicts, sets
     and Python union-find this replaced took 0.93 s of a 1.7 s cluster stories stage for the
     touched story component of a 50,000-record state (`benchmarks/incremental.py --profile 50000`,
     benchmarks/README.md, 2026-12-02)."""
@@ -109,7 +108,7 @@ def _knit(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int, min_support:
     if min_support > 0:
         a, b = supported_pairs(nodes, a, b, min_support)
     kept = without_weak_bridges(nodes, a, b, min_group)
-    return _smallest_of_components(nodes, a[kept], b[kept])
+    return smallest_of_components(nodes, a[kept], b[kept])
 
 
 SUPPORT_STEP = 0.05
@@ -205,7 +204,7 @@ class _Levels:
             self.counted = inside
             low, high = _followed(self.nodes, low, high, self.shared[inside], np.diff(closed[0]), min_support)
         kept = without_weak_bridges(self.nodes, low, high, min_group)
-        return _smallest_of_components(self.nodes, low[kept], high[kept])
+        return smallest_of_components(self.nodes, low[kept], high[kept])
 
 
 def _distinct_edges(nodes: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -269,13 +268,6 @@ def numbered_pairs(ids: pl.Series, pairs: pl.DataFrame) -> tuple[np.ndarray, np.
     return a.to_numpy().astype(np.int64), b.to_numpy().astype(np.int64)
 
 
-def component_labels(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """For each of `nodes` numbered nodes, a label of its connected component over the edges
-    (a[i], b[i]) (scipy, in C)."""
-    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(nodes, nodes))
-    return csgraph.connected_components(graph, directed=False)[1]
-
-
 def without_weak_bridges(nodes: int, a: np.ndarray, b: np.ndarray, min_group: int) -> np.ndarray:
     """Which edges (a[i], b[i]) between `nodes` numbered nodes to keep: all but the bridges that
     alone join two well-knit groups of at least `min_group` nodes each.
@@ -289,7 +281,7 @@ def without_weak_bridges(nodes: int, a: np.ndarray, b: np.ndarray, min_group: in
     bridge[_bridges(nodes, distinct // nodes, distinct % nodes)] = True
     if not bridge.any():
         return np.ones(len(a), dtype=bool)
-    knit = _smallest_of_components(nodes, (distinct // nodes)[~bridge], (distinct % nodes)[~bridge])
+    knit = smallest_of_components(nodes, (distinct // nodes)[~bridge], (distinct % nodes)[~bridge])
     size = np.bincount(knit, minlength=nodes)
     return ~bridge[edge.ravel()] | (np.minimum(size[knit[a]], size[knit[b]]) < min_group)
 
@@ -305,10 +297,11 @@ def _bridges(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.flatnonzero(compiled.bridges(nodes, a.astype(np.int64), b.astype(np.int64)))
 
 
-def _smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def smallest_of_components(nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each of `nodes` numbered nodes, the smallest node of its connected component over the
-    edges (a[i], b[i]) (`compiled.smallest_of_components`, a union-find: scipy's components
-    converted the edges to a sparse matrix at every level of the chain split)."""
+    edges (a[i], b[i]): the one way components are found (`compiled.smallest_of_components`, a
+    union-find; scipy's components converted the edges to a sparse matrix at every call, at
+    every level of the chain split)."""
     from dedupe import compiled  # numba's import, only when there are components to find
 
     return compiled.smallest_of_components(nodes, a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))

@@ -569,10 +569,10 @@ def duplicate_groups(records: pl.DataFrame, pairs: pl.DataFrame, new: pl.DataFra
     """`cluster.duplicate_groups` over the connected components of the duplicate-pair graph
     that hold a new record; every other record keeps the last run's group. Everything a group
     depends on lies inside its component (weak bridges, the medoid's sums over its pairs), so
-    this is what one run over all records gives. The components come from one scipy pass over
-    all pairs as integer arrays: milliseconds at 50,000 records."""
+    this is what one run over all records gives. The components come from one compiled pass
+    over all pairs as integer arrays (`cluster.smallest_of_components`)."""
     ok = records.filter(pl.col("status") == "ok").select("article_id").with_row_index("node")
-    component = cluster.component_labels(ok.height, *cluster.numbered_pairs(ok["article_id"], pairs.select(PAIR)))
+    component = cluster.smallest_of_components(ok.height, *cluster.numbered_pairs(ok["article_id"], pairs.select(PAIR)))
     new_nodes = ok.join(new.select("article_id"), on="article_id", how="semi")["node"].to_numpy()
     touched_ids = ok.filter(pl.Series(np.isin(component, component[new_nodes])))["article_id"]
     touched = touched_ids.implode()
@@ -724,7 +724,7 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     new_groups = canonical.join(history.story_roots, on="duplicate_group", how="anti")["duplicate_group"]
     touched_groups = pl.concat([moved["article_id_a"], moved["article_id_b"], new_groups]).implode()
     a, b = cluster.numbered_pairs(canonical["duplicate_group"], pairs)
-    component = cluster.component_labels(canonical.height, a, b)
+    component = cluster.smallest_of_components(canonical.height, a, b)
     seeds = canonical.filter(pl.col("duplicate_group").is_in(touched_groups))["node"].to_numpy()
     inside = np.isin(component, component[seeds])
     touched = canonical.filter(pl.Series(inside))["duplicate_group"]

@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy import sparse
+from scipy.sparse import csgraph
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -334,7 +335,7 @@ def test_closed_neighbourhoods_and_smallest_nodes_of_components_are_those_of_sci
     expected.sort_indices()
     indptr, indices = compiled.closed_neighbourhoods(nodes, low, high)
     assert np.array_equal(indptr, expected.indptr) and np.array_equal(indices, expected.indices)
-    label = cluster.component_labels(nodes, a, b)
+    label = csgraph.connected_components(sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(nodes, nodes)), directed=False)[1]
     smallest = np.array([np.flatnonzero(label == label[node]).min() for node in range(nodes)])
     assert np.array_equal(compiled.smallest_of_components(nodes, a, b), smallest)
 
