@@ -119,6 +119,37 @@ def count_shared(
 
 
 @loop
+def joined_lengths(
+    begin: int, end: int, values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, lengths: np.ndarray,
+    first: np.ndarray, second: np.ndarray, out: np.ndarray,
+) -> None:
+    """Pairs `begin` to `end`: the lengths of the words their two sorted sets of word numbers
+    share, of those in the first set only and of those in the second only (`out[pair]`, three
+    columns), each as the words joined by single spaces; `lengths[w]` is word w's length. By
+    one merge of the two sets, as `count_shared`."""
+    for pair in range(begin, end):
+        i, j = starts[first[pair]], starts[second[pair]]
+        i_end, j_end = i + sizes[first[pair]], j + sizes[second[pair]]
+        shared = first_only = second_only = 0  # characters and one space after each word
+        while i < i_end and j < j_end:
+            a, b = values[i], values[j]
+            if a == b:
+                shared += lengths[a] + 1
+                i, j = i + 1, j + 1
+            elif a < b:
+                first_only += lengths[a] + 1
+                i += 1
+            else:
+                second_only += lengths[b] + 1
+                j += 1
+        for at in range(i, i_end):
+            first_only += lengths[values[at]] + 1
+        for at in range(j, j_end):
+            second_only += lengths[values[at]] + 1
+        out[pair, 0], out[pair, 1], out[pair, 2] = max(shared - 1, 0), max(first_only - 1, 0), max(second_only - 1, 0)
+
+
+@loop
 def utf8_shingle_hashes(
     data: np.ndarray, offsets: np.ndarray, lower: np.ndarray, is_word: np.ndarray, size: int, hashes: np.ndarray,
     shingle_counts: np.ndarray, word_counts: np.ndarray, undecided: np.ndarray,

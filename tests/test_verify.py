@@ -9,7 +9,15 @@ from rapidfuzz import fuzz, process
 from dedupe.config import Config
 from dedupe.minhash import ShingleSets, duplicate_candidates
 from dedupe.schema import CANDIDATES, PAIRS
-from dedupe.verify import overlap, semantic_story_pairs, sorted_words, strong_pairs, verify_duplicates, verify_stories
+from dedupe.verify import (
+    overlap,
+    semantic_story_pairs,
+    sorted_words,
+    strong_pairs,
+    token_set_similarities,
+    verify_duplicates,
+    verify_stories,
+)
 from tests.conftest import SEEDS, cleaned_frame
 
 
@@ -93,6 +101,42 @@ def test_the_ratio_of_sorted_words_is_the_token_sort_ratio(first: str | None, se
     expected = 0.0 if first is None or second is None else fuzz.token_sort_ratio(first, second, processor=str.casefold)
     pair = [sorted_words(first), sorted_words(second)]
     assert (0.0 if None in pair else fuzz.ratio(*pair)) == expected
+
+
+word = st.text(st.sampled_from("aAbBßSsİi\u00e9\u0301-1"), min_size=1, max_size=4)
+gap = st.text(st.sampled_from(" \t\n\x1c\x85\xa0\u2003\u3000"), min_size=1, max_size=2)
+
+
+@st.composite
+def related_texts(draw: st.DrawFn) -> list[str]:
+    """Two to five texts, each most of a list of common words and a few of its own, in any order
+    and case, between any whitespace (Unicode spaces, and U+0085 and U+00A0, which rapidfuzz
+    splits on only in texts with a wider character): some share all, some nothing, some no words."""
+    common = draw(st.lists(word, max_size=12))
+    texts = []
+    for _ in range(draw(st.integers(2, 5))):
+        kept = draw(st.lists(st.booleans(), min_size=len(common), max_size=len(common)))
+        words = draw(st.permutations([w for w, keep in zip(common, kept) if keep or len(common) < 3] + draw(st.lists(word, max_size=3))))
+        gaps = draw(st.lists(gap, min_size=len(words) + 1, max_size=len(words) + 1))
+        texts.append("".join(g + w for g, w in zip(gaps, words)) + gaps[-1])
+    return texts
+
+
+@settings(max_examples=400, deadline=None)
+@given(related_texts(), st.data())
+def test_token_set_similarities_are_rapidfuzz_s_where_they_reach_the_threshold(texts: list[str], data: st.DataObject) -> None:
+    """The pairs scored from each text's word set, made once, and decided by length bounds where
+    they can be: at or above any threshold, the same pairs and scores as rapidfuzz's token-set
+    ratio of the texts as they are (in float32, as `process.cpdist` gives it); a threshold equal
+    to a pair's score holds the bounds to the score itself."""
+    ids = [f"t{i}" for i in range(len(texts))]
+    pairs = pl.DataFrame([(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]], schema=["article_id_a", "article_id_b"], orient="row")
+    expected = process.cpdist([texts[ids.index(a)] for a in pairs["article_id_a"]], [texts[ids.index(b)] for b in pairs["article_id_b"]],
+                              scorer=fuzz.token_set_ratio, processor=str.casefold).astype(np.float64)  # as verify_duplicates compares it
+    threshold = data.draw(st.sampled_from([float(score) for score in expected]) | st.sampled_from([0.0, 50.0, 95.0, 100.0]) | st.floats(0, 100))
+    got = token_set_similarities(pairs, dict(zip(ids, texts)), threshold).to_numpy()
+    assert ((got >= threshold) == (expected >= threshold)).all()
+    assert (got[expected >= threshold] == expected[expected >= threshold]).all()
 
 
 def test_story_pairs_are_scored_and_compared_as_before_on_real_headlines() -> None:
