@@ -19,7 +19,7 @@ import polars as pl
 
 from dedupe import clean, cluster, minhash, normalize, read, shards, state, stories, verify, write
 from dedupe.config import Config
-from dedupe.schema import ARTICLE_TEXTS, EMBEDDINGS, READ, empty
+from dedupe.schema import ARTICLE_TEXTS, EMBEDDINGS, READ, STORY_MERGES, empty
 
 Call = Callable[..., Any]
 """call(stage_name, function, *args) runs one stage and returns its result."""
@@ -154,6 +154,7 @@ class Earlier:
 
     history: state.History  # as the run found it: story ids pass on from its stories
     records_in: int = 0
+    stories_pending: bool = False  # a chunk committed without its story steps (`_update`'s `match_stories`)
     new: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"article_id": pl.String}))
     candidates: tuple[int, int] = (0, 0)  # duplicate and story candidate pairs, summed over the chunks
 
@@ -168,15 +169,24 @@ def _update(
     timings: dict[str, float],
     log: Callable[[str], None],
     earlier: Earlier,
+    match_stories: bool = True,
 ) -> tuple[Result, state.Update | None]:
-    """`update` from the records read on; `history` holds the earlier chunks of the run."""
+    """`update` from the records read on; `history` holds the earlier chunks of the run.
+
+    Without `match_stories` (a chunk of a run that more chunks follow, keyword story model), the
+    story steps are left to the run's last chunk, which matches the stories of every chunk's
+    groups at once against the stories the run started from (`earlier.history`), as one update
+    over all the records does: each chunk's story steps worked over most of the story graph
+    (every chunk touches most stories), so their time grew with every chunk. The chunk's
+    articles keep the story ids they had (null for new ones) and its story tables stay the
+    run's start's, so the last chunk's story steps read a consistent last run."""
     fresh = stage("new records", state.new_records, records_read, history)
     log(
         f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): "
         f"{records_read.height} records, {fresh.height} new, {records_read.height - fresh.height} seen before"
     )
     records_in = earlier.records_in + records_read.height
-    if fresh.height == 0:
+    if fresh.height == 0 and not (match_stories and earlier.stories_pending):
         summary = _unchanged(history, batch, records_in, timings, config)
         return Result(history.articles, history.stories, history.pairs, summary), None
     # as in `run`, the raw text is not held to the end, nor stored: no later step, nor run, reads it
@@ -199,11 +209,18 @@ def _update(
     cleaned, decorations, cleaned_again = stage(
         "clean with copies", _clean_changed, everything, groups, changed, history, config, shards.plan_of(stage)
     )
-    if config.story_model == "keywords":
+    if not match_stories:  # stories as the history holds them, which is as the run found them
+        story_pairs = history.pairs.filter(pl.col("relation") == "same_story")
+        groups = groups.join(history.articles.select("article_id", "story_id"), on="article_id", how="left", maintain_order="left")
+        story_index = {name: getattr(history, name) for name in ("group_headlines", "story_keywords", "story_roots", "story_rounds")}
+        story_index["story_candidate_count"] = history.story_candidate_count
+        story_candidates, vectors = 0, empty(EMBEDDINGS)
+    elif config.story_model == "keywords":
+        last_run = earlier.history  # the stories' history: the run's start's (see `match_stories`)
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
-        found = stage("minhash stories", state.story_candidates, headlines, history, config)
-        story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, history, config)
-        groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, history, config)
+        found = stage("minhash stories", state.story_candidates, headlines, last_run, config)
+        story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, last_run, config)
+        groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, last_run, config)
         story_index = {
             "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs,
             "story_candidate_count": found.count, **kept,
@@ -212,10 +229,17 @@ def _update(
     else:
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
         story_index = {}
-    log("from the state: " + ", ".join(f"{name} {history.counts[name]:,}" for name in state.READ_COUNTS))
-    story_ids = stage("stable story ids", state.stable_story_ids, groups, earlier.history, run_at)
+    read_counts = history.counts + earlier.history.counts if earlier.history is not history else history.counts
+    log("from the state: " + ", ".join(f"{name} {read_counts[name]:,}" for name in state.READ_COUNTS))
+    if match_stories:
+        story_ids = stage("stable story ids", state.stable_story_ids, groups, earlier.history, run_at)
+    else:
+        story_ids = state.StoryIds(groups, history.registry, empty(STORY_MERGES))
     articles, texts = stage("assemble", _assemble_light, cleaned, story_ids.groups, cleaned_again, history)
-    story_table, central = stage("build stories", state.build_changed_stories, articles, history)
+    if match_stories:
+        story_table, central = stage("build stories", state.build_changed_stories, articles, earlier.history)
+    else:
+        story_table, central = history.stories, history.central_headlines
     new = pl.concat([earlier.new, records.select("article_id")])
     counts = state.run_counts(batch, records_in, new, articles, story_table, story_ids, earlier.history)
     log(
@@ -355,7 +379,8 @@ def _update_in_chunks(
         if number > 1 or not last:
             log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
                 f"{earlier.records_in + records_read.height:,} of the input")
-        result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier)
+        match_stories = last or config.story_model != "keywords"
+        result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier, match_stories)
         records_in = earlier.records_in + records_read.height
         del records_read
         if added is None:
@@ -369,7 +394,7 @@ def _update_in_chunks(
         if not last:
             chain = call("load state", state.load_generation, generation, config)
             candidates = (result.summary.candidates["duplicate"], result.summary.candidates["story"])
-            earlier = replace(earlier, records_in=records_in, new=new, candidates=candidates)
+            earlier = replace(earlier, records_in=records_in, new=new, candidates=candidates, stories_pending=not match_stories)
     if done is None:
         return result, None
     result, registry, generation = done

@@ -131,3 +131,21 @@ def test_a_run_in_chunks_gives_the_outputs_of_one_update(tmp_path: Path, size: i
     for unchunked, chunked in zip(results[0], results[size], strict=True):
         for name, table in unchunked.items():
             assert chunked[name].equals(table), name
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
+def test_a_run_in_chunks_matches_stories_once_in_its_last_chunk(tmp_path: Path) -> None:
+    """The story steps run in the last chunk alone, over every chunk's groups; the steps that
+    follow the records run in every chunk; the outputs are those of one update (above)."""
+    batches = _slice_of_real_data(tmp_path / "input")
+    calls: list[str] = []
+
+    def call(name: str, function: object, *args: object) -> object:
+        calls.append(name)
+        return function(*args)  # type: ignore[operator]
+
+    pipeline.run_on_state([batches[0]], tmp_path / "out", tmp_path / "state", Config(chunk_records=97), call=call)
+    assert calls.count("read") == 3 and calls.count("clean") == 3 and calls.count("commit state") == 3
+    for story_step in ("group headlines", "minhash stories", "verify stories", "cluster stories", "stable story ids", "build stories"):
+        assert calls.count(story_step) == 1, story_step
+    assert calls.index("cluster stories") > max(i for i, name in enumerate(calls) if name == "clean")
