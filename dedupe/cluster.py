@@ -8,7 +8,7 @@ group is named by its smallest member, every choice broken by id).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -574,6 +574,11 @@ class _Decisions:
         return frame.with_columns(pl.when("moves").then(moved)).drop("moves").cast(STORY_ROUNDS)
 
 
+BLOCK_PAIRS = 4_000_000
+"""Candidate pairs of story attachment made and decided at once, at most (by their postings,
+an upper bound): a few hundred MB with what `_Snapshot.best` makes of them."""
+
+
 class _Snapshot:
     """One round's stories: their keyword counts, sizes, IDF weights and inverted index."""
 
@@ -607,21 +612,37 @@ class _Snapshot:
 
     def pairs(self, stories: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs (story, larger story) with the story in the mask `stories` and the
-        larger one in the mask `others` (None: any). Read from the postings, largest story first,
-        down to the size asked: the sparse product of the stories and the index it replaced made
-        every pair sharing a keyword and dropped most (0.64 of the 1.86 CPU s of the attachment
-        in the third chunk of a 90k run in chunks of 30k; 0.12-0.16 s now, benchmarks/README.md,
-        session 12)."""
+        larger one in the mask `others` (None: any), all at once (`pair_blocks`)."""
+        story, other = zip(*self.pair_blocks(stories, others))
+        return np.concatenate(story), np.concatenate(other)
+
+    def pair_blocks(self, stories: np.ndarray, others: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`pairs`, a block of stories at a time (at least one block): at most about
+        `BLOCK_PAIRS` pairs each, by the stories' postings (an upper bound of their pairs).
+        Read from the postings, largest story first, down to the size asked: the sparse product
+        of the stories and the index it replaced made every pair sharing a keyword and dropped
+        most (0.64 of the 1.86 CPU s of the attachment in the third chunk of a 90k run in chunks
+        of 30k; 0.12-0.16 s then, benchmarks/README.md, session 12)."""
         from dedupe import compiled  # numba's import, only when stories are attached
 
         rows = np.flatnonzero(stories & (self.weight > 0))
         posted = slice(None) if others is None else others[self.posting]  # a few others: their postings alone
         posting, keyword = self.posting[posted], self.posting_keyword[posted]
-        start = np.concatenate([[0], np.cumsum(np.bincount(keyword, minlength=self.counts.shape[1]))]).astype(np.int64)
-        return compiled.candidate_pairs(
-            self.counts.indptr.astype(np.int64), self.counts.indices.astype(np.int64), start, posting,
-            rows, self.size, float(self.config.story_attach_size_ratio),
-        )
+        posting_length = np.bincount(keyword, minlength=self.counts.shape[1])
+        start = np.concatenate([[0], np.cumsum(posting_length)]).astype(np.int64)
+        bound = np.cumsum(np.bincount(self.rows, weights=posting_length[self.counts.indices], minlength=len(self.size))[rows])
+        cuts = np.searchsorted(bound, np.arange(BLOCK_PAIRS, bound[-1] if rows.size else 0, BLOCK_PAIRS), side="right")
+        indptr, indices = self.counts.indptr.astype(np.int64), self.counts.indices.astype(np.int64)
+        for block in np.split(rows, cuts):
+            yield compiled.candidate_pairs(indptr, indices, start, posting, block, self.size, float(self.config.story_attach_size_ratio))
+
+    def best_of(self, stories: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`best` of `pairs(stories, others)`, decided a block of pairs at a time
+        (`pair_blocks`): a story's best depends on its own pairs alone, and the pairs of a round 0
+        over a whole 1M day at once (a run in chunks matches its stories in its last chunk), with
+        what `best` makes of them, took several GB."""
+        parts = [self.best(story, other) for story, other in self.pair_blocks(stories, others)]
+        return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
 
     def claims(self, story: np.ndarray, other: np.ndarray) -> np.ndarray:
         """Per pair: the share of the day's headlines carrying the story's keywords (outside the
@@ -651,7 +672,7 @@ class _Snapshot:
 
     def decide(self, stories: np.ndarray) -> _Decisions:
         """The decisions of the stories in the mask `stories`, computed from this snapshot."""
-        best_story, best_other, best_fit, rest = self.best(*self.pairs(stories))
+        best_story, best_other, best_fit, rest = self.best_of(stories)
         moves = best_fit >= self.config.story_attach_fit
         size = len(self.size)
         target, fit, gap, others = np.full(size, -1), np.full(size, np.nan), np.full(size, np.nan), np.full(size, -np.inf)
@@ -671,7 +692,7 @@ def _after_moves(snapshot: _Snapshot, before: _Decisions, grown: np.ndarray) -> 
     sizes and IDF). Only its fits to the stories that grew are new: it moves to the best of
     those if that fits, else stays. (A changed smallest story changes the index: then none.)"""
     still = snapshot.alive & ~grown & (snapshot.smallest == before.smallest)
-    story, other, fit, rest = snapshot.best(*snapshot.pairs(still, grown))
+    story, other, fit, rest = snapshot.best_of(still, grown)
     size = len(snapshot.size)
     grown_fit, grown_other, grown_rest = np.full(size, -np.inf), np.full(size, -1), np.full(size, -np.inf)
     grown_fit[story], grown_other[story], grown_rest[story] = fit, other, rest
@@ -793,7 +814,7 @@ class _Replay:
             held = np.flatnonzero(provable & kept)
             provable[held] = snapshot.claims(held, target[held]) >= config.story_attach_claim
         # the fits to changed stories, exactly; the decision is the best of those and of the bounds
-        best_story, best_other, best_fit, other_fits = snapshot.best(*snapshot.pairs(provable, changed))
+        best_story, best_other, best_fit, other_fits = snapshot.best_of(provable, changed)
         changed_fit, changed_other, changed_rest = np.full(stories, -np.inf), np.full(stories, -1), np.full(stories, -np.inf)
         changed_fit[best_story], changed_other[best_story], changed_rest[best_story] = best_fit, best_other, other_fits
         keeps = kept & (changed_fit < low)

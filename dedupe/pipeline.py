@@ -342,7 +342,8 @@ def run_on_state(
     the last one committed, and only the last chunk's generation is made current (one rename),
     so a run killed half-way leaves the state as it was. Chunks give the outputs of one update
     over all the records (tests/test_pipeline.py): it is the same machinery as runs one after
-    another, with the story ids and counts taken against the history the run started from."""
+    another, with the story ids and counts taken against the history the run started from, and
+    the story steps (keyword model) run once, in the last chunk (`_update`'s `match_stories`)."""
     with state.locked(folder, wait=wait, notify=warn):
         history = call("load state", state.load, folder, config)
         result, registry = _update_in_chunks(paths, folder, history, config, datetime.now(UTC), call, log)

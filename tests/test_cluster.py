@@ -402,6 +402,13 @@ def test_candidate_pairs_are_the_stories_sharing_an_indexed_keyword_with_a_large
         }
         story, other = snapshot.pairs(mask, others)
         assert len(story) == len(expected) and set(zip(story.tolist(), other.tolist())) == expected
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cluster, "BLOCK_PAIRS", 2)  # a story or two per block
+            blocks = list(snapshot.pair_blocks(mask, others))
+        assert all(np.all(np.diff(block[0]) >= 0) for block in blocks)  # each block's stories together, in order
+        assert np.array_equal(np.concatenate([block[0] for block in blocks]), story)
+        assert np.array_equal(np.concatenate([block[1] for block in blocks]), other)
+        assert len(blocks) >= len(expected) / 2  # the postings bound the pairs: blocks of two or fewer
 
 
 def brute_force_average_linkage(weights: dict[str, int], similarity: dict[frozenset[str], float], threshold: float) -> dict[str, str]:
@@ -588,6 +595,9 @@ def test_replayed_attachment_is_the_one_of_a_single_run(
         replayed = attach_stories(frame, keywords, config, previous)
         assert replayed.ends.sort("story").equals(single.ends.sort("story"))
         assert replayed.rounds.select("round", "story", "target").equals(single.rounds.select("round", "story", "target"))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cluster, "BLOCK_PAIRS", 3)  # a story or a few per block of pairs decided
+            assert attach_stories(frame, keywords, config, previous).rounds.equals(replayed.rounds)
         previous = Previous(frame, keywords, replayed.rounds)
 
 
