@@ -17,6 +17,7 @@ per-shingle `update` (`python benchmarks/speed.py signatures`; both in benchmark
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -104,8 +105,8 @@ class ShingleSets(Mapping[str, np.ndarray]):
         """Word `size`-grams of each text (a text of fewer words is one shingle), in batches;
         and the number of words of each text."""
         batch = max(1, min(BATCH_TEXTS, -(-len(texts) // THREADS)))
-        with ThreadPoolExecutor(THREADS) as pool:  # polars releases the GIL: both cores work
-            parts = list(pool.map(lambda start: _batch_shingle_hashes(texts.slice(start, batch), size), range(0, len(texts), batch)))
+        # polars and the compiled loop release the GIL: both cores work
+        parts = list(threads().map(lambda start: _batch_shingle_hashes(texts.slice(start, batch), size), range(0, len(texts), batch)))
         if not parts:
             return cls(ids, np.empty(0, np.uint32), np.empty(0, np.int64)), np.empty(0, np.int64)
         hashes, shingle_counts, word_counts = (np.concatenate(column) for column in zip(*parts))
@@ -257,8 +258,24 @@ def on_threads(loop: Callable[..., None], items: int, *arrays: np.ndarray) -> No
     """`loop` (a `compiled` loop over items `begin` to `end`) over `items` cut into one range per
     thread; the loops write disjoint slices of `arrays`."""
     bounds = np.linspace(0, items, THREADS + 1).astype(np.int64)
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(lambda part: loop(bounds[part], bounds[part + 1], *arrays), range(THREADS)))
+    list(threads().map(lambda part: loop(bounds[part], bounds[part + 1], *arrays), range(THREADS)))
+
+
+_THREADS: dict[int, ThreadPoolExecutor] = {}
+
+
+def threads() -> ThreadPoolExecutor:
+    """The `THREADS` threads of this process for the stages' loops and batches (`on_threads`,
+    `ShingleSets.from_texts`), made once and kept (a forked child makes its own). What runs on
+    them must not wait for them in turn. A pool made per call ended its threads after each call,
+    and a thread ending while Dask's profiler reads every thread's frame (`sys._current_frames`)
+    can deadlock CPython 3.11 when a garbage collection runs inside that read: the ending thread
+    holds the GIL and waits for the interpreter's thread list, the profiler holds the list and
+    waits for the GIL (a Dask worker of tests/test_scale.py hung so, in `on_threads`)."""
+    pool = _THREADS.get(os.getpid())
+    if pool is None:
+        pool = _THREADS[os.getpid()] = ThreadPoolExecutor(THREADS, thread_name_prefix="dedupe")
+    return pool
 
 
 def permutations(config: Config) -> tuple[np.ndarray, np.ndarray]:

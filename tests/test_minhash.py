@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -228,3 +229,20 @@ def test_bucket_pair_changes_leave_out_the_pairs_that_stay_unless_asked(entries:
         (pl.col("buckets") != 0) | pl.col("article_id_a").is_in(list(moved)) | pl.col("article_id_b").is_in(list(moved))
     )
     assert kept.sort("article_id_a", "article_id_b").equals(wanted.sort("article_id_a", "article_id_b"))
+
+
+def test_the_loops_run_on_threads_kept_between_calls() -> None:
+    """`on_threads` runs every call on the same threads and leaves them running: a pool ended
+    after each call, and a thread ending while a Dask worker's profiler read every thread's frame
+    deadlocked that worker (CPython 3.11; `minhash.threads`)."""
+    seen: list[int] = []
+
+    def loop(begin: int, end: int, out: np.ndarray) -> None:
+        seen.append(threading.get_ident())
+        out[begin:end] = 1
+
+    out = np.zeros(10)
+    for _ in range(3):
+        minhash.on_threads(loop, out.size, out)
+    assert out.all() and len(seen) == 3 * minhash.THREADS
+    assert set(seen) <= {thread.ident for thread in threading.enumerate()}
