@@ -642,6 +642,8 @@ class _Snapshot:
         over a whole 1M day at once (a run in chunks matches its stories in its last chunk), with
         what `best` makes of them, took several GB."""
         parts = [self.best(story, other) for story, other in self.pair_blocks(stories, others)]
+        if len(parts) == 1:  # the usual case below a 1M day: nothing to join
+            return parts[0]
         return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
 
     def claims(self, story: np.ndarray, other: np.ndarray) -> np.ndarray:

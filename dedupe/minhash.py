@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, lru_cache
@@ -262,6 +263,7 @@ def on_threads(loop: Callable[..., None], items: int, *arrays: np.ndarray) -> No
 
 
 _THREADS: dict[int, ThreadPoolExecutor] = {}
+_THREADS_MADE = threading.Lock()  # two threads asking first make one pool
 
 
 def threads() -> ThreadPoolExecutor:
@@ -272,10 +274,10 @@ def threads() -> ThreadPoolExecutor:
     can deadlock CPython 3.11 when a garbage collection runs inside that read: the ending thread
     holds the GIL and waits for the interpreter's thread list, the profiler holds the list and
     waits for the GIL (a Dask worker of tests/test_scale.py hung so, in `on_threads`)."""
-    pool = _THREADS.get(os.getpid())
-    if pool is None:
-        pool = _THREADS[os.getpid()] = ThreadPoolExecutor(THREADS, thread_name_prefix="dedupe")
-    return pool
+    with _THREADS_MADE:
+        if os.getpid() not in _THREADS:
+            _THREADS[os.getpid()] = ThreadPoolExecutor(THREADS, thread_name_prefix="dedupe")
+        return _THREADS[os.getpid()]
 
 
 def permutations(config: Config) -> tuple[np.ndarray, np.ndarray]:

@@ -215,6 +215,7 @@ def _update(
         story_index = {name: getattr(history, name) for name in ("group_headlines", "story_keywords", "story_roots", "story_rounds")}
         story_index["story_candidate_count"] = history.story_candidate_count
         story_candidates, vectors = 0, empty(EMBEDDINGS)
+        story_ids = state.StoryIds(groups, history.registry, empty(STORY_MERGES))
     elif config.story_model == "keywords":
         last_run = earlier.history  # the stories' history: the run's start's (see `match_stories`)
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
@@ -233,8 +234,6 @@ def _update(
     log("from the state: " + ", ".join(f"{name} {read_counts[name]:,}" for name in state.READ_COUNTS))
     if match_stories:
         story_ids = stage("stable story ids", state.stable_story_ids, groups, earlier.history, run_at)
-    else:
-        story_ids = state.StoryIds(groups, history.registry, empty(STORY_MERGES))
     articles, texts = stage("assemble", _assemble_light, cleaned, story_ids.groups, cleaned_again, history)
     if match_stories:
         story_table, central = stage("build stories", state.build_changed_stories, articles, earlier.history)
