@@ -78,6 +78,7 @@ import polars_hash as plh
 import pyarrow as pa
 import pyarrow.compute
 import pyarrow.ipc
+import pyarrow.parquet as pq
 
 from dedupe import clean, cluster, minhash, read, stories, verify
 from dedupe.config import Config
@@ -1213,44 +1214,112 @@ def publish(state: Path, out: Path) -> list[Path]:
 def _published_articles(generation: Path) -> Path:
     """The generation's articles.parquet, made if missing: ARTICLES, each article once, in the
     order of the records. The last one (articles.previous.parquet, linked by the commit) is
-    streamed through a join with the rows this generation's run changed (its parts of `articles`
-    and `article_texts`, one per chunk: `_run_changes`), and its new articles follow: memory
-    follows the changed rows, time the history (one read and one write of the table, no sort).
-    One table, not parts, because users open it in the tools they use; Parquet cannot replace
-    rows in place, so this stays linear."""
+    streamed batch by batch through a join with the rows this run changed, and the run's new
+    articles follow chunk by chunk (the run's parts of `articles` and `article_texts`, one per
+    chunk): time follows the history (one read and one write of the table, no sort); memory the
+    light rows the run changed, the texts of one chunk, and the texts read out of their chunk's
+    turn (old articles' cleaned again, and earlier chunks' cleaned again by a later one). Joined
+    at once, a first run of 1M records held all its texts twice over: the peak of the whole run
+    (`benchmarks/README.md`). One table, not parts, because users open it in the tools they use;
+    Parquet cannot replace rows in place, so this stays linear."""
     target = generation / "articles.parquet"
     if target.exists():
         return target
     run_after = json.loads((generation / "meta.json").read_text())["run_after"]
+    light_parts = _run_parts(generation / "articles", run_after)
+    text_parts = {_part_generation(part): part for part in _run_parts(generation / "article_texts", run_after)}
     light = _run_changes(generation / "articles", run_after, LIGHT_ARTICLES)
-    texts = _run_changes(generation / "article_texts", run_after, ARTICLE_TEXTS)
+    light = light.select("article_id", *(name for name in ARTICLES if name not in ARTICLE_TEXTS), changed_light=pl.lit(True))
     previous_file = generation / "articles.previous.parquet"
-    previous = pl.scan_parquet(previous_file) if previous_file.exists() else empty(ARTICLES).lazy()
-    text_columns = [name for name in ARTICLE_TEXTS if name != "article_id"]
-    changed_light = light.select("article_id", *(name for name in ARTICLES if name not in ARTICLE_TEXTS), changed_light=pl.lit(True))
-    changed_texts = texts.select("article_id", *text_columns, changed_texts=pl.lit(True))
-    joined = previous.join(changed_light.lazy(), on="article_id", how="left", maintain_order="left", suffix="_now").join(
-        changed_texts.lazy(), on="article_id", how="left", maintain_order="left", suffix="_now"
+    old = pl.read_parquet(previous_file, columns=["article_id"]) if previous_file.exists() else empty({"article_id": pl.String})
+    chunk_of = _keys_of_parts(light_parts).unique("article_id", keep="first", maintain_order=True)  # article_id, part
+    new = light.join(old, on="article_id", how="anti", maintain_order="left").join(
+        chunk_of.rename({"part": "chunk"}), on="article_id", how="left", maintain_order="left"
     )
-    updated = joined.select(
-        pl.col("article_id"),
+    texts_at = _keys_of_parts(list(text_parts.values())).unique("article_id", keep="last").join(  # the part of each latest text
+        new.select("article_id", "chunk"), on="article_id", how="left"
+    )
+    held = pl.concat([  # the texts not read in their own chunk's turn, with that chunk (null: an old article)
+        _rows_of(path, texts_at.filter(pl.col("part") == part, pl.col("chunk").ne_missing(part))).join(
+            texts_at.select("article_id", "chunk"), on="article_id", how="left", maintain_order="left"
+        )
+        for part, path in text_parts.items()
+    ] or [empty(ARTICLE_TEXTS | {"chunk": pl.Int64})])
+    temporary = generation / ".articles.parquet.tmp"
+    with _ArticlesWriter(temporary) as writer:
+        if previous_file.exists():
+            changed_light = light.join(old, on="article_id", how="semi")
+            changed_texts = held.filter(pl.col("chunk").is_null()).drop("chunk")
+            for batch in pq.ParquetFile(previous_file).iter_batches(PUBLISH_BATCH_ROWS):
+                writer.write(_updated(pl.from_arrow(batch), changed_light, changed_texts))
+        for (chunk,), rows in new.partition_by("chunk", as_dict=True, maintain_order=True).items():
+            own = texts_at.filter(pl.col("part") == chunk, pl.col("chunk") == chunk)
+            texts = pl.concat([
+                _rows_of(text_parts[chunk], own) if chunk in text_parts else empty(ARTICLE_TEXTS),
+                held.filter(pl.col("chunk") == chunk).drop("chunk"),
+            ])
+            writer.write(rows.join(texts, on="article_id", how="left", maintain_order="left"))
+    os.replace(temporary, target)
+    previous_file.unlink(missing_ok=True)
+    return target
+
+
+PUBLISH_BATCH_ROWS = 65_536
+"""Rows of the last articles.parquet that publishing streams at once (a module constant: the
+batches do not change the output, tests/test_state.py)."""
+
+
+def _updated(previous: pl.DataFrame, light: pl.DataFrame, texts: pl.DataFrame) -> pl.DataFrame:
+    """ARTICLES `previous` rows with the `light` columns (marked `changed_light`) and the `texts`
+    this run changed."""
+    joined = previous.join(light, on="article_id", how="left", maintain_order="left", suffix="_now").join(
+        texts.with_columns(changed_texts=pl.lit(True)), on="article_id", how="left", maintain_order="left", suffix="_now"
+    )
+    return joined.select(
+        "article_id",
         *(
             pl.when(pl.col("changed_texts" if name in ARTICLE_TEXTS else "changed_light")).then(f"{name}_now").otherwise(name).alias(name)
             for name in ARTICLES
             if name != "article_id"
         ),
-    ).select(list(ARTICLES))
-    new = (
-        changed_light.lazy()
-        .join(previous.select("article_id"), on="article_id", how="anti", maintain_order="left")
-        .join(changed_texts.lazy(), on="article_id", how="left", maintain_order="left")
-        .select(list(ARTICLES))
     )
-    temporary = generation / ".articles.parquet.tmp"
-    pl.concat([updated, new]).sink_parquet(temporary, compression=PUBLISHED_COMPRESSION)
-    os.replace(temporary, target)
-    previous_file.unlink(missing_ok=True)
-    return target
+
+
+class _ArticlesWriter:
+    """ARTICLES frames written one after another into one Parquet file (pyarrow's writer: polars
+    writes a file from one frame or one query)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.schema = pl.DataFrame(schema=ARTICLES).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+        self.writer = pq.ParquetWriter(path, self.schema, compression=PUBLISHED_COMPRESSION)
+
+    def write(self, frame: pl.DataFrame) -> None:
+        rows = check(frame.select(list(ARTICLES)), ARTICLES, "published articles")
+        self.writer.write_table(rows.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(self.schema))
+
+    def __enter__(self) -> _ArticlesWriter:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.writer.close()
+
+
+def _run_parts(folder: Path, run_after: int) -> list[Path]:
+    """A keyed table's parts written by one run (one per chunk): those of generations after `run_after`."""
+    return [part for part in _parts(folder) if _part_generation(part) > run_after]
+
+
+def _keys_of_parts(parts: Sequence[Path]) -> pl.DataFrame:
+    """article_id, part: each key of each of the `parts` with the generation that wrote the part, in order."""
+    keys = [pl.read_parquet(path, columns=["article_id"]).with_columns(part=pl.lit(_part_generation(path), pl.Int64)) for path in parts]
+    return pl.concat(keys) if keys else empty({"article_id": pl.String, "part": pl.Int64})
+
+
+def _rows_of(part: Path, keys: pl.DataFrame) -> pl.DataFrame:
+    """ARTICLE_TEXTS rows of a part for the `keys` (article_id), streamed: the others are not held."""
+    wanted = pl.scan_parquet(part).join(keys.select("article_id").lazy(), on="article_id", how="semi", maintain_order="left")
+    return wanted.select(list(ARTICLE_TEXTS)).collect(engine="streaming")
 
 
 def _current(state: Path) -> Path | None:
@@ -1420,7 +1489,7 @@ def _run_changes(folder: Path, run_after: int, schema: Mapping[str, pl.DataType]
     """The rows a run changed in a keyed table that never deletes: its parts (one per chunk, those
     of generations after `run_after`) as one, each key at its first row with its latest values
     (so the articles a run adds stay in the order of its records, chunk after chunk)."""
-    parts = [part for part in _parts(folder) if _part_generation(part) > run_after]
+    parts = _run_parts(folder, run_after)
     if not parts:
         return empty(dict(schema))
     rows = pl.concat([pl.read_parquet(part) for part in parts]).drop("deleted")

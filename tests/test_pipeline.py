@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dedupe import clean, normalize, pipeline, read, shards
+from dedupe import clean, normalize, pipeline, read, shards, state
 from dedupe.config import Config
 from dedupe.schema import READ
 
@@ -113,12 +113,15 @@ def _outputs(out: Path) -> dict[str, pl.DataFrame]:
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
 @pytest.mark.parametrize("size", [97, 250])
-def test_a_run_in_chunks_gives_the_outputs_of_one_update(tmp_path: Path, size: int) -> None:
-    """Articles, stories with their ids, pairs, the story registry and merges and the run's
-    counts are those of the same runs unchunked, on a fresh state and on one with a history,
-    also when the last chunk has nothing new."""
+def test_a_run_in_chunks_gives_the_outputs_of_one_update(tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Articles (row for row), stories with their ids, pairs, the story registry and merges and
+    the run's counts are those of the same runs unchunked, on a fresh state and on one with a
+    history, also when the last chunk has nothing new. Publishing streams the last articles.parquet
+    in batches of 50 rows, and takes texts out of their chunk's turn: articles of an earlier
+    chunk, or of the history, cleaned again by a later chunk."""
+    monkeypatch.setattr(state, "PUBLISH_BATCH_ROWS", 50)
     batches = _slice_of_real_data(tmp_path / "input")
-    results = {}
+    results, later_again = {}, 0
     for chunk in (0, size):
         out = tmp_path / f"out-{chunk}"
         config = Config(chunk_records=chunk)
@@ -126,8 +129,12 @@ def test_a_run_in_chunks_gives_the_outputs_of_one_update(tmp_path: Path, size: i
         for batch in batches:
             pipeline.run_on_state([batch], out, out / "state", config, warn=lambda _: None)
             results[chunk].append(_outputs(out))
+            if chunk:
+                texts = [set(pl.read_parquet(part)["article_id"]) for part in sorted((out / "state" / "current" / "article_texts").glob("part-*"))]
+                later_again += sum(len(part & set().union(*texts[n + 1 :])) for n, part in enumerate(texts))
         generations = [path.name for path in (out / "state" / "generations").iterdir()]
         assert generations == [(out / "state" / "current").resolve().name]
+    assert later_again > 0
     for unchunked, chunked in zip(results[0], results[size], strict=True):
         for name, table in unchunked.items():
             assert chunked[name].equals(table), name

@@ -817,8 +817,10 @@ def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
     """Each chunk writes its own part of a keyed table, and the later chunks link it, not write it
     again; the parts of the published tables stay apart until the run ends, though every other
     table is compacted at each commit that changes it (COMPACT_SHARE 0), and publishing finds
-    them all: the outputs of the same run unchunked."""
+    them all: the outputs of the same run unchunked, row for row, also when the last
+    articles.parquet is streamed in batches of 7 rows."""
     monkeypatch.setattr(state, "COMPACT_SHARE", 0.0)
+    monkeypatch.setattr(state, "PUBLISH_BATCH_ROWS", 7)
     *earlier, last = three_seed_batches(tmp_path)
     written: dict[str, int] = {}
 
