@@ -19,7 +19,7 @@ import polars as pl
 
 from dedupe import clean, cluster, minhash, normalize, read, shards, state, stories, verify, write
 from dedupe.config import Config
-from dedupe.schema import ARTICLE_TEXTS, EMBEDDINGS, READ, STORY_MERGES, empty
+from dedupe.schema import CLEANED, EMBEDDINGS, READ, RECORD_TEXTS, STORY_MERGES, empty
 
 Call = Callable[..., Any]
 """call(stage_name, function, *args) runs one stage and returns its result."""
@@ -206,7 +206,7 @@ def _update(
         f"{duplicate_candidates} new duplicate candidates, {new_pairs.height} confirmed, "
         f"{groups['duplicate_group'].n_unique()} duplicate groups ({changed['duplicate_group'].n_unique()} changed)"
     )
-    cleaned, decorations, cleaned_again = stage(
+    cleaned, decorations, texts = stage(
         "clean with copies", _clean_changed, everything, groups, changed, history, config, shards.plan_of(stage)
     )
     if not match_stories:  # stories as the history holds them, which is as the run found them
@@ -234,7 +234,7 @@ def _update(
     log("from the state: " + ", ".join(f"{name} {read_counts[name]:,}" for name in state.READ_COUNTS))
     if match_stories:
         story_ids = stage("stable story ids", state.stable_story_ids, groups, earlier.history, run_at)
-    articles, texts = stage("assemble", _assemble_light, cleaned, story_ids.groups, cleaned_again, history)
+    articles = stage("assemble", _assemble_light, cleaned, story_ids.groups, texts, history)
     if match_stories:
         story_table, central = stage("build stories", state.build_changed_stories, articles, earlier.history)
     else:
@@ -275,7 +275,9 @@ def _clean_changed(
     Headline decoration is learnt from what changed (`state.headline_decorations`: a new title
     can teach a new site suffix), and only the headlines it changes are cleaned again: of a
     record in an unchanged group, without reading its texts (`state.headlines_again`). Returns
-    the cleaned records, the decoration tables to store and the ids cleaned with their texts."""
+    the cleaned records without their texts (no later step reads them: held through the story
+    steps, the texts of a 1M run's last chunk were ~1.5 GiB of its peak), the decoration tables
+    to store, and ARTICLE_TEXTS of the records cleaned with their texts."""
     decorations, tables = state.headline_decorations(records, groups, changed, history)
     again = state.to_clean_again(records, changed, tables, history)  # every member of a changed group among them
     headline_only = state.headline_only(again, changed, history)
@@ -285,17 +287,17 @@ def _clean_changed(
     retitled = state.headlines_again(headline_only, decorations, history)
     history.counts.update({"cleaned again": cleaned_again.height, "headline only": retitled.height})
     cleaned = state.with_kept_headlines(records, pl.concat([cleaned_again, retitled]), history)
-    return cleaned, tables, cleaned_again["article_id"]
+    texts = cleaned.filter(pl.col("article_id").is_in(cleaned_again["article_id"].implode())).select(
+        "article_id", "title_raw", pl.col("body").alias("text"), "removed_lines"
+    )
+    del cleaned_again
+    return cleaned.with_columns(pl.lit(None, CLEANED[name]).alias(name) for name in RECORD_TEXTS), tables, texts
 
 
-def _assemble_light(
-    cleaned: pl.DataFrame, groups: pl.DataFrame, cleaned_again: pl.Series, history: state.History
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _assemble_light(cleaned: pl.DataFrame, groups: pl.DataFrame, texts: pl.DataFrame, history: state.History) -> pl.DataFrame:
     """`write.assemble_articles` as the state keeps articles: LIGHT_ARTICLES of every article,
-    and ARTICLE_TEXTS of those cleaned this run (the only ones whose texts were read)."""
-    articles = write.assemble_articles(cleaned, groups)
-    texts = articles.filter(pl.col("article_id").is_in(cleaned_again.implode())).select(list(ARTICLE_TEXTS))
-    return state.light_articles(articles, cleaned_again, history), texts
+    from CLEANED without texts and ARTICLE_TEXTS of those cleaned this run."""
+    return state.light_articles(write.assemble_articles(cleaned, groups), texts, history)
 
 
 def _cluster_stories(

@@ -864,15 +864,24 @@ def with_kept_headlines(records: pl.DataFrame, cleaned_again: pl.DataFrame, hist
     return check(out, CLEANED, "cleaned with kept headlines")
 
 
-def light_articles(articles: pl.DataFrame, cleaned_again: pl.Series, history: History) -> pl.DataFrame:
-    """LIGHT_ARTICLES of `articles` (ARTICLES whose texts are there for the `cleaned_again` ids
-    alone): the length of the text and the removed rules of the others are the last run's."""
+def light_articles(articles: pl.DataFrame, texts: pl.DataFrame, history: History) -> pl.DataFrame:
+    """LIGHT_ARTICLES of `articles` (ARTICLES, their texts unread): the length of the text and
+    the removed rules of those cleaned this run from their `texts` (ARTICLE_TEXTS), the others'
+    the last run's."""
     check(articles, ARTICLES, "light articles input")
-    again = pl.col("article_id").is_in(cleaned_again.implode())
+    check(texts, ARTICLE_TEXTS, "light articles texts")
+    made = texts.select(
+        "article_id",
+        made=pl.lit(True),
+        made_chars=pl.col("text").str.len_chars(),
+        made_rules=pl.col("removed_lines").list.eval(pl.element().struct.field("rule")),
+    )
     stored = history.articles.select("article_id", stored_chars="text_chars", stored_rules="removed_rules")
-    out = articles.join(stored, on="article_id", how="left", maintain_order="left").with_columns(
-        text_chars=pl.when(again).then(pl.col("text").str.len_chars()).otherwise("stored_chars"),
-        removed_rules=pl.when(again).then(pl.col("removed_lines").list.eval(pl.element().struct.field("rule"))).otherwise("stored_rules"),
+    out = articles.join(made, on="article_id", how="left", maintain_order="left").join(
+        stored, on="article_id", how="left", maintain_order="left"
+    ).with_columns(
+        text_chars=pl.when("made").then("made_chars").otherwise("stored_chars"),
+        removed_rules=pl.when("made").then("made_rules").otherwise("stored_rules"),
     )
     return check(out.select(list(LIGHT_ARTICLES)), LIGHT_ARTICLES, "light articles")
 
