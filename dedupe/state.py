@@ -1474,7 +1474,11 @@ def _with_deleted(rows: pl.DataFrame, deleted: bool) -> pl.DataFrame:
 def _changes(now: pl.DataFrame, before: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     """The part of a keyed table for one run: the rows of `now` not in `before` as they are (an
     anti-join on every column; on a hash of the row where a column is a list, which polars does
-    not join on), then the keys of `before` gone from `now`, marked deleted."""
+    not join on), then the keys of `before` gone from `now`, marked deleted. Against nothing
+    before (a first run), `now` as it is: the anti-join on every column of a 1M run's story band
+    keys and candidates against no rows took 6.6 s."""
+    if before.is_empty():
+        return _with_deleted(now, False)
     if any(isinstance(dtype, pl.List) for dtype in now.schema.values()):
         hashed = now.with_columns(row_hash=now.hash_rows())
         known = before.select(*key, row_hash=before.hash_rows())

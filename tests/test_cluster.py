@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import polars as pl
 import pytest
@@ -318,6 +321,9 @@ def test_supported_pairs_are_those_whose_closed_neighbourhoods_overlap_enough(nu
     a, b = (np.array([pair[side] for pair in numbers], dtype=np.int64) for side in (0, 1))
     kept_a, kept_b = supported_pairs(15, a, b, support)
     assert list(zip(kept_a.tolist(), kept_b.tolist())) == strong + picks
+    with threads_for_any_size():
+        threaded = supported_pairs(15, a, b, support)
+    assert np.array_equal(threaded[0], kept_a) and np.array_equal(threaded[1], kept_b)
 
 
 @settings(max_examples=300, deadline=None)
@@ -340,6 +346,16 @@ def test_closed_neighbourhoods_and_smallest_nodes_of_components_are_those_of_sci
     assert np.array_equal(compiled.smallest_of_components(nodes, a, b), smallest)
 
 
+@contextmanager
+def threads_for_any_size() -> Iterator[None]:
+    """The compiled loops of the story steps split over two threads whatever their size
+    (`cluster.per_item_on_threads`): each thread's piece a few items, or none."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cluster, "THREADED_ITEMS", 0)
+        patch.setattr(minhash, "THREADS", 2)
+        yield
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.integers(1, 12))
 def test_the_fits_of_pairs_are_the_floats_of_the_sparse_product(seed: int, stories: int, words: int) -> None:
@@ -358,6 +374,8 @@ def test_the_fits_of_pairs_are_the_floats_of_the_sparse_product(seed: int, stori
     story, other = pairs[0], pairs[1]
     product = (weighted @ counts.T).toarray()
     assert np.array_equal(_shared_weight(weighted, counts, story, other), product[story, other] + 0.0)
+    with threads_for_any_size():
+        assert np.array_equal(_shared_weight(weighted, counts, story, other), product[story, other] + 0.0)
     fit = rng.choice([0.0, 0.1, 0.25, 0.5], len(story))  # ties everywhere
     claimed = rng.random(len(story)) < 0.7
     size = rng.integers(1, 4, stories).astype(float)
@@ -402,6 +420,9 @@ def test_candidate_pairs_are_the_stories_sharing_an_indexed_keyword_with_a_large
         }
         story, other = snapshot.pairs(mask, others)
         assert len(story) == len(expected) and set(zip(story.tolist(), other.tolist())) == expected
+        with threads_for_any_size():
+            threaded = snapshot.pairs(mask, others)
+        assert np.array_equal(threaded[0], story) and np.array_equal(threaded[1], other)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(cluster, "BLOCK_PAIRS", 2)  # a story or two per block
             blocks = list(snapshot.pair_blocks(mask, others))
