@@ -66,6 +66,7 @@ import os
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -1235,16 +1236,13 @@ def _published_articles(generation: Path) -> Path:
     if target.exists():
         return target
     run_after = json.loads((generation / "meta.json").read_text())["run_after"]
-    light_parts = _run_parts(generation / "articles", run_after)
     text_parts = {_part_generation(part): part for part in _run_parts(generation / "article_texts", run_after)}
-    light = _run_changes(generation / "articles", run_after, LIGHT_ARTICLES)
-    light = light.select("article_id", *(name for name in ARTICLES if name not in ARTICLE_TEXTS), changed_light=pl.lit(True))
+    light = _run_changes(generation / "articles", run_after, LIGHT_ARTICLES).select(
+        "article_id", *(name for name in ARTICLES if name not in ARTICLE_TEXTS), chunk="part", changed_light=pl.lit(True)
+    )
     previous_file = generation / "articles.previous.parquet"
     old = pl.read_parquet(previous_file, columns=["article_id"]) if previous_file.exists() else empty({"article_id": pl.String})
-    chunk_of = _keys_of_parts(light_parts).unique("article_id", keep="first", maintain_order=True)  # article_id, part
-    new = light.join(old, on="article_id", how="anti", maintain_order="left").join(
-        chunk_of.rename({"part": "chunk"}), on="article_id", how="left", maintain_order="left"
-    )
+    new = light.join(old, on="article_id", how="anti", maintain_order="left")
     texts_at = _keys_of_parts(list(text_parts.values())).unique("article_id", keep="last").join(  # the part of each latest text
         new.select("article_id", "chunk"), on="article_id", how="left"
     )
@@ -1257,7 +1255,7 @@ def _published_articles(generation: Path) -> Path:
     temporary = generation / ".articles.parquet.tmp"
     with _ArticlesWriter(temporary) as writer:
         if previous_file.exists():
-            changed_light = light.join(old, on="article_id", how="semi")
+            changed_light = light.join(old, on="article_id", how="semi").drop("chunk")
             changed_texts = held.filter(pl.col("chunk").is_null()).drop("chunk")
             for batch in pq.ParquetFile(previous_file).iter_batches(PUBLISH_BATCH_ROWS):
                 writer.write(_updated(pl.from_arrow(batch), changed_light, changed_texts))
@@ -1295,23 +1293,35 @@ def _updated(previous: pl.DataFrame, light: pl.DataFrame, texts: pl.DataFrame) -
 
 
 class _ArticlesWriter:
-    """ARTICLES frames written one after another into one Parquet file (pyarrow's writer: polars
-    writes a file from one frame or one query)."""
+    """ARTICLES frames written one after another into one Parquet file by pyarrow's writer (polars
+    writes a file from one frame or one query), each on one of the stages' threads while this
+    one reads the next (the writer releases the GIL): written in turn, they added a third to
+    publishing a first 300k run."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.schema = pl.DataFrame(schema=ARTICLES).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
         self.writer = pq.ParquetWriter(path, self.schema, compression=PUBLISHED_COMPRESSION)
+        self.pending: Future[None] | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
         rows = check(frame.select(list(ARTICLES)), ARTICLES, "published articles")
-        self.writer.write_table(rows.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(self.schema))
+        table = rows.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(self.schema)
+        self._written()
+        self.pending = minhash.threads().submit(self.writer.write_table, table)
+
+    def _written(self) -> None:
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
 
     def __enter__(self) -> _ArticlesWriter:
         return self
 
     def __exit__(self, *exception: object) -> None:
-        self.writer.close()
+        try:
+            self._written()
+        finally:
+            self.writer.close()
 
 
 def _run_parts(folder: Path, run_after: int) -> list[Path]:
@@ -1327,6 +1337,8 @@ def _keys_of_parts(parts: Sequence[Path]) -> pl.DataFrame:
 
 def _rows_of(part: Path, keys: pl.DataFrame) -> pl.DataFrame:
     """ARTICLE_TEXTS rows of a part for the `keys` (article_id), streamed: the others are not held."""
+    if keys.is_empty():
+        return empty(ARTICLE_TEXTS)
     wanted = pl.scan_parquet(part).join(keys.select("article_id").lazy(), on="article_id", how="semi", maintain_order="left")
     return wanted.select(list(ARTICLE_TEXTS)).collect(engine="streaming")
 
@@ -1501,16 +1513,18 @@ def _part_generation(part: Path) -> int:
 def _run_changes(folder: Path, run_after: int, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     """The rows a run changed in a keyed table that never deletes: its parts (one per chunk, those
     of generations after `run_after`) as one, each key at its first row with its latest values
-    (so the articles a run adds stay in the order of its records, chunk after chunk)."""
+    (so the articles a run adds stay in the order of its records, chunk after chunk), and in
+    `part` the generation of that first row's part (the chunk that added an article)."""
     parts = _run_parts(folder, run_after)
     if not parts:
-        return empty(dict(schema))
-    rows = pl.concat([pl.read_parquet(part) for part in parts]).drop("deleted")
+        return empty(dict(schema) | {"part": pl.Int64})
+    rows = pl.concat([pl.read_parquet(part).with_columns(part=pl.lit(_part_generation(part), pl.Int64)) for part in parts])
+    rows = rows.drop("deleted")
     if len(parts) == 1:
         return rows
     key = KEYED[folder.name][1]
-    first = rows.select(key).unique(key, keep="first", maintain_order=True)
-    return first.join(rows.unique(key, keep="last"), on=key, how="left", maintain_order="left")
+    first = rows.select(*key, "part").unique(key, keep="first", maintain_order=True)
+    return first.join(rows.unique(key, keep="last").drop("part"), on=key, how="left", maintain_order="left")
 
 
 def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after: int) -> None:
