@@ -631,7 +631,7 @@ class StoryCandidates:
     band_keys: pl.DataFrame  # this run's part of the stored story band keys (`Update.story_band_keys`)
     bucket_pairs: pl.DataFrame  # and of the stored story candidates
     changed: pl.Series  # groups whose story text is not the one the last run matched
-    keyword_sets: dict[str, set[bytes]]  # of the changed groups
+    keywords: minhash.ShingleSets  # of the changed groups, hashed (Python sets of a 1M day's 700k groups held ~1 GB)
 
 
 def story_candidates(headlines: pl.DataFrame, history: History, config: Config) -> StoryCandidates:
@@ -647,10 +647,10 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     that differ (`Update.story_band_keys`)."""
     check(headlines, GROUP_HEADLINES, "story candidates input")
     changed = headlines.join(history.group_headlines, on=list(GROUP_HEADLINES), how="anti", nulls_equal=True)
-    keyword_sets = {
-        group: minhash.keywords(text) for group, text in changed.select("duplicate_group", "story_text").iter_rows()
-    }
-    new_keys = minhash.band_keys(minhash.ShingleSets.from_sets(keyword_sets), config.story_lsh_threshold, config)
+    keywords = minhash.ShingleSets.from_sets(
+        {group: minhash.keywords(text) for group, text in changed.select("duplicate_group", "story_text").iter_rows()}
+    )
+    new_keys = minhash.band_keys(keywords, config.story_lsh_threshold, config)
     gone = history.group_headlines.join(headlines, on="duplicate_group", how="anti")["duplicate_group"]
     moved = pl.concat([changed["duplicate_group"], gone])  # the groups whose stored keys can differ or go
     old_keys = history.story_band_keys_of(moved)
@@ -673,7 +673,7 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     return StoryCandidates(
         history.story_candidate_count + touched_counts.height - was.height,
         check(to_score, CANDIDATES, "story candidates to score"), dropped, keys_part,
-        _changes(touched_counts, was, PAIR), changed["duplicate_group"], keyword_sets,
+        _changes(touched_counts, was, PAIR), changed["duplicate_group"], keywords,
     )
 
 
@@ -688,11 +688,13 @@ def verify_story_candidates(
     similar = verify.similar_stories(headlines, found.to_score, config)
     involved = pl.concat([similar["article_id_a"], similar["article_id_b"]]).unique().implode()
     texts = headlines.filter(pl.col("duplicate_group").is_in(involved))
-    keyword_sets = {
-        group: found.keyword_sets[group] if group in found.keyword_sets else minhash.keywords(text)
+    made = {  # the history groups': the changed ones' were made to find candidates
+        group: minhash.keywords(text)
         for group, text in texts.select("duplicate_group", "story_text").iter_rows()
+        if group not in found.keywords
     }
-    confirmed = verify.story_pairs(similar, minhash.ShingleSets.from_sets(keyword_sets))
+    keywords = minhash.ShingleSets.concat([found.keywords.of(texts["duplicate_group"].to_list()), minhash.ShingleSets.from_sets(made)])
+    confirmed = verify.story_pairs(similar, keywords)
     changed = found.changed.implode()
     still = (
         history.pairs.filter(pl.col("relation") == "same_story")
