@@ -547,18 +547,27 @@ def bucket_pair_changes(
     ids = pl.concat([before["article_id"], after["article_id"]]).unique().sort()
     number = pl.DataFrame({"article_id": ids, "code": pl.int_range(ids.len(), dtype=pl.UInt32, eager=True)})
 
-    def pairs(keys: pl.DataFrame, sign: int) -> pl.DataFrame:
+    def pairs(keys: pl.DataFrame, sign: int) -> Iterator[pl.DataFrame]:
         coded = keys.join(number, on="article_id").select("band", "key", article_id="code")
-        found = _pair_per_bucket(coded, max_bucket(level, config))
-        return found.select(pair=pl.col("article_id_a").cast(pl.UInt64) * 2**32 + pl.col("article_id_b"), buckets=pl.lit(sign, pl.Int64))
+        for first in range(0, int(coded["band"].max() or 0) + 1, PAIRED_BANDS):  # each band's buckets pair alone
+            found = _pair_per_bucket(coded.filter(pl.col("band").is_between(first, first + PAIRED_BANDS - 1)), max_bucket(level, config))
+            paired = found.select(pair=pl.col("article_id_a").cast(pl.UInt64) * 2**32 + pl.col("article_id_b"))
+            yield paired.group_by("pair").agg(buckets=pl.len().cast(pl.Int64) * sign)
 
-    counts = pl.concat([pairs(before, -1), pairs(after, 1)]).group_by("pair").agg(pl.col("buckets").sum()).sort("pair")
+    counts = pl.concat([*pairs(before, -1), *pairs(after, 1)]).group_by("pair").agg(pl.col("buckets").sum()).sort("pair")
     counts = counts.select(a=(pl.col("pair") // 2**32).cast(pl.UInt32), b=(pl.col("pair") % 2**32).cast(pl.UInt32), buckets="buckets")
     if keep is not None:
         kept = number.join(pl.DataFrame({"article_id": keep}, schema={"article_id": pl.String}), on="article_id", how="semi")["code"].implode()
         counts = counts.filter((pl.col("buckets") != 0) | pl.col("a").is_in(kept) | pl.col("b").is_in(kept))
     decoded = counts.select(article_id_a=ids.gather(counts["a"]), article_id_b=ids.gather(counts["b"]), buckets="buckets")
     return check(decoded, BUCKET_PAIRS, "bucket pair changes")
+
+
+PAIRED_BANDS = 8
+"""Bands whose buckets `bucket_pair_changes` pairs at once, each pair counted over them before
+the next: all 37 story bands at once, a row per pair and bucket, made most of story matching's
+peak (the first 300k's groups: 2.25 -> 1.79 GiB with the next two mends, `benchmarks/README.md`).
+A module constant: the counts are sums either way (tests/test_minhash.py)."""
 
 
 def _pair_per_bucket(keys: pl.DataFrame, largest: int) -> pl.DataFrame:

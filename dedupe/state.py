@@ -285,13 +285,20 @@ class History(_Replaced):
         return _read_keyed(self.folder / "story_band_keys" if self.folder else None, *KEYED["story_band_keys"], wanted)
 
     def story_band_keys_in(self, buckets: pl.DataFrame) -> pl.DataFrame:
-        """BAND_KEYS stored in the LSH `buckets` (band, key), as a filter of the whole table gives them."""
+        """BAND_KEYS stored in the LSH `buckets` (band, key), as a filter of the whole table gives
+        them; none without reading the buckets where none are stored (a 1M run's one story pass
+        made the distinct buckets of its 11M keys for nothing: a GiB of its peak)."""
         folder = self.folder / "story_band_keys" if self.folder else None
+        if folder is None or not _parts(folder):
+            return empty(BAND_KEYS)
         return _read_keyed(folder, *KEYED["story_band_keys"], buckets.select("band", "key").unique())
 
     def story_candidates_of(self, pairs: pl.DataFrame) -> pl.DataFrame:
-        """BUCKET_PAIRS of the stored story candidates among `pairs` (article_id_a, article_id_b)."""
+        """BUCKET_PAIRS of the stored story candidates among `pairs` (article_id_a, article_id_b)
+        (none, without making the distinct pairs, where none are stored)."""
         folder = self.folder / "story_candidates" if self.folder else None
+        if folder is None or not _parts(folder):
+            return empty(BUCKET_PAIRS)
         return _read_keyed(folder, *KEYED["story_candidates"], pairs.select(PAIR).unique())
 
     def band_keys_in(self, level: str, buckets: pl.DataFrame) -> pl.DataFrame:
@@ -655,15 +662,17 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     moved = pl.concat([changed["duplicate_group"], gone])  # the groups whose stored keys can differ or go
     old_keys = history.story_band_keys_of(moved)
     keys_part = _changes(new_keys, old_keys, KEYED["story_band_keys"][1])
-    touched = pl.concat([new_keys, old_keys]).select("band", "key").unique()
-    before = history.story_band_keys_in(touched)
+    before = history.story_band_keys_in(pl.concat([new_keys, old_keys]).select("band", "key"))
     after = pl.concat([before.filter(~pl.col("article_id").is_in(moved.implode())), new_keys])
     # a pair of unchanged groups whose count stays keeps its row and its verdict: left out
     delta = minhash.bucket_pair_changes(before, after, "story", config, keep=changed["duplicate_group"])
     was = history.story_candidates_of(delta)
-    now = delta.join(was, on=PAIR, how="left", suffix="_before", maintain_order="left").select(
-        *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
-    )
+    if was.is_empty():  # nothing stored to add to (a first run): the pairs as they are, not a joined copy
+        now = delta.with_columns(existed=pl.lit(False))
+    else:
+        now = delta.join(was, on=PAIR, how="left", suffix="_before", maintain_order="left").select(
+            *PAIR, buckets=pl.col("buckets") + pl.col("buckets_before").fill_null(0), existed=pl.col("buckets_before").is_not_null()
+        )
     # sorted (as `delta`): the state's files are the same bytes for the same batches (benchmarks/faults.py)
     touched_counts = now.filter(pl.col("buckets") > 0).select(*PAIR, "buckets")
     changed_groups = changed["duplicate_group"].implode()

@@ -5,6 +5,7 @@ from functools import lru_cache
 
 import numpy as np
 import polars as pl
+import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -229,6 +230,27 @@ def test_bucket_pair_changes_leave_out_the_pairs_that_stay_unless_asked(entries:
         (pl.col("buckets") != 0) | pl.col("article_id_a").is_in(list(moved)) | pl.col("article_id_b").is_in(list(moved))
     )
     assert kept.sort("article_id_a", "article_id_b").equals(wanted.sort("article_id_a", "article_id_b"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.integers(0, 2)), max_size=120), st.sets(st.integers(0, 9)))
+def test_bucket_pairs_counted_some_bands_at_a_time_are_those_of_all_bands_at_once(
+    entries: list[tuple[int, int, int]], moved: set[int]
+) -> None:
+    """`bucket_pair_changes` pairs `PAIRED_BANDS` bands at a time and sums each pair's counts
+    over them: the same counts as all bands paired at once, in buckets within and over the cap."""
+    keys = pl.DataFrame(
+        {"article_id": [f"g{g}" for g, _, _ in entries], "band": [b for _, b, _ in entries], "key": [k for _, _, k in entries]},
+        schema=BAND_KEYS,
+    ).unique()
+    before = keys.filter(pl.col("article_id").is_in([f"g{g}" for g in moved]))
+    config = Config(story_lsh_max_bucket=3)
+    outcomes = []
+    for bands in (1, 3, 1000):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(minhash, "PAIRED_BANDS", bands)
+            outcomes.append(minhash.bucket_pair_changes(before, keys, "story", config))
+    assert outcomes[0].equals(outcomes[2]) and outcomes[1].equals(outcomes[2])
 
 
 def test_the_loops_run_on_threads_kept_between_calls() -> None:
