@@ -566,8 +566,9 @@ def bucket_pair_changes(
 PAIRED_BANDS = 8
 """Bands whose buckets `bucket_pair_changes` pairs at once, each pair counted over them before
 the next: all 37 story bands at once, a row per pair and bucket, made most of story matching's
-peak (the first 300k's groups: 2.25 -> 1.79 GiB with the next two mends, `benchmarks/README.md`).
-A module constant: the counts are sums either way (tests/test_minhash.py)."""
+peak (with the mends of `state.story_candidates` beside it, the first 300k's groups' candidates
+peaked at 1.9 GiB, not 2.6-2.75, in 8.0 s, not 10.4-11.2: `benchmarks/state_steps.py`). A module
+constant: the counts are sums either way (tests/test_minhash.py)."""
 
 
 def _pair_per_bucket(keys: pl.DataFrame, largest: int) -> pl.DataFrame:

@@ -286,8 +286,8 @@ class History(_Replaced):
 
     def story_band_keys_in(self, buckets: pl.DataFrame) -> pl.DataFrame:
         """BAND_KEYS stored in the LSH `buckets` (band, key), as a filter of the whole table gives
-        them; none without reading the buckets where none are stored (a 1M run's one story pass
-        made the distinct buckets of its 11M keys for nothing: a GiB of its peak)."""
+        them; none, without making the distinct buckets, where none are stored (the one story
+        pass of the first 300k made those of its 11M keys for nothing, ~1 GiB)."""
         folder = self.folder / "story_band_keys" if self.folder else None
         if folder is None or not _parts(folder):
             return empty(BAND_KEYS)
@@ -1306,8 +1306,7 @@ def _updated(previous: pl.DataFrame, light: pl.DataFrame, texts: pl.DataFrame) -
 class _ArticlesWriter:
     """ARTICLES frames written one after another into one Parquet file by pyarrow's writer (polars
     writes a file from one frame or one query), each on one of the stages' threads while this
-    one reads the next (the writer releases the GIL): written in turn, they added a third to
-    publishing a first 300k run."""
+    one reads the next (the writer releases the GIL)."""
 
     def __init__(self, path: Path) -> None:
         self.schema = pl.DataFrame(schema=ARTICLES).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
