@@ -1268,8 +1268,9 @@ def _published_articles(generation: Path) -> Path:
         if previous_file.exists():
             changed_light = light.join(old, on="article_id", how="semi").drop("chunk")
             changed_texts = held.filter(pl.col("chunk").is_null()).drop("chunk")
-            for batch in pq.ParquetFile(previous_file).iter_batches(PUBLISH_BATCH_ROWS):
-                writer.write(_updated(pl.from_arrow(batch), changed_light, changed_texts))
+            # polars' own batches: pyarrow's, made polars frames, took 4.7x the time (100k rows)
+            for batch in pl.scan_parquet(previous_file).collect_batches(chunk_size=PUBLISH_BATCH_ROWS):
+                writer.write(_updated(batch, changed_light, changed_texts))
         for (chunk,), rows in new.partition_by("chunk", as_dict=True, maintain_order=True).items():
             own = texts_at.filter(pl.col("part") == chunk, pl.col("chunk") == chunk)
             texts = pl.concat([
