@@ -8,10 +8,9 @@ group is named by its smallest member, every choice broken by id).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -230,29 +229,7 @@ def _closed_neighbourhoods(nodes: int, low: np.ndarray, high: np.ndarray) -> tup
 def _shared_neighbours(closed: tuple[np.ndarray, np.ndarray], low: np.ndarray, high: np.ndarray) -> np.ndarray:
     from dedupe import compiled  # numba's import, only when stories are matched
 
-    return per_item_on_threads(partial(compiled.shared_neighbours, *closed), low, high)
-
-
-THREADED_ITEMS = 20_000
-"""Items (edges, pairs, stories) from which `per_item_on_threads` splits a loop over threads."""
-
-
-def per_item_on_threads(loop: Callable[..., Any], *items: np.ndarray) -> Any:
-    """`loop(*items)` for a compiled loop whose outputs are one per item, or one run per
-    item in order (`compiled.candidate_pairs`), with `items` (arrays of one length) cut into one
-    piece per thread (`minhash.THREADS`) and the pieces' outputs joined in order: each item's
-    output is its own, so the same arrays. The story steps of a 1M run's last chunk ran these
-    loops on one core for ~70 s (benchmarks/README.md, session 17)."""
-    length = len(items[0])
-    if length < THREADED_ITEMS or minhash.THREADS < 2:
-        return loop(*items)
-    bounds = np.linspace(0, length, minhash.THREADS + 1).astype(np.int64)
-    pieces = list(minhash.threads().map(
-        lambda piece: loop(*(array[bounds[piece] : bounds[piece + 1]] for array in items)), range(minhash.THREADS)
-    ))
-    if isinstance(pieces[0], tuple):
-        return tuple(np.concatenate(outputs) for outputs in zip(*pieces, strict=True))
-    return np.concatenate(pieces)
+    return minhash.per_item_on_threads(partial(compiled.shared_neighbours, *closed), low, high)
 
 
 def _followed(
@@ -659,7 +636,7 @@ class _Snapshot:
         indptr, indices = self.counts.indptr.astype(np.int64), self.counts.indices.astype(np.int64)
         for block in np.split(rows, cuts):
             ratio = float(self.config.story_attach_size_ratio)
-            yield per_item_on_threads(lambda rows: compiled.candidate_pairs(indptr, indices, start, posting, rows, self.size, ratio), block)
+            yield minhash.per_item_on_threads(lambda rows: compiled.candidate_pairs(indptr, indices, start, posting, rows, self.size, ratio), block)
 
     def best_of(self, stories: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """`best` of `pairs(stories, others)`, decided a block of pairs at a time
@@ -888,4 +865,4 @@ def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story
 
     sides = [(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data) for matrix in (weighted, counts)]
     loop = partial(compiled.pair_products, *sides[0], *sides[1])
-    return per_item_on_threads(loop, story.astype(np.int64, copy=False), other.astype(np.int64, copy=False))
+    return minhash.per_item_on_threads(loop, story.astype(np.int64, copy=False), other.astype(np.int64, copy=False))

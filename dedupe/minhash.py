@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -260,6 +261,28 @@ def on_threads(loop: Callable[..., None], items: int, *arrays: np.ndarray) -> No
     thread; the loops write disjoint slices of `arrays`."""
     bounds = np.linspace(0, items, THREADS + 1).astype(np.int64)
     list(threads().map(lambda part: loop(bounds[part], bounds[part + 1], *arrays), range(THREADS)))
+
+
+THREADED_ITEMS = 20_000
+"""Items (edges, pairs, stories) from which `per_item_on_threads` splits a loop over threads."""
+
+
+def per_item_on_threads(loop: Callable[..., Any], *items: np.ndarray) -> Any:
+    """`on_threads` for a compiled loop that returns its output, one per item or one run per
+    item in order (`compiled.candidate_pairs`; the story steps' loops, `cluster`): `loop(*items)`
+    with `items` (arrays of one length) cut into one piece per thread and the pieces' outputs
+    joined in order; each item's output is its own, so the same arrays. The story steps of a 1M
+    run's last chunk ran these loops on one core for ~70 s (benchmarks/README.md, session 17)."""
+    length = len(items[0])
+    if length < THREADED_ITEMS or THREADS < 2:
+        return loop(*items)
+    bounds = np.linspace(0, length, THREADS + 1).astype(np.int64)
+    pieces = list(threads().map(
+        lambda piece: loop(*(array[bounds[piece] : bounds[piece + 1]] for array in items)), range(THREADS)
+    ))
+    if isinstance(pieces[0], tuple):
+        return tuple(np.concatenate(outputs) for outputs in zip(*pieces, strict=True))
+    return np.concatenate(pieces)
 
 
 _THREADS: dict[int, ThreadPoolExecutor] = {}

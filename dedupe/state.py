@@ -281,25 +281,18 @@ class History(_Replaced):
 
     def story_band_keys_of(self, groups: pl.Series) -> pl.DataFrame:
         """BAND_KEYS of the `groups`, as stored (in the order of the whole table)."""
-        wanted = pl.DataFrame({"article_id": groups}, schema={"article_id": pl.String}).unique()
+        wanted = pl.DataFrame({"article_id": groups}, schema={"article_id": pl.String})
         return _read_keyed(self.folder / "story_band_keys" if self.folder else None, *KEYED["story_band_keys"], wanted)
 
     def story_band_keys_in(self, buckets: pl.DataFrame) -> pl.DataFrame:
-        """BAND_KEYS stored in the LSH `buckets` (band, key), as a filter of the whole table gives
-        them; none, without making the distinct buckets, where none are stored (the one story
-        pass of the first 300k made those of its 11M keys for nothing, ~1 GiB)."""
+        """BAND_KEYS stored in the LSH `buckets` (band, key), as a filter of the whole table gives them."""
         folder = self.folder / "story_band_keys" if self.folder else None
-        if folder is None or not _parts(folder):
-            return empty(BAND_KEYS)
-        return _read_keyed(folder, *KEYED["story_band_keys"], buckets.select("band", "key").unique())
+        return _read_keyed(folder, *KEYED["story_band_keys"], buckets.select("band", "key"))
 
     def story_candidates_of(self, pairs: pl.DataFrame) -> pl.DataFrame:
-        """BUCKET_PAIRS of the stored story candidates among `pairs` (article_id_a, article_id_b)
-        (none, without making the distinct pairs, where none are stored)."""
+        """BUCKET_PAIRS of the stored story candidates among `pairs` (article_id_a, article_id_b)."""
         folder = self.folder / "story_candidates" if self.folder else None
-        if folder is None or not _parts(folder):
-            return empty(BUCKET_PAIRS)
-        return _read_keyed(folder, *KEYED["story_candidates"], pairs.select(PAIR).unique())
+        return _read_keyed(folder, *KEYED["story_candidates"], pairs.select(PAIR))
 
     def band_keys_in(self, level: str, buckets: pl.DataFrame) -> pl.DataFrame:
         """BAND_KEYS of the history records at `level` in the LSH `buckets` (band, key): a
@@ -1464,10 +1457,14 @@ def _read_keyed(
     in the order of those rows; only the `rows` asked for when given (read lazily): a filter on
     the key columns, or a frame of columns to semi-join with (streamed over the base). A
     semi-join on columns other than the key's (a story bucket) reads the later parts whole and
-    filters their latest rows: an earlier row of a key may match where its latest does not."""
+    filters their latest rows: an earlier row of a key may match where its latest does not.
+    A frame's distinct rows are made here, once, and only where there are parts: the one story
+    pass of the first 300k made those of its 11M bucket keys for nothing, ~1 GiB."""
     parts = _parts(folder) if folder is not None else []
     if not parts:
         return empty(dict(schema))
+    if isinstance(rows, pl.DataFrame):
+        rows = rows.unique()
     scans = [pl.scan_parquet(part) for part in parts]
     by_key = not isinstance(rows, pl.DataFrame) or set(rows.columns) <= set(key)
 

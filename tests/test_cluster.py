@@ -349,9 +349,9 @@ def test_closed_neighbourhoods_and_smallest_nodes_of_components_are_those_of_sci
 @contextmanager
 def threads_for_any_size() -> Iterator[None]:
     """The compiled loops of the story steps split over two threads whatever their size
-    (`cluster.per_item_on_threads`): each thread's piece a few items, or none."""
+    (`minhash.per_item_on_threads`): each thread's piece a few items, or none."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cluster, "THREADED_ITEMS", 0)
+        patch.setattr(minhash, "THREADED_ITEMS", 0)
         patch.setattr(minhash, "THREADS", 2)
         yield
 
