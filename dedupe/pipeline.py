@@ -286,10 +286,8 @@ def _clean_changed(
     cleaned_again = shards.clean_by_groups(plan, rows, changed, config, decorations)
     retitled = state.headlines_again(headline_only, decorations, history)
     history.counts.update({"cleaned again": cleaned_again.height, "headline only": retitled.height})
+    texts = cleaned_again.select("article_id", "title_raw", pl.col("body").alias("text"), "removed_lines")  # in the records' order
     cleaned = state.with_kept_headlines(records, pl.concat([cleaned_again, retitled]), history)
-    texts = cleaned.filter(pl.col("article_id").is_in(cleaned_again["article_id"].implode())).select(
-        "article_id", "title_raw", pl.col("body").alias("text"), "removed_lines"
-    )
     del cleaned_again
     return cleaned.with_columns(pl.lit(None, CLEANED[name]).alias(name) for name in RECORD_TEXTS), tables, texts
 
