@@ -125,9 +125,10 @@ def update(
     - per record (normalize, first cleaning, shingles, band keys, verifying candidates): the new
       records only;
     - duplicate groups: the components of the pair graph that hold a new record;
-    - cleaning with copies: the members of changed groups and new records, read with their
-      texts; records whose headline decoration changed, their headline alone without their
-      texts (decoration is learnt for new titles and the groups they or a change of group touch);
+    - cleaning with copies: new records and the members of changed groups large enough to
+      clean against their copies (now or in the last run), read with their texts; other records
+      whose headline decoration changed or whose group changed, their headline alone without
+      their texts (decoration is learnt for new titles and the groups they or a change of group touch);
     - story matching (keyword model): band keys and verification for groups whose story text
       changed, bucketing for the LSH buckets they touch, components and weak bridges for the
       story-pair components that changed, keywords for records whose headline changed;
@@ -273,14 +274,16 @@ def _clean_changed(
     with their texts, cut by changed group on `plan`'s workers (`shards.clean_by_groups`); the
     others keep the last run's cleaning (their texts stay unread, null).
     Headline decoration is learnt from what changed (`state.headline_decorations`: a new title
-    can teach a new site suffix), and only the headlines it changes are cleaned again: of a
-    record in an unchanged group, without reading its texts (`state.headlines_again`). Returns
+    can teach a new site suffix), and only the headlines it changes are cleaned again; a record
+    whose body cannot change (in an unchanged group, or in a group too small for copies now and
+    in the last run) has its headline made again without reading its texts (`state.headline_only`,
+    `state.headlines_again`). Returns
     the cleaned records without their texts (no later step reads them; held through the story
     steps, they were 0.8 GiB of the frames live in a 1M run's last chunk), the decoration tables
     to store, and ARTICLE_TEXTS of the records cleaned with their texts."""
     decorations, tables = state.headline_decorations(records, groups, changed, history)
     again = state.to_clean_again(records, changed, tables, history)  # every member of a changed group among them
-    headline_only = state.headline_only(again, changed, history)
+    headline_only = state.headline_only(again, changed, history, config)
     again = again.join(headline_only, on="article_id", how="anti", maintain_order="left")
     rows = state.with_kept_cleaning(history.with_record_texts(again), changed, history)
     cleaned_again = shards.clean_by_groups(plan, rows, changed, config, decorations)

@@ -825,15 +825,21 @@ def to_clean_again(
     return records.filter(pl.col("article_id").is_in(again.implode()))
 
 
-def headline_only(again: pl.DataFrame, changed: pl.DataFrame, history: History) -> pl.DataFrame:
+def headline_only(again: pl.DataFrame, changed: pl.DataFrame, history: History, config: Config) -> pl.DataFrame:
     """The rows of `again` (`to_clean_again`) that only need their headline made again: history
-    records in a group that did not change, whose headline decoration did. Their body and removed
-    lines are the last run's (`with_kept_cleaning` would give them those), so their texts need
-    not be read (`headlines_again`)."""
-    grouped = history.articles.filter(pl.col("duplicate_group").is_not_null()).select("article_id")
-    return again.join(grouped, on="article_id", how="semi", maintain_order="left").join(
-        changed.select("article_id"), on="article_id", how="anti", maintain_order="left"
-    )
+    records whose body and removed lines cannot change, so their texts need not be read
+    (`headlines_again`), nor stored again. Those are the records in a group that did not change,
+    whose headline decoration did (`with_kept_cleaning` would give them the last run's body), and
+    the records of a changed group too small to clean against its copies
+    (`consensus_min_copies`, `clean.with_copies`) whose group was too small in the last run too:
+    both runs leave them their first pass's body. A new copy joining a pair made its members read
+    and stored again for the same body: in a 1M day's last chunk, ~120k history records."""
+    grouped = history.articles.filter(pl.col("duplicate_group").is_not_null()).select("article_id", "duplicate_group")
+    unchanged = grouped.join(changed.select("article_id"), on="article_id", how="anti")
+    small = pl.len().over("duplicate_group") < config.consensus_min_copies
+    small_both = grouped.filter(small).join(changed.filter(small), on="article_id", how="semi")
+    kept = pl.concat([unchanged.select("article_id"), small_both.select("article_id")])
+    return again.join(kept, on="article_id", how="semi", maintain_order="left")
 
 
 def headlines_again(rows: pl.DataFrame, decorations: clean.Decorations, history: History) -> pl.DataFrame:

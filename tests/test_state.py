@@ -811,6 +811,43 @@ def test_texts_are_folded_for_their_dead_rows_not_for_the_size_of_their_parts(tm
     assert base["article_id"].to_list() == ["a", "c", "d", "e", "f", "g"] and not base["deleted"].any()
 
 
+def test_a_group_too_small_for_copies_gains_a_member_without_its_old_member_being_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that makes a pair of an old article leaves the old one's body as it was (a group
+    cleans against its copies from `consensus_min_copies` up): its texts are not read, its
+    headline alone is made again. A third copy makes the group large enough: then both old
+    members are read and cleaned against their copies. Every run's outputs are those of one run."""
+    body = (
+        "The comet came closer to Earth than any in a century, astronomers said on Monday.\n"
+        "Its tail could be seen from both hemispheres for most of the night, they said.\n"
+        "Observatories on three continents followed it until it faded before dawn on Tuesday."
+    )
+    template = {"1": "Advertisement", "2": "Share this article on social media", "3": "Subscribe to our newsletter today"}
+    batches = []
+    for number, site in zip(template, ["sky.example", "daily.example", "planet.example"]):
+        path = tmp_path / f"{number}.jsonl"
+        row = {"id": number, "title": "Comet passes Earth", "text": f"{template[number]}\n{body}", "url": f"https://{site}/comet"}
+        path.write_text(json.dumps(row))
+        batches.append(path)
+    folder = tmp_path / "state"
+    run_batch(batches[:1], folder)
+    read_ids: list[set[str]] = []
+    for number, path in enumerate(batches[1:], start=2):
+        history = state.load(folder, CONFIG)
+        read = reads_recorded(monkeypatch)
+        result, update = pipeline.update([path], history, CONFIG, T0 + timedelta(minutes=15 * number))
+        assert update is not None
+        read_ids.append({article_id for _, rows, texts in read for article_id in rows if "text" in texts})
+        state.commit(folder, history, update, CONFIG)
+        state.publish(folder, tmp_path / "out")
+        published = replace(result, articles=pl.read_parquet(tmp_path / "out" / "articles.parquet"))
+        assert_same_as_one_run(published, pipeline.run(batches[:number], CONFIG))
+        assert published.articles["duplicate_group"].n_unique() == 1  # the copies are one group
+        monkeypatch.undo()
+    assert read_ids == [set(), {"1", "2"}]  # the pair's old member unread; the three cleaned together
+
+
 def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -826,8 +863,8 @@ def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
 
     def call(name: str, function: Callable[..., Any], *args: object) -> Any:
         result = function(*args)
-        if name == "commit state":
-            written.update({part.name: part.stat().st_ino for part in (result / "article_texts").glob("part-*")})
+        if name == "commit state":  # the parts of the run's generations (earlier runs' may stay beside them)
+            written.update({part.name: part.stat().st_ino for part in (result / "article_texts").glob("part-*") if part.name not in before})
         return result
 
     outputs = {}
@@ -835,13 +872,14 @@ def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
         out = tmp_path / f"out-{chunk}"
         for path in earlier:
             pipeline.run_on_state([path], out, out / "state", Config(chunk_records=0))
+        before = {part.name for part in (out / "state" / "current" / "article_texts").glob("part-*")}
         chunked = Config(chunk_records=chunk)
         pipeline.run_on_state([last], out, out / "state", chunked, call=call if chunk else pipeline.direct)
         outputs[chunk] = [pl.read_parquet(out / f"{name}.parquet") for name in ("articles", "stories", "pairs")]
     current = tmp_path / "out-20" / "state" / "current"
     chunks = [f"part-{n:06d}.parquet" for n in range(3, 6)]  # the last batch: 56 records, 3 chunks
     assert sorted(written) == chunks
-    assert {part.name: part.stat().st_ino for part in (current / "article_texts").glob("part-*")} == written
+    assert {part.name: part.stat().st_ino for part in (current / "article_texts").glob("part-*") if part.name in written} == written
     assert sorted(path.name for path in (current / "articles").iterdir()) == ["base-000003.parquet", *chunks]
     compacted = ["base-000005.parquet", "part-000005.parquet"]
     assert sorted(path.name for path in (current / "title_pieces").iterdir()) == compacted
