@@ -546,6 +546,43 @@ def bucket_pairs(keys: pl.DataFrame, level: str, config: Config) -> pl.DataFrame
     return check(frame.with_columns(level=pl.lit(level)), CANDIDATES, f"{level} candidates")
 
 
+def new_bucket_pairs(old: pl.DataFrame, new: pl.DataFrame, level: str, config: Config) -> pl.DataFrame:
+    """CANDIDATES: `bucket_pairs` of the `old` and `new` keys (BAND_KEYS) together, less the pairs
+    of two articles without a new key: a run's candidates against what it has seen. Each bucket
+    pairs its new members with all its members, not every member with every other: a late
+    chunk's buckets hold many old members, and the pairs among them, made and dropped, were most
+    of minhash duplicates (a sort and a unique of string pairs: 14.4 of its 28.1 s in the last
+    chunk of a 1M day, `speed.py profile --cprofile`). As `bucket_pair_changes`, the ids are
+    numbered in their sorted order and a pair is one 64-bit number, so the pairs sort as theirs."""
+    check(old, BAND_KEYS, "bucket input")
+    check(new, BAND_KEYS, "bucket input")
+    keys = pl.concat([old, new])
+    ids = keys["article_id"].unique().sort()
+    number = pl.DataFrame({"article_id": ids, "code": pl.int_range(ids.len(), dtype=pl.UInt32, eager=True)})
+    fresh = number.join(new.select("article_id").unique(), on="article_id", how="semi")["code"].implode()
+    coded = keys.join(number, on="article_id").select("band", "key", "code", fresh=pl.col("code").is_in(fresh))
+    buckets = (
+        coded.group_by("band", "key")
+        .agg(members="code", fresh=pl.col("code").filter("fresh"))
+        .filter((pl.col("members").list.len() > 1) & (pl.col("fresh").list.len() > 0))
+    )
+    largest = max_bucket(level, config)
+    small = buckets.filter(pl.col("members").list.len() <= largest).select(a="fresh", b="members").explode("a").explode("b")
+    large = (  # as `_pair_per_bucket`: each member linked to the smallest, kept where either is new
+        buckets.filter(pl.col("members").list.len() > largest)
+        .select(a="members", b=pl.col("members").list.min())
+        .explode("a")
+        .filter(pl.col("a").is_in(fresh) | pl.col("b").is_in(fresh))
+    )
+    pairs = pl.concat([small, large]).filter(pl.col("a") != pl.col("b"))
+    coded_pairs = pairs.select(pair=pl.min_horizontal("a", "b").cast(pl.UInt64) * 2**32 + pl.max_horizontal("a", "b")).unique().sort("pair")
+    frame = pl.DataFrame({
+        "article_id_a": ids.gather((coded_pairs["pair"] // 2**32).cast(pl.UInt32)),
+        "article_id_b": ids.gather((coded_pairs["pair"] % 2**32).cast(pl.UInt32)),
+    })
+    return check(frame.with_columns(level=pl.lit(level)), CANDIDATES, f"{level} candidates")
+
+
 def max_bucket(level: str, config: Config) -> int:
     """The bucket size above which a bucket of `level` links its members to one member."""
     return config.story_lsh_max_bucket if level == "story" else config.lsh_max_bucket

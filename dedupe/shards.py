@@ -460,8 +460,8 @@ def band_candidates(
         else:
             assert old_keys is not None
             old = old_keys.filter(pl.col("level") == level).drop("level").join(touched, on=["band", "key"], how="semi")
-        pairs.append(minhash.bucket_pairs(pl.concat([old, level_keys]), level, config))
-    return pl.concat(pairs).filter(pl.col("article_id_a").is_in(new) | pl.col("article_id_b").is_in(new))
+        pairs.append(minhash.new_bucket_pairs(old, level_keys, level, config))
+    return pl.concat(pairs)
 
 
 def verify_duplicates(

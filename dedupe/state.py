@@ -486,12 +486,8 @@ def new_candidates(records: pl.DataFrame, history: History, config: Config) -> C
     for level in minhash.DUPLICATE_THRESHOLDS:
         level_keys = keys.filter(pl.col("level") == level).drop("level")
         touched = history.band_keys_in(level, level_keys.select("band", "key").unique())
-        pairs.append(minhash.bucket_pairs(pl.concat([touched, level_keys]), level, config))
-    new_ids = new["article_id"].implode()
-    candidates = pl.concat(pairs).filter(
-        pl.col("article_id_a").is_in(new_ids) | pl.col("article_id_b").is_in(new_ids)
-    )
-    candidates, partners = plausible_candidates(candidates, new["article_id"], sketched, history, config)
+        pairs.append(minhash.new_bucket_pairs(touched, level_keys, level, config))
+    candidates, partners = plausible_candidates(pl.concat(pairs), new["article_id"], sketched, history, config)
     return Candidates(candidates, keys, sets, in_pairs(new, candidates), sketched, partners)
 
 

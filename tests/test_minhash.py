@@ -253,6 +253,30 @@ def test_bucket_pairs_counted_some_bands_at_a_time_are_those_of_all_bands_at_onc
     assert outcomes[0].equals(outcomes[2]) and outcomes[1].equals(outcomes[2])
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2), st.integers(0, 2)), max_size=80),
+    st.lists(st.tuples(st.integers(8, 14), st.integers(0, 2), st.integers(0, 2)), max_size=30),
+)
+def test_new_bucket_pairs_are_the_bucket_pairs_with_a_new_article(
+    old_entries: list[tuple[int, int, int]], new_entries: list[tuple[int, int, int]]
+) -> None:
+    """`new_bucket_pairs` pairs each bucket's new members alone: the pairs of `bucket_pairs` over
+    all keys that hold an article with a new key, in its order, in buckets within and over the cap
+    (ids 8-11 have old and new keys, as a record read again with another text)."""
+
+    def keys(entries: list[tuple[int, int, int]]) -> pl.DataFrame:
+        ids = [f"a{number:02}" for number, _, _ in entries]
+        return pl.DataFrame({"article_id": ids, "band": [b for _, b, _ in entries], "key": [k for _, _, k in entries]}, schema=BAND_KEYS).unique()
+
+    old, new = keys(old_entries), keys(new_entries)
+    config = Config(lsh_max_bucket=4)
+    fresh = new["article_id"].implode()
+    everything = minhash.bucket_pairs(pl.concat([old, new]), "text", config)
+    wanted = everything.filter(pl.col("article_id_a").is_in(fresh) | pl.col("article_id_b").is_in(fresh))
+    assert minhash.new_bucket_pairs(old, new, "text", config).equals(wanted)
+
+
 def test_the_loops_run_on_threads_kept_between_calls() -> None:
     """`on_threads` runs every call on the same threads and leaves them running: a pool ended
     after each call, and a thread ending while a Dask worker's profiler read every thread's frame
