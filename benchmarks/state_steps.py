@@ -1,12 +1,15 @@
-"""Two steps of a run's end on a stored state, each alone in a fresh process: time and peak memory.
+"""Steps of a run on a stored state, each alone in a fresh process: time and peak memory.
 
-    python benchmarks/state_steps.py STATE [--against WORKTREE] [--rounds 2]
+    python benchmarks/state_steps.py STATE [--against WORKTREE] [--rounds 2] [--records PART]
 
 - publish: the current generation's articles.parquet made again (`state._published_articles`)
   from its parts, as the run that wrote them would publish it (a hard-linked copy of the
   generation without its articles.parquet), with the digest of the file made;
 - story candidates: `state.story_candidates` of the generation's group headlines against no
-  history, what the one story pass of a first run in chunks does.
+  history, what the one story pass of a first run in chunks does;
+- duplicate candidates (with `--records PART`, a corpus part of `speed.py`): `state.new_candidates`
+  of PART's records not in the state, normalized and cleaned first (not timed): a later chunk's
+  LSH buckets against the stored band keys, and the pairs that their sketches leave.
 
 STATE is a state folder (`speed.py profile --chunk N --state-to STATE` leaves one). With
 `--against`, the same steps run on another checkout (a git worktree) too, alternating, so the
@@ -40,12 +43,13 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def measure(step: str, generation: Path) -> dict[str, object]:
+def measure(step: str, generation: Path, records: Path | None = None) -> dict[str, object]:
     """Run `step` on `generation` in this process: seconds, GiB held before, peak GiB, digest."""
     import polars as pl
 
-    from dedupe import state
+    from dedupe import clean, normalize, read, state
     from dedupe.config import Config
+    from dedupe.schema import READ
 
     if step == "publish":
         work = Path(tempfile.mkdtemp(prefix="publish-", dir=generation.parent.parent))
@@ -59,6 +63,19 @@ def measure(step: str, generation: Path) -> dict[str, object]:
         seconds, peak = time.perf_counter() - started, _memory("VmHWM")
         digest = str(pl.read_parquet(copy / "articles.parquet").hash_rows(seed=0).sum())
         shutil.rmtree(work)
+    elif step == "duplicate candidates":
+        assert records is not None
+        config = Config()
+        history = state.load_generation(generation, config)
+        fresh = state.new_records(read.read([records], config), history)
+        normalized = normalize.normalize(fresh.select(list(READ))).with_columns(text_raw=pl.lit(None, pl.String))
+        new = state.with_keys(clean.clean(normalized), fresh)
+        before = _memory("VmRSS")
+        _reset_peak()
+        started = time.perf_counter()
+        matched = state.new_candidates(new, history, config)
+        seconds, peak = time.perf_counter() - started, _memory("VmHWM")
+        digest = f"{new.height}:{matched.candidates.height}:{matched.candidates.hash_rows(seed=0).sum()}"
     else:
         headlines = state._read_keyed(generation / "group_headlines", *state.KEYED["group_headlines"])
         before = _memory("VmRSS")
@@ -70,10 +87,10 @@ def measure(step: str, generation: Path) -> dict[str, object]:
     return {"seconds": seconds, "before_gib": before, "peak_gib": peak, "digest": digest}
 
 
-def in_process_of(tree: Path, step: str, generation: Path) -> dict[str, object]:
+def in_process_of(tree: Path, step: str, generation: Path, records: Path | None) -> dict[str, object]:
     """`measure` in a fresh Python process importing dedupe from `tree`."""
     environment = {**os.environ, "PYTHONPATH": str(tree)}
-    command = [sys.executable, __file__, "--measure", step, str(generation)]
+    command = [sys.executable, __file__, "--measure", step, str(generation)] + (["--records", str(records)] if records else [])
     done = subprocess.run(command, env=environment, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{step} with the code of {tree} failed:\n{done.stderr}")
@@ -85,10 +102,13 @@ def main() -> None:
     parser.add_argument("state", type=Path, nargs="?")
     parser.add_argument("--against", type=Path, help="another checkout (a git worktree) measured beside this one")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--records", type=Path, help="a corpus part (speed.py): also time its duplicate candidates against the state")
+    parser.add_argument("--steps", nargs="+", default=["publish", "story candidates", "duplicate candidates"],
+                        help="the steps to measure (duplicate candidates: with --records)")
     parser.add_argument("--measure", nargs=2, metavar=("STEP", "GENERATION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure[0], Path(args.measure[1]))))
+        print(json.dumps(measure(args.measure[0], Path(args.measure[1]), args.records)))
         return
     if args.state is None:
         parser.error("a state folder is needed")
@@ -96,10 +116,12 @@ def main() -> None:
     trees = [("this checkout", ROOT)] + ([(f"{args.against}", args.against.resolve())] if args.against else [])
     print(f"state {generation}")
     print(f"{'step':<18}{'code':<28}{'round':>6}{'s':>8}{'held GiB':>10}{'peak GiB':>10}  digest")
-    for step in ("publish", "story candidates"):
+    for step in args.steps:
+        if step == "duplicate candidates" and args.records is None:
+            continue
         for round_ in range(1, args.rounds + 1):
             for name, tree in trees:
-                figures = in_process_of(tree, step, generation)
+                figures = in_process_of(tree, step, generation, args.records)
                 print(f"{step:<18}{name[-27:]:<28}{round_:>6}{figures['seconds']:>8.2f}{figures['before_gib']:>10.2f}"
                       f"{figures['peak_gib']:>10.2f}  {figures['digest']}")
 

@@ -1,9 +1,9 @@
-"""The per-record stages (normalize, clean, minhash and verify duplicates, clean with copies) on the dev data and the speed corpus:
+"""The per-record stages (normalize, clean, minhash and verify duplicates, clean with copies, story keywords) on the dev data and the speed corpus:
 docs/s per stage, next to the same stages of an earlier commit run in the same process on the
 same records, and whether the output is the same to the last character and audit row (a
 speed-up must change nothing).
 
-    python benchmarks/text_stages.py --against 48eb8c3     # that commit's normalize, clean, minhash and verify
+    python benchmarks/text_stages.py --against 48eb8c3     # that commit's normalize, clean, minhash, verify and cluster
     python benchmarks/text_stages.py --speed-docs 0        # dev data only
     python benchmarks/text_stages.py --against main --rounds 3   # alternating, best of three each
     python benchmarks/text_stages.py --against main --rounds 3 --clock cpu   # CPU seconds of the process
@@ -62,10 +62,11 @@ def module_at(commit: str, name: str) -> ModuleType:
 
 
 def text_stages(records: pl.DataFrame, normalizing: ModuleType, cleaning: ModuleType, hashing: ModuleType,
-                verifying: ModuleType, matched: dict[str, object] | None, config: Config,
+                verifying: ModuleType, clustering: ModuleType, matched: dict[str, object] | None, config: Config,
                 clock=time.perf_counter) -> tuple[dict[str, object], dict[str, float]]:
     """The frames after normalize, clean, minhash duplicates (candidates and shingles), verify
-    duplicates and clean with copies (by the given modules), and each stage's seconds. Candidates,
+    duplicates, clean with copies and the story keywords of attachment (by the given modules),
+    and each stage's seconds. Candidates,
     shingles and duplicate groups of the first run (`matched` None) are passed to the later
     ones, so that both versions verify the same candidates
     and clean with the same copies. Each run starts with the modules' line caches empty, as a run
@@ -92,8 +93,9 @@ def text_stages(records: pl.DataFrame, normalizing: ModuleType, cleaning: Module
     if "groups" not in matched:
         matched["groups"] = cluster.duplicate_groups(cleaned, pairs, config)
     with_copies = timed("clean with copies", cleaning.clean_with_copies, cleaned, matched["groups"], config)
+    keywords = timed("story keywords", clustering.story_keywords, with_copies)
     return {"normalize": normalized, "clean": cleaned, "minhash duplicates": found, "verify duplicates": pairs,
-            "clean with copies": with_copies, "matched": matched}, timings
+            "clean with copies": with_copies, "story keywords": keywords, "matched": matched}, timings
 
 
 def main() -> None:
@@ -101,7 +103,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--speed-docs", type=int, default=10_000, help="speed corpus size (0: none)")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the two versions this many times; best time of each")
-    parser.add_argument("--against", metavar="COMMIT", help="also run normalize.py, clean.py, minhash.py and verify.py of this commit")
+    parser.add_argument("--against", metavar="COMMIT", help="also run normalize.py, clean.py, minhash.py, verify.py and cluster.py of this commit")
     parser.add_argument("--profile", choices=("normalize", "clean"),
                         help="print a cProfile of this stage per input, no timing")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -110,19 +112,19 @@ def main() -> None:
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     config = Config()
-    old = tuple(module_at(args.against, name) for name in ("normalize", "clean", "minhash", "verify")) if args.against else None
+    old = tuple(module_at(args.against, name) for name in ("normalize", "clean", "minhash", "verify", "cluster")) if args.against else None
     if args.profile:
         profile(args.profile, inputs(args.data, args.speed_docs), config)
         return
     print(f"{'input':<18}{'records':>9}{'stage':>20}{'docs/s':>10}" + (f"{'before':>10}{'speed-up':>10}  output" if old else ""))
     for name, paths in inputs(args.data, args.speed_docs).items():
         records = read.read(paths, config)
-        frames, timings = text_stages(records, normalize, clean, minhash, verify, None, config, clock)
+        frames, timings = text_stages(records, normalize, clean, minhash, verify, cluster, None, config, clock)
         if old:
             frames_before, timings_before = text_stages(records, *old, frames["matched"], config, clock)
         matched = frames["matched"]
         for _ in range(args.rounds - 1):  # on a shared machine the load moves: alternate, keep the best
-            timings = _best(timings, text_stages(records, normalize, clean, minhash, verify, matched, config, clock)[1])
+            timings = _best(timings, text_stages(records, normalize, clean, minhash, verify, cluster, matched, config, clock)[1])
             if old:
                 timings_before = _best(timings_before, text_stages(records, *old, matched, config, clock)[1])
         for stage, seconds in timings.items():

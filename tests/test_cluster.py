@@ -26,7 +26,7 @@ from dedupe.cluster import (
     without_weak_bridges,
 )
 from dedupe.config import Config
-from dedupe import cluster, compiled, minhash
+from dedupe import cluster, compiled, minhash, stories
 from dedupe.minhash import duplicate_candidates
 from dedupe.schema import GROUPS, PAIRS, STORY_KEYWORDS
 from dedupe.verify import verify_duplicates
@@ -631,3 +631,24 @@ def test_an_unchanged_history_replays_without_computing_fits() -> None:
     assert again.ends.equals(first.ends) and again.rounds.equals(again.rounds)
     ties = first.rounds.filter(pl.col("target_gap") == 0).height
     assert again.computed == ties and again.carried == first.computed + first.carried - ties
+
+
+HEADLINE_PIECES = st.sampled_from(
+    ["Apple", "the", "THE", "iPhone6", "x_y", "’s", "Straße", "café", "ΣΟΦΙΑ", "Ünal", "co-op", "U.S.", "and", "2026", " ", "  ", "!", "\u0301"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.lists(HEADLINE_PIECES, max_size=9).map("".join)), max_size=12),
+       st.lists(st.sampled_from([None, "https://news.example/2026/apple-unveils-new-phone-today", "https://x.example/a"]), max_size=12))
+def test_story_keywords_are_each_story_text_s_keywords_sorted(headlines: list[str | None], urls: list[str | None]) -> None:
+    """The keywords of ASCII story texts, found by polars, are `minhash.keywords`' (Python's
+    casefold and `\\w`); texts with other characters take `minhash.keywords` itself; in the
+    records' order, sorted, with the URL slug's words, and empty for a record without a headline."""
+    urls = (urls + [None] * len(headlines))[: len(headlines)]
+    cleaned = pl.DataFrame({"article_id": [f"a{n}" for n in range(len(headlines))], "headline": headlines, "url": urls},
+                           schema={"article_id": pl.String, "headline": pl.String, "url": pl.String})
+    expected = [sorted(word.decode() for word in minhash.keywords(stories.story_text(h, u))) for h, u in zip(headlines, urls)]
+    found = cluster.story_keywords(cleaned)
+    assert found["article_id"].to_list() == cleaned["article_id"].to_list()
+    assert found["keywords"].to_list() == expected

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe import cluster, minhash, pipeline, state, verify
+from dedupe import clean, cluster, minhash, pipeline, state, verify
 from dedupe.config import Config
 from dedupe.schema import ARTICLE_TEXTS, ARTICLES, CLEANED, GROUPS, PAIRS, STORY_REGISTRY, SchemaError
 from tests.conftest import ROOT, SEEDS
@@ -809,6 +809,24 @@ def test_texts_are_folded_for_their_dead_rows_not_for_the_size_of_their_parts(tm
     assert sorted(parts(other)) == ["base-000003.parquet"]
     base = pl.read_parquet(other / "base-000003.parquet")
     assert base["article_id"].to_list() == ["a", "c", "d", "e", "f", "g"] and not base["deleted"].any()
+
+
+WORDS_AND_MARKS = st.sampled_from(["Sky", "NEWS", "news", "bbc", "Straße", "STRASSE", "café", "Ünal", "’", "|", " - ", ":", "2026", "x_y", " "])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(WORDS_AND_MARKS, max_size=8).map("".join), min_size=1, max_size=12), st.data())
+def test_a_title_skipped_before_folding_holds_no_piece(titles: list[str], data: st.DataObject) -> None:
+    """`may_hold_a_piece` only skips titles whose folded form holds none of the pieces: pieces
+    are runs of folded title words, as decoration pieces are, in titles of any case, with
+    punctuation and non-ASCII letters (which fold their own way)."""
+    runs = [words[start:start + 3] for words in (clean.fold(title).split() for title in titles) for start in range(len(words))]
+    pieces = {" ".join(run) for run in data.draw(st.lists(st.sampled_from(runs), min_size=1, max_size=4))} if runs else {"news"}
+    kept = state.may_hold_a_piece(pl.Series(titles, dtype=pl.String), pieces).to_list()
+    for title, may in zip(titles, kept, strict=True):
+        if any(f" {piece} " in f" {clean.fold(title)} " for piece in pieces):
+            assert may, (title, pieces)
+    assert not state.may_hold_a_piece(pl.Series(["Comet passes Earth"]), {"sky news"}).item()
 
 
 def test_a_group_too_small_for_copies_gains_a_member_without_its_old_member_being_read(
