@@ -115,14 +115,14 @@ def main() -> None:
     generation = (args.state / "current").resolve()
     trees = [("this checkout", ROOT)] + ([(f"{args.against}", args.against.resolve())] if args.against else [])
     print(f"state {generation}")
-    print(f"{'step':<18}{'code':<28}{'round':>6}{'s':>8}{'held GiB':>10}{'peak GiB':>10}  digest")
+    print(f"{'step':<22}{'code':<28}{'round':>6}{'s':>8}{'held GiB':>10}{'peak GiB':>10}  digest")
     for step in args.steps:
         if step == "duplicate candidates" and args.records is None:
             continue
         for round_ in range(1, args.rounds + 1):
             for name, tree in trees:
                 figures = in_process_of(tree, step, generation, args.records)
-                print(f"{step:<18}{name[-27:]:<28}{round_:>6}{figures['seconds']:>8.2f}{figures['before_gib']:>10.2f}"
+                print(f"{step:<22}{name[-27:]:<28}{round_:>6}{figures['seconds']:>8.2f}{figures['before_gib']:>10.2f}"
                       f"{figures['peak_gib']:>10.2f}  {figures['digest']}")
 
 
