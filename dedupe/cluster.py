@@ -348,12 +348,13 @@ def story_keywords(cleaned: pl.DataFrame) -> pl.DataFrame:
     """STORY_KEYWORDS: the keywords of each record's story text (headline and URL slug), for
     attachment: `minhash.keywords`, sorted. An ASCII text's are found by polars (its lower case
     and `TOKEN` words are Python's casefold and `\\w` there); other texts take `minhash.keywords`
-    itself. A Python set per record was 0.54 s of 50,000 headlines, ~11 s of a 1M day's last chunk."""
+    itself. Against a Python set per record: 1.43x the records per CPU second on the speed
+    corpus, 1.45x on news-aggregator, the same lists (`benchmarks/text_stages.py --clock cpu`)."""
     texts = pl.Series([stories.story_text(headline, url) for headline, url in cleaned.select("headline", "url").iter_rows()], dtype=pl.String)
     ascii_only = texts.str.contains(r"^[\x00-\x7F]*$").fill_null(True)
     stop = pl.Series([sorted(minhash.STOP_WORDS)], dtype=pl.List(pl.String))
     found = minhash.tokens(texts.filter(ascii_only)).fill_null([]).list.set_difference(stop)
-    columnar = found.list.eval(pl.element().sort())  # 0.06 s of 50,000 lists; `list.sort` took 1.05
+    columnar = found.list.eval(pl.element().sort())
     rest = [sorted(word.decode() for word in minhash.keywords(text)) for text in texts.filter(~ascii_only).to_list()]
     keywords = pl.concat([columnar, pl.Series(rest, dtype=pl.List(pl.String))]).gather(
         pl.concat([ascii_only.arg_true(), (~ascii_only).arg_true()]).arg_sort()
