@@ -557,8 +557,7 @@ def new_bucket_pairs(old: pl.DataFrame, new: pl.DataFrame, level: str, config: C
     check(old, BAND_KEYS, "bucket input")
     check(new, BAND_KEYS, "bucket input")
     keys = pl.concat([old, new])
-    ids = keys["article_id"].unique().sort()
-    number = pl.DataFrame({"article_id": ids, "code": pl.int_range(ids.len(), dtype=pl.UInt32, eager=True)})
+    ids, number = _numbered(keys["article_id"])
     fresh = number.join(new.select("article_id").unique(), on="article_id", how="semi")["code"].implode()
     coded = keys.join(number, on="article_id").select("band", "key", "code", fresh=pl.col("code").is_in(fresh))
     buckets = (
@@ -604,8 +603,7 @@ def bucket_pair_changes(
     1M corpus's third chunk), which also sorts the pairs as their ids sort."""
     check(before, BAND_KEYS, "bucket input")
     check(after, BAND_KEYS, "bucket input")
-    ids = pl.concat([before["article_id"], after["article_id"]]).unique().sort()
-    number = pl.DataFrame({"article_id": ids, "code": pl.int_range(ids.len(), dtype=pl.UInt32, eager=True)})
+    ids, number = _numbered(pl.concat([before["article_id"], after["article_id"]]))
 
     def pairs(keys: pl.DataFrame, sign: int) -> Iterator[pl.DataFrame]:
         coded = keys.join(number, on="article_id").select("band", "key", article_id="code")
@@ -621,6 +619,13 @@ def bucket_pair_changes(
         counts = counts.filter((pl.col("buckets") != 0) | pl.col("a").is_in(kept) | pl.col("b").is_in(kept))
     decoded = counts.select(article_id_a=ids.gather(counts["a"]), article_id_b=ids.gather(counts["b"]), buckets="buckets")
     return check(decoded, BUCKET_PAIRS, "bucket pair changes")
+
+
+def _numbered(article_ids: pl.Series) -> tuple[pl.Series, pl.DataFrame]:
+    """The distinct ids, sorted, and article_id -> code (UInt32, their position): pairs of codes
+    sort as the pairs of ids do."""
+    ids = article_ids.unique().sort()
+    return ids, pl.DataFrame({"article_id": ids, "code": pl.int_range(ids.len(), dtype=pl.UInt32, eager=True)})
 
 
 PAIRED_BANDS = 8
