@@ -91,7 +91,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     publish = time.perf_counter() - started
     peak = peak_rss_mib()
     counts = {name: float(loaded.counts[name]) for name in state.READ_COUNTS}
-    layout = published_changes(previous, published, update.article_texts.height)
+    layout = published_changes(previous, published, update.ahead.rows["article_texts"])
     (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     del loaded, tries, update
     started = time.perf_counter()

@@ -103,8 +103,8 @@ def _stories(
 
 UPDATE_STAGES = (
     "changed files", "read", "new records", "normalize", "clean", "minhash duplicates", "verify duplicates",
-    "cluster duplicates", "clean with copies", "group headlines", "minhash stories", "verify stories",
-    "cluster stories", "stable story ids", "assemble", "build stories",
+    "cluster duplicates", "clean with copies", "write texts", "group headlines", "minhash stories", "verify stories",
+    "write story parts", "cluster stories", "stable story ids", "assemble", "build stories",
 )
 """The stages of `update`, in order (a run with nothing new stops after the third)."""
 
@@ -144,8 +144,8 @@ def update(
     stage = _timed(shards.on_cores(call, config), timings)
 
     batch = stage("changed files", state.changed_files, list(paths), history)
-    records_read = stage("read", read.read_found, batch.found, config)
-    return _update(batch, records_read, history, config, run_at, stage, timings, log, Earlier(history))
+    handed = [stage("read", read.read_found, batch.found, config)]
+    return _update(batch, handed, history, config, run_at, stage, timings, log, Earlier(history))
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class Earlier:
 
 def _update(
     batch: state.Batch,
-    records_read: pl.DataFrame,
+    handed: list[pl.DataFrame],
     history: state.History,
     config: Config,
     run_at: datetime,
@@ -171,8 +171,11 @@ def _update(
     log: Callable[[str], None],
     earlier: Earlier,
     match_stories: bool = True,
+    texts_to: Path | None = None,
 ) -> tuple[Result, state.Update | None]:
     """`update` from the records read on; `history` holds the earlier chunks of the run.
+    `handed` is a list of the frame read, which `_update` empties: the chunk's raw text (a third
+    of its bytes) is let go once normalized, not held through the story steps by the caller.
 
     Without `match_stories` (a chunk of a run that more chunks follow, keyword story model), the
     story steps are left to the run's last chunk, which matches the stories of every chunk's
@@ -180,7 +183,12 @@ def _update(
     over all the records does: each chunk's story steps worked over most of the story graph
     (every chunk touches most stories), so their time grew with every chunk. The chunk's
     articles keep the story ids they had (null for new ones) and its story tables stay the
-    run's start's, so the last chunk's story steps read a consistent last run."""
+    run's start's, so the last chunk's story steps read a consistent last run.
+
+    The texts the commit stores are written once cleaned, and story matching's parts once
+    verified, in a temporary folder in `texts_to` (None: the system's), not held through the
+    story steps (`state.write_ahead`)."""
+    records_read = handed.pop()
     fresh = stage("new records", state.new_records, records_read, history)
     log(
         f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): "
@@ -194,6 +202,7 @@ def _update(
     normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
     normalized = normalized.with_columns(text_raw=pl.lit(None, pl.String))
     records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
+    del records_read, fresh, normalized
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
     new_pairs = stage("verify duplicates", state.verify_candidates, matched, history, config)
     band_keys, sketches, duplicate_candidates = matched.band_keys, matched.sketches, matched.candidates.height
@@ -210,6 +219,9 @@ def _update(
     cleaned, decorations, texts = stage(
         "clean with copies", _clean_changed, everything, groups, changed, history, config, shards.plan_of(stage)
     )
+    del everything
+    records, text_figures, ahead = stage("write texts", state.write_texts, records, texts, texts_to)
+    del texts
     if not match_stories:  # stories as the history holds them, which is as the run found them
         story_pairs = history.pairs.filter(pl.col("relation") == "same_story")
         groups = groups.join(history.articles.select("article_id", "story_id"), on="article_id", how="left", maintain_order="left")
@@ -222,12 +234,12 @@ def _update(
         headlines = stage("group headlines", stories.group_headlines, cleaned, groups)
         found = stage("minhash stories", state.story_candidates, headlines, last_run, config)
         story_pairs = stage("verify stories", state.verify_story_candidates, headlines, found, last_run, config)
-        groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, last_run, config)
-        story_index = {
-            "group_headlines": headlines, "story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs,
-            "story_candidate_count": found.count, **kept,
-        }
+        parts = {"story_band_keys": found.band_keys, "story_candidates": found.bucket_pairs}
+        ahead = stage("write story parts", state.write_ahead, ahead, parts)
         story_candidates, vectors = found.count, empty(EMBEDDINGS)
+        del found, parts  # nor the changed groups' keywords and the pairs scored: not held through clustering
+        groups, kept = stage("cluster stories", _cluster_stories, cleaned, groups, story_pairs, last_run, config)
+        story_index = {"group_headlines": headlines, "story_candidate_count": story_candidates, **kept}
     else:
         groups, story_pairs, story_candidates, vectors = _stories(stage, cleaned, groups, config, history.embeddings)
         story_index = {}
@@ -235,7 +247,7 @@ def _update(
     log("from the state: " + ", ".join(f"{name} {read_counts[name]:,}" for name in state.READ_COUNTS))
     if match_stories:
         story_ids = stage("stable story ids", state.stable_story_ids, groups, earlier.history, run_at)
-    articles = stage("assemble", _assemble_light, cleaned, story_ids.groups, texts, history)
+    articles = stage("assemble", _assemble_light, cleaned, story_ids.groups, text_figures, history)
     if match_stories:
         story_table, central = stage("build stories", state.build_changed_stories, articles, earlier.history)
     else:
@@ -255,7 +267,7 @@ def _update(
     summary = replace(summary, run=counts)
     added = state.Update(
         records=records, sketches=sketches, embeddings=vectors, band_keys=band_keys, duplicate_pairs=new_pairs, merges=story_ids.merges,
-        articles=articles, article_texts=texts, stories=story_table, pairs=pairs, registry=story_ids.registry,
+        articles=articles, ahead=ahead, stories=story_table, pairs=pairs, registry=story_ids.registry,
         files=batch.files, run={"run_at": run_at, **counts}, report=write.render_report(summary), **story_index,
         **decorations, central_headlines=central,
     )
@@ -295,10 +307,10 @@ def _clean_changed(
     return cleaned.with_columns(pl.lit(None, CLEANED[name]).alias(name) for name in RECORD_TEXTS), tables, texts
 
 
-def _assemble_light(cleaned: pl.DataFrame, groups: pl.DataFrame, texts: pl.DataFrame, history: state.History) -> pl.DataFrame:
+def _assemble_light(cleaned: pl.DataFrame, groups: pl.DataFrame, text_figures: pl.DataFrame, history: state.History) -> pl.DataFrame:
     """`write.assemble_articles` as the state keeps articles: LIGHT_ARTICLES of every article,
-    from CLEANED without texts and ARTICLE_TEXTS of those cleaned this run."""
-    return state.light_articles(write.assemble_articles(cleaned, groups), texts, history)
+    from CLEANED without texts and what is kept of the texts of those cleaned this run (`state.write_texts`)."""
+    return state.light_articles(write.assemble_articles(cleaned, groups), text_figures, history)
 
 
 def _cluster_stories(
@@ -379,13 +391,16 @@ def _update_in_chunks(
     while not last:
         number += 1
         records_read, last = stage("read", chunks.next)
+        records_in = earlier.records_in + records_read.height
         if number > 1 or not last:
             log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
-                f"{earlier.records_in + records_read.height:,} of the input")
+                f"{records_in:,} of the input")
         match_stories = last or config.story_model != "keywords"
-        result, added = _update(batch, records_read, chain, config, run_at, stage, timings, log, earlier, match_stories)
-        records_in = earlier.records_in + records_read.height
+        handed = [records_read]
         del records_read
+        result, added = _update(
+            batch, handed, chain, config, run_at, stage, timings, log, earlier, match_stories, folder / "generations"
+        )
         if added is None:
             earlier = replace(earlier, records_in=records_in)
             continue

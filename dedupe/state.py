@@ -64,11 +64,12 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -140,7 +141,7 @@ STORY_TABLES = {"story_band_keys": BAND_KEYS, "story_candidates": BUCKET_PAIRS}
 """Keyed tables not loaded: the LSH band keys of each group's keywords and every story candidate
 pair with its bucket count (the confirmed ones are the `same_story` rows of pairs), read by
 bucket, group and pair (`History.story_band_keys_in`, `story_band_keys_of`, `story_candidates_of`)
-and written as the parts story matching gives (`Update.story_band_keys`): in a chunk of 30,000
+and written as the parts story matching gives (`write_ahead`): in a chunk of 30,000
 records of 90,000 the stored band keys were 2.2M rows, of which the buckets it touched held 1.0M."""
 KEYED = {
     "articles": (LIGHT_ARTICLES, ["article_id"]),
@@ -364,13 +365,13 @@ class History(_Replaced):
 class Update(_Replaced):
     """What one run adds to the growing tables, and the keyed tables as they stand after it."""
 
-    records: pl.DataFrame
+    records: pl.DataFrame  # their texts null: written ahead
     sketches: np.ndarray  # of `records`, row for row (`minhash.sketches`)
     band_keys: pl.DataFrame
     duplicate_pairs: pl.DataFrame
     embeddings: pl.DataFrame
     articles: pl.DataFrame  # LIGHT_ARTICLES of every article
-    article_texts: pl.DataFrame  # ARTICLE_TEXTS of the articles cleaned this run (new ones among them)
+    ahead: Ahead  # the texts of `records` and of the articles cleaned this run (new ones among them), story matching's parts
     stories: pl.DataFrame
     pairs: pl.DataFrame
     registry: pl.DataFrame
@@ -378,10 +379,6 @@ class Update(_Replaced):
     run: dict[str, object]
     report: str
     files: pl.DataFrame
-    story_band_keys: pl.DataFrame = field(default_factory=lambda: _with_deleted(empty(BAND_KEYS), False))
-    story_candidates: pl.DataFrame = field(default_factory=lambda: _with_deleted(empty(BUCKET_PAIRS), False))
-    """This run's parts of the `STORY_TABLES` (their rows with a `deleted` column, as `_changes`
-    gives them), found by story matching from the rows it read: the commit writes them as they are."""
     story_candidate_count: int = 0
 
 
@@ -624,7 +621,7 @@ class StoryCandidates:
     count: int  # candidate pairs between all groups, as a single run finds them
     to_score: pl.DataFrame  # CANDIDATES the last run did not score with both story texts as now
     dropped: pl.DataFrame  # article_id_a, article_id_b: the last run's candidates that are no more
-    band_keys: pl.DataFrame  # this run's part of the stored story band keys (`Update.story_band_keys`)
+    band_keys: pl.DataFrame  # this run's part of the stored story band keys (written ahead, `write_ahead`)
     bucket_pairs: pl.DataFrame  # and of the stored story candidates
     changed: pl.Series  # groups whose story text is not the one the last run matched
     keywords: minhash.ShingleSets  # of the changed groups, hashed: not 700k Python sets through verifying (a 1M day)
@@ -640,7 +637,7 @@ def story_candidates(headlines: pl.DataFrame, history: History, config: Config) 
     can be new, gone, or hold a changed group: the others stay as stored. What is read of the
     stored tables follows the changed groups: their old keys by group, the keys in the touched
     buckets by bucket, the counts of the pairs that changed by pair; what is written, the rows
-    that differ (`Update.story_band_keys`)."""
+    that differ (written ahead, `write_ahead`)."""
     check(headlines, GROUP_HEADLINES, "story candidates input")
     changed = headlines.join(history.group_headlines, on=list(GROUP_HEADLINES), how="anti", nulls_equal=True)
     keywords = minhash.ShingleSets.from_sets(
@@ -884,18 +881,12 @@ def with_kept_headlines(records: pl.DataFrame, cleaned_again: pl.DataFrame, hist
     return check(out, CLEANED, "cleaned with kept headlines")
 
 
-def light_articles(articles: pl.DataFrame, texts: pl.DataFrame, history: History) -> pl.DataFrame:
+def light_articles(articles: pl.DataFrame, figures: pl.DataFrame, history: History) -> pl.DataFrame:
     """LIGHT_ARTICLES of `articles` (ARTICLES, their texts unread): the length of the text and
-    the removed rules of those cleaned this run from their `texts` (ARTICLE_TEXTS), the others'
+    the removed rules of those cleaned this run from their `figures` (`write_texts`), the others'
     the last run's."""
     check(articles, ARTICLES, "light articles input")
-    check(texts, ARTICLE_TEXTS, "light articles texts")
-    made = texts.select(
-        "article_id",
-        made=pl.lit(True),
-        made_chars=pl.col("text").str.len_chars(),
-        made_rules=pl.col("removed_lines").list.eval(pl.element().struct.field("rule")),
-    )
+    made = figures.with_columns(made=pl.lit(True))
     stored = history.articles.select("article_id", stored_chars="text_chars", stored_rules="removed_rules")
     out = articles.join(made, on="article_id", how="left", maintain_order="left").join(
         stored, on="article_id", how="left", maintain_order="left"
@@ -904,6 +895,62 @@ def light_articles(articles: pl.DataFrame, texts: pl.DataFrame, history: History
         removed_rules=pl.when("made").then("made_rules").otherwise("stored_rules"),
     )
     return check(out.select(list(LIGHT_ARTICLES)), LIGHT_ARTICLES, "light articles")
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """Parts of a run's generation written before its commit, which links them in (`commit`):
+    the new records' texts, the texts of the articles cleaned this run, and story matching's
+    parts of the story tables. Held in memory through the story steps instead, they were ~2.5 GiB
+    of a 1M run's last chunk, where it peaked (benchmarks/README.md, session 19)."""
+
+    folder: tempfile.TemporaryDirectory[str]  # removed with the last reference to it
+    rows: Mapping[str, int] = field(default_factory=dict)  # a table's part written: its rows
+
+    def file(self, table: str) -> Path:
+        return Path(self.folder.name) / f"{table}.{TEXTS[1] if table == TEXTS[0] else 'parquet'}"
+
+
+AHEAD_SCHEMAS = {
+    TEXTS[0]: {name: RECORDS[name] for name in STORED_TEXTS},
+    "article_texts": {**ARTICLE_TEXTS, "deleted": pl.Boolean},
+    **{name: {**schema, "deleted": pl.Boolean} for name, schema in STORY_TABLES.items()},
+}
+"""The parts a run writes ahead, as its generation stores them."""
+
+
+def write_ahead(ahead: Ahead | None, parts: Mapping[str, pl.DataFrame], near: Path | None = None) -> Ahead:
+    """`ahead` with `parts` (table -> its part, as AHEAD_SCHEMAS) written in its folder: a new
+    temporary folder in `near` for None (a state's generations folder, so that the commit links
+    the files; None, the system's). Record texts as `_write_records` keeps them: Arrow IPC,
+    uncompressed, at the oldest compatibility level."""
+    if ahead is None:
+        if near is not None:
+            near.mkdir(parents=True, exist_ok=True)
+        ahead = Ahead(tempfile.TemporaryDirectory(prefix=".ahead-", dir=near, ignore_cleanup_errors=True))
+    for table, part in parts.items():
+        check(part, AHEAD_SCHEMAS[table], f"{table} written ahead")
+        if table == TEXTS[0]:
+            part.write_ipc(ahead.file(table), compression="uncompressed", compat_level=pl.CompatLevel.oldest())
+        else:
+            part.write_parquet(ahead.file(table))
+    return replace(ahead, rows={**ahead.rows, **{table: part.height for table, part in parts.items()}})
+
+
+def write_texts(records: pl.DataFrame, texts: pl.DataFrame, near: Path | None) -> tuple[pl.DataFrame, pl.DataFrame, Ahead]:
+    """The texts the commit stores, written ahead (`write_ahead`): of the new `records` (RECORDS)
+    and of the articles cleaned this run (`texts`, ARTICLE_TEXTS). Returns `records` with their
+    texts null, what LIGHT_ARTICLES keeps of the articles' texts (article_id, made_chars,
+    made_rules: `light_articles`) and the parts written."""
+    check(texts, ARTICLE_TEXTS, "article texts to write")
+    parts = {TEXTS[0]: check(records, RECORDS, "records to write").select(STORED_TEXTS), "article_texts": _with_deleted(texts, False)}
+    figures = texts.select(
+        "article_id",
+        made_chars=pl.col("text").str.len_chars(),
+        made_rules=pl.col("removed_lines").list.eval(pl.element().struct.field("rule")),
+    )
+    ahead = write_ahead(None, parts, near)
+    return records.with_columns(pl.lit(None, RECORDS[name]).alias(name) for name in RECORD_TEXTS), figures, ahead
 
 
 # --- stable story ids ------------------------------------------------------------------------
@@ -1163,7 +1210,7 @@ def commit(
                 _link(part, temporary / name / part.name)
         rows = check(getattr(update, name), schema, f"new {name}")
         if rows.height and name == "records":
-            _write_records(rows, update.sketches, temporary, f"part-{generation:06d}")
+            _write_records(rows, update.sketches, update.ahead, temporary, f"part-{generation:06d}")
         elif rows.height:
             rows.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
     for name, (schema, key) in KEYED.items():
@@ -1171,14 +1218,12 @@ def commit(
         if previous is not None:
             for part in _parts(previous / name):
                 _link(part, temporary / name / part.name)
-        if name in STORY_TABLES:  # story matching gives the rows it changed
-            changes = check(getattr(update, name), {**schema, "deleted": pl.Boolean}, f"{name} part")
-        elif name == "article_texts":
-            changes = _with_deleted(check(update.article_texts, schema, "new article_texts"), False)
-        else:
-            changes = _changes(check(getattr(update, name), schema, f"new {name}"), getattr(history, name), key)
-        if changes.height:
-            changes.write_parquet(temporary / name / f"part-{generation:06d}.parquet")
+        part = temporary / name / f"part-{generation:06d}.parquet"
+        if name in AHEAD_SCHEMAS:  # story matching's parts and the texts: written ahead as they are
+            if update.ahead.rows.get(name):
+                _link(update.ahead.file(name), part)
+        elif (changes := _changes(check(getattr(update, name), schema, f"new {name}"), getattr(history, name), key)).height:
+            changes.write_parquet(part)
         _compact_if_grown(temporary / name, key, generation, run_after if name in PUBLISHED else generation - 1)
     if started is not None:
         _link(started / "articles.parquet", temporary / "articles.previous.parquet")
@@ -1403,17 +1448,16 @@ def _read_light_records(folder: Path) -> tuple[pl.DataFrame, tuple[int, ...]]:
     return check(records, RECORDS, "state records"), tuple(part.height for part in light)
 
 
-def _write_records(records: pl.DataFrame, sketched: np.ndarray, generation: Path, name: str) -> None:
+def _write_records(records: pl.DataFrame, sketched: np.ndarray, ahead: Ahead, generation: Path, name: str) -> None:
     """A records part: the light columns in records/NAME.parquet, the texts (STORED_TEXTS) row for
     row in record_texts/NAME.arrow, uncompressed (a memory map reads it in place) and at the oldest
     compatibility level (plain and large strings, which pyarrow gathers; not polars' string views),
-    and the sketches row for row in record_sketches/NAME.npy."""
-    if len(sketched) != records.height:
-        raise ValueError(f"{len(sketched)} sketches for {records.height} records")
+    as `write_texts` wrote them ahead, and the sketches row for row in record_sketches/NAME.npy."""
+    texts = ahead.rows.get(TEXTS[0], 0)
+    if len(sketched) != records.height or texts != records.height:
+        raise ValueError(f"{len(sketched)} sketches and {texts} texts for {records.height} records")
     records.drop(RECORD_TEXTS).write_parquet(generation / "records" / f"{name}.parquet")
-    records.select(STORED_TEXTS).write_ipc(
-        generation / TEXTS[0] / f"{name}.{TEXTS[1]}", compression="uncompressed", compat_level=pl.CompatLevel.oldest()
-    )
+    _link(ahead.file(TEXTS[0]), generation / TEXTS[0] / f"{name}.{TEXTS[1]}")
     np.save(generation / SKETCHES[0] / f"{name}.{SKETCHES[1]}", np.ascontiguousarray(sketched, dtype=np.uint32))
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 from pathlib import Path
 
 import polars as pl
@@ -156,3 +157,43 @@ def test_a_run_in_chunks_matches_stories_once_in_its_last_chunk(tmp_path: Path) 
     for story_step in ("group headlines", "minhash stories", "verify stories", "cluster stories", "stable story ids", "build stories"):
         assert calls.count(story_step) == 1, story_step
     assert calls.index("cluster stories") > max(i for i, name in enumerate(calls) if name == "clean")
+
+
+def test_the_story_steps_hold_no_text_of_the_chunk_nor_the_story_parts(tmp_path: Path) -> None:
+    """Once cleaned, a chunk's texts (raw, normalized, cleaned, and cleaned again with copies)
+    are written for the commit and let go, and so are story matching's parts of the story tables
+    once verified: the story steps of the last chunk, where a 1M run peaked, find none of them in
+    a live frame, and the commit stores them all the same."""
+    marker = "Quokkaventure"
+    words = [f"{consonant}{vowel}{end}" for consonant in "bdfgklmnprst" for vowel in "aeiou" for end in ("n", "l", "rt")]
+    draw = [random.Random(event) for event in range(4)]
+    bodies = ["\n".join(f"{marker} " + " ".join(draw[event].choices(words, k=14)) + "." for _ in range(6)) for event in range(4)]
+    rows = [
+        {"id": f"{n}", "title": f"Council vote on harbour budget, day {n % 4}", "text": f"{bodies[n % 4]}\nCopy {n} ends here."}
+        for n in range(12)
+    ]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    seen: dict[str, list[str]] = {}
+
+    def call(name: str, function: object, *args: object) -> object:
+        if name in ("verify stories", "cluster stories", "build stories"):
+            gc.collect()
+            frames = [frame for frame in gc.get_objects() if isinstance(frame, pl.DataFrame)]
+            seen[name] = [
+                column
+                for frame in frames
+                for column, dtype in frame.schema.items()
+                if dtype == pl.String and frame[column].str.contains(marker).any()
+            ]
+            if name != "verify stories":
+                seen[name] += [f"story part {frame.columns}" for frame in frames if "deleted" in frame.columns and frame.height]
+        return function(*args)  # type: ignore[operator]
+
+    out = tmp_path / "out"
+    pipeline.run_on_state([tmp_path / "a.jsonl"], out, out / "state", Config(chunk_records=5), call=call, warn=lambda _: None)
+    assert seen.keys() == {"verify stories", "cluster stories", "build stories"}
+    assert seen == dict.fromkeys(seen, [])
+    history = state.load(out / "state", Config(chunk_records=5))
+    assert history.with_record_texts(history.records)["body"].str.contains(marker).all()
+    assert pl.read_parquet(out / "articles.parquet")["text"].str.contains(marker).all()
+    assert history.story_band_keys.height and history.story_candidates.height

@@ -701,7 +701,7 @@ def test_an_update_reads_the_story_tables_by_bucket_group_and_pair_not_whole(tmp
     headlines = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False).with_columns(title=pl.col("title") + " again")
     headlines.head(20).write_csv(tmp_path / "again.csv")
     _, update = pipeline.update([tmp_path / "again.csv"], history, CONFIG, T0 + timedelta(hours=1))
-    assert update is not None and update.story_band_keys.height > 0
+    assert update is not None and update.ahead.rows["story_band_keys"] > 0
     assert history.counts["story tables read whole"] == 0
     assert not {"story_band_keys", "story_candidates"} & set(history.__dict__)  # never read whole
     keys, candidates = history.story_band_keys, history.story_candidates
