@@ -46,7 +46,10 @@ A state folder holds generations; `current` is a symlink to the one in use:
 What only grows (records, keys, pairs) is written once, as one part per run; a new generation
 hard-links the parts it keeps, so a run writes what it adds and changes. A run writes its
 generation under a temporary name, renames it, then swaps `current` with a rename: killed at any
-point, the state is the one before the run or the one after it, never a mix.
+point, the state is the one before the run or the one after it, never a mix. The texts a run
+adds and its parts of the story tables are written as soon as they are made, in a temporary
+folder beside the generations (`write_ahead`, `generations/.ahead-*`), and the commit links
+them in: they are not held through the story steps. A killed run's is removed by the next load.
 
 A load reads the light tables whole and the texts of records and articles not at all: a run reads
 them for the rows it touches (`History.record_rows`, `History.article_texts`), so its memory
