@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -298,7 +299,7 @@ def _clean_changed(
     headline_only = state.headline_only(again, changed, history, config)
     again = again.join(headline_only, on="article_id", how="anti", maintain_order="left")
     rows = state.with_kept_cleaning(_with_texts_to_clean(again, changed, history, config), changed, history)
-    cleaned_again = shards.clean_by_groups(plan, rows, changed, config, decorations)
+    cleaned_again = shards.clean_by_groups(plan, rows, changed, config, decorations, partial(_texts_of_copies, history=history))
     retitled = state.headlines_again(headline_only, decorations, history)
     history.counts.update({"cleaned again": cleaned_again.height, "headline only": retitled.height})
     texts = cleaned_again.select("article_id", "title_raw", pl.col("body").alias("text"), "removed_lines")  # in the records' order
@@ -308,16 +309,25 @@ def _clean_changed(
 
 
 def _with_texts_to_clean(again: pl.DataFrame, changed: pl.DataFrame, history: state.History, config: Config) -> pl.DataFrame:
-    """`again` with the stored texts its cleaning reads: the first-pass body of a record cleaned
-    against its copies is made again from its text, so only the others' is read (in a 1M run's
-    last chunk, the body of 150k records read and held for nothing)."""
-    unread = [name for name in state.STORED_TEXTS if name != "body"]
+    """`again` with the stored texts its cleaning reads here: every title_raw (ARTICLE_TEXTS
+    keeps it), and all the texts of the few records not cleaned against their copies. A record
+    cleaned against its copies has its text and first-pass removed lines read by the piece it
+    goes out in (`_texts_of_copies`), and its first-pass body is made again from the text, so
+    it is not read at all."""
     copied = clean.with_copies(again, changed, config).select("article_id")
-    bodies = history.with_record_texts(again.join(copied, on="article_id", how="anti"), ["body"])
-    rows = history.with_record_texts(again, unread).join(
-        bodies.select("article_id", kept_body="body"), on="article_id", how="left", maintain_order="left"
+    others = history.with_record_texts(again.join(copied, on="article_id", how="anti"))
+    rows = history.with_record_texts(again, ["title_raw"]).join(
+        others.select("article_id", *[pl.col(name).alias(f"{name}_read") for name in state.STORED_TEXTS if name != "title_raw"]),
+        on="article_id", how="left", maintain_order="left",
     )
-    return rows.with_columns(body=pl.coalesce("kept_body", "body")).select(again.columns)
+    read = [pl.coalesce(f"{name}_read", name).alias(name) for name in state.STORED_TEXTS if name != "title_raw"]
+    return rows.with_columns(read).select(again.columns)
+
+
+def _texts_of_copies(rows: pl.DataFrame, history: state.History) -> pl.DataFrame:
+    """`rows` (records cleaned against their copies) with the texts cleaning them reads: of
+    history records, read now."""
+    return history.with_record_texts(rows, ["text", "removed_lines"])
 
 
 def _assemble_light(cleaned: pl.DataFrame, groups: pl.DataFrame, text_figures: pl.DataFrame, history: state.History) -> pl.DataFrame:

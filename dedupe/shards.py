@@ -349,7 +349,12 @@ def clean_with_copies(plan: Plan, cleaned: pl.DataFrame, groups: pl.DataFrame, c
 
 
 def clean_by_groups(
-    plan: Plan, frame: pl.DataFrame, groups: pl.DataFrame, config: Config, decorations: clean.Decorations
+    plan: Plan,
+    frame: pl.DataFrame,
+    groups: pl.DataFrame,
+    config: Config,
+    decorations: clean.Decorations,
+    texts_of_copies: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> pl.DataFrame:
     """`clean.clean_by_groups` with the records of `frame` cut by duplicate group (a group's copies
     in one piece: what they share is learnt from all of them; a record in none of `groups` is a
@@ -359,18 +364,26 @@ def clean_by_groups(
     (`clean.with_copies`) go out with their texts; the others have their headline made again
     alone, and their body goes as an empty stand-in (whether there is one decides whether the
     record is rejected) and stays here: 4,664 of 30,000 speed-corpus records have copies, and
-    the pieces shrank from 238.6 to 32.8 MB pickled (`speed.py copies`)."""
+    the pieces shrank from 238.6 to 32.8 MB pickled (`speed.py copies`).
+
+    `texts_of_copies` gives the records cleaned against their copies the texts that `frame`
+    leaves out (`pipeline._clean_changed`: the history's), a piece at a time as the pieces go
+    out: read for every piece at once, they and what was made of them were ~1 GiB of a 1M run's
+    peak (benchmarks/README.md, session 19)."""
     membership = groups.select("article_id", "duplicate_group")
+    copied = frame["article_id"].is_in(clean.with_copies(frame, membership, config)["article_id"].implode())
+    read = texts_of_copies or (lambda rows: rows)
     pieces = plan.pieces(frame.height)
-    if pieces == 1:
-        return clean.clean_by_groups(frame, membership, config, decorations)
+    if pieces == 1:  # a small input, or no workers: read at once
+        in_order = pl.concat([copied.arg_true(), (~copied).arg_true()]).arg_sort()
+        whole = pl.concat([read(frame.filter(copied)), frame.filter(~copied)])[in_order]
+        return clean.clean_by_groups(whole, membership, config, decorations)
     piece_of = (
         frame.select("article_id")
         .join(membership, on="article_id", how="left", maintain_order="left")
         .select(pl.coalesce("duplicate_group", "article_id").hash(seed=0) % pieces)
         .to_series()
     )
-    copied = frame["article_id"].is_in(clean.with_copies(frame, membership, config)["article_id"].implode())
     # the first pass's body is made again from the text where the copies are read, and stands in
     # as an empty string elsewhere; literals, not nulls over a column: those are pickled with its text
     with_texts = _unread(CLEAN_READS + ("removed_lines",), CLEANED)
@@ -384,7 +397,7 @@ def clean_by_groups(
         for number in range(pieces):
             in_piece = piece_of == number
             rows.extend([(in_piece & copied).arg_true(), (in_piece & ~copied).arg_true()])
-            piece = pl.concat([frame.filter(in_piece & copied).with_columns(with_texts),
+            piece = pl.concat([read(frame.filter(in_piece & copied)).with_columns(with_texts),
                                frame.filter(in_piece & ~copied).with_columns(headline_only)])
             members = membership.join(piece.select("article_id"), on="article_id", how="semi")
             yield piece, members, decorations, config

@@ -164,14 +164,17 @@ def test_an_update_reads_partners_in_blocks_and_the_texts_of_the_groups_it_clean
     assert grouped and grouped <= with_new and cleaned and cleaned <= grouped
     assert len(grouped) < partners
     assert [texts for _, _, texts in by_stage["cluster duplicates"]] == [["body"]]
-    # a body cleaned against its copies is made again from its text: only the others' is read
+    # cleaning with copies reads every title; a record cleaned against its copies has its text
+    # and first-pass removed lines read for its piece, not its first-pass body (made again from
+    # the text); the others (none here, or few) all their texts
     sizes = groups.group_by("duplicate_group").len()
     copied = set(groups.join(sizes.filter(pl.col("len") >= config.consensus_min_copies), on="duplicate_group")["article_id"])
-    without_body = [name for name in state.STORED_TEXTS if name != "body"]
-    texts_read = sorted((texts, set(ids)) for _, ids, texts in by_stage["clean with copies"])
-    assert [texts for texts, _ in texts_read] in ([without_body], [["body"], without_body])
-    assert texts_read[-1][1] == cleaned and cleaned & copied
-    assert all(not ids & copied and ids <= cleaned for texts, ids in texts_read if texts == ["body"])
+    texts_read = [(texts, set(ids)) for _, ids, texts in by_stage["clean with copies"]]
+    assert {tuple(texts) for texts, _ in texts_read} <= {("title_raw",), ("text", "removed_lines"), tuple(state.STORED_TEXTS)}
+    assert [ids for texts, ids in texts_read if texts == ["title_raw"]] == [cleaned]
+    pieces = [ids for texts, ids in texts_read if texts == ["text", "removed_lines"]]
+    assert pieces and set().union(*pieces) <= copied and cleaned & copied == set().union(*pieces)
+    assert all(not ids & copied for texts, ids in texts_read if texts == list(state.STORED_TEXTS))
     assert sum(len(read) for read in by_stage.values()) == len(reads)  # no other step reads texts
 
 
