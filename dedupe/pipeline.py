@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,12 @@ def update(
     run_at: datetime,
     call: Call = direct,
     log: Callable[[str], None] = lambda _: None,
+    texts_to: Path | None = None,
 ) -> tuple[Result, state.Update | None]:
     """`run` for the records of `paths` not in `history`, matched against all of it; None for
-    the update when nothing is new (the history and its outputs stand as they are).
+    the update when nothing is new (the history and its outputs stand as they are). What the
+    commit stores of its texts and story parts waits in a temporary folder in `texts_to` (the
+    state's generations folder, where a load removes what a killed run left; None: the system's).
 
     The result is the one a single run over everything would give (tests/test_state.py), and the
     work follows the batch wherever that is provably the same:
@@ -146,7 +149,7 @@ def update(
 
     batch = stage("changed files", state.changed_files, list(paths), history)
     handed = [stage("read", read.read_found, batch.found, config)]
-    return _update(batch, handed, history, config, run_at, stage, timings, log, Earlier(history))
+    return _update(batch, handed, history, config, run_at, stage, timings, log, Earlier(history), texts_to=texts_to)
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def _update(
 ) -> tuple[Result, state.Update | None]:
     """`update` from the records read on; `history` holds the earlier chunks of the run.
     `handed` is a list of the frame read, which `_update` empties: the chunk's raw text (a third
-    of its bytes) is let go once normalized, not held through the story steps by the caller.
+    of its bytes) is let go once cleaned, not held through the story steps by the caller.
 
     Without `match_stories` (a chunk of a run that more chunks follow, keyword story model), the
     story steps are left to the run's last chunk, which matches the stories of every chunk's
@@ -282,9 +285,10 @@ def _clean_changed(
     history: state.History,
     config: Config,
     plan: shards.Plan,
-) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.Series]:
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.DataFrame]:
     """`clean.clean_with_copies` for the records it can change (`state.to_clean_again`), read
-    with their texts, cut by changed group on `plan`'s workers (`shards.clean_by_groups`); the
+    with their texts (those cleaned against their copies a piece at a time, as the pieces go out:
+    `_texts_of_copies`), cut by changed group on `plan`'s workers (`shards.clean_by_groups`); the
     others keep the last run's cleaning (their texts stay unread, null).
     Headline decoration is learnt from what changed (`state.headline_decorations`: a new title
     can teach a new site suffix), and only the headlines it changes are cleaned again; a record
@@ -314,14 +318,14 @@ def _with_texts_to_clean(again: pl.DataFrame, changed: pl.DataFrame, history: st
     cleaned against its copies has its text and first-pass removed lines read by the piece it
     goes out in (`_texts_of_copies`), and its first-pass body is made again from the text, so
     it is not read at all."""
+    texts = [name for name in state.STORED_TEXTS if name != "title_raw"]
     copied = clean.with_copies(again, changed, config).select("article_id")
-    others = history.with_record_texts(again.join(copied, on="article_id", how="anti"))
+    others = history.with_record_texts(again.join(copied, on="article_id", how="anti"), texts)
     rows = history.with_record_texts(again, ["title_raw"]).join(
-        others.select("article_id", *[pl.col(name).alias(f"{name}_read") for name in state.STORED_TEXTS if name != "title_raw"]),
+        others.select("article_id", *[pl.col(name).alias(f"{name}_read") for name in texts]),
         on="article_id", how="left", maintain_order="left",
     )
-    read = [pl.coalesce(f"{name}_read", name).alias(name) for name in state.STORED_TEXTS if name != "title_raw"]
-    return rows.with_columns(read).select(again.columns)
+    return rows.with_columns(pl.coalesce(f"{name}_read", name).alias(name) for name in texts).select(again.columns)
 
 
 def _texts_of_copies(rows: pl.DataFrame, history: state.History) -> pl.DataFrame:

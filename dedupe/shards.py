@@ -368,16 +368,18 @@ def clean_by_groups(
 
     `texts_of_copies` gives the records cleaned against their copies the texts that `frame`
     leaves out (`pipeline._clean_changed`: the history's), a piece at a time as the pieces go
-    out: read for every piece at once, they and what was made of them were ~1 GiB of a 1M run's
-    peak (benchmarks/README.md, session 19)."""
+    out to this machine's workers (`ProcessMap` takes them as it goes; a Dask or Ray map makes
+    them all first): read for every piece at once, they and what was made of them were ~1 GiB
+    of a 1M run's peak (benchmarks/README.md, *A chunk's texts written ahead*)."""
     membership = groups.select("article_id", "duplicate_group")
     copied = frame["article_id"].is_in(clean.with_copies(frame, membership, config)["article_id"].implode())
     read = texts_of_copies or (lambda rows: rows)
     pieces = plan.pieces(frame.height)
-    if pieces == 1:  # a small input, or no workers: read at once
-        in_order = pl.concat([copied.arg_true(), (~copied).arg_true()]).arg_sort()
-        whole = pl.concat([read(frame.filter(copied)), frame.filter(~copied)])[in_order]
-        return clean.clean_by_groups(whole, membership, config, decorations)
+    if pieces == 1:
+        if texts_of_copies is not None:  # a small input, or no workers: read at once
+            in_order = pl.concat([copied.arg_true(), (~copied).arg_true()]).arg_sort()
+            frame = pl.concat([read(frame.filter(copied)), frame.filter(~copied)])[in_order]
+        return clean.clean_by_groups(frame, membership, config, decorations)
     piece_of = (
         frame.select("article_id")
         .join(membership, on="article_id", how="left", maintain_order="left")

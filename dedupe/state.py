@@ -48,8 +48,9 @@ hard-links the parts it keeps, so a run writes what it adds and changes. A run w
 generation under a temporary name, renames it, then swaps `current` with a rename: killed at any
 point, the state is the one before the run or the one after it, never a mix. The texts a run
 adds and its parts of the story tables are written as soon as they are made, in a temporary
-folder beside the generations (`write_ahead`, `generations/.ahead-*`), and the commit links
-them in: they are not held through the story steps. A killed run's is removed by the next load.
+folder in the generations folder (`write_ahead`, `generations/.ahead-*`), and the commit links
+them in and removes it: they are not held through the story steps. A killed run's is removed by
+the next load.
 
 A load reads the light tables whole and the texts of records and articles not at all: a run reads
 them for the rows it touches (`History.record_rows`, `History.article_texts`), so its memory
@@ -905,13 +906,16 @@ class Ahead:
     """Parts of a run's generation written before its commit, which links them in (`commit`):
     the new records' texts, the texts of the articles cleaned this run, and story matching's
     parts of the story tables. Held in memory through the story steps instead, they were ~2.5 GiB
-    of a 1M run's last chunk, where it peaked (benchmarks/README.md, session 19)."""
+    of a 1M run's last chunk, where it peaked (benchmarks/README.md, *A chunk's texts written ahead*)."""
 
-    folder: tempfile.TemporaryDirectory[str]  # removed with the last reference to it
+    folder: tempfile.TemporaryDirectory[str]  # removed by the commit, or with the last reference to it
     rows: Mapping[str, int] = field(default_factory=dict)  # a table's part written: its rows
 
     def file(self, table: str) -> Path:
         return Path(self.folder.name) / f"{table}.{TEXTS[1] if table == TEXTS[0] else 'parquet'}"
+
+    def remove(self) -> None:
+        self.folder.cleanup()
 
 
 AHEAD_SCHEMAS = {
@@ -1243,6 +1247,7 @@ def commit(
     (temporary / "meta.json").write_text(json.dumps(meta))
     final = generations / f"{generation:06d}"
     os.rename(temporary, final)
+    update.ahead.remove()  # linked in
     if make_current:
         make_current_generation(state, final)
     return final

@@ -178,12 +178,12 @@ def test_the_story_steps_hold_no_text_of_the_chunk_nor_the_story_parts(tmp_path:
     def call(name: str, function: object, *args: object) -> object:
         if name in ("verify stories", "cluster stories", "build stories"):
             gc.collect()
-            frames = [frame for frame in gc.get_objects() if isinstance(frame, pl.DataFrame)]
+            live = gc.get_objects()
+            frames = [frame for frame in live if isinstance(frame, pl.DataFrame)]
+            columns = [column for frame in frames for column in frame.iter_columns()]
+            columns += [series for series in live if isinstance(series, pl.Series)]
             seen[name] = [
-                column
-                for frame in frames
-                for column, dtype in frame.schema.items()
-                if dtype == pl.String and frame[column].str.contains(marker).any()
+                column.name for column in columns if column.dtype == pl.String and column.str.contains(marker).any()
             ]
             if name != "verify stories":
                 seen[name] += [f"story part {frame.columns}" for frame in frames if "deleted" in frame.columns and frame.height]
@@ -197,3 +197,4 @@ def test_the_story_steps_hold_no_text_of_the_chunk_nor_the_story_parts(tmp_path:
     assert history.with_record_texts(history.records)["body"].str.contains(marker).all()
     assert pl.read_parquet(out / "articles.parquet")["text"].str.contains(marker).all()
     assert history.story_band_keys.height and history.story_candidates.height
+    assert [path.name for path in (out / "state" / "generations").iterdir()] == [(out / "state" / "current").resolve().name]

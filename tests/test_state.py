@@ -38,7 +38,7 @@ def run_batch(
     with the articles it published (an update's result holds no texts)."""
     with state.locked(folder):
         history = state.load(folder, config)
-        result, update = pipeline.update(paths, history, config, at)
+        result, update = pipeline.update(paths, history, config, at, texts_to=folder / "generations")
         if update is not None:
             state.commit(folder, history, update, config)
         state.publish(folder, folder.parent / "out")
@@ -587,15 +587,18 @@ def test_the_story_overview_lists_the_largest_and_the_newest_stories(tmp_path: P
 @pytest.mark.parametrize("kill_when", ["generations", "state"])
 def test_a_run_killed_at_any_point_leaves_the_state_before_or_after_it(tmp_path: Path, kill_when: str) -> None:
     """SIGKILL a real run as soon as its commit starts (or as soon as it takes the lock): the
-    state is then the one before the run or the one after it, and the next run completes it."""
+    state is then the one before the run or the one after it, and the next run completes it,
+    removing what the killed one left (its texts written ahead, a temporary generation)."""
     folder = tmp_path / "state"
     script = (
         "from pathlib import Path; from tests.test_state import run_batch; "
         f"run_batch([Path({str(SEEDS)!r})], Path({str(folder)!r}))"
     )
     process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
-    watched = folder / "generations" if kill_when == "generations" else folder
-    while process.poll() is None and not watched.exists():
+    def started() -> bool:  # the commit's temporary generation, or the lock taken
+        return any((folder / "generations").glob(".tmp-*")) if kill_when == "generations" else folder.exists()
+
+    while process.poll() is None and not started():
         time.sleep(0.001)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -604,6 +607,7 @@ def test_a_run_killed_at_any_point_leaves_the_state_before_or_after_it(tmp_path:
     assert history.records.height in (0, 297)
     result, _ = run_batch([SEEDS], folder)
     assert state.load(folder, CONFIG).generation == 1
+    assert [path.name for path in (folder / "generations").iterdir()] == ["000001"]
     assert partition(result.articles, "story_id") == partition(pipeline.run([SEEDS], CONFIG).articles, "story_id")
 
 
