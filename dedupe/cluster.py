@@ -351,7 +351,7 @@ def story_keywords(cleaned: pl.DataFrame) -> pl.DataFrame:
     itself. Against a Python set per record: 1.43x the records per CPU second on the speed
     corpus, 1.45x on news-aggregator, the same lists (`benchmarks/text_stages.py --clock cpu`)."""
     texts = pl.Series([stories.story_text(headline, url) for headline, url in cleaned.select("headline", "url").iter_rows()], dtype=pl.String)
-    ascii_only = texts.str.contains(r"^[\x00-\x7F]*$").fill_null(True)
+    ascii_only = ~minhash.beyond_ascii(texts).fill_null(False)
     stop = pl.Series([sorted(minhash.STOP_WORDS)], dtype=pl.List(pl.String))
     found = minhash.tokens(texts.filter(ascii_only)).fill_null([]).list.set_difference(stop)
     columnar = found.list.eval(pl.element().sort())

@@ -81,6 +81,14 @@ def tokens(texts: pl.Series) -> pl.Series:
     return texts.str.to_lowercase().str.extract_all(TOKEN)
 
 
+def beyond_ascii(texts: pl.Series) -> pl.Series:
+    """Whether each text holds a character outside ASCII (null for null). Only on ASCII text are
+    polars' lower case and `TOKEN` words Python's casefold and `\\w`: columnar steps that must
+    give Python's answers (`cluster.story_keywords`, `state.may_hold_a_piece`) take the others
+    the Python way."""
+    return texts.str.contains(r"[^\x00-\x7F]")
+
+
 def minhash_input(shingle: bytes) -> int:
     """What a shingle is hashed to before its MinHash permutations (datasketch's `hashfunc`):
     xxh32 of its UTF-8 bytes, as the pipeline always did, so signatures did not change."""

@@ -830,7 +830,7 @@ def may_hold_a_piece(titles: pl.Series, pieces: set[str]) -> pl.Series:
     in Python, to find those few, was most of the lookup: 4.5 of 5.3 s in a 1M day's last chunk
     (`speed.py profile --cprofile "clean with copies"`)."""
     longest = sorted({max(words, key=len) for words in (piece.split() for piece in pieces) if words})
-    other = titles.str.contains(r"[^\x00-\x7F]")
+    other = minhash.beyond_ascii(titles)
     return other | titles.str.contains_any(longest, ascii_case_insensitive=True) if longest else other
 
 
