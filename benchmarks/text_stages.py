@@ -8,6 +8,7 @@ speed-up must change nothing).
     python benchmarks/text_stages.py --against main --rounds 3   # alternating, best of three each
     python benchmarks/text_stages.py --against main --rounds 3 --clock cpu   # CPU seconds of the process
     python benchmarks/text_stages.py --profile normalize --speed-docs 10000     # where a stage's time goes
+    python benchmarks/text_stages.py --against main --speed-docs 20000 --speed-duplicates 0.7   # most records have copies
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 
-def inputs(data: Path, speed_docs: int) -> dict[str, list[Path]]:
+def inputs(data: Path, speed_docs: int, duplicates: float = 0.3) -> dict[str, list[Path]]:
     sets = {
         "seeds": [ROOT / "seeds"],
         "aeb": [data / "aeb/articles.jsonl"],
@@ -43,8 +44,8 @@ def inputs(data: Path, speed_docs: int) -> dict[str, list[Path]]:
     if speed_docs:
         from speed import build_corpus  # benchmarks/speed.py: real words, known copies
 
-        corpus = build_corpus(Path(tempfile.mkdtemp(prefix="dedupe-text-stages-")), speed_docs, 0.3, seed=speed_docs)
-        sets[f"speed-{speed_docs}"] = sorted(corpus.glob("part-*.parquet"))
+        corpus = build_corpus(Path(tempfile.mkdtemp(prefix="dedupe-text-stages-")), speed_docs, duplicates, seed=speed_docs)
+        sets[f"speed-{speed_docs}" + (f"-{duplicates:g}" if duplicates != 0.3 else "")] = sorted(corpus.glob("part-*.parquet"))
     return sets
 
 
@@ -102,6 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--speed-docs", type=int, default=10_000, help="speed corpus size (0: none)")
+    parser.add_argument("--speed-duplicates", type=float, default=0.3,
+                        help="the speed corpus's share of copies: 0.7 cleans most records against their copies, "
+                        "as the late chunks of a 1M day do")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the two versions this many times; best time of each")
     parser.add_argument("--against", metavar="COMMIT", help="also run normalize.py, clean.py, minhash.py, verify.py and cluster.py of this commit")
     parser.add_argument("--profile", choices=("normalize", "clean"),
@@ -114,10 +118,10 @@ def main() -> None:
     config = Config()
     old = tuple(module_at(args.against, name) for name in ("normalize", "clean", "minhash", "verify", "cluster")) if args.against else None
     if args.profile:
-        profile(args.profile, inputs(args.data, args.speed_docs), config)
+        profile(args.profile, inputs(args.data, args.speed_docs, args.speed_duplicates), config)
         return
     print(f"{'input':<18}{'records':>9}{'stage':>20}{'docs/s':>10}" + (f"{'before':>10}{'speed-up':>10}  output" if old else ""))
-    for name, paths in inputs(args.data, args.speed_docs).items():
+    for name, paths in inputs(args.data, args.speed_docs, args.speed_duplicates).items():
         records = read.read(paths, config)
         frames, timings = text_stages(records, normalize, clean, minhash, verify, cluster, None, config, clock)
         if old:

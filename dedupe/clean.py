@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import islice
+from itertools import chain, islice
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -212,16 +212,21 @@ def shared_in_groups(cleaned: pl.DataFrame, groups: pl.DataFrame, config: Config
 
 def shared_by_copies(texts: list[str], config: Config) -> Shared:
     """A piece of text is shared when most of its word 3-grams occur in at least
-    `consensus_share` of the copies."""
+    `consensus_share` of the copies.
+
+    The loops over 3-grams are C's (`map`, `chain`, a set's membership), not Python generators:
+    a 1M day's last chunk cleans 90k records against their copies, 32M lookups of 3-grams
+    (`benchmarks/text_stages.py`, clean with copies; benchmarks/README.md, session 20)."""
     counts: Counter[tuple[str, ...]] = Counter()
-    for text in texts:  # piece by piece, as `_apply_copies` will ask, so the cache serves both
-        counts.update({gram for line in text.split("\n") for piece in _pieces(line) for gram in _trigrams(piece)})
+    for text in texts:  # piece by piece, as `_apply_copies` will ask, so the caches serve both
+        counts.update(set(chain.from_iterable(map(_trigrams, chain.from_iterable(map(_pieces, text.split("\n")))))))
     needed = config.consensus_share * len(texts)
+    common = {gram for gram, count in counts.items() if count >= needed}
 
     @lru_cache(maxsize=None)  # the copies ask about the same pieces; the cache lives with the group
     def shared(piece: str) -> bool:
         grams = _trigrams(piece)
-        return bool(grams) and sum(counts[gram] >= needed for gram in grams) >= 0.5 * len(grams)
+        return bool(grams) and sum(map(common.__contains__, grams)) >= 0.5 * len(grams)
 
     return shared
 
@@ -342,10 +347,11 @@ def _word_count(folded: str) -> int:
     return folded.count(" ") + 1 if folded else 0
 
 
-def _pieces(line: str) -> list[str]:
+@lru_cache(maxsize=1 << 18)  # what the copies share and the cleaning against it cut the same lines
+def _pieces(line: str) -> tuple[str, ...]:
     if len(line) <= LONG_LINE:
-        return [line] if line else []
-    return [piece for piece in SENTENCE_BREAK.split(line) if piece]
+        return (line,) if line else ()
+    return tuple(piece for piece in SENTENCE_BREAK.split(line) if piece)
 
 
 @lru_cache(maxsize=1 << 18)  # copies repeat the same lines
@@ -602,3 +608,4 @@ def clear_line_caches() -> None:
     kept, a run in chunks held what every chunk filled them with (up to 2^18 tuples of 3-grams)."""
     fold.cache_clear()
     _trigrams.cache_clear()
+    _pieces.cache_clear()

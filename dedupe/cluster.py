@@ -616,6 +616,11 @@ class _Snapshot:
         claimed = np.divide(counts.data, elsewhere, out=np.zeros(len(counts.data)), where=elsewhere > 0)
         self.claimed = sparse.csr_matrix((claimed, counts.indices, counts.indptr), shape=counts.shape)
         self.occurrences = np.bincount(self.rows, weights=counts.data, minlength=stories)
+        # the matrices as the compiled loops read them, made once: made in every block's call, the
+        # copies were 3.3 s of the attachment of a 1M day (benchmarks/README.md, session 20)
+        indptr, indices = counts.indptr.astype(np.int64), counts.indices.astype(np.int64)  # the three matrices' own
+        self.arrays = {name: (indptr, indices, matrix.data) for name, matrix in
+                       (("counts", counts), ("weighted", self.weighted), ("claimed", self.claimed))}
 
     def pairs(self, stories: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs (story, larger story) with the story in the mask `stories` and the
@@ -639,7 +644,7 @@ class _Snapshot:
         start = np.concatenate([[0], np.cumsum(posting_length)]).astype(np.int64)
         bound = np.cumsum(np.bincount(self.rows, weights=posting_length[self.counts.indices], minlength=len(self.size))[rows])
         cuts = np.searchsorted(bound, np.arange(BLOCK_PAIRS, bound[-1] if rows.size else 0, BLOCK_PAIRS), side="right")
-        indptr, indices = self.counts.indptr.astype(np.int64), self.counts.indices.astype(np.int64)
+        indptr, indices, _ = self.arrays["counts"]
         for block in np.split(rows, cuts):
             ratio = float(self.config.story_attach_size_ratio)
             yield minhash.per_item_on_threads(lambda rows: compiled.candidate_pairs(indptr, indices, start, posting, rows, self.size, ratio), block)
@@ -662,7 +667,7 @@ class _Snapshot:
         picked at random holds its own share of them (its size over the day's), so a keyword that
         grows common as the day grows ("Apple", or a chain walk's "new") claims less and less,
         while a name that one story holds most of ("Titanfall") keeps claiming it."""
-        return np.round(_shared_weight(self.claimed, self.counts, story, other) / self.occurrences[story], 12)
+        return np.round(_shared_weight(self.arrays["claimed"], self.arrays["counts"], story, other) / self.occurrences[story], 12)
 
     def best(self, story: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per story of the pairs: its best other among those that claim it
@@ -671,7 +676,9 @@ class _Snapshot:
         next round and run."""
         # rounded: fits equal in exact arithmetic (5 of 6 and 6 of 7 headlines...) differ in their
         # last bits, and a tie must go to the larger story, not to the rounding
-        fit = np.round(_shared_weight(self.weighted, self.counts, story, other) / (self.weight[story] * self.size[other]), 12)
+        fit = np.round(
+            _shared_weight(self.arrays["weighted"], self.arrays["counts"], story, other) / (self.weight[story] * self.size[other]), 12
+        )
         least = self.config.story_attach_claim
         claimed = self.claims(story, other) >= least if least > 0 else np.ones(len(story), dtype=bool)
         from dedupe import compiled  # numba's import, only when stories are attached
@@ -861,7 +868,11 @@ def _keyword_incidence(keywords: pl.DataFrame) -> tuple[sparse.csr_matrix, pl.Se
     return matrix, words
 
 
-def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story: np.ndarray, other: np.ndarray) -> np.ndarray:
+LoopArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A CSR matrix as the compiled loops read it: indptr and indices as int64, and its data."""
+
+
+def _shared_weight(weighted: LoopArrays, counts: LoopArrays, story: np.ndarray, other: np.ndarray) -> np.ndarray:
     """For each pair: the sum over the story's keywords of their IDF-weighted count in the story
     times their count in the other story, summed in keyword order (the same sum every run, and the
     one the sparse product of the stories in pairs and the larger ones gave, entry by entry).
@@ -869,6 +880,5 @@ def _shared_weight(weighted: sparse.csr_matrix, counts: sparse.csr_matrix, story
     the larger stories of other pairs, then a sort and a lookup, most of the attachment's time."""
     from dedupe import compiled  # numba's import, only when stories are attached
 
-    sides = [(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data) for matrix in (weighted, counts)]
-    loop = partial(compiled.pair_products, *sides[0], *sides[1])
+    loop = partial(compiled.pair_products, *weighted, *counts)
     return minhash.per_item_on_threads(loop, story.astype(np.int64, copy=False), other.astype(np.int64, copy=False))

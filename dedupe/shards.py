@@ -41,7 +41,10 @@ import ctypes.util
 import itertools
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -171,17 +174,80 @@ class ProcessMap:
         pending = itertools.chain(first, pending)
         running: collections.deque[Future[Any]] = collections.deque()
         results = []
+        folder = _frames_folder()
         try:
             for args in itertools.islice(pending, 2 * self.workers):
-                running.append(pool.submit(_apply, function, args))
+                running.append(pool.submit(_apply, function, _handed(args, folder), folder))
             while running:
-                results.append(running.popleft().result())
+                results.append(_taken(running.popleft().result()))
                 for args in itertools.islice(pending, 1):
-                    running.append(pool.submit(_apply, function, args))
+                    running.append(pool.submit(_apply, function, _handed(args, folder), folder))
         except BrokenProcessPool:  # a worker died (killed, out of memory): the next run starts new ones
             _POOLS.pop(self.workers, None)
             raise
+        finally:
+            if folder is not None:  # what a failed piece left
+                shutil.rmtree(folder, ignore_errors=True)
         return results
+
+
+SHARED_MEMORY = Path("/dev/shm")
+"""Where frames pass between this process and its workers (`FrameFile`), where there is one (Linux)."""
+
+
+@dataclass(frozen=True)
+class FrameFile:
+    """A frame handed to or by a worker as an uncompressed Arrow IPC file in shared memory: written
+    once and read once, then removed. Pickled, a frame was serialized, copied through a pipe and
+    built again on the other side: normalizing a 100k chunk on two workers took 8.9-9.6 s with
+    2.2-2.4 s of this process's CPU, against 7.7-7.9 s and 0.6 s (`benchmarks/speed.py profile`,
+    normalize and clean; benchmarks/README.md, session 20). The files of a piece in flight are
+    held in memory outside any process until read: a few pieces (`ProcessMap` hands out two per
+    worker)."""
+
+    path: str
+
+
+def _frames_folder() -> Path | None:
+    """A new folder for one map's frames in shared memory (named for this process, so that the
+    folders of a killed one are found: `_remove_orphaned_folders`); None where there is no
+    shared memory to write to, and frames are pickled."""
+    if not (SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK)):
+        return None
+    return Path(tempfile.mkdtemp(prefix=f"dedupe-{os.getpid()}-", dir=SHARED_MEMORY))
+
+
+def _remove_orphaned_folders() -> None:
+    """Remove the frame folders of processes that no longer run (killed before their map's end):
+    shared memory is held until removed."""
+    for folder in SHARED_MEMORY.glob("dedupe-*-*") if SHARED_MEMORY.is_dir() else []:
+        owner = folder.name.split("-")[1]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _handed(value: Any, folder: Path | None) -> Any:
+    """`value` with its frames (itself, or the items of a tuple) written to `folder` as `FrameFile`s."""
+    if folder is None:
+        return value
+    if isinstance(value, pl.DataFrame):
+        path = folder / f"{uuid.uuid4().hex}.arrow"
+        value.write_ipc(path, compression="uncompressed")
+        return FrameFile(str(path))
+    if isinstance(value, tuple):
+        return tuple(_handed(item, folder) for item in value)
+    return value
+
+
+def _taken(value: Any) -> Any:
+    """`value` with its `FrameFile`s read, and removed."""
+    if isinstance(value, FrameFile):
+        frame = pl.read_ipc(value.path)
+        os.unlink(value.path)
+        return frame
+    if isinstance(value, tuple):
+        return tuple(_taken(item) for item in value)
+    return value
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -189,15 +255,17 @@ _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _POOLS:
+        _remove_orphaned_folders()
         _POOLS[workers] = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"), initializer=lifetime.watch_parent, initargs=(os.getpid(),)
         )
     return _POOLS[workers]
 
 
-def _apply(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+def _apply(function: Callable[..., Any], args: tuple[Any, ...], folder: Path | None = None) -> Any:
+    """`function(*args)` in a worker, its frames read from and written to `folder` (`FrameFile`)."""
     try:
-        return function(*args)
+        return _handed(function(*_taken(args)), folder)
     finally:
         release_free_memory()  # the workers live on between pieces and runs
 

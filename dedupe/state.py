@@ -181,6 +181,10 @@ PUBLISHED_COMPRESSION = "lz4"
 """Of the published articles.parquet, which is written again every run: lz4 streams it in about
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
 reader (polars, duckdb, pyarrow) reads it."""
+ARTICLE_TEXTS_COMPRESSION = "lz4"
+"""Of the article_texts parts, written by every chunk (a 1M run writes ~1.4 GB of them): lz4 writes
+a 100k chunk's part in ~0.6 of zstd's time and reads it in ~0.65, for twice the bytes
+(`benchmarks/speed.py profile`, write texts; benchmarks/README.md, session 20)."""
 STORED_TEXTS = [name for name in RECORD_TEXTS if name != "text_raw"]
 """The texts of a record kept in record_texts/: `text_raw` is not, no step reads it once a record
 is normalized. They are read for a run's candidate partners, 1-5% of the history spread evenly
@@ -930,7 +934,7 @@ def write_ahead(ahead: Ahead | None, parts: Mapping[str, pl.DataFrame], near: Pa
     """`ahead` with `parts` (table -> its part, as AHEAD_SCHEMAS) written in its folder: a new
     temporary folder in `near` for None (a state's generations folder, so that the commit links
     the files; None, the system's). Record texts as `_write_records` keeps them: Arrow IPC,
-    uncompressed, at the oldest compatibility level."""
+    uncompressed, at the oldest compatibility level; article texts in lz4 (`ARTICLE_TEXTS_COMPRESSION`)."""
     if ahead is None:
         if near is not None:
             near.mkdir(parents=True, exist_ok=True)
@@ -940,7 +944,7 @@ def write_ahead(ahead: Ahead | None, parts: Mapping[str, pl.DataFrame], near: Pa
         if table == TEXTS[0]:
             part.write_ipc(ahead.file(table), compression="uncompressed", compat_level=pl.CompatLevel.oldest())
         else:
-            part.write_parquet(ahead.file(table))
+            part.write_parquet(ahead.file(table), compression=ARTICLE_TEXTS_COMPRESSION if table == "article_texts" else "zstd")
     return replace(ahead, rows={**ahead.rows, **{table: part.height for table, part in parts.items()}})
 
 

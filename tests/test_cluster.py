@@ -373,9 +373,10 @@ def test_the_fits_of_pairs_are_the_floats_of_the_sparse_product(seed: int, stori
     pairs = np.unique(np.stack([story, other]), axis=1)
     story, other = pairs[0], pairs[1]
     product = (weighted @ counts.T).toarray()
-    assert np.array_equal(_shared_weight(weighted, counts, story, other), product[story, other] + 0.0)
+    arrays = [(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data) for matrix in (weighted, counts)]
+    assert np.array_equal(_shared_weight(*arrays, story, other), product[story, other] + 0.0)
     with threads_for_any_size():
-        assert np.array_equal(_shared_weight(weighted, counts, story, other), product[story, other] + 0.0)
+        assert np.array_equal(_shared_weight(*arrays, story, other), product[story, other] + 0.0)
     fit = rng.choice([0.0, 0.1, 0.25, 0.5], len(story))  # ties everywhere
     claimed = rng.random(len(story)) < 0.7
     size = rng.integers(1, 4, stories).astype(float)
