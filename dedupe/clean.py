@@ -214,9 +214,10 @@ def shared_by_copies(texts: list[str], config: Config) -> Shared:
     """A piece of text is shared when most of its word 3-grams occur in at least
     `consensus_share` of the copies.
 
-    The loops over 3-grams are C's (`map`, `chain`, a set's membership), not Python generators:
-    a 1M day's last chunk cleans 90k records against their copies, 32M lookups of 3-grams
-    (`benchmarks/text_stages.py`, clean with copies; benchmarks/README.md, session 20)."""
+    The loops over 3-grams are C's (`map`, `chain`, a set's membership), not Python generators,
+    and the lines' pieces are cut once for both: clean with copies 1.05x where most records have
+    copies, the same output (`benchmarks/text_stages.py --speed-duplicates 0.7`; benchmarks/README.md,
+    session 20)."""
     counts: Counter[tuple[str, ...]] = Counter()
     for text in texts:  # piece by piece, as `_apply_copies` will ask, so the caches serve both
         counts.update(set(chain.from_iterable(map(_trigrams, chain.from_iterable(map(_pieces, text.split("\n")))))))

@@ -616,8 +616,9 @@ class _Snapshot:
         claimed = np.divide(counts.data, elsewhere, out=np.zeros(len(counts.data)), where=elsewhere > 0)
         self.claimed = sparse.csr_matrix((claimed, counts.indices, counts.indptr), shape=counts.shape)
         self.occurrences = np.bincount(self.rows, weights=counts.data, minlength=stories)
-        # the matrices as the compiled loops read them, made once: made in every block's call, the
-        # copies were 3.3 s of the attachment of a 1M day (benchmarks/README.md, session 20)
+        # the matrices as the compiled loops read them, made once: made in every block's call, these
+        # copies were most of numpy's astype, 3.3 s of a 1M day's last chunk's cluster stories
+        # (`speed.py profile --cprofile "cluster stories"`, benchmarks/README.md, session 20)
         indptr, indices = counts.indptr.astype(np.int64), counts.indices.astype(np.int64)  # the three matrices' own
         self.arrays = {name: (indptr, indices, matrix.data) for name, matrix in
                        (("counts", counts), ("weighted", self.weighted), ("claimed", self.claimed))}

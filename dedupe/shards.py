@@ -199,11 +199,11 @@ SHARED_MEMORY = Path("/dev/shm")
 class FrameFile:
     """A frame handed to or by a worker as an uncompressed Arrow IPC file in shared memory: written
     once and read once, then removed. Pickled, a frame was serialized, copied through a pipe and
-    built again on the other side: normalizing a 100k chunk on two workers took 8.9-9.6 s with
-    2.2-2.4 s of this process's CPU, against 7.7-7.9 s and 0.6 s (`benchmarks/speed.py profile`,
-    normalize and clean; benchmarks/README.md, session 20). The files of a piece in flight are
-    held in memory outside any process until read: a few pieces (`ProcessMap` hands out two per
-    worker)."""
+    built again on the other side: over a 1M run in chunks of 100k on two workers, normalize took
+    78.0 s with 21.9 s of this process's CPU, against 63.5 s and 7.9 s, and clean 110.5 s and
+    20.5 s against 95.9 s and 6.9 s (`benchmarks/speed.py profile`; benchmarks/README.md, session
+    20). The files of the pieces in flight are held in memory outside any process until read: a
+    few pieces (`ProcessMap` hands out two per worker)."""
 
     path: str
 

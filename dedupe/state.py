@@ -182,9 +182,11 @@ PUBLISHED_COMPRESSION = "lz4"
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
 reader (polars, duckdb, pyarrow) reads it."""
 ARTICLE_TEXTS_COMPRESSION = "lz4"
-"""Of the article_texts parts, written by every chunk (a 1M run writes ~1.4 GB of them): lz4 writes
-a 100k chunk's part in ~0.6 of zstd's time and reads it in ~0.65, for twice the bytes
-(`benchmarks/speed.py profile`, write texts; benchmarks/README.md, session 20)."""
+"""Of the article_texts parts, which every chunk writes and publishing reads: as for
+`PUBLISHED_COMPRESSION`, lz4 for about twice zstd's bytes. Over a 1M run in chunks of 100k,
+write texts took 37.1 s against 42.7 s and publishing 18.7 s against 20.8 s (with frames
+passed to the workers in shared memory; `benchmarks/speed.py profile`, benchmarks/README.md,
+session 20)."""
 STORED_TEXTS = [name for name in RECORD_TEXTS if name != "text_raw"]
 """The texts of a record kept in record_texts/: `text_raw` is not, no step reads it once a record
 is normalized. They are read for a run's candidate partners, 1-5% of the history spread evenly
