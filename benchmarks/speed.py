@@ -87,7 +87,8 @@ def peak_memory_gib() -> float:
 
 
 class TreeMemory:
-    """The resident memory of this process and its children (worker processes), sampled every
+    """The resident memory of this process and its children (worker processes), and the frames
+    in flight between them (`shards.FrameFile`s: in shared memory, no process's), sampled every
     20 ms on a thread: ru_maxrss counts one process, and a run with workers is several. `peak`
     is the largest sum seen since the last `reset`."""
 
@@ -106,7 +107,7 @@ class TreeMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self._every):
-            now = sum(_rss_bytes(pid) for pid in _process_tree(os.getpid()))
+            now = sum(_rss_bytes(pid) for pid in _process_tree(os.getpid())) + _frames_in_flight()
             self.peak, self.overall = max(self.peak, now), max(self.overall, now)
 
 
@@ -164,6 +165,17 @@ class ChunkWatcher:
         print(f"{CHUNK_LINE}chunk {len(self.chunks)} committed: {chunk['s']:.1f} s, peak {chunk['peak_gib']:.2f} GiB, "
               f"after the commit {chunk['after_commit_gib']:.2f} GiB; rows "
               + ", ".join(f"{table} {int(chunk[table]):,}" for table in self.TABLES), file=sys.stderr, flush=True)
+
+
+def _frames_in_flight() -> int:
+    """Bytes of the frame files in shared memory (`shards.FramesFolder`) now."""
+    total = 0
+    for path in shards.SHARED_MEMORY.glob(f"{shards.FramesFolder.PREFIX}*/*.arrow"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # read and removed meanwhile
+            pass
+    return total
 
 
 def _process_tree(pid: int) -> list[int]:

@@ -605,7 +605,7 @@ non-ASCII characters are these takes the ASCII way instead of the regex (clean's
 
 
 def clear_line_caches() -> None:
-    """Empty the per-line caches (`fold`, `_trigrams`): they serve the copies within a stage;
+    """Empty the per-line caches (`fold`, `_trigrams`, `_pieces`): they serve the copies within a stage;
     kept, a run in chunks held what every chunk filled them with (up to 2^18 tuples of 3-grams)."""
     fold.cache_clear()
     _trigrams.cache_clear()

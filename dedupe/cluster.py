@@ -619,7 +619,7 @@ class _Snapshot:
         # the matrices as the compiled loops read them, made once: made in every block's call, these
         # copies were most of numpy's astype, 3.3 s of a 1M day's last chunk's cluster stories
         # (`speed.py profile --cprofile "cluster stories"`, benchmarks/README.md, session 20)
-        indptr, indices = counts.indptr.astype(np.int64), counts.indices.astype(np.int64)  # the three matrices' own
+        indptr, indices = counts.indptr.astype(np.int64), counts.indices.astype(np.int64)  # `weighted` and `claimed` share them
         self.arrays = {name: (indptr, indices, matrix.data) for name, matrix in
                        (("counts", counts), ("weighted", self.weighted), ("claimed", self.claimed))}
 

@@ -38,6 +38,7 @@ import builtins
 import collections
 import ctypes
 import ctypes.util
+import fcntl
 import itertools
 import multiprocessing
 import os
@@ -46,7 +47,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,8 @@ MAX_ROWS_ON_CORES = 10_000
 """Records a piece for a worker process holds at most: a worker's memory follows its piece,
 not the run; the pieces queue up, a few at a time in flight (`ProcessMap`)."""
 MIN_ROWS_ON_CORES = 1_000
-"""Records a worker process of `on_cores` is given at least: a piece costs its pickling both
-ways and the first one the workers' start (importing polars, numpy, ftfy and the rest, once
+"""Records a worker process of `on_cores` is given at least: a piece costs its handing over
+both ways and the first one the workers' start (importing polars, numpy, ftfy and the rest, once
 per process), which a few hundred records (the seeds, a small incremental batch) do not repay:
 they run in process."""
 AUTO_START_ROWS = 25_000
@@ -160,7 +161,8 @@ class ProcessMap:
     """A `Map` on `workers` processes of this machine, started on first use and kept for the
     life of this process (later runs reuse them), and they end with it, also when it is killed
     (`lifetime.watch_parent`). They are spawned, not forked: a fork copies polars' thread pool in
-    whatever state it is, which can hang the child."""
+    whatever state it is, which can hang the child. Frames go to them and come back as files in
+    shared memory (`FrameFile`)."""
 
     workers: int
 
@@ -174,7 +176,8 @@ class ProcessMap:
         pending = itertools.chain(first, pending)
         running: collections.deque[Future[Any]] = collections.deque()
         results = []
-        folder = _frames_folder()
+        frames = FramesFolder.made()
+        folder = frames.path if frames else None
         try:
             for args in itertools.islice(pending, 2 * self.workers):
                 running.append(pool.submit(_apply, function, _handed(args, folder), folder))
@@ -186,8 +189,11 @@ class ProcessMap:
             _POOLS.pop(self.workers, None)
             raise
         finally:
-            if folder is not None:  # what a failed piece left
-                shutil.rmtree(folder, ignore_errors=True)
+            for future in running:  # a piece failed: those not started never start, the others end first
+                future.cancel()
+            wait(running)
+            if frames is not None:  # what the pieces in flight left
+                frames.remove()
         return results
 
 
@@ -198,43 +204,79 @@ SHARED_MEMORY = Path("/dev/shm")
 @dataclass(frozen=True)
 class FrameFile:
     """A frame handed to or by a worker as an uncompressed Arrow IPC file in shared memory: written
-    once and read once, then removed. Pickled, a frame was serialized, copied through a pipe and
-    built again on the other side: over a 1M run in chunks of 100k on two workers, normalize took
-    78.0 s with 21.9 s of this process's CPU, against 63.5 s and 7.9 s, and clean 110.5 s and
-    20.5 s against 95.9 s and 6.9 s (`benchmarks/speed.py profile`; benchmarks/README.md, session
-    20). The files of the pieces in flight are held in memory outside any process until read: a
-    few pieces (`ProcessMap` hands out two per worker)."""
+    once and read once (`pl.read_ipc` copies it), then removed. Pickled, a frame was serialized,
+    copied through a pipe and built again on the other side: over a 1M run in chunks of 100k on
+    two workers, normalize took 78.0 s with 21.9 s of this process's CPU, against 63.5 s and
+    7.9 s, and clean 110.5 s and 20.5 s against 95.9 s and 6.9 s (`benchmarks/speed.py profile`;
+    benchmarks/README.md, session 20). The files of the pieces in flight are held in memory
+    outside any process until read: a few pieces (`ProcessMap` hands out two per worker). A
+    frame that cannot be written there (shared memory full: containers often give 64 MiB; a
+    column of Python objects) is pickled as before."""
 
     path: str
 
 
-def _frames_folder() -> Path | None:
-    """A new folder for one map's frames in shared memory (named for this process, so that the
-    folders of a killed one are found: `_remove_orphaned_folders`); None where there is no
-    shared memory to write to, and frames are pickled."""
-    if not (SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK)):
-        return None
-    return Path(tempfile.mkdtemp(prefix=f"dedupe-{os.getpid()}-", dir=SHARED_MEMORY))
+@dataclass(frozen=True)
+class FramesFolder:
+    """One map's folder of `FrameFile`s in shared memory, locked (`flock`) while the map runs:
+    a folder whose lock is free was left by a killed run (`remove_orphans`). A lock, not the
+    owner's process id: the id of a process of another container sharing the memory is not
+    ours to see, and ids are reused."""
 
+    path: Path
+    lock: int  # the open, locked `LOCK` file
 
-def _remove_orphaned_folders() -> None:
-    """Remove the frame folders of processes that no longer run (killed before their map's end):
-    shared memory is held until removed."""
-    for folder in SHARED_MEMORY.glob("dedupe-*-*") if SHARED_MEMORY.is_dir() else []:
-        owner = folder.name.split("-")[1]
-        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
+    PREFIX = "dedupe-frames-"
+    LOCK = ".lock"
+
+    @classmethod
+    def made(cls) -> FramesFolder | None:
+        """A new locked folder; None where there is no shared memory to write to (frames are pickled)."""
+        if not (SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK)):
+            return None
+        path = Path(tempfile.mkdtemp(prefix=cls.PREFIX, dir=SHARED_MEMORY))
+        lock = os.open(path / f"{cls.LOCK}.new", os.O_CREAT | os.O_WRONLY, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.rename(path / f"{cls.LOCK}.new", path / cls.LOCK)  # seen by `remove_orphans` only once locked
+        return cls(path, lock)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self.lock)
+
+    @classmethod
+    def remove_orphans(cls) -> None:
+        """Remove this user's folders whose lock is free: shared memory is held until removed."""
+        for path in SHARED_MEMORY.glob(f"{cls.PREFIX}*") if SHARED_MEMORY.is_dir() else []:
+            try:
+                if path.stat().st_uid != os.getuid():
+                    continue
+                lock = os.open(path / cls.LOCK, os.O_WRONLY)
+            except OSError:  # gone, or not yet locked by its map
+                continue
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # its map runs
+                os.close(lock)
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            os.close(lock)
 
 
 def _handed(value: Any, folder: Path | None) -> Any:
-    """`value` with its frames (itself, or the items of a tuple) written to `folder` as `FrameFile`s."""
+    """`value` with its frames (itself, or the items of a tuple) written to `folder` as `FrameFile`s;
+    a frame that cannot be written there is left to be pickled."""
     if folder is None:
         return value
     if isinstance(value, pl.DataFrame):
         path = folder / f"{uuid.uuid4().hex}.arrow"
-        value.write_ipc(path, compression="uncompressed")
+        try:
+            value.write_ipc(path, compression="uncompressed")
+        except (OSError, pl.exceptions.PolarsError):
+            path.unlink(missing_ok=True)
+            return value
         return FrameFile(str(path))
-    if isinstance(value, tuple):
+    if type(value) is tuple:
         return tuple(_handed(item, folder) for item in value)
     return value
 
@@ -245,7 +287,7 @@ def _taken(value: Any) -> Any:
         frame = pl.read_ipc(value.path)
         os.unlink(value.path)
         return frame
-    if isinstance(value, tuple):
+    if type(value) is tuple:
         return tuple(_taken(item) for item in value)
     return value
 
@@ -255,14 +297,14 @@ _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _POOLS:
-        _remove_orphaned_folders()
+        FramesFolder.remove_orphans()
         _POOLS[workers] = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"), initializer=lifetime.watch_parent, initargs=(os.getpid(),)
         )
     return _POOLS[workers]
 
 
-def _apply(function: Callable[..., Any], args: tuple[Any, ...], folder: Path | None = None) -> Any:
+def _apply(function: Callable[..., Any], args: tuple[Any, ...], folder: Path | None) -> Any:
     """`function(*args)` in a worker, its frames read from and written to `folder` (`FrameFile`)."""
     try:
         return _handed(function(*_taken(args)), folder)
@@ -387,7 +429,7 @@ def clean_slice(normalized: pl.DataFrame) -> pl.DataFrame:
 
 
 def _unread(reads: tuple[str, ...], schema: dict[str, pl.DataType] = NORMALIZED) -> list[pl.Expr]:
-    """The columns of `schema` a stage does not read, as nulls: not pickled to its workers."""
+    """The columns of `schema` a stage does not read, as nulls: not handed to its workers."""
     return [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in reads]
 
 
@@ -455,7 +497,7 @@ def clean_by_groups(
         .to_series()
     )
     # the first pass's body is made again from the text where the copies are read, and stands in
-    # as an empty string elsewhere; literals, not nulls over a column: those are pickled with its text
+    # as an empty string elsewhere; literals, not nulls over a column: those are handed over with its text
     with_texts = _unread(CLEAN_READS + ("removed_lines",), CLEANED)
     headline_only = [
         *_unread(tuple(name for name in CLEAN_READS if name != "text") + ("body",), CLEANED),

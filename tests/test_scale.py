@@ -5,7 +5,6 @@ shared index, give exactly the one-process result; concurrent writers to one ind
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -215,41 +214,46 @@ def rows_and_lengths(frame: pl.DataFrame, fail: bool) -> tuple[pl.DataFrame, np.
     return frame.with_columns(length=pl.col("text").str.len_chars()), frame["number"].to_numpy() * 2
 
 
-needs_shared_memory = pytest.mark.skipif(not shards.SHARED_MEMORY.is_dir(), reason="no shared memory folder (/dev/shm)")
-
-
-@needs_shared_memory
-def test_frames_pass_to_the_workers_as_files_in_shared_memory_and_none_is_left() -> None:
-    """Frames go to the worker processes and come back as Arrow files in shared memory, alone or
-    in a tuple beside other values, with nested types and nulls as they were; the files are
-    removed once read, and a map whose piece fails leaves none. A killed run's folder is removed
-    when workers start next; a running process's stays."""
+def test_frames_pass_to_the_workers_as_files_in_shared_memory_and_none_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames go to the worker processes and come back as Arrow files in shared memory (here a
+    folder of the test's own, as /dev/shm is the machine's), alone or in a tuple beside other
+    values, with nested types and nulls as they were; the files are removed once read, and a map
+    whose piece fails leaves none. A frame that cannot be written there is pickled. A killed
+    run's folder (its lock free) is removed when workers start next; a running map's stays."""
+    monkeypatch.setattr(shards, "SHARED_MEMORY", tmp_path)
     frame = pl.DataFrame({
         "number": range(3_000), "text": [None if n % 7 == 0 else f"piece {n} ’é" for n in range(3_000)],
         "removed": [[{"line": n, "rule": "link"}] if n % 3 else [] for n in range(3_000)],
     })
     pieces = shards.row_slices(frame, 3)
-    handed = shards._handed((pieces[0], "x"), shards._frames_folder())
-    assert isinstance(handed[0], shards.FrameFile) and handed[1] == "x"
-    folder = Path(handed[0].path).parent
-    assert shards._taken(handed)[0].equals(pieces[0], null_equal=True) and not any(folder.iterdir())
-    folder.rmdir()
-    mine = f"dedupe-{os.getpid()}-"
-    results = shards.ProcessMap(2)("rows", rows_and_lengths, [(piece, False) for piece in pieces])
-    assert [len(result) for result in results] == [2, 2, 2]
-    assert pl.concat([rows for rows, _ in results]).equals(rows_and_lengths(frame, False)[0], null_equal=True)
-    assert np.array_equal(np.concatenate([doubled for _, doubled in results]), frame["number"].to_numpy() * 2)
-    with pytest.raises(ValueError, match="fails"):
-        shards.ProcessMap(2)("rows", rows_and_lengths, [(piece, n == 1) for n, piece in enumerate(pieces)])
-    assert not list(shards.SHARED_MEMORY.glob(f"{mine}*"))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    orphan, alive = (shards.SHARED_MEMORY / f"dedupe-{pid}-test" for pid in (dead.stdout.strip(), os.getpid()))
-    for made in (orphan, alive):
-        made.mkdir()
-        (made / "piece.arrow").write_bytes(b"held")
-    shards._remove_orphaned_folders()
-    assert not orphan.exists() and alive.exists()
-    shutil.rmtree(alive)
+    running = shards.FramesFolder.made()
+    assert running is not None
+    try:
+        handed = shards._handed((pieces[0], False), running.path)
+        assert isinstance(handed[0], shards.FrameFile) and handed[1] is False
+        returned = shards._apply(rows_and_lengths, handed, running.path)  # as a worker runs a piece
+        assert isinstance(returned[0], shards.FrameFile) and not Path(handed[0].path).exists()
+        rows, doubled = shards._taken(returned)
+        assert rows.equals(rows_and_lengths(pieces[0], False)[0], null_equal=True) and not list(running.path.glob("*.arrow"))
+        objects = pl.DataFrame({"thing": pl.Series([object()], dtype=pl.Object)})
+        assert shards._handed(objects, running.path) is objects and not list(running.path.glob("*.arrow"))
+        results = shards.ProcessMap(2)("rows", rows_and_lengths, [(piece, False) for piece in pieces])
+        assert [len(result) for result in results] == [2, 2, 2]
+        assert pl.concat([rows for rows, _ in results]).equals(rows_and_lengths(frame, False)[0], null_equal=True)
+        assert np.array_equal(np.concatenate([doubled for _, doubled in results]), frame["number"].to_numpy() * 2)
+        with pytest.raises(ValueError, match="fails"):
+            shards.ProcessMap(2)("rows", rows_and_lengths, [(piece, n == 1) for n, piece in enumerate(pieces)])
+        assert list(tmp_path.iterdir()) == [running.path]
+        orphan = shards.FramesFolder.made()
+        assert orphan is not None
+        (orphan.path / "piece.arrow").write_bytes(b"held")
+        os.close(orphan.lock)  # as a killed process's lock is let go
+        shards.FramesFolder.remove_orphans()
+        assert not orphan.path.exists() and running.path.exists()
+    finally:
+        running.remove()
 
 
 @needs_data
