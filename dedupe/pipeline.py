@@ -319,13 +319,10 @@ def _with_texts_to_clean(again: pl.DataFrame, changed: pl.DataFrame, history: st
     goes out in (`_texts_of_copies`), and its first-pass body is made again from the text, so
     it is not read at all."""
     texts = [name for name in state.STORED_TEXTS if name != "title_raw"]
-    copied = clean.with_copies(again, changed, config).select("article_id")
-    others = history.with_record_texts(again.join(copied, on="article_id", how="anti"), texts)
-    rows = history.with_record_texts(again, ["title_raw"]).join(
-        others.select("article_id", *[pl.col(name).alias(f"{name}_read") for name in texts]),
-        on="article_id", how="left", maintain_order="left",
-    )
-    return rows.with_columns(pl.coalesce(f"{name}_read", name).alias(name) for name in texts).select(again.columns)
+    copied = clean.with_copies(again, changed, config)["article_id"]
+    rows = history.with_record_texts(again, ["title_raw"])
+    others = ~rows["article_id"].is_in(copied.implode())
+    return shards.rows_made_again(rows, others, lambda others: history.with_record_texts(others, texts))
 
 
 def _texts_of_copies(rows: pl.DataFrame, history: state.History) -> pl.DataFrame:

@@ -487,8 +487,7 @@ def clean_by_groups(
     pieces = plan.pieces(frame.height)
     if pieces == 1:
         if texts_of_copies is not None:  # a small input, or no workers: read at once
-            in_order = pl.concat([copied.arg_true(), (~copied).arg_true()]).arg_sort()
-            frame = pl.concat([read(frame.filter(copied)), frame.filter(~copied)])[in_order]
+            frame = rows_made_again(frame, copied, read)
         return clean.clean_by_groups(frame, membership, config, decorations)
     piece_of = (
         frame.select("article_id")
@@ -518,6 +517,14 @@ def clean_by_groups(
     cleaned = frame.with_columns(written[pl.concat(rows).arg_sort()])
     kept = [pl.when(copied).then(name).otherwise(frame[name]).alias(name) for name in ("body", "removed_lines")]
     return check(cleaned.with_columns(kept), CLEANED, "clean by groups output")
+
+
+def rows_made_again(frame: pl.DataFrame, rows: pl.Series, making: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
+    """`frame` with the rows in the mask `rows` replaced by `making` of them (which gives the same
+    rows in their order, with `frame`'s columns), the others as they are, in `frame`'s order: the
+    texts read for some rows only (`clean_by_groups`, `pipeline._with_texts_to_clean`)."""
+    in_order = pl.concat([rows.arg_true(), (~rows).arg_true()]).arg_sort()
+    return pl.concat([making(frame.filter(rows)), frame.filter(~rows)])[in_order]
 
 
 def clean_group_slice(cleaned: pl.DataFrame, groups: pl.DataFrame, decorations: clean.Decorations, config: Config) -> pl.DataFrame:

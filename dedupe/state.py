@@ -181,12 +181,17 @@ PUBLISHED_COMPRESSION = "lz4"
 """Of the published articles.parquet, which is written again every run: lz4 streams it in about
 0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
 reader (polars, duckdb, pyarrow) reads it."""
-ARTICLE_TEXTS_COMPRESSION = "lz4"
-"""Of the article_texts parts, which every chunk writes and publishing reads: as for
-`PUBLISHED_COMPRESSION`, lz4 for about twice zstd's bytes. Over a 1M run in chunks of 100k,
-write texts took 37.1 s against 42.7 s and publishing 18.7 s against 20.8 s (with frames
-passed to the workers in shared memory; `benchmarks/speed.py profile`, benchmarks/README.md,
-session 20)."""
+PART_COMPRESSION = {"article_texts": "lz4"}
+"""Of a keyed table's Parquet parts and bases where it is not zstd: the article texts, which every
+chunk writes and publishing reads, are lz4, as `PUBLISHED_COMPRESSION` for about twice zstd's
+bytes. Over a 1M run in chunks of 100k, write texts took 37.1 s against 42.7 s and publishing
+18.7 s against 20.8 s (with frames passed to the workers in shared memory; `benchmarks/speed.py
+profile`, benchmarks/README.md, session 20)."""
+
+
+def _compression(table: str) -> str:
+    """How a part or base of `table` is compressed (`PART_COMPRESSION`)."""
+    return PART_COMPRESSION.get(table, "zstd")
 STORED_TEXTS = [name for name in RECORD_TEXTS if name != "text_raw"]
 """The texts of a record kept in record_texts/: `text_raw` is not, no step reads it once a record
 is normalized. They are read for a run's candidate partners, 1-5% of the history spread evenly
@@ -936,7 +941,7 @@ def write_ahead(ahead: Ahead | None, parts: Mapping[str, pl.DataFrame], near: Pa
     """`ahead` with `parts` (table -> its part, as AHEAD_SCHEMAS) written in its folder: a new
     temporary folder in `near` for None (a state's generations folder, so that the commit links
     the files; None, the system's). Record texts as `_write_records` keeps them: Arrow IPC,
-    uncompressed, at the oldest compatibility level; article texts in lz4 (`ARTICLE_TEXTS_COMPRESSION`)."""
+    uncompressed, at the oldest compatibility level; the others as `_compression` says."""
     if ahead is None:
         if near is not None:
             near.mkdir(parents=True, exist_ok=True)
@@ -946,7 +951,7 @@ def write_ahead(ahead: Ahead | None, parts: Mapping[str, pl.DataFrame], near: Pa
         if table == TEXTS[0]:
             part.write_ipc(ahead.file(table), compression="uncompressed", compat_level=pl.CompatLevel.oldest())
         else:
-            part.write_parquet(ahead.file(table), compression=ARTICLE_TEXTS_COMPRESSION if table == "article_texts" else "zstd")
+            part.write_parquet(ahead.file(table), compression=_compression(table))
     return replace(ahead, rows={**ahead.rows, **{table: part.height for table, part in parts.items()}})
 
 
@@ -1636,7 +1641,7 @@ def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after:
         for n, part in enumerate(older)
     ]
     temporary = folder / ".base.tmp"
-    pl.concat(kept).sink_parquet(temporary)
+    pl.concat(kept).sink_parquet(temporary, compression=_compression(folder.name))
     os.replace(temporary, folder / f"base-{generation:06d}.parquet")
     for part in older:
         part.unlink()
