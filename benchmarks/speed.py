@@ -799,7 +799,7 @@ def partner_blocks(corpus: Path, chunk: int, sizes: list[int], rounds: int) -> N
         pipeline.run_on_state([work / "history.parquet"], work / "out", work / "state", config)
         history = state.load(work / "state", config)
         found = state.changed_files([work / "batch.parquet"], history).found
-        fresh = state.new_records(read.read_found(found, config), history)
+        fresh = state.new_records(read.read_found(found, config), history.records)
         normalized = normalize.normalize(fresh.select(list(READ))).with_columns(text_raw=pl.lit(None, pl.String))
         matched = state.new_candidates(state.with_keys(clean.clean(normalized), fresh), history, config)
         del fresh, normalized
@@ -1277,7 +1277,7 @@ def scale(docs: int, duplicates: float, workdir: Path, workers: int) -> None:
         _index_memory(records, config, work, docs)
 
 
-PER_RECORD_STAGES = ("read", "normalize", "clean", "minhash duplicates", "verify duplicates")
+PER_RECORD_STAGES = ("read", "normalize and clean", "minhash duplicates", "verify duplicates")
 """The stages that run in shards (dedupe/shards.py): their cost grows with the batch alone."""
 
 

@@ -67,7 +67,7 @@ def measure(step: str, generation: Path, records: Path | None = None) -> dict[st
         assert records is not None
         config = Config()
         history = state.load_generation(generation, config)
-        fresh = state.new_records(read.read([records], config), history)
+        fresh = state.new_records(read.read([records], config), history.records)
         normalized = normalize.normalize(fresh.select(list(READ))).with_columns(text_raw=pl.lit(None, pl.String))
         new = state.with_keys(clean.clean(normalized), fresh)
         before = _memory("VmRSS")

@@ -8,6 +8,7 @@ tests run them directly.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -103,7 +104,7 @@ def _stories(
 
 
 UPDATE_STAGES = (
-    "changed files", "read", "new records", "normalize", "clean", "minhash duplicates", "verify duplicates",
+    "changed files", "read", "new records", "normalize and clean", "minhash duplicates", "verify duplicates",
     "cluster duplicates", "clean with copies", "write texts", "group headlines", "minhash stories", "verify stories",
     "write story parts", "cluster stories", "stable story ids", "assemble", "build stories",
 )
@@ -148,8 +149,28 @@ def update(
     stage = _timed(shards.on_cores(call, config), timings)
 
     batch = stage("changed files", state.changed_files, list(paths), history)
-    handed = [stage("read", read.read_found, batch.found, config)]
-    return _update(batch, handed, history, config, run_at, stage, timings, log, Earlier(history), texts_to=texts_to)
+    chunk = _new_records(stage, stage("read", read.read_found, batch.found, config), history.records)
+    return _update(batch, chunk, history, config, run_at, stage, timings, log, Earlier(history), texts_to=texts_to)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Records read (a run's, or a chunk's of it), their new ones on their way through the first
+    pass (`shards.FirstPass`)."""
+
+    rows: int  # records read
+    keys: pl.DataFrame  # state.RECORD_KEYS of the new ones, in their order
+    first_pass: shards.FirstPass
+    last: bool = True
+
+
+def _new_records(stage: Call, records_read: pl.DataFrame, seen: pl.DataFrame, ahead_in: Path | None = None) -> Chunk:
+    """The `Chunk` of `records_read`: the new ones among them (not `seen`) normalized and cleaned
+    on the workers, from now on where `ahead_in` names a folder for their results (a state's
+    generations folder), else when `_update` asks. The raw text goes with the first pass."""
+    fresh = stage("new records", state.new_records, records_read, seen)
+    first_pass = shards.FirstPass(shards.plan_of(stage), fresh.select(list(READ)), ahead_in)
+    return Chunk(records_read.height, fresh.select(state.RECORD_KEYS), first_pass)
 
 
 @dataclass(frozen=True)
@@ -166,7 +187,7 @@ class Earlier:
 
 def _update(
     batch: state.Batch,
-    handed: list[pl.DataFrame],
+    chunk: Chunk,
     history: state.History,
     config: Config,
     run_at: datetime,
@@ -177,9 +198,7 @@ def _update(
     match_stories: bool = True,
     texts_to: Path | None = None,
 ) -> tuple[Result, state.Update | None]:
-    """`update` from the records read on; `history` holds the earlier chunks of the run.
-    `handed` is a list of the frame read, which `_update` empties: the chunk's raw text (a third
-    of its bytes) is let go once cleaned, not held through the story steps by the caller.
+    """`update` from the records read on (`chunk`); `history` holds the earlier chunks of the run.
 
     Without `match_stories` (a chunk of a run that more chunks follow, keyword story model), the
     story steps are left to the run's last chunk, which matches the stories of every chunk's
@@ -192,21 +211,17 @@ def _update(
     The texts the commit stores are written once cleaned, and story matching's parts once
     verified, in a temporary folder in `texts_to` (None: the system's), not held through the
     story steps (`state.write_ahead`)."""
-    records_read = handed.pop()
-    fresh = stage("new records", state.new_records, records_read, history)
     log(
         f"{len(batch.found)} new or changed files ({batch.unchanged} unchanged, skipped): "
-        f"{records_read.height} records, {fresh.height} new, {records_read.height - fresh.height} seen before"
+        f"{chunk.rows} records, {chunk.keys.height} new, {chunk.rows - chunk.keys.height} seen before"
     )
-    records_in = earlier.records_in + records_read.height
-    if fresh.height == 0 and not (match_stories and earlier.stories_pending):
+    records_in = earlier.records_in + chunk.rows
+    if chunk.keys.height == 0 and not (match_stories and earlier.stories_pending):
+        chunk.first_pass.close()
         summary = _unchanged(history, batch, records_in, timings, config)
         return Result(history.articles, history.stories, history.pairs, summary), None
     # as in `run`, the raw text is not held to the end, nor stored: no later step, nor run, reads it
-    normalized = stage("normalize", normalize.normalize, fresh.select(list(READ)))
-    normalized = normalized.with_columns(text_raw=pl.lit(None, pl.String))
-    records = state.with_keys(stage("clean", clean.clean, normalized), fresh)
-    del records_read, fresh, normalized
+    records = state.with_keys(stage("normalize and clean", chunk.first_pass.result), chunk.keys)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
     new_pairs = stage("verify duplicates", state.verify_candidates, matched, history, config)
     band_keys, sketches, duplicate_candidates = matched.band_keys, matched.sketches, matched.candidates.height
@@ -410,33 +425,44 @@ def _update_in_chunks(
     chunks = read.Chunks(batch.found, config, config.chunk_records)
     earlier, chain = Earlier(history), history
     done: tuple[Result, pl.DataFrame, Path] | None = None
-    last = last_committed = False
-    number = 0
-    while not last:
-        number += 1
+    last_committed = False
+    ahead_in = folder / "generations"
+
+    def read_chunk(seen: pl.DataFrame) -> Chunk:
         records_read, last = stage("read", chunks.next)
-        records_in = earlier.records_in + records_read.height
-        if number > 1 or not last:
-            log(f"chunk {number}{', the last' if last else ''}: records {earlier.records_in + 1:,} to "
-                f"{records_in:,} of the input")
-        match_stories = last or config.story_model != "keywords"
-        handed = [records_read]
-        del records_read
-        result, added = _update(
-            batch, handed, chain, config, run_at, stage, timings, log, earlier, match_stories, folder / "generations"
-        )
-        if added is None:
-            earlier = replace(earlier, records_in=records_in)
-            continue
-        run_from = None if chain is history else history
-        generation = call("commit state", state.commit, folder, chain, added, config, run_from, last)
-        done, last_committed = (result, added.registry, generation), last
-        new = pl.concat([earlier.new, added.records.select("article_id")])
-        del added, chain  # the chunk's texts and the last generation's tables
-        if not last:
-            chain = call("load state", state.load_generation, generation, config)
-            candidates = (result.summary.candidates["duplicate"], result.summary.candidates["story"])
-            earlier = replace(earlier, records_in=records_in, new=new, candidates=candidates, stories_pending=not match_stories)
+        return replace(_new_records(stage, records_read, seen, ahead_in), last=last)
+
+    with contextlib.ExitStack() as first_passes:  # a failed chunk stops the next one's first pass
+        coming: Chunk | None = read_chunk(history.records.select(state.RECORD_KEYS))
+        first_passes.callback(coming.first_pass.close)
+        number = 0
+        while coming is not None:
+            number += 1
+            chunk, coming = coming, None
+            records_in = earlier.records_in + chunk.rows
+            if number > 1 or not chunk.last:
+                log(f"chunk {number}{', the last' if chunk.last else ''}: records {earlier.records_in + 1:,} to "
+                    f"{records_in:,} of the input")
+            if not chunk.last:  # read now, and normalized and cleaned by the workers while this chunk is matched
+                coming = read_chunk(pl.concat([chain.records.select(state.RECORD_KEYS), chunk.keys]))
+                first_passes.callback(coming.first_pass.close)
+            match_stories = chunk.last or config.story_model != "keywords"
+            result, added = _update(
+                batch, chunk, chain, config, run_at, stage, timings, log, earlier, match_stories, ahead_in
+            )
+            del chunk
+            if added is None:
+                earlier = replace(earlier, records_in=records_in)
+                continue
+            run_from = None if chain is history else history
+            generation = call("commit state", state.commit, folder, chain, added, config, run_from, coming is None)
+            done, last_committed = (result, added.registry, generation), coming is None
+            new = pl.concat([earlier.new, added.records.select("article_id")])
+            del added, chain  # the chunk's texts and the last generation's tables
+            if coming is not None:
+                chain = call("load state", state.load_generation, generation, config)
+                candidates = (result.summary.candidates["duplicate"], result.summary.candidates["story"])
+                earlier = replace(earlier, records_in=records_in, new=new, candidates=candidates, stories_pending=not match_stories)
     if done is None:
         return result, None
     result, registry, generation = done

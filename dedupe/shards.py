@@ -45,9 +45,10 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,15 +294,17 @@ def _taken(value: Any) -> Any:
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()  # a first pass ahead (`FirstPass`) maps from a thread of its own
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    if workers not in _POOLS:
-        FramesFolder.remove_orphans()
-        _POOLS[workers] = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=lifetime.watch_parent, initargs=(os.getpid(),)
-        )
-    return _POOLS[workers]
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            FramesFolder.remove_orphans()
+            _POOLS[workers] = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=lifetime.watch_parent, initargs=(os.getpid(),)
+            )
+        return _POOLS[workers]
 
 
 def _apply(function: Callable[..., Any], args: tuple[Any, ...], folder: Path | None) -> Any:
@@ -426,6 +429,76 @@ def normalize_slice(records: pl.DataFrame) -> pl.DataFrame:
 def clean_slice(normalized: pl.DataFrame) -> pl.DataFrame:
     """`clean.clean` (first pass) of a slice: the columns it writes."""
     return clean.clean(normalized).select(CLEAN_WRITES)
+
+
+def first_pass_slice(records: pl.DataFrame) -> pl.DataFrame:
+    """`normalize.normalize`, then `clean.clean`'s first pass, of a slice of READ records: CLEANED
+    rows, the raw text null (no later step reads it), in one piece each way."""
+    return clean.clean(normalize.normalize(records).with_columns(text_raw=pl.lit(None, pl.String)))
+
+
+def _first_pass_to_file(records: pl.DataFrame, path: Path) -> Path:
+    first_pass_slice(records).write_ipc(path, compression="uncompressed")
+    return path
+
+
+class FirstPassClosed(Exception):
+    """A first pass ahead was closed before all its pieces were handed out."""
+
+
+class FirstPass:
+    """`first_pass_slice` of READ records in `plan`'s slices, taken later (`result`).
+
+    On this machine's worker processes (`ProcessMap`) it starts at once: a thread of this process
+    hands the pieces out while this process goes on. A run in chunks starts the next chunk's first
+    pass before it matches the current chunk (`pipeline._update_in_chunks`): the workers sat idle
+    while this process found, verified and wrote the current chunk's duplicates on 1-1.6 of the
+    two cores. The pieces are written as they finish to files in a temporary folder in `near` (a
+    state's generations folder, where a load removes what a killed run left), not held in memory
+    through the current chunk's peak. Elsewhere (no `near`, one process, a Dask or Ray task runner,
+    a single piece) the pieces are mapped when the result is asked for."""
+
+    def __init__(self, plan: Plan, records: pl.DataFrame, near: Path | None = None) -> None:
+        check(records, READ, "normalize and clean input")
+        self._plan, self._pieces = plan, plan.slices(records)
+        self._running: Future[list[Path]] | None = None
+        if near is not None and isinstance(plan.map, ProcessMap) and len(self._pieces) > 1:
+            near.mkdir(parents=True, exist_ok=True)
+            self._folder = tempfile.TemporaryDirectory(prefix=".ahead-", dir=near, ignore_cleanup_errors=True)
+            self._closed = threading.Event()
+            background = ThreadPoolExecutor(1, thread_name_prefix="dedupe-first-pass")
+            self._running = background.submit(plan.map, "normalize and clean shard", _first_pass_to_file, self._to_files())
+            background.shutdown(wait=False)  # its thread ends with the map
+
+    def _to_files(self) -> Iterator[tuple[pl.DataFrame, Path]]:
+        """The pieces with their files, each let go once handed out; none once closed."""
+        for number in itertools.count():
+            if self._closed.is_set():
+                raise FirstPassClosed
+            if not self._pieces:
+                return
+            yield self._pieces.pop(0), Path(self._folder.name) / f"{number:05d}.arrow"
+
+    def result(self) -> pl.DataFrame:
+        """CLEANED of the records, in their order."""
+        try:
+            if self._running is None:
+                pieces, self._pieces = self._pieces, []
+                parts = self._plan.map("normalize and clean shard", first_pass_slice, [(piece,) for piece in pieces])
+            else:
+                parts = [pl.read_ipc(path) for path in self._running.result()]
+        finally:
+            self.close()
+        return check(pl.concat(parts, rechunk=False), CLEANED, "normalize and clean output")
+
+    def close(self) -> None:
+        """Hand out no more pieces, wait for those out (a failed map cancels the others and waits
+        for its running ones) and remove their files."""
+        if self._running is not None:
+            self._closed.set()
+            wait([self._running])
+            self._folder.cleanup()
+        self._pieces = []
 
 
 def _unread(reads: tuple[str, ...], schema: dict[str, pl.DataType] = NORMALIZED) -> list[pl.Expr]:

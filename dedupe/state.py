@@ -438,18 +438,22 @@ def content_hash(records: pl.DataFrame) -> pl.Series:
     return hashed.to_series()
 
 
-def new_records(read: pl.DataFrame, history: History) -> pl.DataFrame:
-    """READ rows plus input_id and content_hash, for the records not seen before (by id and
-    content hash). A seen id with other content is a new record under the id with the first
-    free `~N` suffix, as a repeated id within one read."""
+RECORD_KEYS = ("article_id", "input_id", "content_hash")
+"""What tells a record seen before (`new_records`)."""
+
+
+def new_records(read: pl.DataFrame, seen: pl.DataFrame) -> pl.DataFrame:
+    """READ rows plus input_id and content_hash, for the records not `seen` before (RECORD_KEYS of
+    the history's records, and of a run's earlier chunks), by id and content hash. A seen id with
+    other content is a new record under the id with the first free `~N` suffix, as a repeated id
+    within one read."""
     check(read, READ, "new records input")
     keyed = read.with_columns(input_id=pl.col("article_id"), content_hash=content_hash(read))
-    seen = history.records.select("input_id", "content_hash")
-    fresh = keyed.join(seen, on=["input_id", "content_hash"], how="anti", maintain_order="left")
-    clashing = fresh.join(history.records.select("article_id"), on="article_id", how="semi")["article_id"]
+    fresh = keyed.join(seen.select("input_id", "content_hash"), on=["input_id", "content_hash"], how="anti", maintain_order="left")
+    clashing = fresh.join(seen.select("article_id"), on="article_id", how="semi")["article_id"]
     if clashing.is_empty():
         return fresh
-    taken = set(history.records["article_id"]) | set(fresh["article_id"])  # only when ids clash: rare
+    taken = set(seen["article_id"]) | set(fresh["article_id"])  # only when ids clash: rare
     renamed = {}
     for article_id in clashing:
         suffix = 2
@@ -460,10 +464,11 @@ def new_records(read: pl.DataFrame, history: History) -> pl.DataFrame:
     return fresh.with_columns(pl.col("article_id").replace(renamed))
 
 
-def with_keys(cleaned: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
-    """RECORDS: first-pass CLEANED rows with their input_id and content_hash."""
+def with_keys(cleaned: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """RECORDS: first-pass CLEANED rows with their input_id and content_hash (from `keys`, as
+    `new_records` gives them)."""
     check(cleaned, CLEANED, "records input")
-    keys = fresh.select("article_id", "input_id", "content_hash")
+    keys = keys.select(RECORD_KEYS)
     return check(cleaned.join(keys, on="article_id", how="left", maintain_order="left"), RECORDS, "records")
 
 

@@ -43,7 +43,7 @@ stage worth watching takes longer than this, so a long run still moves at every 
 
 def with_progress(progress: UUID) -> pipeline.Call:
     """`as_task` that moves the run's progress artifact on after each stage (at most once per
-    PROGRESS_SECONDS); a run in chunks starts it again at each chunk's read, naming the chunk
+    PROGRESS_SECONDS); a run in chunks starts it again at each chunk's first pass, naming the chunk
     (how many come is not known ahead: the input is read as it goes)."""
     done: set[str] = set()
     chunk = 0
@@ -53,9 +53,9 @@ def with_progress(progress: UUID) -> pipeline.Call:
         nonlocal chunk, moved
         result = as_task(name, function, *args)
         if name in pipeline.UPDATE_STAGES:  # not loading, committing, publishing
-            if name == "read":
+            if name == "normalize and clean":  # a chunk's own stages start: its read came during the last one
                 chunk += 1
-                done.intersection_update({"changed files"})
+                done.intersection_update({"changed files", "read", "new records"})
             done.add(name)
             if time.monotonic() - moved < PROGRESS_SECONDS:
                 return result

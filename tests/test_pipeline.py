@@ -153,10 +153,10 @@ def test_a_run_in_chunks_matches_stories_once_in_its_last_chunk(tmp_path: Path) 
         return function(*args)  # type: ignore[operator]
 
     pipeline.run_on_state([batches[0]], tmp_path / "out", tmp_path / "state", Config(chunk_records=97), call=call)
-    assert calls.count("read") == 3 and calls.count("clean") == 3 and calls.count("commit state") == 3
+    assert calls.count("read") == 3 and calls.count("normalize and clean") == 3 and calls.count("commit state") == 3
     for story_step in ("group headlines", "minhash stories", "verify stories", "cluster stories", "stable story ids", "build stories"):
         assert calls.count(story_step) == 1, story_step
-    assert calls.index("cluster stories") > max(i for i, name in enumerate(calls) if name == "clean")
+    assert calls.index("cluster stories") > max(i for i, name in enumerate(calls) if name == "normalize and clean")
 
 
 def test_the_story_steps_hold_no_text_of_the_chunk_nor_the_story_parts(tmp_path: Path) -> None:

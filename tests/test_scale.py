@@ -183,6 +183,51 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
             assert_whole_groups_in_pieces(sharded)
 
 
+@needs_data
+def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_is_matched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run in chunks on two worker processes reads the next chunk and starts its first pass
+    (`shards.FirstPass`, its pieces written to files) before it matches the current one: the
+    outputs are exactly those of the same chunks in one process, and no file of a first pass is
+    left. A chunk that fails stops the next chunk's first pass and leaves none of its files."""
+    monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 100)  # chunks of 700 records in pieces
+    first, second = write_batches(tmp_path / "data")
+    ahead: list[bool] = []
+    started = shards.FirstPass.__init__
+
+    def recording(self: shards.FirstPass, *args: Any) -> None:
+        started(self, *args)
+        ahead.append(self._running is not None)
+
+    monkeypatch.setattr(shards.FirstPass, "__init__", recording)
+    calls: list[str] = []
+
+    def call(name: str, function: Callable[..., Any], *args: object) -> Any:
+        calls.append(name)
+        return function(*args)
+
+    chunked = CONFIG.with_overrides(chunk_records=700)
+    local = run_locally(first + second, tmp_path / "local", config=chunked.with_overrides(workers=1))
+    assert ahead and not any(ahead)
+    ahead.clear()
+    on_workers = run_locally(first + second, tmp_path / "workers", call=call, config=chunked.with_overrides(workers=2))
+    assert len(ahead) == 5 and all(ahead)  # 3,221 records
+    assert calls.index("read", calls.index("read") + 1) < calls.index("minhash duplicates")
+    assert_identical(on_workers, local)
+    assert not list((tmp_path / "workers" / "state" / "generations").glob(".ahead-*"))
+
+    def failing(name: str, function: Callable[..., Any], *args: object) -> Any:
+        if name == "minhash duplicates":
+            assert list((tmp_path / "failing" / "state" / "generations").glob(".ahead-*"))  # the next chunk's
+            raise RuntimeError("a chunk that fails")
+        return function(*args)
+
+    with pytest.raises(RuntimeError, match="a chunk that fails"):
+        run_locally(first + second, tmp_path / "failing", call=failing, config=chunked.with_overrides(workers=2))
+    assert not list((tmp_path / "failing" / "state" / "generations").glob(".ahead-*"))
+
+
 def test_worker_processes_only_where_they_can_pay() -> None:
     """One worker, or a call sharded already (a Dask flow), runs as given; by default a stage
     under `AUTO_START_ROWS` records runs whole here (the workers never start for it); slices

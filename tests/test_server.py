@@ -59,7 +59,7 @@ def test_two_runs_on_two_batches_complete_with_their_artifacts(
     runs = [run for run in everyone if run["parameters"].get("out") == str(tmp_path / "out")]  # the server is shared
     assert [run["state_type"] for run in runs] == ["COMPLETED", "COMPLETED"]
     task_names = {task["name"].rsplit("-", 1)[0] for task in server.request(prefect_api, "POST", "/task_runs/filter", {})}
-    assert {"read", "new records", "clean", "cluster stories", "commit state", "publish outputs"} <= task_names
+    assert {"read", "new records", "normalize and clean", "cluster stories", "commit state", "publish outputs"} <= task_names
     reports = []
     for run in runs:
         of_run = {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
