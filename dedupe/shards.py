@@ -187,7 +187,9 @@ class ProcessMap:
                 for args in itertools.islice(pending, 1):
                     running.append(pool.submit(_apply, function, _handed(args, folder), folder))
         except BrokenProcessPool:  # a worker died (killed, out of memory): the next run starts new ones
-            _POOLS.pop(self.workers, None)
+            with _POOLS_LOCK:  # unless another thread's map has started them already
+                if _POOLS.get(self.workers) is pool:
+                    del _POOLS[self.workers]
             raise
         finally:
             for future in running:  # a piece failed: those not started never start, the others end first
@@ -463,15 +465,16 @@ class FirstPass:
         self._plan, self._pieces = plan, plan.slices(records)
         self._running: Future[list[Path]] | None = None
         if near is not None and isinstance(plan.map, ProcessMap) and len(self._pieces) > 1:
-            near.mkdir(parents=True, exist_ok=True)
-            self._folder = tempfile.TemporaryDirectory(prefix=".ahead-", dir=near, ignore_cleanup_errors=True)
+            near.mkdir(parents=True, exist_ok=True)  # resolved: the workers keep the directory they started in
+            self._folder = tempfile.TemporaryDirectory(prefix=".ahead-", dir=near.resolve(), ignore_cleanup_errors=True)
             self._closed = threading.Event()
             background = ThreadPoolExecutor(1, thread_name_prefix="dedupe-first-pass")
             self._running = background.submit(plan.map, "normalize and clean shard", _first_pass_to_file, self._to_files())
             background.shutdown(wait=False)  # its thread ends with the map
 
     def _to_files(self) -> Iterator[tuple[pl.DataFrame, Path]]:
-        """The pieces with their files, each let go once handed out; none once closed."""
+        """The pieces with their files; none once closed. The pieces are slices of one frame,
+        whose memory goes when the last is handed out."""
         for number in itertools.count():
             if self._closed.is_set():
                 raise FirstPassClosed
