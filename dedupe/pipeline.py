@@ -9,6 +9,7 @@ tests run them directly.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from dedupe import clean, cluster, minhash, normalize, read, shards, state, stories, verify, write
+from dedupe import clean, cluster, minhash, read, shards, state, stories, verify, write
 from dedupe.config import Config
 from dedupe.schema import CLEANED, EMBEDDINGS, READ, RECORD_TEXTS, STORY_MERGES, empty
 
@@ -48,10 +49,9 @@ def run(
 
     records = stage("read", read.read, list(paths), config)
     log(f"read {records.height} records from {records['source_file'].n_unique()} files")
-    # no later stage reads the raw text (a third of a record's bytes): it is not held to the end
-    normalized = stage("normalize", normalize.normalize, records).with_columns(text_raw=pl.lit(None, pl.String))
+    # no later stage reads the raw text (a third of a record's bytes): the first pass drops it
+    cleaned = stage("normalize and clean", shards.FirstPass(shards.plan_of(stage), records).result)
     del records
-    cleaned = stage("clean", clean.clean, normalized)
     duplicate_candidates, shingles = stage("minhash duplicates", minhash.duplicate_candidates, cleaned, config)
     duplicate_pairs = stage("verify duplicates", verify.verify_duplicates, cleaned, duplicate_candidates, shingles, config)
     del shingles  # 2.4 KB a document, read by verifying alone
@@ -108,7 +108,8 @@ UPDATE_STAGES = (
     "cluster duplicates", "clean with copies", "write texts", "group headlines", "minhash stories", "verify stories",
     "write story parts", "cluster stories", "stable story ids", "assemble", "build stories",
 )
-"""The stages of `update`, in order (a run with nothing new stops after the third)."""
+"""The stages of `update`, in order (a run with nothing new stops after the fourth, its first
+pass over no records)."""
 
 
 def update(
@@ -165,12 +166,18 @@ class Chunk:
 
 
 def _new_records(stage: Call, records_read: pl.DataFrame, seen: pl.DataFrame, ahead_in: Path | None = None) -> Chunk:
-    """The `Chunk` of `records_read`: the new ones among them (not `seen`) normalized and cleaned
-    on the workers, from now on where `ahead_in` names a folder for their results (a state's
-    generations folder), else when `_update` asks. The raw text goes with the first pass."""
+    """The `Chunk` of `records_read`: the new ones among them (not `seen`) on their way through
+    the first pass, from now on where `ahead_in` names a folder for its results (a state's
+    generations folder), else when it is asked for (`_first_pass`). The raw text goes with it."""
     fresh = stage("new records", state.new_records, records_read, seen)
     first_pass = shards.FirstPass(shards.plan_of(stage), fresh.select(list(READ)), ahead_in)
     return Chunk(records_read.height, fresh.select(state.RECORD_KEYS), first_pass)
+
+
+def _first_pass(stage: Call, chunk: Chunk) -> pl.DataFrame:
+    """The chunk's new records normalized and cleaned (first pass), with their keys. A stage of
+    every chunk, also one with nothing new: the flow's progress counts chunks by it."""
+    return state.with_keys(stage("normalize and clean", chunk.first_pass.result), chunk.keys)
 
 
 @dataclass(frozen=True)
@@ -197,8 +204,11 @@ def _update(
     earlier: Earlier,
     match_stories: bool = True,
     texts_to: Path | None = None,
+    after_first_pass: Callable[[], object] = lambda: None,
 ) -> tuple[Result, state.Update | None]:
-    """`update` from the records read on (`chunk`); `history` holds the earlier chunks of the run.
+    """`update` from the records read on (`chunk`); `history` holds the earlier chunks of the
+    run. `after_first_pass` is called once the chunk's first pass is taken (`_first_pass`): a run
+    in chunks starts the next chunk's there.
 
     Without `match_stories` (a chunk of a run that more chunks follow, keyword story model), the
     story steps are left to the run's last chunk, which matches the stories of every chunk's
@@ -216,12 +226,11 @@ def _update(
         f"{chunk.rows} records, {chunk.keys.height} new, {chunk.rows - chunk.keys.height} seen before"
     )
     records_in = earlier.records_in + chunk.rows
-    if chunk.keys.height == 0 and not (match_stories and earlier.stories_pending):
-        chunk.first_pass.close()
+    records = _first_pass(stage, chunk)
+    after_first_pass()
+    if records.height == 0 and not (match_stories and earlier.stories_pending):
         summary = _unchanged(history, batch, records_in, timings, config)
         return Result(history.articles, history.stories, history.pairs, summary), None
-    # as in `run`, the raw text is not held to the end, nor stored: no later step, nor run, reads it
-    records = state.with_keys(stage("normalize and clean", chunk.first_pass.result), chunk.keys)
     matched = stage("minhash duplicates", state.new_candidates, records, history, config)
     new_pairs = stage("verify duplicates", state.verify_candidates, matched, history, config)
     band_keys, sketches, duplicate_candidates = matched.band_keys, matched.sketches, matched.candidates.height
@@ -417,8 +426,12 @@ def _update_in_chunks(
 ) -> tuple[Result, pl.DataFrame | None]:
     """`update` chunk by chunk, each committed on top of the last; the last committed
     generation made current. The result of the last chunk that added records and the story
-    registry after it (None: nothing was new). A chunk's frames are let go before the next
-    is read: what is held between chunks is the committed generation's light tables."""
+    registry after it (None: nothing was new).
+
+    Where the first pass runs on this machine's workers (`shards.FirstPass.in_background`), the
+    next chunk is read, and its new records normalized and cleaned by the workers, while this one
+    is matched; its rows wait on disk. Otherwise a chunk's frames are let go before the next is
+    read: what is held between chunks is the committed generation's light tables."""
     timings: dict[str, float] = {}
     stage = _timed(shards.on_cores(call, config), timings)
     batch = stage("changed files", state.changed_files, list(paths), history)
@@ -426,43 +439,45 @@ def _update_in_chunks(
     earlier, chain = Earlier(history), history
     done: tuple[Result, pl.DataFrame, Path] | None = None
     last_committed = False
-    ahead_in = folder / "generations"
+    ahead = shards.FirstPass.in_background(shards.plan_of(stage))
 
-    def read_chunk(seen: pl.DataFrame) -> Chunk:
+    def read_chunk(seen: pl.DataFrame, ahead: bool) -> Chunk:
         records_read, last = stage("read", chunks.next)
-        return replace(_new_records(stage, records_read, seen, ahead_in), last=last)
+        return replace(_new_records(stage, records_read, seen, folder / "generations" if ahead else None), last=last)
 
     with contextlib.ExitStack() as first_passes:  # a failed chunk stops the next one's first pass
-        coming: Chunk | None = read_chunk(history.records.select(state.RECORD_KEYS))
-        first_passes.callback(coming.first_pass.close)
-        number = 0
-        while coming is not None:
-            number += 1
-            chunk, coming = coming, None
+        chunk = read_chunk(history.records.select(state.RECORD_KEYS), False)  # nothing runs beside the first
+        for number in itertools.count(1):
             records_in = earlier.records_in + chunk.rows
             if number > 1 or not chunk.last:
                 log(f"chunk {number}{', the last' if chunk.last else ''}: records {earlier.records_in + 1:,} to "
                     f"{records_in:,} of the input")
-            if not chunk.last:  # read now, and normalized and cleaned by the workers while this chunk is matched
-                coming = read_chunk(pl.concat([chain.records.select(state.RECORD_KEYS), chunk.keys]))
-                first_passes.callback(coming.first_pass.close)
+            coming: Chunk | None = None
+
+            def read_ahead() -> None:  # once this chunk's first pass is taken: the workers take pieces in turn
+                nonlocal coming
+                if ahead and not chunk.last:
+                    coming = read_chunk(pl.concat([chain.records.select(state.RECORD_KEYS), chunk.keys]), True)
+                    first_passes.callback(coming.first_pass.close)
+
             match_stories = chunk.last or config.story_model != "keywords"
             result, added = _update(
-                batch, chunk, chain, config, run_at, stage, timings, log, earlier, match_stories, ahead_in
+                batch, chunk, chain, config, run_at, stage, timings, log, earlier, match_stories, folder / "generations", read_ahead
             )
-            del chunk
-            if added is None:
-                earlier = replace(earlier, records_in=records_in)
-                continue
-            run_from = None if chain is history else history
-            generation = call("commit state", state.commit, folder, chain, added, config, run_from, coming is None)
-            done, last_committed = (result, added.registry, generation), coming is None
-            new = pl.concat([earlier.new, added.records.select("article_id")])
-            del added, chain  # the chunk's texts and the last generation's tables
-            if coming is not None:
-                chain = call("load state", state.load_generation, generation, config)
-                candidates = (result.summary.candidates["duplicate"], result.summary.candidates["story"])
-                earlier = replace(earlier, records_in=records_in, new=new, candidates=candidates, stories_pending=not match_stories)
+            if added is not None:
+                run_from = None if chain is history else history
+                generation = call("commit state", state.commit, folder, chain, added, config, run_from, chunk.last)
+                done, last_committed = (result, added.registry, generation), chunk.last
+                new = pl.concat([earlier.new, added.records.select("article_id")])
+                del added, chain  # the chunk's texts and the last generation's tables
+                if not chunk.last:
+                    chain = call("load state", state.load_generation, generation, config)
+                    candidates = (result.summary.candidates["duplicate"], result.summary.candidates["story"])
+                    earlier = replace(earlier, new=new, candidates=candidates, stories_pending=not match_stories)
+            earlier = replace(earlier, records_in=records_in)
+            if chunk.last:
+                break
+            chunk = coming or read_chunk(chain.records.select(state.RECORD_KEYS), False)
     if done is None:
         return result, None
     result, registry, generation = done

@@ -7,7 +7,8 @@ in flows/scale.py; the plain `map` below runs them in this process):
 - read: the input files in `shards` runs of files (ids are made unique once, over all of them),
   in `pipeline.update`; a run on a state (`pipeline.run_on_state`) reads its chunks in its own
   process (`read.Chunks`), a chunk at a time;
-- normalize, first cleaning: the records in `shards` slices;
+- normalize and first cleaning, one step (`FirstPass`): the records in `shards` slices; a run in
+  chunks on this machine's workers starts the next chunk's before it matches the current one;
 - duplicate candidates: shingles and band keys per slice of records (the workers that make them
   also add them to the Redis index), then buckets per band partition (band % `partitions`):
   an LSH bucket lies within one band, so each partition pairs its buckets alone and the union
@@ -25,7 +26,7 @@ in flows/scale.py; the plain `map` below runs them in this process):
 (`config.workers`), but for duplicate candidates and verifying, which run in this process on
 minhash's and verify's compiled loops (both cores; `Plan.match_in_shards`). Pieces go to the
 workers with only the columns the stage reads filled, and come back with only the columns it
-writes: the raw text, a third of a row, never travels.
+writes: the raw text, a third of a row, goes to the first pass alone and never comes back.
 
 Every such stage gives exactly what the one-process stage gives (tests/test_scale.py): the
 stages are per record, per bucket, per group or per pair, and the pieces are put back in their
@@ -47,7 +48,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -167,7 +168,12 @@ class ProcessMap:
 
     workers: int
 
-    def __call__(self, name: str, function: Callable[..., Any], arguments: Iterable[tuple[Any, ...]]) -> list[Any]:
+    def __call__(
+        self, name: str, function: Callable[..., Any], arguments: Iterable[tuple[Any, ...]], results_in: Path | None = None
+    ) -> list[Any]:
+        """The results of the pieces, in their order. With `results_in`, the frames they give are
+        left there as `FrameFile`s, unread (`_taken` reads them): a folder on disk holds them
+        until asked (`FirstPass`), not this process's memory, nor shared memory."""
         pending = iter(arguments)
         first = list(itertools.islice(pending, 2))
         if len(first) < 2:
@@ -181,11 +187,12 @@ class ProcessMap:
         folder = frames.path if frames else None
         try:
             for args in itertools.islice(pending, 2 * self.workers):
-                running.append(pool.submit(_apply, function, _handed(args, folder), folder))
+                running.append(pool.submit(_apply, function, _handed(args, folder), results_in or folder))
             while running:
-                results.append(_taken(running.popleft().result()))
+                result = running.popleft().result()
+                results.append(result if results_in else _taken(result))
                 for args in itertools.islice(pending, 1):
-                    running.append(pool.submit(_apply, function, _handed(args, folder), folder))
+                    running.append(pool.submit(_apply, function, _handed(args, folder), results_in or folder))
         except BrokenProcessPool:  # a worker died (killed, out of memory): the next run starts new ones
             with _POOLS_LOCK:  # unless another thread's map has started them already
                 if _POOLS.get(self.workers) is pool:
@@ -309,10 +316,11 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         return _POOLS[workers]
 
 
-def _apply(function: Callable[..., Any], args: tuple[Any, ...], folder: Path | None) -> Any:
-    """`function(*args)` in a worker, its frames read from and written to `folder` (`FrameFile`)."""
+def _apply(function: Callable[..., Any], args: tuple[Any, ...], results_in: Path | None) -> Any:
+    """`function(*args)` in a worker, the frames of its arguments read (`FrameFile`) and those it
+    gives written to `results_in`."""
     try:
-        return _handed(function(*_taken(args)), folder)
+        return _handed(function(*_taken(args)), results_in)
     finally:
         release_free_memory()  # the workers live on between pieces and runs
 
@@ -346,8 +354,6 @@ def sharded_call(call: Call, plan: Plan) -> Call:
         return verify.verify_duplicates
 
     table: dict[Callable[..., Any], Callable[..., Any]] = {
-        normalize.normalize: lambda frame: by_rows(plan, "normalize shard", normalize_slice, frame),
-        clean.clean: lambda frame: by_rows(plan, "clean shard", clean_slice, frame, _unread(CLEAN_READS)),
         verify.verify_duplicates: lambda involved, candidates, sets, config: verifier(sets)(involved, candidates, sets, config),
         state.verify_candidates: lambda matched, history, config: state.verify_candidates(
             matched, history, config, verifier(matched.shingles)
@@ -408,40 +414,15 @@ def row_slices(frame: pl.DataFrame, shards: int, min_rows: int = 1) -> list[pl.D
     return [frame.slice(start, size) for start in range(0, frame.height, size)] or [frame]
 
 
-def by_rows(
-    plan: Plan, name: str, function: Callable[[pl.DataFrame], pl.DataFrame], frame: pl.DataFrame, unread: Sequence[pl.Expr] = ()
-) -> pl.DataFrame:
-    """A per-record stage that returns the columns it writes, over `frame` in slices (with the
-    `unread` columns emptied): `frame` with those columns (replaced, or added at the end)."""
-    sent = frame.with_columns(unread) if unread else frame
-    written = plan.map(name, function, [(piece,) for piece in plan.slices(sent)])
-    return frame.with_columns(pl.concat(written, rechunk=False))
-
-
-NORMALIZE_WRITES = ("status", "reason", "title", "text")
 CLEAN_READS = ("article_id", "source_file", "line", "title", "text", "url", "source", "status", "reason")
+"""What `clean.clean` reads of a NORMALIZED row (the rest of a piece of `clean_by_groups` goes empty)."""
 CLEAN_WRITES = clean.WRITTEN
-
-
-def normalize_slice(records: pl.DataFrame) -> pl.DataFrame:
-    """`normalize.normalize` of a slice: the columns it writes."""
-    return normalize.normalize(records).select(NORMALIZE_WRITES)
-
-
-def clean_slice(normalized: pl.DataFrame) -> pl.DataFrame:
-    """`clean.clean` (first pass) of a slice: the columns it writes."""
-    return clean.clean(normalized).select(CLEAN_WRITES)
 
 
 def first_pass_slice(records: pl.DataFrame) -> pl.DataFrame:
     """`normalize.normalize`, then `clean.clean`'s first pass, of a slice of READ records: CLEANED
     rows, the raw text null (no later step reads it), in one piece each way."""
     return clean.clean(normalize.normalize(records).with_columns(text_raw=pl.lit(None, pl.String)))
-
-
-def _first_pass_to_file(records: pl.DataFrame, path: Path) -> Path:
-    first_pass_slice(records).write_ipc(path, compression="uncompressed")
-    return path
 
 
 class FirstPassClosed(Exception):
@@ -451,36 +432,42 @@ class FirstPassClosed(Exception):
 class FirstPass:
     """`first_pass_slice` of READ records in `plan`'s slices, taken later (`result`).
 
-    On this machine's worker processes (`ProcessMap`) it starts at once: a thread of this process
-    hands the pieces out while this process goes on. A run in chunks starts the next chunk's first
-    pass before it matches the current chunk (`pipeline._update_in_chunks`): the workers sat idle
-    while this process found, verified and wrote the current chunk's duplicates on 1-1.6 of the
-    two cores. The pieces are written as they finish to files in a temporary folder in `near` (a
-    state's generations folder, where a load removes what a killed run left), not held in memory
-    through the current chunk's peak. Elsewhere (no `near`, one process, a Dask or Ray task runner,
-    a single piece) the pieces are mapped when the result is asked for."""
+    With a folder `near` on this machine's worker processes (`ProcessMap`, `in_background`) and
+    two pieces or more, it starts at once: a thread of this process hands the pieces out while
+    this process goes on. A run in chunks starts the next chunk's first pass once it has the
+    current chunk's, before it matches the current chunk (`pipeline._update_in_chunks`): the
+    workers sat idle while this process found, verified and wrote the current chunk's duplicates
+    on 1-1.6 of the two cores. The workers leave the pieces' rows in a temporary folder in `near`
+    (a state's generations folder, where a load removes what a killed run left), not held in
+    memory through the current chunk's peak. Otherwise the pieces are mapped when the result is
+    asked for."""
 
     def __init__(self, plan: Plan, records: pl.DataFrame, near: Path | None = None) -> None:
         check(records, READ, "normalize and clean input")
         self._plan, self._pieces = plan, plan.slices(records)
-        self._running: Future[list[Path]] | None = None
-        if near is not None and isinstance(plan.map, ProcessMap) and len(self._pieces) > 1:
+        self._running: Future[list[Any]] | None = None
+        if near is not None and self.in_background(plan) and len(self._pieces) > 1:
             near.mkdir(parents=True, exist_ok=True)  # resolved: the workers keep the directory they started in
-            self._folder = tempfile.TemporaryDirectory(prefix=".ahead-", dir=near.resolve(), ignore_cleanup_errors=True)
+            self._folder = tempfile.TemporaryDirectory(prefix=".first-pass-", dir=near.resolve(), ignore_cleanup_errors=True)
             self._closed = threading.Event()
             background = ThreadPoolExecutor(1, thread_name_prefix="dedupe-first-pass")
-            self._running = background.submit(plan.map, "normalize and clean shard", _first_pass_to_file, self._to_files())
+            self._running = background.submit(
+                plan.map, "normalize and clean shard", first_pass_slice, self._handed_out(), Path(self._folder.name)
+            )
             background.shutdown(wait=False)  # its thread ends with the map
 
-    def _to_files(self) -> Iterator[tuple[pl.DataFrame, Path]]:
-        """The pieces with their files; none once closed. The pieces are slices of one frame,
-        whose memory goes when the last is handed out."""
-        for number in itertools.count():
+    @staticmethod
+    def in_background(plan: Plan) -> bool:
+        """Whether `plan`'s first pass can run beside this process: on this machine's workers."""
+        return isinstance(plan.map, ProcessMap)
+
+    def _handed_out(self) -> Iterator[tuple[pl.DataFrame]]:
+        """The pieces as the map takes them; none once closed. The pieces are slices of one
+        frame, whose memory goes when the last is handed out."""
+        while self._pieces:
             if self._closed.is_set():
                 raise FirstPassClosed
-            if not self._pieces:
-                return
-            yield self._pieces.pop(0), Path(self._folder.name) / f"{number:05d}.arrow"
+            yield (self._pieces.pop(0),)
 
     def result(self) -> pl.DataFrame:
         """CLEANED of the records, in their order."""
@@ -489,7 +476,7 @@ class FirstPass:
                 pieces, self._pieces = self._pieces, []
                 parts = self._plan.map("normalize and clean shard", first_pass_slice, [(piece,) for piece in pieces])
             else:
-                parts = [pl.read_ipc(path) for path in self._running.result()]
+                parts = [_taken(part) for part in self._running.result()]
         finally:
             self.close()
         return check(pl.concat(parts, rechunk=False), CLEANED, "normalize and clean output")

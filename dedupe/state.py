@@ -49,7 +49,8 @@ generation under a temporary name, renames it, then swaps `current` with a renam
 point, the state is the one before the run or the one after it, never a mix. The texts a run
 adds and its parts of the story tables are written as soon as they are made, in a temporary
 folder in the generations folder (`write_ahead`, `generations/.ahead-*`), and the commit links
-them in and removes it: they are not held through the story steps. A killed run's is removed by
+them in and removes it: they are not held through the story steps. The next chunk's first pass
+waits there too (`shards.FirstPass`, `generations/.first-pass-*`). A killed run's are removed by
 the next load.
 
 A load reads the light tables whole and the texts of records and articles not at all: a run reads
@@ -1445,8 +1446,9 @@ def _remove_unused_generations(state: Path, current: Path | None) -> None:
     keep = current.resolve() if current is not None else None
     if generations.is_dir():
         for generation in generations.iterdir():
-            if generation.resolve() != keep:
-                shutil.rmtree(generation)
+            if generation.resolve() != keep:  # a killed run's workers write in its dot-folders for up to
+                # `lifetime.POLL_SECONDS` after it: what they add then goes with the next load
+                shutil.rmtree(generation, ignore_errors=generation.name.startswith("."))
 
 
 def _parts(folder: Path) -> list[Path]:

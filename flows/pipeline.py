@@ -53,7 +53,7 @@ def with_progress(progress: UUID) -> pipeline.Call:
         nonlocal chunk, moved
         result = as_task(name, function, *args)
         if name in pipeline.UPDATE_STAGES:  # not loading, committing, publishing
-            if name == "normalize and clean":  # a chunk's own stages start: its read came during the last one
+            if name == "normalize and clean":  # every chunk's, also one with nothing new; its read may come during the last one
                 chunk += 1
                 done.intersection_update({"changed files", "read", "new records"})
             done.add(name)

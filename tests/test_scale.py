@@ -188,17 +188,20 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run in chunks on two worker processes reads the next chunk and starts its first pass
-    (`shards.FirstPass`, its pieces written to files) before it matches the current one: the
-    outputs are exactly those of the same chunks in one process, and no file of a first pass is
-    left. A chunk that fails stops the next chunk's first pass and leaves none of its files."""
+    (`shards.FirstPass`, its pieces left in files) once it has the current chunk's, before it
+    matches the current one; the first chunk's runs alone. The outputs are exactly those of the
+    same chunks in one process, which reads a chunk only once the last is committed, and every
+    first pass is closed, its files gone (the passes are kept alive here: a folder left to its
+    finalizer would show). A chunk that fails stops the next chunk's first pass half-way (more
+    pieces than are in flight) and leaves none of its files."""
     monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 100)  # chunks of 700 records in pieces
     first, second = write_batches(tmp_path / "data")
-    ahead: list[bool] = []
+    passes: list[shards.FirstPass] = []
     started = shards.FirstPass.__init__
 
     def recording(self: shards.FirstPass, *args: Any) -> None:
         started(self, *args)
-        ahead.append(self._running is not None)
+        passes.append(self)
 
     monkeypatch.setattr(shards.FirstPass, "__init__", recording)
     calls: list[str] = []
@@ -207,25 +210,39 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
         calls.append(name)
         return function(*args)
 
+    def nth(name: str, number: int) -> int:
+        return [index for index, called in enumerate(calls) if called == name][number - 1]
+
+    def all_closed() -> bool:
+        return all(
+            not one._pieces and (one._running is None or (one._running.done() and not Path(one._folder.name).exists()))
+            for one in passes
+        )
+
     chunked = CONFIG.with_overrides(chunk_records=700)
-    local = run_locally(first + second, tmp_path / "local", config=chunked.with_overrides(workers=1))
-    assert ahead and not any(ahead)
-    ahead.clear()
+    local = run_locally(first + second, tmp_path / "local", call=call, config=chunked.with_overrides(workers=1))
+    assert len(passes) == 5 and not any(one._running for one in passes)  # 3,221 records
+    assert nth("commit state", 1) < nth("read", 2)
+    passes.clear(), calls.clear()
     on_workers = run_locally(first + second, tmp_path / "workers", call=call, config=chunked.with_overrides(workers=2))
-    assert len(ahead) == 5 and all(ahead)  # 3,221 records
-    assert calls.index("read", calls.index("read") + 1) < calls.index("minhash duplicates")
+    assert [one._running is not None for one in passes] == [False, True, True, True, True]
+    assert nth("normalize and clean", 1) < nth("read", 2) < nth("minhash duplicates", 1)
     assert_identical(on_workers, local)
-    assert not list((tmp_path / "workers" / "state" / "generations").glob(".ahead-*"))
+    assert all_closed() and not list((tmp_path / "workers" / "state" / "generations").glob(".first-pass-*"))
+
+    monkeypatch.setattr(shards, "MAX_ROWS_ON_CORES", 50)  # 14 pieces a chunk, 4 in flight
+    passes.clear()
 
     def failing(name: str, function: Callable[..., Any], *args: object) -> Any:
         if name == "minhash duplicates":
-            assert list((tmp_path / "failing" / "state" / "generations").glob(".ahead-*"))  # the next chunk's
+            assert list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))  # the next chunk's
             raise RuntimeError("a chunk that fails")
         return function(*args)
 
     with pytest.raises(RuntimeError, match="a chunk that fails"):
         run_locally(first + second, tmp_path / "failing", call=failing, config=chunked.with_overrides(workers=2))
-    assert not list((tmp_path / "failing" / "state" / "generations").glob(".ahead-*"))
+    assert len(passes) == 2 and passes[1]._running is not None and isinstance(passes[1]._running.exception(), shards.FirstPassClosed)
+    assert all_closed() and not list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))
 
 
 def test_worker_processes_only_where_they_can_pay() -> None:
