@@ -245,6 +245,16 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
     assert all_closed() and not list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))
 
 
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="no process priorities here")
+def test_worker_processes_run_below_this_process_so_work_ahead_takes_only_idle_cores() -> None:
+    """A first pass ahead (`shards.FirstPass`) shares the cores with this process's matching:
+    the workers run `WORKER_NICENESS` lower (capped at the lowest priority, 19)."""
+    niceness = os.nice(0)
+    seen = shards.ProcessMap(2)("probe", os.nice, [(0,), (0,), (0,), (0,)])
+    assert seen == [min(19, niceness + shards.WORKER_NICENESS)] * 4
+    assert os.nice(0) == niceness
+
+
 def test_worker_processes_only_where_they_can_pay() -> None:
     """One worker, or a call sharded already (a Dask flow), runs as given; by default a stage
     under `AUTO_START_ROWS` records runs whole here (the workers never start for it); slices
