@@ -286,8 +286,9 @@ def _handed(value: Any, folder: Path | None) -> Any:
             path.unlink(missing_ok=True)
             return value
         return FrameFile(str(path))
-    if type(value) is tuple:
-        return tuple(_handed(item, folder) for item in value)
+    if type(value) is tuple:  # from a list: a tuple grown from a generator is resized in place, which
+        # fails (SystemError) if another thread holds it meanwhile (`gc.get_objects`, as `speed.py profile` calls)
+        return tuple([_handed(item, folder) for item in value])
     return value
 
 
@@ -298,7 +299,7 @@ def _taken(value: Any) -> Any:
         os.unlink(value.path)
         return frame
     if type(value) is tuple:
-        return tuple(_taken(item) for item in value)
+        return tuple([_taken(item) for item in value])  # from a list, as in `_handed`
     return value
 
 
