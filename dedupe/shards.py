@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import contextlib
 import ctypes
 import ctypes.util
 import fcntl
@@ -171,16 +172,20 @@ class ProcessMap:
     def __call__(
         self, name: str, function: Callable[..., Any], arguments: Iterable[tuple[Any, ...]], results_in: Path | None = None
     ) -> list[Any]:
-        """The results of the pieces, in their order. With `results_in`, the frames they give are
-        left there as `FrameFile`s, unread (`_taken` reads them): a folder on disk holds them
-        until asked (`FirstPass`), not this process's memory, nor shared memory."""
+        """The results of the pieces, in their order. With `results_in`, a map run ahead
+        (`FirstPass`): the frames its pieces give are left there as `FrameFile`s, unread
+        (`_taken` reads them), so a folder on disk holds them until asked, not this process's
+        memory nor shared memory; any other map is one this process waits on (`_WAITED`)."""
         pending = iter(arguments)
         first = list(itertools.islice(pending, 2))
         if len(first) < 2:
             return in_process(name, function, first)
+        with contextlib.nullcontext() if results_in else _WAITED.running():
+            return self._map(function, itertools.chain(first, pending), results_in)
+
+    def _map(self, function: Callable[..., Any], pending: Iterator[tuple[Any, ...]], results_in: Path | None) -> list[Any]:
         pool = _pool(self.workers)
         # two pieces per worker handed over at once; the rest wait, their arguments not yet made
-        pending = itertools.chain(first, pending)
         running: collections.deque[Future[Any]] = collections.deque()
         results = []
         frames = FramesFolder.made()
@@ -205,6 +210,36 @@ class ProcessMap:
             if frames is not None:  # what the pieces in flight left
                 frames.remove()
         return results
+
+
+class _Waited:
+    """The maps on the workers that this process waits on, counted: a first pass ahead hands out
+    no piece while one runs (`FirstPass`). The workers take pieces first in, first out: a first
+    pass handing out pieces beside clean with copies took half the workers from it, which ran
+    +56 s longer over a 1M run (benchmarks/README.md, *Workers below this process*)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def none_running(self, timeout: float) -> bool:
+        """Whether no such map runs, waiting up to `timeout` seconds for it."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+_WAITED = _Waited()
 
 
 SHARED_MEMORY = Path("/dev/shm")
@@ -479,9 +514,12 @@ class FirstPass:
         return isinstance(plan.map, ProcessMap)
 
     def _handed_out(self) -> Iterator[tuple[pl.DataFrame]]:
-        """The pieces as the map takes them; none once closed. The pieces are slices of one
-        frame, whose memory goes when the last is handed out."""
+        """The pieces as the map takes them, each once no map this process waits on runs
+        (`_WAITED`); none once closed. The pieces are slices of one frame, whose memory goes
+        when the last is handed out."""
         while self._pieces:
+            while not (self._closed.is_set() or _WAITED.none_running(timeout=0.1)):
+                pass
             if self._closed.is_set():
                 raise FirstPassClosed
             yield (self._pieces.pop(0),)

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 import redis
 from distributed import Client
 
-from dedupe import index, pipeline, shards
+from dedupe import index, pipeline, read, shards
 from dedupe.config import Config
 from dedupe.schema import LEVEL_BAND_KEYS
 from flows import server
@@ -243,6 +244,21 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
         run_locally(first + second, tmp_path / "failing", call=failing, config=chunked.with_overrides(workers=2))
     assert len(passes) == 2 and passes[1]._running is not None and isinstance(passes[1]._running.exception(), shards.FirstPassClosed)
     assert all_closed() and not list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))
+
+
+def test_a_first_pass_ahead_hands_out_no_piece_while_a_map_this_process_waits_on_runs(tmp_path: Path) -> None:
+    """The workers take pieces first in, first out: a first pass ahead waits while a map this
+    process waits on runs (`shards._WAITED`, as every `ProcessMap` call without `results_in`),
+    then gives what it gives in one process."""
+    records = read.read([SEEDS], CONFIG)
+    plan = shards.Plan(map=shards.ProcessMap(2), shards=2, min_rows=50)
+    shards.ProcessMap(2)("start the workers", abs, [(-1,), (-2,)])
+    with shards._WAITED.running():
+        ahead = shards.FirstPass(plan, records, tmp_path)
+        time.sleep(1.0)
+        assert len(ahead._pieces) == 2 and not list(Path(ahead._folder.name).iterdir())
+    assert_frame_equal(ahead.result(), shards.first_pass_slice(records))
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(not hasattr(os, "nice"), reason="no process priorities here")
