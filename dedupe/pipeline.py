@@ -428,10 +428,11 @@ def _update_in_chunks(
     generation made current. The result of the last chunk that added records and the story
     registry after it (None: nothing was new).
 
-    Where the first pass runs on this machine's workers (`shards.FirstPass.in_background`), the
-    next chunk is read, and its new records normalized and cleaned by the workers, while this one
-    is matched; its rows wait on disk. Otherwise a chunk's frames are let go before the next is
-    read: what is held between chunks is the committed generation's light tables."""
+    Where the first pass runs on this machine's workers (`shards.FirstPass.in_background`) and a
+    chunk makes two pieces or more, the next chunk is read, and its new records normalized and
+    cleaned by the workers, while this one is matched; its rows wait on disk. Otherwise a chunk's
+    frames are let go before the next is read: what is held between chunks is the committed
+    generation's light tables."""
     timings: dict[str, float] = {}
     stage = _timed(shards.on_cores(call, config), timings)
     batch = stage("changed files", state.changed_files, list(paths), history)
@@ -439,7 +440,8 @@ def _update_in_chunks(
     earlier, chain = Earlier(history), history
     done: tuple[Result, pl.DataFrame, Path] | None = None
     last_committed = False
-    ahead = shards.FirstPass.in_background(shards.plan_of(stage))
+    plan = shards.plan_of(stage)
+    ahead = shards.FirstPass.in_background(plan) and plan.pieces(config.chunk_records) > 1  # else nothing to gain
 
     def read_chunk(seen: pl.DataFrame, ahead: bool) -> Chunk:
         records_read, last = stage("read", chunks.next)

@@ -26,7 +26,8 @@ in flows/scale.py; the plain `map` below runs them in this process):
 (`config.workers`), but for duplicate candidates and verifying, which run in this process on
 minhash's and verify's compiled loops (both cores; `Plan.match_in_shards`). Pieces go to the
 workers with only the columns the stage reads filled, and come back with only the columns it
-writes: the raw text, a third of a row, goes to the first pass alone and never comes back.
+writes (the first pass: whole rows): the raw text, a third of a row, goes to the first pass
+alone and never comes back.
 
 Every such stage gives exactly what the one-process stage gives (tests/test_scale.py): the
 stages are per record, per bucket, per group or per pair, and the pieces are put back in their
@@ -54,7 +55,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, 
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import polars as pl
@@ -62,7 +63,7 @@ import polars as pl
 from dedupe import clean, lifetime, minhash, normalize, read, state, verify
 from dedupe.config import Config
 from dedupe.index import RedisIndex
-from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, NORMALIZED, PAIRS, READ, check, empty
+from dedupe.schema import CANDIDATES, CLEANED, LEVEL_BAND_KEYS, PAIRS, READ, check, empty
 
 if TYPE_CHECKING:  # pipeline runs its stages through `on_cores`
     from dedupe.pipeline import Call
@@ -165,7 +166,7 @@ class ProcessMap:
     life of this process (later runs reuse them), and they end with it, also when it is killed
     (`lifetime.watch_parent`). They are spawned, not forked: a fork copies polars' thread pool in
     whatever state it is, which can hang the child. Frames go to them and come back as files in
-    shared memory (`FrameFile`)."""
+    shared memory (`FrameFile`; a map run ahead's come back in a folder on disk it names)."""
 
     workers: int
 
@@ -176,22 +177,24 @@ class ProcessMap:
         (`FirstPass`): the frames its pieces give are left there as `FrameFile`s, unread
         (`_taken` reads them), so a folder on disk holds them until asked, not this process's
         memory nor shared memory; any other map is one this process waits on (`_WAITED`)."""
-        pending = iter(arguments)
-        first = list(itertools.islice(pending, 2))
-        if len(first) < 2:
-            return in_process(name, function, first)
-        with contextlib.nullcontext() if results_in else _WAITED.running():
+        with contextlib.nullcontext() if results_in else _WAITED.running():  # before any argument is made
+            pending = iter(arguments)
+            first = list(itertools.islice(pending, 2))
+            if len(first) < 2:
+                return in_process(name, function, first)
             return self._map(function, itertools.chain(first, pending), results_in)
 
     def _map(self, function: Callable[..., Any], pending: Iterator[tuple[Any, ...]], results_in: Path | None) -> list[Any]:
         pool = _pool(self.workers)
-        # two pieces per worker handed over at once; the rest wait, their arguments not yet made
+        # two pieces per worker handed over at once (a map run ahead: one, so that fewer of its
+        # pieces wait before those of a map this process waits on); the rest wait, their arguments not yet made
+        in_flight = self.workers if results_in else 2 * self.workers
         running: collections.deque[Future[Any]] = collections.deque()
         results = []
         frames = FramesFolder.made()
         folder = frames.path if frames else None
         try:
-            for args in itertools.islice(pending, 2 * self.workers):
+            for args in itertools.islice(pending, in_flight):
                 running.append(pool.submit(_apply, function, _handed(args, folder), results_in or folder))
             while running:
                 result = running.popleft().result()
@@ -353,8 +356,10 @@ every other map, nothing else wants the cores and they run as fast as before."""
 
 
 def _start_worker(parent: int) -> None:
-    if hasattr(os, "nice"):  # not on Windows
+    try:
         os.nice(WORKER_NICENESS)
+    except (AttributeError, OSError):  # no priorities here (Windows), or not allowed to change them
+        pass
     lifetime.watch_parent(parent)
 
 
@@ -467,7 +472,7 @@ def row_slices(frame: pl.DataFrame, shards: int, min_rows: int = 1) -> list[pl.D
 
 
 CLEAN_READS = ("article_id", "source_file", "line", "title", "text", "url", "source", "status", "reason")
-"""What `clean.clean` reads of a NORMALIZED row (the rest of a piece of `clean_by_groups` goes empty)."""
+"""What `clean.clean` reads of a row: the rest of a piece of `clean_by_groups` goes empty."""
 CLEAN_WRITES = clean.WRITTEN
 
 
@@ -504,7 +509,7 @@ class FirstPass:
             self._closed = threading.Event()
             background = ThreadPoolExecutor(1, thread_name_prefix="dedupe-first-pass")
             self._running = background.submit(
-                plan.map, "normalize and clean shard", first_pass_slice, self._handed_out(), Path(self._folder.name)
+                cast(ProcessMap, plan.map), "normalize and clean shard", first_pass_slice, self._handed_out(), Path(self._folder.name)
             )
             background.shutdown(wait=False)  # its thread ends with the map
 
@@ -546,7 +551,7 @@ class FirstPass:
         self._pieces = []
 
 
-def _unread(reads: tuple[str, ...], schema: dict[str, pl.DataType] = NORMALIZED) -> list[pl.Expr]:
+def _unread(reads: tuple[str, ...], schema: dict[str, pl.DataType]) -> list[pl.Expr]:
     """The columns of `schema` a stage does not read, as nulls: not handed to its workers."""
     return [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in reads]
 

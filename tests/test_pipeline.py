@@ -170,6 +170,13 @@ def test_a_run_in_chunks_matches_stories_once_in_its_last_chunk(tmp_path: Path) 
     for story_step in ("group headlines", "minhash stories", "verify stories", "cluster stories", "stable story ids", "build stories"):
         assert calls.count(story_step) == 1, story_step
     assert calls.index("cluster stories") > max(i for i, name in enumerate(calls) if name == "normalize and clean")
+    # the third batch's second chunk has nothing new: it still runs its first pass (over no
+    # records), by which the flow's progress artifact counts chunks, and commits nothing
+    pipeline.run_on_state([batches[1]], tmp_path / "out", tmp_path / "state", Config(chunk_records=97))
+    calls.clear()
+    pipeline.run_on_state([batches[2]], tmp_path / "out", tmp_path / "state", Config(chunk_records=97), call=call)
+    assert calls.count("read") == calls.count("normalize and clean") == 2 and calls.count("commit state") == 2
+    assert calls.index("minhash duplicates") < calls.index("read", calls.index("read") + 1)
 
 
 def test_the_story_steps_hold_no_text_of_the_chunk_nor_the_story_parts(tmp_path: Path) -> None:

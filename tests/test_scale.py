@@ -231,7 +231,8 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
     assert_identical(on_workers, local)
     assert all_closed() and not list((tmp_path / "workers" / "state" / "generations").glob(".first-pass-*"))
 
-    monkeypatch.setattr(shards, "MAX_ROWS_ON_CORES", 50)  # 14 pieces a chunk, 4 in flight
+    monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 25)
+    monkeypatch.setattr(shards, "MAX_ROWS_ON_CORES", 50)  # 14 pieces a chunk, 2 of a first pass ahead in flight
     passes.clear()
 
     def failing(name: str, function: Callable[..., Any], *args: object) -> Any:
