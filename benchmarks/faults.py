@@ -600,8 +600,9 @@ def killed_at_each_stage(folder: Path, paths: list[Path], config: Config, chunk:
 def _chunk_kill_points(steps: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """The steps of a run in chunks worth a kill: each load and commit, the first stage of the last
     chunk, and publishing. Only commits and publishing write (and the stages that write a chunk's
-    texts and story parts ahead of its commit, into generations/.ahead-*, which the next load
-    removes as it removes an uncommitted generation), so every kill between two writes
+    texts and story parts ahead of its commit, into generations/.ahead-*, and, on worker
+    processes, the next chunk's first pass, into generations/.first-pass-*, which the next load
+    removes as it removes an uncommitted generation; these runs are in one process), so every kill between two writes
     finds the same files and the rerun starts from them: one stage of the last chunk stands for
     all of them (an earlier generation committed and not current beside the state), as
     `killed-at-stage` kills an unchunked run at every stage. Killing at every stage of the last

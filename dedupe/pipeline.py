@@ -429,8 +429,9 @@ def _update_in_chunks(
     registry after it (None: nothing was new).
 
     Where the first pass runs on this machine's workers (`shards.FirstPass.in_background`) and a
-    chunk makes two pieces or more, the next chunk is read, and its new records normalized and
-    cleaned by the workers, while this one is matched; its rows wait on disk. Otherwise a chunk's
+    chunk makes two pieces or more, the next chunk is read once this chunk's first pass is taken,
+    and its new records normalized and cleaned by the workers while this one is matched; their
+    rows wait on disk. Otherwise a chunk's
     frames are let go before the next is read: what is held between chunks is the committed
     generation's light tables."""
     timings: dict[str, float] = {}
@@ -443,9 +444,9 @@ def _update_in_chunks(
     plan = shards.plan_of(stage)
     ahead = shards.FirstPass.in_background(plan) and plan.pieces(config.chunk_records) > 1  # else nothing to gain
 
-    def read_chunk(seen: pl.DataFrame, ahead: bool) -> Chunk:
+    def read_chunk(seen: pl.DataFrame, first_pass_ahead: bool) -> Chunk:
         records_read, last = stage("read", chunks.next)
-        return replace(_new_records(stage, records_read, seen, folder / "generations" if ahead else None), last=last)
+        return replace(_new_records(stage, records_read, seen, folder / "generations" if first_pass_ahead else None), last=last)
 
     with contextlib.ExitStack() as first_passes:  # a failed chunk stops the next one's first pass
         chunk = read_chunk(history.records.select(state.RECORD_KEYS), False)  # nothing runs beside the first
@@ -464,7 +465,8 @@ def _update_in_chunks(
 
             match_stories = chunk.last or config.story_model != "keywords"
             result, added = _update(
-                batch, chunk, chain, config, run_at, stage, timings, log, earlier, match_stories, folder / "generations", read_ahead
+                batch, chunk, chain, config, run_at, stage, timings, log, earlier, match_stories,
+                texts_to=folder / "generations", after_first_pass=read_ahead,
             )
             if added is not None:
                 run_from = None if chain is history else history

@@ -180,9 +180,9 @@ class ProcessMap:
         with contextlib.nullcontext() if results_in else _WAITED.running():  # before any argument is made
             pending = iter(arguments)
             first = list(itertools.islice(pending, 2))
-            if len(first) < 2:
-                return in_process(name, function, first)
-            return self._map(function, itertools.chain(first, pending), results_in)
+            if len(first) == 2:
+                return self._map(function, itertools.chain(first, pending), results_in)
+        return in_process(name, function, first)  # the workers stay free for work ahead
 
     def _map(self, function: Callable[..., Any], pending: Iterator[tuple[Any, ...]], results_in: Path | None) -> list[Any]:
         pool = _pool(self.workers)
@@ -257,7 +257,8 @@ class FrameFile:
     two workers, normalize took 78.0 s with 21.9 s of this process's CPU, against 63.5 s and
     7.9 s, and clean 110.5 s and 20.5 s against 95.9 s and 6.9 s (`benchmarks/speed.py profile`;
     benchmarks/README.md, session 20). The files of the pieces in flight are held in memory
-    outside any process until read: a few pieces (`ProcessMap` hands out two per worker). A
+    outside any process until read: a few pieces (`ProcessMap` hands out two per worker). A map
+    run ahead (`FirstPass`) has its pieces' results written to a folder on disk instead. A
     frame that cannot be written there (shared memory full: containers often give 64 MiB; a
     column of Python objects) is pickled as before."""
 
@@ -352,8 +353,10 @@ while this process matches the current one on its own thread pools: at the same 
 took their share of both cores, and the matching stages grew by about what the first pass no
 longer waited. Lowered, they take the time this process leaves idle (over a 1M run, minhash
 duplicates 102.8 s against 157.0 s: benchmarks/README.md, *Workers below this process*); where
-it waits for them, as in every other map, nothing else wants the cores and they run as fast as
-before."""
+it waits for them, as in every other map, nothing else of this run wants the cores and they run
+as fast as before. The price, not measured: on a machine busy with other work at the normal
+priority, every map on the workers (clean with copies, the first chunk's first pass) gets less
+of it than before."""
 
 
 def _start_worker(parent: int) -> None:

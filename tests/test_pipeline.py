@@ -122,8 +122,9 @@ def test_a_run_in_chunks_gives_the_outputs_of_one_update(
     history, also when the last chunk has nothing new. Publishing streams the last articles.parquet
     in batches of 50 rows, and takes texts out of their chunk's turn: articles of an earlier
     chunk, or of the history, cleaned again by a later chunk. On two worker processes, each
-    chunk's new records (ids used before renamed against the history and the chunks before) are
-    found and normalized and cleaned while the chunk before is matched (`shards.FirstPass`)."""
+    chunk's new records after the first (ids used before renamed against the history and the
+    chunks before) are found and normalized and cleaned while the chunk before is matched
+    (`shards.FirstPass`)."""
     monkeypatch.setattr(state, "PUBLISH_BATCH_ROWS", 50)
     monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 20)  # on two workers, a chunk of 97 records in pieces
     ahead: list[bool] = []

@@ -4,6 +4,7 @@ shared index, give exactly the one-process result; concurrent writers to one ind
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -235,15 +236,23 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
     monkeypatch.setattr(shards, "MAX_ROWS_ON_CORES", 50)  # 14 pieces a chunk, 2 of a first pass ahead in flight
     passes.clear()
 
+    held, left = contextlib.ExitStack(), []
+
     def failing(name: str, function: Callable[..., Any], *args: object) -> Any:
         if name == "minhash duplicates":
             assert list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))  # the next chunk's
+            deadline = time.monotonic() + 60
+            while len(passes[-1]._pieces) == 14 and time.monotonic() < deadline:  # until some pieces are out
+                time.sleep(0.005)
+            held.enter_context(shards._WAITED.running())  # and no more: the close finds pieces left
+            left.append(len(passes[-1]._pieces))
             raise RuntimeError("a chunk that fails")
         return function(*args)
 
-    with pytest.raises(RuntimeError, match="a chunk that fails"):
+    with held, pytest.raises(RuntimeError, match="a chunk that fails"):
         run_locally(first + second, tmp_path / "failing", call=failing, config=chunked.with_overrides(workers=2))
     assert len(passes) == 2 and passes[1]._running is not None and isinstance(passes[1]._running.exception(), shards.FirstPassClosed)
+    assert 0 < left[0] < 14
     assert all_closed() and not list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))
 
 
