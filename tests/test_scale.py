@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from polars.testing import assert_frame_equal
 import redis
 from distributed import Client
 
-from dedupe import index, pipeline, read, shards
+from dedupe import index, pipeline, read, shards, state
 from dedupe.config import Config
 from dedupe.schema import LEVEL_BAND_KEYS
 from flows import server
@@ -254,6 +255,34 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
     assert len(passes) == 2 and passes[1]._running is not None and isinstance(passes[1]._running.exception(), shards.FirstPassClosed)
     assert 0 < left[0] < 14
     assert all_closed() and not list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))
+
+
+def test_a_run_killed_while_the_next_chunk_is_normalized_ahead_leaves_the_state_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL a real run in chunks on two workers while the next chunk's first pass has its
+    folder in the generations folder (`shards.FirstPass`): the state is the one before the run,
+    a load takes it, also if the killed run's workers still write there, and the next run
+    completes it with nothing of the killed one left, its outputs those of one run."""
+    folder, out = tmp_path / "state", tmp_path / "out"
+    script = (
+        "from pathlib import Path; from dedupe import pipeline, shards; from dedupe.config import Config; "
+        "shards.MIN_ROWS_ON_CORES = 20; "
+        f"pipeline.run_on_state([Path({str(SEEDS)!r})], Path({str(out)!r}), Path({str(folder)!r}), Config(chunk_records=100, workers=2))"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and not list(folder.glob("generations/.first-pass-*")):
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL  # killed, not ended: the folder was seen
+    assert state.load(folder, CONFIG).generation == 0
+    monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 20)
+    config = CONFIG.with_overrides(chunk_records=100, workers=2)
+    result, _ = pipeline.run_on_state([SEEDS], out, folder, config)
+    assert [path.name for path in (folder / "generations").iterdir()] == [(folder / "current").resolve().name]
+    published = replace(result, articles=pl.read_parquet(out / "articles.parquet"))  # with their texts
+    assert_same_as_one_run(published, pipeline.run([SEEDS], CONFIG))
 
 
 def test_a_first_pass_ahead_hands_out_no_piece_while_a_map_this_process_waits_on_runs(tmp_path: Path) -> None:
