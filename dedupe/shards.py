@@ -49,6 +49,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -293,12 +294,20 @@ class FramesFolder:
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self.lock)
 
+    UNLOCKED_SECONDS = 60.0
+    """Age past which a folder without its lock file is an orphan: a map locks its new folder at
+    once, and a run killed while removing one (`remove`) leaves it without."""
+
     @classmethod
     def remove_orphans(cls) -> None:
-        """Remove this user's folders whose lock is free: shared memory is held until removed."""
+        """Remove this user's folders whose lock is free, or that have none and are older than
+        `UNLOCKED_SECONDS`: shared memory is held until removed."""
         for path in SHARED_MEMORY.glob(f"{cls.PREFIX}*") if SHARED_MEMORY.is_dir() else []:
             try:
                 if path.stat().st_uid != os.getuid():
+                    continue
+                if not (path / cls.LOCK).exists() and time.time() - path.stat().st_mtime > cls.UNLOCKED_SECONDS:
+                    shutil.rmtree(path, ignore_errors=True)
                     continue
                 lock = os.open(path / cls.LOCK, os.O_WRONLY)
             except OSError:  # gone, or not yet locked by its map

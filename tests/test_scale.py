@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -283,6 +284,7 @@ def test_a_run_killed_while_the_next_chunk_is_normalized_ahead_leaves_the_state_
     assert [path.name for path in (folder / "generations").iterdir()] == [(folder / "current").resolve().name]
     published = replace(result, articles=pl.read_parquet(out / "articles.parquet"))  # with their texts
     assert_same_as_one_run(published, pipeline.run([SEEDS], CONFIG))
+    shards.FramesFolder.remove_orphans()  # the shared memory of the killed run's maps, as its next pool would
 
 
 def test_a_first_pass_ahead_hands_out_no_piece_while_a_map_this_process_waits_on_runs(tmp_path: Path) -> None:
@@ -348,7 +350,8 @@ def test_frames_pass_to_the_workers_as_files_in_shared_memory_and_none_is_left(
     folder of the test's own, as /dev/shm is the machine's), alone or in a tuple beside other
     values, with nested types and nulls as they were; the files are removed once read, and a map
     whose piece fails leaves none. A frame that cannot be written there is pickled. A killed
-    run's folder (its lock free) is removed when workers start next; a running map's stays."""
+    run's folder (its lock free, or its lock file gone for a minute) is removed when workers
+    start next; a running map's stays, and so does a new one not yet locked."""
     monkeypatch.setattr(shards, "SHARED_MEMORY", tmp_path)
     frame = pl.DataFrame({
         "number": range(3_000), "text": [None if n % 7 == 0 else f"piece {n} ’é" for n in range(3_000)],
@@ -377,8 +380,11 @@ def test_frames_pass_to_the_workers_as_files_in_shared_memory_and_none_is_left(
         assert orphan is not None
         (orphan.path / "piece.arrow").write_bytes(b"held")
         os.close(orphan.lock)  # as a killed process's lock is let go
+        unlocked = [Path(tempfile.mkdtemp(prefix=shards.FramesFolder.PREFIX, dir=tmp_path)) for _ in range(2)]
+        os.utime(unlocked[0], (time.time() - 120, time.time() - 120))  # a killed run's, its lock removed
         shards.FramesFolder.remove_orphans()
         assert not orphan.path.exists() and running.path.exists()
+        assert not unlocked[0].exists() and unlocked[1].exists()  # the other: a map about to lock it
     finally:
         running.remove()
 
