@@ -428,12 +428,11 @@ def _update_in_chunks(
     generation made current. The result of the last chunk that added records and the story
     registry after it (None: nothing was new).
 
-    Where the first pass runs on this machine's workers (`shards.FirstPass.in_background`) and a
-    chunk makes two pieces or more, the next chunk is read once this chunk's first pass is taken,
-    and its new records normalized and cleaned by the workers while this one is matched; their
-    rows wait on disk. Otherwise a chunk's
-    frames are let go before the next is read: what is held between chunks is the committed
-    generation's light tables."""
+    Where a chunk's first pass can run on this machine's workers (`shards.FirstPass.in_background`:
+    two pieces or more), the next chunk is read once this chunk's first pass is taken, and its
+    new records normalized and cleaned by the workers while this one is matched; their rows wait
+    on disk. Otherwise a chunk's frames are let go before the next is read: what is held between
+    chunks is the committed generation's light tables."""
     timings: dict[str, float] = {}
     stage = _timed(shards.on_cores(call, config), timings)
     batch = stage("changed files", state.changed_files, list(paths), history)
@@ -441,12 +440,12 @@ def _update_in_chunks(
     earlier, chain = Earlier(history), history
     done: tuple[Result, pl.DataFrame, Path] | None = None
     last_committed = False
-    plan = shards.plan_of(stage)
-    ahead = shards.FirstPass.in_background(plan) and plan.pieces(config.chunk_records) > 1  # else nothing to gain
+    generations = folder / "generations"
+    ahead = shards.FirstPass.in_background(shards.plan_of(stage), config.chunk_records)
 
     def read_chunk(seen: pl.DataFrame, first_pass_ahead: bool) -> Chunk:
         records_read, last = stage("read", chunks.next)
-        return replace(_new_records(stage, records_read, seen, folder / "generations" if first_pass_ahead else None), last=last)
+        return replace(_new_records(stage, records_read, seen, generations if first_pass_ahead else None), last=last)
 
     with contextlib.ExitStack() as first_passes:  # a failed chunk stops the next one's first pass
         chunk = read_chunk(history.records.select(state.RECORD_KEYS), False)  # nothing runs beside the first
@@ -466,7 +465,7 @@ def _update_in_chunks(
             match_stories = chunk.last or config.story_model != "keywords"
             result, added = _update(
                 batch, chunk, chain, config, run_at, stage, timings, log, earlier, match_stories,
-                texts_to=folder / "generations", after_first_pass=read_ahead,
+                texts_to=generations, after_first_pass=read_ahead,
             )
             if added is not None:
                 run_from = None if chain is history else history

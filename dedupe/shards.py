@@ -502,8 +502,8 @@ class FirstPassClosed(Exception):
 class FirstPass:
     """`first_pass_slice` of READ records in `plan`'s slices, taken later (`result`).
 
-    With a folder `near` on this machine's worker processes (`ProcessMap`, `in_background`) and
-    two pieces or more, it starts at once: a thread of this process hands the pieces out while
+    With a folder `near`, on this machine's worker processes in two pieces or more
+    (`in_background`), it starts at once: a thread of this process hands the pieces out while
     this process goes on. A run in chunks starts the next chunk's first pass once it has the
     current chunk's, before it matches the current chunk (`pipeline._update_in_chunks`): the
     workers sat idle while this process found, verified and wrote the current chunk's duplicates
@@ -516,7 +516,7 @@ class FirstPass:
         check(records, READ, "normalize and clean input")
         self._plan, self._pieces = plan, plan.slices(records)
         self._running: Future[list[Any]] | None = None
-        if near is not None and self.in_background(plan) and len(self._pieces) > 1:
+        if near is not None and self.in_background(plan, records.height):
             near.mkdir(parents=True, exist_ok=True)  # resolved: the workers keep the directory they started in
             self._folder = tempfile.TemporaryDirectory(prefix=".first-pass-", dir=near.resolve(), ignore_cleanup_errors=True)
             self._closed = threading.Event()
@@ -527,9 +527,10 @@ class FirstPass:
             background.shutdown(wait=False)  # its thread ends with the map
 
     @staticmethod
-    def in_background(plan: Plan) -> bool:
-        """Whether `plan`'s first pass can run beside this process: on this machine's workers."""
-        return isinstance(plan.map, ProcessMap)
+    def in_background(plan: Plan, rows: int) -> bool:
+        """Whether `plan`'s first pass of `rows` records can run beside this process: on this
+        machine's workers, in two pieces or more (one piece gains nothing there)."""
+        return isinstance(plan.map, ProcessMap) and plan.pieces(rows) > 1
 
     def _handed_out(self) -> Iterator[tuple[pl.DataFrame]]:
         """The pieces as the map takes them, each once no map this process waits on runs

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dedupe import shards
 from dedupe.clean import clean
 from dedupe.normalize import normalize
 from dedupe.read import read
@@ -35,6 +36,20 @@ def cleaned_frame(*paths: Path) -> pl.DataFrame:
 @pytest.fixture(scope="session")
 def seed_cleaned() -> pl.DataFrame:
     return cleaned_frame(SEEDS)
+
+
+@pytest.fixture
+def first_passes(monkeypatch: pytest.MonkeyPatch) -> list[shards.FirstPass]:
+    """Every `shards.FirstPass` made during the test, in order, kept alive."""
+    made: list[shards.FirstPass] = []
+    started = shards.FirstPass.__init__
+
+    def recording(first_pass: shards.FirstPass, *args: object) -> None:
+        started(first_pass, *args)  # type: ignore[arg-type]
+        made.append(first_pass)
+
+    monkeypatch.setattr(shards.FirstPass, "__init__", recording)
+    return made
 
 
 def prefect_env(home: Path, api: str | None = None) -> dict[str, str]:

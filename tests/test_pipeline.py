@@ -115,7 +115,7 @@ def _outputs(out: Path) -> dict[str, pl.DataFrame]:
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the project")
 @pytest.mark.parametrize(("size", "workers"), [(97, 1), (250, 1), (97, 2)])
 def test_a_run_in_chunks_gives_the_outputs_of_one_update(
-    tmp_path: Path, size: int, workers: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, size: int, workers: int, monkeypatch: pytest.MonkeyPatch, first_passes: list[shards.FirstPass]
 ) -> None:
     """Articles (row for row), stories with their ids, pairs, the story registry and merges and
     the run's counts are those of the same runs unchunked, on a fresh state and on one with a
@@ -127,14 +127,6 @@ def test_a_run_in_chunks_gives_the_outputs_of_one_update(
     (`shards.FirstPass`)."""
     monkeypatch.setattr(state, "PUBLISH_BATCH_ROWS", 50)
     monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 20)  # on two workers, a chunk of 97 records in pieces
-    ahead: list[bool] = []
-    started = shards.FirstPass.__init__
-
-    def recording(first_pass: shards.FirstPass, *args: object) -> None:
-        started(first_pass, *args)  # type: ignore[arg-type]
-        ahead.append(first_pass._running is not None)
-
-    monkeypatch.setattr(shards.FirstPass, "__init__", recording)
     batches = _slice_of_real_data(tmp_path / "input")
     results, later_again = {}, 0
     for chunk in (0, size):
@@ -149,7 +141,7 @@ def test_a_run_in_chunks_gives_the_outputs_of_one_update(
                 later_again += sum(len(part & set().union(*texts[n + 1 :])) for n, part in enumerate(texts))
         generations = [path.name for path in (out / "state" / "generations").iterdir()]
         assert generations == [(out / "state" / "current").resolve().name]
-    assert later_again > 0 and any(ahead) == (workers > 1)
+    assert later_again > 0 and any(one._running is not None for one in first_passes) == (workers > 1)
     for unchunked, chunked in zip(results[0], results[size], strict=True):
         for name, table in unchunked.items():
             assert chunked[name].equals(table), name

@@ -189,7 +189,7 @@ def test_worker_processes_of_this_machine_give_the_one_process_result(tmp_path: 
 
 @needs_data
 def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_is_matched(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_passes: list[shards.FirstPass]
 ) -> None:
     """A run in chunks on two worker processes reads the next chunk and starts its first pass
     (`shards.FirstPass`, its pieces left in files) once it has the current chunk's, before it
@@ -200,14 +200,6 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
     pieces than are in flight) and leaves none of its files."""
     monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 100)  # chunks of 700 records in pieces
     first, second = write_batches(tmp_path / "data")
-    passes: list[shards.FirstPass] = []
-    started = shards.FirstPass.__init__
-
-    def recording(self: shards.FirstPass, *args: Any) -> None:
-        started(self, *args)
-        passes.append(self)
-
-    monkeypatch.setattr(shards.FirstPass, "__init__", recording)
     calls: list[str] = []
 
     def call(name: str, function: Callable[..., Any], *args: object) -> Any:
@@ -220,23 +212,23 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
     def all_closed() -> bool:
         return all(
             not one._pieces and (one._running is None or (one._running.done() and not Path(one._folder.name).exists()))
-            for one in passes
+            for one in first_passes
         )
 
     chunked = CONFIG.with_overrides(chunk_records=700)
     local = run_locally(first + second, tmp_path / "local", call=call, config=chunked.with_overrides(workers=1))
-    assert len(passes) == 5 and not any(one._running for one in passes)  # 3,221 records
+    assert len(first_passes) == 5 and not any(one._running for one in first_passes)  # 3,221 records
     assert nth("commit state", 1) < nth("read", 2)
-    passes.clear(), calls.clear()
+    first_passes.clear(), calls.clear()
     on_workers = run_locally(first + second, tmp_path / "workers", call=call, config=chunked.with_overrides(workers=2))
-    assert [one._running is not None for one in passes] == [False, True, True, True, True]
+    assert [one._running is not None for one in first_passes] == [False, True, True, True, True]
     assert nth("normalize and clean", 1) < nth("read", 2) < nth("minhash duplicates", 1)
     assert_identical(on_workers, local)
     assert all_closed() and not list((tmp_path / "workers" / "state" / "generations").glob(".first-pass-*"))
 
     monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 25)
     monkeypatch.setattr(shards, "MAX_ROWS_ON_CORES", 50)  # 14 pieces a chunk, 2 of a first pass ahead in flight
-    passes.clear()
+    first_passes.clear()
 
     held, left = contextlib.ExitStack(), []
 
@@ -244,16 +236,16 @@ def test_the_next_chunk_is_normalized_and_cleaned_on_the_workers_while_this_one_
         if name == "minhash duplicates":
             assert list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))  # the next chunk's
             deadline = time.monotonic() + 60
-            while len(passes[-1]._pieces) == 14 and time.monotonic() < deadline:  # until some pieces are out
+            while len(first_passes[-1]._pieces) == 14 and time.monotonic() < deadline:  # until some pieces are out
                 time.sleep(0.005)
             held.enter_context(shards._WAITED.running())  # and no more: the close finds pieces left
-            left.append(len(passes[-1]._pieces))
+            left.append(len(first_passes[-1]._pieces))
             raise RuntimeError("a chunk that fails")
         return function(*args)
 
     with held, pytest.raises(RuntimeError, match="a chunk that fails"):
         run_locally(first + second, tmp_path / "failing", call=failing, config=chunked.with_overrides(workers=2))
-    assert len(passes) == 2 and passes[1]._running is not None and isinstance(passes[1]._running.exception(), shards.FirstPassClosed)
+    assert len(first_passes) == 2 and first_passes[1]._running is not None and isinstance(first_passes[1]._running.exception(), shards.FirstPassClosed)
     assert 0 < left[0] < 14
     assert all_closed() and not list((tmp_path / "failing" / "state" / "generations").glob(".first-pass-*"))
 
