@@ -362,9 +362,10 @@ def run_losing_the_prefect_api(folder: Path, paths: list[Path], config: Config) 
         if f"warning: lost {url} during the run" not in " ".join(output.split()):  # rich wraps lines
             raise RuntimeError(f"no warning that the API was lost: {output[-500:]}")
         undisturbed = pipeline.run(paths, config)
-        for name in ("articles", "stories", "pairs"):
-            if not pl.read_parquet(out / f"{name}.parquet").equals(getattr(undisturbed, name)):
-                raise RuntimeError(f"{name}.parquet differs from an undisturbed run's")
+        published = {"articles": write.read_articles(out), "stories": pl.read_parquet(out / "stories.parquet"), "pairs": pl.read_parquet(out / "pairs.parquet")}
+        for name, table in published.items():
+            if not table.equals(getattr(undisturbed, name)):
+                raise RuntimeError(f"{name} differs from an undisturbed run's")
         rerun = cli(paths, out, base | {"PREFECT_HOME": f"{homes}/embedded"})
         if "warning: lost" in rerun:
             raise RuntimeError(f"the next run did not recover: {rerun[-500:]}")
@@ -386,7 +387,7 @@ KILL_POINTS = ("load state", *pipeline.UPDATE_STAGES, "commit state", "publish o
 ANNOUNCED = "stage: "
 TIMES_OF_A_RUN = ["run_at", "created_at", "merged_at"]
 """State columns saying when a run was: two runs of the same batches differ there and only there."""
-PARQUET_OUTPUTS = ("articles.parquet", "stories.parquet", "pairs.parquet")
+PARQUET_OUTPUTS = ("articles.parquet", write.TEXTS_OUTPUT, "stories.parquet", "pairs.parquet")
 
 
 def two_batches(folder: Path) -> list[Path]:
@@ -531,9 +532,14 @@ def differing_outputs(out: Path, reference: Path, compare_bytes: bool = True) ->
     for name in PARQUET_OUTPUTS:
         if not pl.read_parquet(out / name).equals(pl.read_parquet(reference / name)):
             problems.append(f"{name} differs from an undisturbed run's")
-        elif compare_bytes and (out / name).read_bytes() != (reference / name).read_bytes():
+        elif compare_bytes and _bytes(out / name) != _bytes(reference / name):
             problems.append(f"{name} has the same frame as an undisturbed run's, but not the same bytes")
     return problems
+
+
+def _bytes(path: Path) -> bytes:
+    """A file's bytes; a folder's (the texts' parts) those of its parts in order."""
+    return b"".join(part.read_bytes() for part in sorted(path.glob("*.parquet"))) if path.is_dir() else path.read_bytes()
 
 
 def killed_at_each_stage(folder: Path, paths: list[Path], config: Config, chunk: int = 0) -> Path:
@@ -720,7 +726,7 @@ def run_case(case: Case, folder: Path) -> Outcome:
     started = time.perf_counter()
     out = (case.run or run_pipeline)(folder, paths, Config().with_overrides(**case.settings))
     seconds = time.perf_counter() - started
-    articles = pl.read_parquet(out / "articles.parquet")
+    articles = write.read_articles(out)
     rejected = articles.filter(pl.col("status") == "rejected")
     problems = [
         *([f"{articles.height} rows out for {case.records} records in"] if articles.height != case.records else []),
@@ -745,9 +751,13 @@ def unlocated(rejected: pl.DataFrame) -> list[str]:
 
 
 def stray_files(folder: Path, inputs: Path, out: Path) -> list[str]:
-    """Anything the run wrote outside its output folder, or other than the four outputs and its
-    history (OUT/state)."""
+    """Anything the run wrote outside its output folder, or other than the five outputs (the
+    texts' parts: the version the symlink names and the one before, `write.publish_folder`) and
+    its history (OUT/state)."""
+    versions = sorted(write.versions_of(out / write.TEXTS_OUTPUT).glob("*"))
     expected = {out / name for name in ("articles.parquet", "stories.parquet", "pairs.parquet", "report.md")}
+    expected |= {part for version in versions[-2:] for part in version.glob("part-*.parquet")}
+    expected |= {out / write.TEXTS_OUTPUT / part.name for part in (out / write.TEXTS_OUTPUT).glob("part-*.parquet")}
     written = {Path(root) / name for root, _, names in os.walk(folder) for name in names} - expected
     stray = [path for path in written if not path.is_relative_to(inputs) and not path.is_relative_to(out / "state")]
     return [f"wrote {path}" for path in sorted(stray)]

@@ -39,9 +39,8 @@ import xxhash
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # benchmarks/ is a folder of scripts, not a package
 
-from dedupe import cluster, pipeline, state
+from dedupe import cluster, pipeline, state, write
 from dedupe.config import Config
-from dedupe.schema import ARTICLES
 
 CONFIG = Config()
 TOTALS = (
@@ -52,18 +51,35 @@ TOTALS = (
 """Rows of a measurement that are not stages of `pipeline.update`."""
 
 
-def shuffled_corpus(folder: Path, docs: int, duplicates: float) -> pl.DataFrame:
-    """`docs` corpus records in a fixed order that mixes originals and copies."""
+def ordered_corpus(folder: Path, docs: int, duplicates: float, event_span: int | None) -> pl.DataFrame:
+    """`docs` corpus records in a fixed order. Shuffled (`event_span` None): every event and every
+    original's copies spread over the whole order, the worst case for a batch, which then touches
+    stories as old as the history. In arrival order: each event's coverage (its originals and
+    their copies) arrives within `event_span` records from its start, the starts spread over the
+    corpus, as a scraper meets news; in the labeled news-aggregator data every story's headlines
+    were fetched within the same hour (benchmarks/README.md, *Arrival order*)."""
     corpus = speed.build_corpus(folder, docs, duplicates, seed=docs)
     frame = pl.concat([pl.read_parquet(part) for part in sorted(corpus.glob("part-*.parquet"))])
     rank = frame["id"].map_elements(lambda i: xxhash.xxh3_64_intdigest(i.encode()), return_dtype=pl.UInt64)
-    return frame.with_columns(rank=rank).sort("rank").drop("rank")
+    if event_span is None:
+        return frame.with_columns(rank=rank).sort("rank").drop("rank")
+    events = pl.read_parquet(corpus / "stories.parquet.truth").select("id", event="cluster")
+    start = pl.col("event").hash(seed=docs) % docs  # the record at which the event starts
+    within = rank % max(event_span, 1)
+    timed = frame.with_columns(rank=rank).join(events, on="id", how="left", maintain_order="left")
+    return timed.with_columns(at=start + within).sort("at", "rank").drop("at", "rank", "event")
+
+
+def history_before(records: pl.DataFrame, history: int, batch: int) -> pl.DataFrame:
+    """The `history` records the batch (the last `batch` records) follows: in arrival order the
+    ones just before it, so that a history ends where its batch starts."""
+    return records.slice(records.height - batch - history, history)
 
 
 def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path) -> dict[str, float]:
     old = work / f"history-{history}.parquet"
     new = work / "batch.parquet"
-    records.head(history).write_parquet(old)
+    history_before(records, history, batch.height).write_parquet(old)
     batch.write_parquet(new)
     folder = work / f"state-{history}"
     _, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
@@ -84,14 +100,16 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     state.commit(folder, loaded, update, CONFIG)
     commit = time.perf_counter() - started
     copies = old_copies(result.articles, update)
-    published, previous = work / f"out-{history}" / "articles.parquet", work / f"previous-{history}.parquet"
-    os.link(published, previous)  # the last run's file, kept to compare
+    out = work / f"out-{history}"
+    previous = work / f"previous-{history}.parquet"
+    os.link(out / "articles.parquet", previous)  # the last run's light table, kept to compare
+    parts_before = {part.name: part.stat().st_ino for part in (out / write.TEXTS_OUTPUT).glob("*.parquet")}
     started = time.perf_counter()
     state.publish(folder, work / f"out-{history}")
     publish = time.perf_counter() - started
     peak = peak_rss_mib()
     counts = {name: float(loaded.counts[name]) for name in state.READ_COUNTS}
-    layout = published_changes(previous, published, update.ahead.rows["article_texts"])
+    layout = published_changes(previous, out, parts_before, update.ahead.rows["article_texts"])
     (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     del loaded, tries, update
     started = time.perf_counter()
@@ -220,8 +238,8 @@ def bridge_seconds(pairs: pl.DataFrame) -> dict[str, float]:
 
 
 def compression_costs(published: Path, folder: Path) -> dict[str, tuple[float, int]]:
-    """Best of three: seconds to stream the published articles into a new file (as publishing
-    does) with each compression, and the file's bytes."""
+    """Best of three: seconds to stream the published texts (all their parts) into a new file
+    with each compression, and the file's bytes."""
     costs = {}
     for compression in ("zstd", "lz4", "uncompressed"):
         target = folder / f"articles-{compression}.parquet"
@@ -273,22 +291,19 @@ def old_copies(articles: pl.DataFrame, update: state.Update) -> int:
     return articles.filter(pl.col("duplicate_group").is_in(touched) & ~new).height
 
 
-SEGMENT_ROWS = (256, 1024, 4096)
-
-
-def published_changes(previous: Path, published: Path, texts_changed: int) -> dict[str, object]:
-    """What a run changed of the published articles.parquet against the last one (`previous`;
-    the old articles keep their order, new ones follow): rows changed (new ones among them), the
-    articles whose texts were cleaned again, the old rows changed in each column, and for each
-    size in SEGMENT_ROWS the share of the file's runs of that many consecutive rows that hold a
-    changed row: what a layout rewriting only the segments a run touches would rewrite. Read
-    one column at a time."""
+def published_changes(previous: Path, out: Path, parts_before: dict[str, int], texts_changed: int) -> dict[str, object]:
+    """What a run changed of the published articles against the last run's: rows of
+    articles.parquet changed (new ones among them; `previous` is the last one, whose articles
+    keep their order, new ones follow) and the old rows changed in each column; the texts the run
+    wrote (new and cleaned again); and the parts of article_texts.parquet it wrote (rewritten or
+    new: not the same file as before, `parts_before` by name and inode) of all, with their rows."""
+    published = out / "articles.parquet"
     old_rows = pl.scan_parquet(previous).select(pl.len()).collect().item()
     total = pl.scan_parquet(published).select(pl.len()).collect().item()
     changed = np.zeros(total, dtype=bool)
     changed[old_rows:] = True
     columns = {}
-    for name in ARTICLES:
+    for name in pl.read_parquet_schema(published):
         before, now = (
             pl.read_parquet(path, columns=[name]).to_series().head(old_rows) for path in (previous, published)
         )
@@ -298,11 +313,12 @@ def published_changes(previous: Path, published: Path, texts_changed: int) -> di
         changed[:old_rows] |= differs.to_numpy()
         if differs.any():
             columns[name] = int(differs.sum())
-    positions = np.flatnonzero(changed)
-    touched = {size: len(np.unique(positions // size)) / -(-total // size) for size in SEGMENT_ROWS}
+    parts = sorted((out / write.TEXTS_OUTPUT).glob("*.parquet"))
+    written = [part for part in parts if parts_before.get(part.name) != part.stat().st_ino]
     return {
-        "rows changed": len(positions), "texts changed": texts_changed,
-        "old rows by column": columns, "segments": touched,
+        "rows changed": int(changed.sum()), "texts changed": texts_changed, "old rows by column": columns,
+        "parts": len(parts), "parts written": len(written),
+        "rows written": sum(pl.scan_parquet(part).select(pl.len()).collect().item() for part in written),
     }
 
 
@@ -311,7 +327,7 @@ def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, wor
     `history` records (built and committed as `measure` does), then the update's stage seconds and
     a digest of its outputs (run it with PYTHONPATH at another checkout to compare the two)."""
     old, new, folder = work / "history.parquet", work / "batch.parquet", work / "state"
-    records.head(history).write_parquet(old)
+    history_before(records, history, batch.height).write_parquet(old)
     batch.write_parquet(new)
     _, update = pipeline.update([old], state.History(), CONFIG, datetime.now(UTC))
     assert update is not None
@@ -336,33 +352,39 @@ def main() -> None:
     parser.add_argument("--history", default="1000,5000,20000,50000")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of the documents that copy another")
+    parser.add_argument("--order", choices=("shuffled", "arrival"), default="shuffled",
+                        help="shuffled: events and copies spread over the whole corpus (the worst case); arrival: each"
+                             " event's coverage within --event-span records")
+    parser.add_argument("--event-span", type=int, default=5000, help="records an event's coverage arrives over (arrival order)")
     parser.add_argument("--profile", type=int, help="only profile one update against a history of this many records")
     parser.add_argument("--top", type=int, default=40, help="cumulative entries the profile prints")
     given = parser.parse_args()
+    span = given.event_span if given.order == "arrival" else None
     if given.profile:
         with tempfile.TemporaryDirectory() as work:
-            records = shuffled_corpus(Path(work) / "corpus", given.profile + given.batch, given.duplicates)
+            records = ordered_corpus(Path(work) / "corpus", given.profile + given.batch, given.duplicates, span)
             profile_update(given.profile, records.tail(given.batch), records, Path(work), given.top)
         return
     histories = [int(h) for h in given.history.split(",")]
     with tempfile.TemporaryDirectory() as work:
-        records = shuffled_corpus(Path(work) / "corpus", max(histories) + given.batch, given.duplicates)
+        records = ordered_corpus(Path(work) / "corpus", max(histories) + given.batch, given.duplicates, span)
         batch = records.tail(given.batch)
         rows = {}
         for history in histories:
-            rows[history] = measure(history, batch, records.head(max(histories)), Path(work))
+            rows[history] = measure(history, batch, records, Path(work))
             row = rows[history]
             print(f"history {history:,}: incremental {row['incremental']:.2f} s, one run {row['full run']:.2f} s", file=sys.stderr, flush=True)
         largest = state.load(Path(work) / f"state-{histories[-1]}", CONFIG)
         keys, bridges = largest.band_keys, bridge_seconds(largest.pairs)
         del largest
         reload = reload_seconds(keys, Path(work))
-        published = Path(work) / f"out-{histories[-1]}" / "articles.parquet"
+        published = Path(work) / f"out-{histories[-1]}" / write.TEXTS_OUTPUT
         compressions = compression_costs(published, Path(work))
         partners = int(rows[histories[-1]]["counts"]["candidate partners read"])
         largest_generation = (Path(work) / f"state-{histories[-1]}" / "current").resolve()
         partner_reads = partner_read_costs(largest_generation, Path(work), partners)
-    print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}")
+    order = f"arrival order, events over {span:,} records" if span else "shuffled order"
+    print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}, {order}")
     print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
           f" {'rss before MiB':>15} {'peak rss MiB':>13} {'own process: start MiB':>23} {'peak MiB':>9}")
     for history, row in rows.items():
@@ -378,15 +400,15 @@ def main() -> None:
     for history, row in rows.items():
         print(f"{history:>8} {row['replayed s']:>11.3f} {row['single s']:>8.3f} {row['single s'] / row['replayed s']:>17.1f} "
               f"{row['computed']:>22.0f} {row['single computed']:>7.0f} {row['carried']:>13.0f}")
-    print("\npublished articles.parquet: rows the batch changed, and the share of the file's segments of N consecutive"
-          " rows that hold one (a layout rewriting only touched segments rewrites that share)")
-    segments = "".join(f"{f'segments {n}':>14}" for n in SEGMENT_ROWS)
-    print(f"{'history':>8} {'rows changed':>13} {'texts changed':>14}{segments}   old rows changed, by column")
+    print("\npublished articles: rows of articles.parquet the batch changed, texts it wrote, parts of article_texts.parquet"
+          f" ({write.PUBLISHED_PART_ROWS:,} rows each) written again or new, of all, with their rows")
+    print(f"{'history':>8} {'rows changed':>13} {'texts changed':>14} {'parts written':>14} {'parts':>6} {'rows written':>13}"
+          "   old rows changed, by column")
     for history, row in rows.items():
         changes = row["published"]
         by_column = ", ".join(f"{name} {count:,}" for name, count in changes["old rows by column"].items())
         print(f"{history:>8} {changes['rows changed']:>13,} {changes['texts changed']:>14,}"
-              + "".join(f"{changes['segments'][n]:>14.2f}" for n in SEGMENT_ROWS) + f"   {by_column}")
+              f" {changes['parts written']:>14,} {changes['parts']:>6,} {changes['rows written']:>13,}   {by_column}")
     first, last = rows[histories[0]], rows[histories[-1]]
     print(f"incremental at {histories[-1]:,} / at {histories[0]:,}: {last['incremental'] / first['incremental']:.2f}x "
           f"(one run: {last['full run'] / first['full run']:.2f}x)")
@@ -395,8 +417,8 @@ def main() -> None:
           f"bridges): compiled (cluster.without_weak_bridges) {bridges['compiled'] * 1000:.1f} ms, "
           f"networkx {bridges['networkx'] * 1000:.1f} ms")
     print(f"band keys of the largest state ({keys.height:,} rows) reload in {reloads}")
-    print(f"articles.parquet of the largest state streamed again (`state.PUBLISHED_COMPRESSION` is "
-          f"{getattr(state, 'PUBLISHED_COMPRESSION', 'zstd')}): "
+    print(f"article_texts.parquet of the largest state streamed into one file (`write.PUBLISHED_COMPRESSION` is "
+          f"{write.PUBLISHED_COMPRESSION}): "
           + ", ".join(f"{name} {seconds:.2f} s {size / 2**20:.0f} MiB" for name, (seconds, size) in compressions.items()))
     print(f"texts of {partners:,} records of the largest state read as candidate partners are (best of 3; "
           "bytes on disk of the records with their texts): "

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dedupe import clean, minhash, normalize, pipeline, read, shards, state
+from dedupe import clean, minhash, normalize, pipeline, read, shards, state, write
 from dedupe.config import Config
 from dedupe.evaluate import evaluate
 from dedupe.schema import CLEANED, READ
@@ -531,7 +531,7 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
             wall = time.perf_counter() - started
             time.sleep(0.2)  # one more look: a one-chunk run commits just before publishing
             chunks = watcher.stop()
-            published = [pl.read_parquet(Path(out) / f"{name}.parquet") for name in ("articles", "stories", "pairs")]
+            published = list(write.read_outputs(Path(out)))
             output_digest = _digest(*published)
             articles = published[0]
             del published
@@ -681,7 +681,7 @@ def profile(
             wall = time.perf_counter() - started
             if state_to is not None:
                 shutil.copytree(Path(out) / "state", state_to, symlinks=True)
-            digest = _digest(*(pl.read_parquet(Path(out) / f"{name}.parquet") for name in ("articles", "stories", "pairs")))
+            digest = _digest(*write.read_outputs(Path(out)))
     if chunk is None:
         wall = time.perf_counter() - started
     memory.stop()

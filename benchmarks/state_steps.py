@@ -2,9 +2,9 @@
 
     python benchmarks/state_steps.py STATE [--against WORKTREE] [--rounds 2] [--records PART]
 
-- publish: the current generation's articles.parquet made again (`state._published_articles`)
-  from its parts, as the run that wrote them would publish it (a hard-linked copy of the
-  generation without its articles.parquet), with the digest of the file made;
+- publish: the current generation's article_texts.parquet made again (`state._published_texts`)
+  from its parts, as the first run that wrote them would publish it (a hard-linked copy of the
+  generation without its article_texts.parquet), with the digest of the texts made;
 - story candidates: `state.story_candidates` of the generation's group headlines against no
   history, what the one story pass of a first run in chunks does;
 - duplicate candidates (with `--records PART`, a corpus part of `speed.py`): `state.new_candidates`
@@ -47,7 +47,7 @@ def measure(step: str, generation: Path, records: Path | None = None) -> dict[st
     """Run `step` on `generation` in this process: seconds, GiB held before, peak GiB, digest."""
     import polars as pl
 
-    from dedupe import clean, normalize, read, state
+    from dedupe import clean, normalize, read, state, write
     from dedupe.config import Config
     from dedupe.schema import READ
 
@@ -55,13 +55,13 @@ def measure(step: str, generation: Path, records: Path | None = None) -> dict[st
         work = Path(tempfile.mkdtemp(prefix="publish-", dir=generation.parent.parent))
         copy = work / generation.name
         shutil.copytree(generation, copy, copy_function=os.link)
-        (copy / "articles.parquet").unlink()
+        shutil.rmtree(copy / write.TEXTS_OUTPUT)
         before = _memory("VmRSS")
         _reset_peak()
         started = time.perf_counter()
-        state._published_articles(copy)
+        state._published_texts(copy)
         seconds, peak = time.perf_counter() - started, _memory("VmHWM")
-        digest = str(pl.read_parquet(copy / "articles.parquet").hash_rows(seed=0).sum())
+        digest = str(pl.read_parquet(copy / write.TEXTS_OUTPUT).hash_rows(seed=0).sum())
         shutil.rmtree(work)
     elif step == "duplicate candidates":
         assert records is not None

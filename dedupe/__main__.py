@@ -363,7 +363,8 @@ def _print_summary(summary: Summary, out: Path) -> None:
     console.print(table)
     for story in summary.largest_stories[:5]:
         console.print(f"  {story['n_articles']:>5}  {story['headline'] or '(no headline)'}")
-    console.print(f"outputs in {out}/: articles.parquet, stories.parquet, pairs.parquet, report.md")
+    console.print(f"outputs in {out}/: articles.parquet (their texts in article_texts.parquet/, by article_id), "
+                  "stories.parquet, pairs.parquet, report.md")
 
 
 def _exit_without_teardown(code: object) -> None:

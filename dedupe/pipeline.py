@@ -34,7 +34,7 @@ def direct(name: str, function: Callable[..., Any], *args: object) -> Any:
 
 @dataclass(frozen=True)
 class Result:
-    articles: pl.DataFrame  # ARTICLES; after `update`, LIGHT_ARTICLES (the texts are in the published articles.parquet)
+    articles: pl.DataFrame  # ARTICLES; after `update`, LIGHT_ARTICLES (the texts are in the published article_texts.parquet)
     stories: pl.DataFrame
     pairs: pl.DataFrame
     summary: write.Summary
@@ -144,7 +144,8 @@ def update(
     - the story table: stories whose members changed.
     Global, as columnar steps over stored tables: the pair-graph components (scipy), the
     attachment's keyword counts per story and round (sparse products), and the published
-    articles.parquet (one table: `state.publish` streams it after the commit).
+    articles.parquet (light rows, written whole by the commit; the texts' parts are rewritten
+    only where a text changed, `state.publish`).
     story_model=minilm runs its story steps over all groups (average linkage is global), embedding only headlines not seen before."""
     timings: dict[str, float] = {}
     stage = _timed(shards.on_cores(call, config), timings)

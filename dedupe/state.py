@@ -33,7 +33,9 @@ A state folder holds generations; `current` is a symlink to the one in use:
                                     (article_texts, read by key alone: when their dead rows do too).
                                     The story band keys and candidates (STORY_TABLES) are not
                                     loaded: story matching reads their rows by bucket, group, pair.
-        articles.parquet, stories.parquet, pairs.parquet, report.md   the outputs over all history
+        articles.parquet, article_texts.parquet/part-*.parquet, stories.parquet, pairs.parquet,
+        report.md                   the outputs over all history (the texts as parts,
+                                    `write.ParquetParts`)
         story_registry.parquet      every story id ever given, when, and where it merged (STORY_REGISTRY)
         story_merges.parquet        one row per merge (STORY_MERGES)
         runs.parquet                one row of counts per run that added records (RUNS)
@@ -56,11 +58,13 @@ the next load.
 A load reads the light tables whole and the texts of records and articles not at all: a run reads
 them for the rows it touches (`History.record_rows`, `History.article_texts`), so its memory
 follows the batch and the light tables; a record's texts are read by position, so their time
-too. The published articles.parquet is one table, each article once: it is made after the commit
-("publish outputs", `_published_articles`) by streaming the last one through a join with this
-run's changed rows, and the outputs are then published to the output folder (hard links, each
-renamed into place) from `current` at the end of every run, so outputs left stale by a kill are
-replaced by the next run.
+too. The published articles are two tables (`write.read_articles`): articles.parquet, the light
+rows of every article, which the commit writes; and article_texts.parquet, the texts, in parts,
+made after the commit ("publish outputs", `_published_texts`) from the last one's parts, linked
+where this run changed none of their texts and rewritten where it did, and the run's new texts
+after them. The outputs are then published to the output folder (hard links: the files each
+renamed into place, the texts' parts as a folder a symlink points to, `write.publish_folder`) from
+`current` at the end of every run, so outputs left stale by a kill are replaced by the next run.
 """
 
 from __future__ import annotations
@@ -70,9 +74,9 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
@@ -85,9 +89,8 @@ import polars_hash as plh
 import pyarrow as pa
 import pyarrow.compute
 import pyarrow.ipc
-import pyarrow.parquet as pq
 
-from dedupe import clean, cluster, minhash, read, stories, verify
+from dedupe import clean, cluster, minhash, read, stories, verify, write
 from dedupe.config import Config
 from dedupe.schema import (
     ARTICLE_TEXTS,
@@ -122,7 +125,7 @@ from dedupe.schema import (
     empty,
 )
 
-FORMAT_VERSION = 14  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
+FORMAT_VERSION = 15  # 2: headline embeddings; 3: the story index (REPLACED), column-wise content hashes;
 # 4: story keywords as a list column; 5: keyed tables as a base and parts per run, texts apart;
 # 6: the story attachment's rounds; 7: the totals of the central headlines' candidates;
 # 8: story buckets capped by `story_lsh_max_bucket` (a format 7 state's story candidates came from cap 50);
@@ -132,6 +135,7 @@ FORMAT_VERSION = 14  # 2: headline embeddings; 3: the story index (REPLACED), co
 # 12: a run in chunks writes a part per chunk, meta.json names the generation the run started from
 # 13: records' sketches (shingle set size and signature) in record_sketches/, candidates filtered by them
 # 14: meta.json counts the story candidates (the story tables are read by bucket and pair, not loaded)
+# 15: articles.parquet without the texts, article_texts.parquet parts rewritten where a run changed a text
 GROWING = {"records": RECORDS, "band_keys": LEVEL_BAND_KEYS, "duplicate_pairs": PAIRS, "embeddings": EMBEDDINGS}
 """Tables that only grow: one part file per run, hard-linked into later generations."""
 REPLACED = {
@@ -178,13 +182,9 @@ parts (`_run_changes`). Such a read scans the keys of every part, one file or ma
 are folded only when they also hold more dead rows (earlier rows of a key, deleted keys) than
 COMPACT_SHARE of the live ones: a chunk's texts are mostly its new articles', and folding
 the 200,024 texts of the 1M corpus's first two chunks (24 dead) rewrote them all, 7.8 s of CPU."""
-PUBLISHED_COMPRESSION = "lz4"
-"""Of the published articles.parquet, which is written again every run: lz4 streams it in about
-0.6 of zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet
-reader (polars, duckdb, pyarrow) reads it."""
 PART_COMPRESSION = {"article_texts": "lz4"}
 """Of a keyed table's Parquet parts and bases where it is not zstd: the article texts, which every
-chunk writes and publishing reads, are lz4, as `PUBLISHED_COMPRESSION` for about twice zstd's
+chunk writes and publishing reads, are lz4, as `write.PUBLISHED_COMPRESSION` for about twice zstd's
 bytes. Over a 1M run in chunks of 100k, write texts took 37.1 s against 42.7 s and publishing
 18.7 s against 20.8 s (with frames passed to the workers in shared memory; `benchmarks/speed.py
 profile`, benchmarks/README.md, session 20)."""
@@ -968,11 +968,7 @@ def write_texts(records: pl.DataFrame, texts: pl.DataFrame, near: Path | None) -
     made_rules: `light_articles`) and the parts written."""
     check(texts, ARTICLE_TEXTS, "article texts to write")
     parts = {TEXTS[0]: check(records, RECORDS, "records to write").select(STORED_TEXTS), "article_texts": _with_deleted(texts, False)}
-    figures = texts.select(
-        "article_id",
-        made_chars=pl.col("text").str.len_chars(),
-        made_rules=pl.col("removed_lines").list.eval(pl.element().struct.field("rule")),
-    )
+    figures = write.text_figures(texts).rename({"text_chars": "made_chars", "removed_rules": "made_rules"})
     ahead = write_ahead(None, parts, near)
     return records.with_columns(pl.lit(None, RECORDS[name]).alias(name) for name in RECORD_TEXTS), figures, ahead
 
@@ -1221,7 +1217,7 @@ def commit(
     started = run_from.folder if run_from is not None else previous  # its articles.parquet is the published one
     run_after = (run_from or history).generation  # this run's parts are those of later generations
     if started is not None:
-        _published_articles(started)  # a run killed before publishing left it to do
+        _published_texts(started)  # a run killed before publishing left it to do
     temporary.mkdir(parents=True)
     for folder in (TEXTS, SKETCHES):
         (temporary / folder[0]).mkdir()
@@ -1250,7 +1246,11 @@ def commit(
             changes.write_parquet(part)
         _compact_if_grown(temporary / name, key, generation, run_after if name in PUBLISHED else generation - 1)
     if started is not None:
-        _link(started / "articles.parquet", temporary / "articles.previous.parquet")
+        (temporary / "article_texts.previous").mkdir()
+        for part in _parts(started / write.TEXTS_OUTPUT):
+            _link(part, temporary / "article_texts.previous" / part.name)
+    if make_current:  # a run in chunks: its last chunk's generation, the one that becomes current
+        check(update.articles, LIGHT_ARTICLES, "articles to publish").write_parquet(temporary / "articles.parquet")
     update.stories.write_parquet(temporary / "stories.parquet")
     update.pairs.write_parquet(temporary / "pairs.parquet")
     update.registry.write_parquet(temporary / "story_registry.parquet")
@@ -1290,15 +1290,16 @@ def make_current_generation(state: Path, final: Path) -> None:
 
 
 def publish(state: Path, out: Path) -> list[Path]:
-    """Put the current generation's outputs in `out`, each by a hard link renamed into place;
-    a file already linked to the current output stays untouched. The generation's articles.parquet
-    is made first when the commit left it to do (`_published_articles`)."""
+    """Put the current generation's outputs in `out`, each by a hard link renamed into place (the
+    texts' parts as a folder, `_publish_texts`); a file already linked to the current output stays
+    untouched. The generation's article_texts.parquet is made first when the commit left it to do
+    (`_published_texts`)."""
     current = _current(state)
     if current is None:
         return []
-    _published_articles(current)
+    parts = _parts(_published_texts(current))
     out.mkdir(parents=True, exist_ok=True)
-    published = []
+    published = [_publish_texts(parts, out / write.TEXTS_OUTPUT, current.name)]
     for name in OUTPUT_FILES:
         source, target = current / name, out / name
         if not (target.exists() and os.path.samefile(source, target)):
@@ -1310,30 +1311,45 @@ def publish(state: Path, out: Path) -> list[Path]:
     return published
 
 
-def _published_articles(generation: Path) -> Path:
-    """The generation's articles.parquet, made if missing: ARTICLES, each article once, in the
-    order of the records. The last one (articles.previous.parquet, linked by the commit) is
-    streamed batch by batch through a join with the rows this run changed, and the run's new
-    articles follow chunk by chunk (the run's parts of `articles` and `article_texts`, one per
-    chunk): time follows the history (one read and one write of the table, no sort); memory the
-    light rows the run changed, the texts of one chunk, and the texts read out of their chunk's
-    turn (old articles' cleaned again, and earlier chunks' cleaned again by a later one). Joined
-    at once, a first run of 1M records held all its texts twice over: the peak of the whole run
-    (`benchmarks/README.md`). One table, not parts, because users open it in the tools they use;
-    Parquet cannot replace rows in place, so this stays linear."""
-    target = generation / "articles.parquet"
+def _publish_texts(parts: list[Path], target: Path, generation: str) -> Path:
+    """`target` (out/article_texts.parquet) made the generation's texts: a new version of hard
+    links to its `parts` (`write.publish_folder`), unless it already links to the same files."""
+    if target.is_symlink() and target.is_dir():
+        linked = _parts(target)
+        if [part.name for part in linked] == [part.name for part in parts] and all(map(os.path.samefile, linked, parts)):
+            return target
+    version = f"{generation}-{time.time_ns()}"
+    folder = write.versions_of(target) / f".{version}.tmp"
+    folder.mkdir(parents=True)
+    for part in parts:
+        _link(part, folder / part.name)
+    return write.publish_folder(folder, target, version)
+
+
+def _published_texts(generation: Path) -> Path:
+    """The generation's article_texts.parquet, made if missing: ARTICLE_TEXTS, each article once,
+    in the order of the records, as parts of `write.PUBLISHED_PART_ROWS` rows
+    (`write.ParquetParts`). The last one's parts (article_texts.previous/, linked by the commit)
+    are linked as they are unless they hold a text this run changed; those are rewritten with it,
+    and the last part, when not full, is rewritten with the run's first new texts after it. The
+    run's new texts follow chunk by chunk (the run's parts of `articles` and `article_texts`, one
+    per chunk). Time follows the batch and the parts it touched (and the ids of every part, read to
+    find them); memory the texts of one chunk and those read out of their chunk's turn (old
+    articles' cleaned again, and earlier chunks' cleaned again by a later one). One file streamed
+    through the changed rows every run took most of a batch's time against a history of 50,000
+    (benchmarks/README.md, *Published texts in parts*)."""
+    target = generation / write.TEXTS_OUTPUT
     if target.exists():
         return target
     run_after = json.loads((generation / "meta.json").read_text())["run_after"]
     text_parts = {_part_generation(part): part for part in _run_parts(generation / "article_texts", run_after)}
-    light = _run_changes(generation / "articles", run_after, LIGHT_ARTICLES).select(
-        "article_id", *(name for name in ARTICLES if name not in ARTICLE_TEXTS), chunk="part", changed_light=pl.lit(True)
-    )
-    previous_file = generation / "articles.previous.parquet"
-    old = pl.read_parquet(previous_file, columns=["article_id"]) if previous_file.exists() else empty({"article_id": pl.String})
+    light = _run_changes(generation / "articles", run_after, LIGHT_ARTICLES).select("article_id", chunk="part")
+    previous_parts = _parts(generation / "article_texts.previous")
+    old_ids = [pl.read_parquet(part, columns=["article_id"])["article_id"] for part in previous_parts]
+    old = pl.DataFrame({"article_id": pl.concat(old_ids) if old_ids else pl.Series([], dtype=pl.String)})
     new = light.join(old, on="article_id", how="anti", maintain_order="left")
     texts_at = _keys_of_parts(list(text_parts.values())).unique("article_id", keep="last").join(  # the part of each latest text
-        new.select("article_id", "chunk"), on="article_id", how="left"
+        new, on="article_id", how="left"
     )
     held = pl.concat([  # the texts not read in their own chunk's turn, with that chunk (null: an old article)
         _rows_of(path, texts_at.filter(pl.col("part") == part, pl.col("chunk").ne_missing(part))).join(
@@ -1341,76 +1357,40 @@ def _published_articles(generation: Path) -> Path:
         )
         for part, path in text_parts.items()
     ] or [empty(ARTICLE_TEXTS | {"chunk": pl.Int64})])
-    temporary = generation / ".articles.parquet.tmp"
-    with _ArticlesWriter(temporary) as writer:
-        if previous_file.exists():
-            changed_light = light.join(old, on="article_id", how="semi").drop("chunk")
-            changed_texts = held.filter(pl.col("chunk").is_null()).drop("chunk")
-            # polars' own batches: pyarrow's, made polars frames, took a batch's publishing against 50k records from 0.94 to 1.24 s (benchmarks/incremental.py)
-            for batch in pl.scan_parquet(previous_file).collect_batches(chunk_size=PUBLISH_BATCH_ROWS):
-                writer.write(_updated(batch, changed_light, changed_texts))
+    changed = held.filter(pl.col("chunk").is_null()).drop("chunk")
+    open_last = bool(previous_parts) and new.height > 0 and len(old_ids[-1]) < write.PUBLISHED_PART_ROWS
+    temporary = generation / f".{write.TEXTS_OUTPUT}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    for part, ids in zip(previous_parts[:-1] if open_last else previous_parts, old_ids, strict=False):
+        if ids.is_in(changed["article_id"].implode()).any():
+            with write.ParquetParts(temporary, ARTICLE_TEXTS, write.part_index(part)) as one:
+                one.write(_updated(pl.read_parquet(part), changed))
+        else:
+            _link(part, temporary / part.name)
+    first = write.part_index(previous_parts[-1]) + (0 if open_last else 1) if previous_parts else 0
+    with write.ParquetParts(temporary, ARTICLE_TEXTS, first) as writer:
+        if open_last:
+            writer.write(_updated(pl.read_parquet(previous_parts[-1]), changed))
         for (chunk,), rows in new.partition_by("chunk", as_dict=True, maintain_order=True).items():
             own = texts_at.filter(pl.col("part") == chunk, pl.col("chunk") == chunk)
             texts = pl.concat([
                 _rows_of(text_parts[chunk], own) if chunk in text_parts else empty(ARTICLE_TEXTS),
                 held.filter(pl.col("chunk") == chunk).drop("chunk"),
             ])
-            writer.write(rows.join(texts, on="article_id", how="left", maintain_order="left"))
+            writer.write(rows.select("article_id").join(texts, on="article_id", how="left", maintain_order="left"))
     os.replace(temporary, target)
-    previous_file.unlink(missing_ok=True)
+    shutil.rmtree(generation / "article_texts.previous", ignore_errors=True)
     return target
 
 
-PUBLISH_BATCH_ROWS = 65_536
-"""Rows of the last articles.parquet that publishing streams at once (a module constant: the
-batches do not change the output, tests/test_state.py)."""
-
-
-def _updated(previous: pl.DataFrame, light: pl.DataFrame, texts: pl.DataFrame) -> pl.DataFrame:
-    """ARTICLES `previous` rows with the `light` columns (marked `changed_light`) and the `texts`
-    this run changed."""
-    joined = previous.join(light, on="article_id", how="left", maintain_order="left", suffix="_now").join(
-        texts.with_columns(changed_texts=pl.lit(True)), on="article_id", how="left", maintain_order="left", suffix="_now"
-    )
+def _updated(previous: pl.DataFrame, texts: pl.DataFrame) -> pl.DataFrame:
+    """ARTICLE_TEXTS `previous` rows with the `texts` this run changed in their place."""
+    joined = previous.join(texts.with_columns(changed=pl.lit(True)), on="article_id", how="left", maintain_order="left", suffix="_now")
     return joined.select(
         "article_id",
-        *(
-            pl.when(pl.col("changed_texts" if name in ARTICLE_TEXTS else "changed_light")).then(f"{name}_now").otherwise(name).alias(name)
-            for name in ARTICLES
-            if name != "article_id"
-        ),
+        *(pl.when("changed").then(f"{name}_now").otherwise(name).alias(name) for name in ARTICLE_TEXTS if name != "article_id"),
     )
-
-
-class _ArticlesWriter:
-    """ARTICLES frames written one after another into one Parquet file by pyarrow's writer (polars
-    writes a file from one frame or one query), each on one of the stages' threads while this
-    one reads the next (the writer releases the GIL)."""
-
-    def __init__(self, path: Path) -> None:
-        self.schema = pl.DataFrame(schema=ARTICLES).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-        self.writer = pq.ParquetWriter(path, self.schema, compression=PUBLISHED_COMPRESSION)
-        self.pending: Future[None] | None = None
-
-    def write(self, frame: pl.DataFrame) -> None:
-        rows = check(frame.select(list(ARTICLES)), ARTICLES, "published articles")
-        table = rows.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(self.schema)
-        self._written()
-        self.pending = minhash.threads().submit(self.writer.write_table, table)
-
-    def _written(self) -> None:
-        if self.pending is not None:
-            self.pending.result()
-            self.pending = None
-
-    def __enter__(self) -> _ArticlesWriter:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        try:
-            self._written()
-        finally:
-            self.writer.close()
 
 
 def _run_parts(folder: Path, run_after: int) -> list[Path]:

@@ -1,18 +1,46 @@
-"""Write the run's outputs: articles, stories and pairs as Parquet, a Markdown report, a summary.
+"""Write the run's outputs: articles, their texts, stories and pairs as Parquet, a Markdown
+report, a summary.
 
-Files are written to a temporary name and renamed, so a killed run never leaves half a file.
+Files are written to a temporary name and renamed, so a killed run never leaves half a file. The
+articles are two tables joined by `article_id` (`read_articles`): articles.parquet, one row per
+article with everything but its texts (LIGHT_ARTICLES: status, duplicate group, story id, length
+of the text, rules that removed lines), and article_texts.parquet (ARTICLE_TEXTS: raw title, clean
+text, the removed lines with their rule), a Parquet dataset of parts (`ParquetParts`), which
+polars, pyarrow, pandas, DuckDB (`'article_texts.parquet/*.parquet'`) and Spark read as one
+table. A scheduled run changes the story ids of articles all over the history (stories merge,
+articles move between them), and the texts of a few recent ones: the light table is small enough
+to write again, and of the texts it rewrites only the parts that hold a text it changed
+(`state.publish`). A folder cannot be renamed over another, so article_texts.parquet is a symlink
+to one of `.article_texts.parquet/*`, swapped with one rename (`publish_folder`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
-from dedupe.schema import ARTICLES, CLEANED, GROUPS, PAIRS, STORIES, check
+from dedupe import minhash
+from dedupe.schema import ARTICLE_TEXTS, ARTICLES, CLEANED, GROUPS, LIGHT_ARTICLES, PAIRS, STORIES, check
+
+TEXTS_OUTPUT = "article_texts.parquet"
+PUBLISHED_PART_ROWS = 8_192
+"""Texts per part of the published article_texts.parquet. A scheduled run rewrites every part
+that holds a text it cleaned again (of copies of its batch's articles: recent ones when news
+arrives as it happens), and the last, open part when it adds articles: the smaller the parts, the
+less it rewrites beside its batch, the more files (123 for 1M articles).
+benchmarks/incremental.py prints the parts rewritten."""
+PUBLISHED_COMPRESSION = "lz4"
+"""Of the published texts' parts, which runs write again: lz4 streams them in about 0.6 of
+zstd's time, for twice the bytes (benchmarks/incremental.py prints both); any Parquet reader
+(polars, duckdb, pyarrow) reads them."""
 
 
 @dataclass(frozen=True)
@@ -100,10 +128,17 @@ def summarize(
 def write_outputs(
     out: Path, articles: pl.DataFrame, stories: pl.DataFrame, pairs: pl.DataFrame, summary: Summary
 ) -> list[Path]:
-    """articles.parquet, stories.parquet, pairs.parquet and report.md in `out`."""
+    """articles.parquet, article_texts.parquet, stories.parquet, pairs.parquet and report.md in `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    check(articles, ARTICLES, "write articles")
+    version = f"{time.time_ns()}-{os.getpid()}"
+    parts = versions_of(out / TEXTS_OUTPUT) / f".{version}.tmp"
+    parts.mkdir(parents=True)
+    with ParquetParts(parts, ARTICLE_TEXTS) as writer:
+        writer.write(articles)
     written = [
-        _write_parquet(check(articles, ARTICLES, "write articles"), out / "articles.parquet"),
+        _write_parquet(light_articles(articles), out / "articles.parquet"),
+        publish_folder(parts, out / TEXTS_OUTPUT, version),
         _write_parquet(check(stories, STORIES, "write stories"), out / "stories.parquet"),
         _write_parquet(check(pairs, PAIRS, "write pairs"), out / "pairs.parquet"),
     ]
@@ -172,6 +207,124 @@ def _table(header: list[str], rows: object) -> list[str]:
         "|" + "---|" * len(header),
         *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows),  # type: ignore[union-attr]
     ]
+
+
+def light_articles(articles: pl.DataFrame) -> pl.DataFrame:
+    """LIGHT_ARTICLES of ARTICLES: all but the texts, with the length of the text and the rules of
+    the removed lines (`text_figures`)."""
+    return articles.join(text_figures(articles), on="article_id", how="left", maintain_order="left").select(list(LIGHT_ARTICLES))
+
+
+def text_figures(texts: pl.DataFrame) -> pl.DataFrame:
+    """article_id, text_chars, removed_rules: what LIGHT_ARTICLES keeps of ARTICLE_TEXTS."""
+    return texts.select(
+        "article_id",
+        text_chars=pl.col("text").str.len_chars(),
+        removed_rules=pl.col("removed_lines").list.eval(pl.element().struct.field("rule")),
+    )
+
+
+def read_articles(out: Path) -> pl.DataFrame:
+    """ARTICLES of an output folder: articles.parquet joined with article_texts.parquet."""
+    light = pl.read_parquet(out / "articles.parquet")
+    texts = pl.read_parquet(out / TEXTS_OUTPUT)
+    return check(light.join(texts, on="article_id", how="left", maintain_order="left").select(list(ARTICLES)), ARTICLES, f"articles of {out}")
+
+
+def read_outputs(out: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """ARTICLES (`read_articles`), STORIES and PAIRS of an output folder."""
+    return read_articles(out), pl.read_parquet(out / "stories.parquet"), pl.read_parquet(out / "pairs.parquet")
+
+
+def versions_of(target: Path) -> Path:
+    """The folder beside a published folder `target` holding the versions it links to (`publish_folder`)."""
+    return target.parent / f".{target.name}"
+
+
+def publish_folder(folder: Path, target: Path, version: str) -> Path:
+    """Make `target` a relative symlink to `folder`, moved (renamed) to `versions_of(target)/VERSION`
+    unless already there, with one rename; the version it linked to before stays until the next
+    call (a reader that listed its parts can still open them), the others are removed. A folder
+    at `target` that is not a symlink is replaced."""
+    versions = versions_of(target)
+    versions.mkdir(exist_ok=True)
+    kept = versions / version
+    if folder != kept:
+        os.replace(folder, kept)
+    before = target.resolve().name if target.is_symlink() else None
+    link = target.parent / f".{target.name}.link-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(kept.relative_to(target.parent))
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    os.replace(link, target)
+    for old in versions.iterdir():
+        if old.name not in (version, before):
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+class ParquetParts:
+    """Frames of `schema` written one after another as Parquet parts of `part_rows` rows in
+    `folder` (part-000000.parquet, ..., from `first`; one empty part when no rows come to an empty
+    folder), by pyarrow's writer (polars writes a file from one frame or one query), each on one of
+    the stages' threads while this one makes the next (the writer releases the GIL)."""
+
+    def __init__(self, folder: Path, schema: Mapping[str, pl.DataType], first: int = 0, part_rows: int | None = None) -> None:
+        self.folder, self.index, self.part_rows = folder, first, part_rows or PUBLISHED_PART_ROWS
+        self.columns = dict(schema)
+        self.schema = pl.DataFrame(schema=self.columns).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0  # in the open part
+        self.pending: Future[None] | None = None
+        self.written: list[Path] = []
+
+    def write(self, frame: pl.DataFrame) -> None:
+        rows = check(frame.select(list(self.columns)), self.columns, f"parts of {self.folder.name}")
+        while rows.height:
+            if self.writer is None or self.rows == self.part_rows:
+                self._open_next()
+            taken, rows = rows.head(self.part_rows - self.rows), rows.slice(self.part_rows - self.rows)
+            table = taken.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(self.schema)
+            self._written()
+            self.pending = minhash.threads().submit(self.writer.write_table, table)  # type: ignore[union-attr]
+            self.rows += taken.height
+
+    def _open_next(self) -> None:
+        self._close_part()
+        path = self.folder / part_name(self.index)
+        self.writer = pq.ParquetWriter(path, self.schema, compression=PUBLISHED_COMPRESSION)
+        self.written.append(path)
+        self.index, self.rows = self.index + 1, 0
+
+    def _written(self) -> None:
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
+
+    def _close_part(self) -> None:
+        try:
+            self._written()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+
+    def __enter__(self) -> ParquetParts:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        if not self.written and not any(self.folder.glob("part-*.parquet")):  # no rows: one empty part, not no table
+            self._open_next()
+        self._close_part()
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:06d}.parquet"
+
+
+def part_index(part: Path) -> int:
+    return int(part.stem.removeprefix("part-"))
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> Path:

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 
 from dedupe import __main__ as cli
+from dedupe import write
 from flows import server
 from tests.conftest import ROOT, SEEDS
 
@@ -50,12 +51,12 @@ def test_seed_run_succeeds_cleanly(seed_run: tuple[subprocess.CompletedProcess[s
     assert "telemetry" not in output.lower() and "analytics" not in output.lower()
     assert "Finished in state Completed()" in output
     assert "articles kept" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["articles.parquet", "pairs.parquet", "report.md", "state", "stories.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".article_texts.parquet", "article_texts.parquet", "articles.parquet", "pairs.parquet", "report.md", "state", "stories.parquet"]
 
 
 def test_seed_run_accounts_for_every_record(seed_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     _, out = seed_run
-    articles = pl.read_parquet(out / "articles.parquet")
+    articles = write.read_articles(out)
     jsonl_ids = [json.loads(line)["id"] for line in (SEEDS / "aeb-sample.jsonl").read_text().splitlines()]
     csv_ids = pl.read_csv(SEEDS / "headlines-sample.csv", infer_schema=False)["id"].to_list()
     expected = len(jsonl_ids) + len(csv_ids) + 2  # the seed article and one HTML page
@@ -65,7 +66,7 @@ def test_seed_run_accounts_for_every_record(seed_run: tuple[subprocess.Completed
 
 def test_seed_run_shows_real_duplicates_and_stories(seed_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     _, out = seed_run
-    articles = pl.read_parquet(out / "articles.parquet")
+    articles = write.read_articles(out)
     stories = pl.read_parquet(out / "stories.parquet")
     pairs = pl.read_parquet(out / "pairs.parquet")
     assert articles.filter(pl.col("status") == "duplicate").height > 100
@@ -92,9 +93,8 @@ def test_a_run_in_chunks_shows_each_chunk_and_writes_the_same_outputs(
     # the stages of three chunks as tasks, the story steps (six) in the last chunk alone
     assert output.count("Finished in state Completed()") > 3 * 16 - 2 * 6
     assert output.count("Task run 'cluster stories") == 1 and output.count("Task run 'clean with copies") >= 3
-    for name in ("articles", "stories", "pairs"):
-        chunked = pl.read_parquet(tmp_path / f"{name}.parquet")
-        assert chunked.equals(pl.read_parquet(unchunked / f"{name}.parquet")), name
+    for name, chunked, whole in zip(("articles", "stories", "pairs"), write.read_outputs(tmp_path), write.read_outputs(unchunked), strict=True):
+        assert chunked.equals(whole), name
 
 
 def test_nothing_readable_exits_non_zero_with_a_clear_message(tmp_path: Path, prefect_home: Path) -> None:
@@ -104,7 +104,7 @@ def test_nothing_readable_exits_non_zero_with_a_clear_message(tmp_path: Path, pr
     result = run_cli(tmp_path / "in", "--out", tmp_path / "out", home=prefect_home)
     assert result.returncode == 1
     assert "nothing could be read" in result.stdout
-    assert pl.read_parquet(tmp_path / "out" / "articles.parquet")["status"].to_list() == ["rejected", "rejected"]
+    assert write.read_articles(tmp_path / "out")["status"].to_list() == ["rejected", "rejected"]
 
 
 def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, prefect_home: Path) -> None:
@@ -123,7 +123,7 @@ def test_dev_data_runs_and_every_input_id_is_there_once(tmp_path: Path, prefect_
     headlines = SHARED_DATA / "news-aggregator" / "headlines.csv"
     result = run_cli(aeb, headlines, "--out", tmp_path, home=prefect_home)
     assert result.returncode == 0, result.stdout + result.stderr
-    articles = pl.read_parquet(tmp_path / "articles.parquet")
+    articles = write.read_articles(tmp_path)
     ids = [json.loads(line)["id"] for line in aeb.read_text().splitlines()]
     ids += pl.read_csv(headlines, infer_schema=False)["id"].to_list()
     assert sorted(articles["article_id"].to_list()) == sorted(ids)

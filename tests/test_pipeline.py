@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dedupe import clean, normalize, pipeline, read, shards, state
+from dedupe import clean, normalize, pipeline, read, shards, state, write
 from dedupe.config import Config
 from dedupe.schema import READ
 
@@ -104,7 +104,7 @@ def _slice_of_real_data(folder: Path) -> list[Path]:
 
 
 def _outputs(out: Path) -> dict[str, pl.DataFrame]:
-    tables = {name: pl.read_parquet(out / f"{name}.parquet") for name in ("articles", "stories", "pairs")}
+    tables = dict(zip(("articles", "stories", "pairs"), write.read_outputs(out), strict=True))
     state = out / "state" / "current"
     tables |= {name: pl.read_parquet(state / f"{name}.parquet").drop("created_at", "merged_at", strict=False)
                for name in ("story_registry", "story_merges")}
@@ -119,13 +119,13 @@ def test_a_run_in_chunks_gives_the_outputs_of_one_update(
 ) -> None:
     """Articles (row for row), stories with their ids, pairs, the story registry and merges and
     the run's counts are those of the same runs unchunked, on a fresh state and on one with a
-    history, also when the last chunk has nothing new. Publishing streams the last articles.parquet
-    in batches of 50 rows, and takes texts out of their chunk's turn: articles of an earlier
+    history, also when the last chunk has nothing new. The published texts are parts of 50 rows,
+    rewritten where a chunk cleaned one again, and publishing takes texts out of their chunk's turn: articles of an earlier
     chunk, or of the history, cleaned again by a later chunk. On two worker processes, each
     chunk's new records after the first (ids used before renamed against the history and the
     chunks before) are found and normalized and cleaned while the chunk before is matched
     (`shards.FirstPass`)."""
-    monkeypatch.setattr(state, "PUBLISH_BATCH_ROWS", 50)
+    monkeypatch.setattr(write, "PUBLISHED_PART_ROWS", 50)
     monkeypatch.setattr(shards, "MIN_ROWS_ON_CORES", 20)  # on two workers, a chunk of 97 records in pieces
     batches = _slice_of_real_data(tmp_path / "input")
     results, later_again = {}, 0
@@ -208,6 +208,6 @@ def test_the_story_steps_hold_no_text_of_the_chunk_nor_the_story_parts(tmp_path:
     assert seen == dict.fromkeys(seen, [])
     history = state.load(out / "state", Config(chunk_records=5))
     assert history.with_record_texts(history.records)["body"].str.contains(marker).all()
-    assert pl.read_parquet(out / "articles.parquet")["text"].str.contains(marker).all()
+    assert write.read_articles(out)["text"].str.contains(marker).all()
     assert history.story_band_keys.height and history.story_candidates.height
     assert [path.name for path in (out / "state" / "generations").iterdir()] == [(out / "state" / "current").resolve().name]

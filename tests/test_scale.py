@@ -23,7 +23,7 @@ from polars.testing import assert_frame_equal
 import redis
 from distributed import Client
 
-from dedupe import index, pipeline, read, shards, state
+from dedupe import index, pipeline, read, shards, state, write
 from dedupe.config import Config
 from dedupe.schema import LEVEL_BAND_KEYS
 from flows import server
@@ -95,7 +95,7 @@ def write_batches(folder: Path) -> tuple[list[Path], list[Path]]:
 def run_locally(paths: list[Path], work: Path, call: pipeline.Call = pipeline.direct, config: Config = CONFIG) -> pipeline.Result:
     """A run on the state in `work`, with the articles it published (the result holds no texts)."""
     result, _ = pipeline.run_on_state(paths, work / "out", work / "state", config, call=call)
-    return replace(result, articles=pl.read_parquet(work / "out" / "articles.parquet"))
+    return replace(result, articles=write.read_articles(work / "out"))
 
 
 def run_cli(*args: str | Path, home: Path, api: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -107,8 +107,8 @@ def run_cli(*args: str | Path, home: Path, api: str | None = None) -> subprocess
 
 def as_result(out: Path) -> pipeline.Result:
     """A run's published outputs, for `assert_same_as_one_run` (which reads no summary)."""
-    articles, stories, pairs = (pl.read_parquet(out / f"{name}.parquet") for name in ("articles", "stories", "pairs"))
-    return pipeline.Result(articles, stories, pairs, None)  # type: ignore[arg-type]
+    stories, pairs = (pl.read_parquet(out / f"{name}.parquet") for name in ("stories", "pairs"))
+    return pipeline.Result(write.read_articles(out), stories, pairs, None)  # type: ignore[arg-type]
 
 
 def assert_identical(sharded: pipeline.Result, local: pipeline.Result) -> None:
@@ -274,7 +274,7 @@ def test_a_run_killed_while_the_next_chunk_is_normalized_ahead_leaves_the_state_
     config = CONFIG.with_overrides(chunk_records=100, workers=2)
     result, _ = pipeline.run_on_state([SEEDS], out, folder, config)
     assert [path.name for path in (folder / "generations").iterdir()] == [(folder / "current").resolve().name]
-    published = replace(result, articles=pl.read_parquet(out / "articles.parquet"))  # with their texts
+    published = replace(result, articles=write.read_articles(out))  # with their texts
     assert_same_as_one_run(published, pipeline.run([SEEDS], CONFIG))
     shards.FramesFolder.remove_orphans()  # the shared memory of the killed run's maps, as its next pool would
 

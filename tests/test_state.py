@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupe import clean, cluster, minhash, pipeline, state, verify
+from dedupe import clean, cluster, minhash, pipeline, state, verify, write
 from dedupe.config import Config
 from dedupe.schema import ARTICLE_TEXTS, ARTICLES, CLEANED, GROUPS, PAIRS, STORY_REGISTRY, SchemaError
 from tests.conftest import ROOT, SEEDS
@@ -42,7 +42,7 @@ def run_batch(
         if update is not None:
             state.commit(folder, history, update, config)
         state.publish(folder, folder.parent / "out")
-    return replace(result, articles=pl.read_parquet(folder.parent / "out" / "articles.parquet")), update
+    return replace(result, articles=write.read_articles(folder.parent / "out")), update
 
 
 def split_by_time(source: Path, folder: Path) -> tuple[Path, Path]:
@@ -748,7 +748,7 @@ def test_a_load_reads_no_texts_and_a_run_writes_the_rows_it_changed(tmp_path: Pa
     rows = history.record_rows(some)
     assert rows["text_raw"].null_count() == 5  # read by no step once normalized
     assert rows.drop("text_raw").equals(written.select(rows.drop("text_raw").columns))
-    published = pl.read_parquet(tmp_path / "out" / "articles.parquet")
+    published = write.read_articles(tmp_path / "out")
     texts = history.article_texts(some).sort("article_id")
     assert texts.equals(published.filter(pl.col("article_id").is_in(some.implode())).select(texts.columns).sort("article_id"))
 
@@ -771,7 +771,7 @@ def test_compacted_keyed_tables_give_the_same_history_and_outputs(tmp_path: Path
         folder = tmp_path / f"share-{share}" / "state"
         for n, path in enumerate(paths):
             run_batch([path], folder, T0 + timedelta(minutes=15 * n))
-        outcomes[share] = state.load(folder, CONFIG), pl.read_parquet(folder.parent / "out" / "articles.parquet")
+        outcomes[share] = state.load(folder, CONFIG), write.read_articles(folder.parent / "out")
         bases = sorted(path.name for path in (folder / "current" / "story_keywords").iterdir())
         assert bases == (["base-000003.parquet", "part-000003.parquet"] if share == 0.0 else
                          ["part-000001.parquet", "part-000002.parquet", "part-000003.parquet"])
@@ -873,7 +873,7 @@ def test_a_group_too_small_for_copies_gains_a_member_without_its_old_member_bein
         read_ids.append({article_id for _, rows, texts in read for article_id in rows if "text" in texts})
         state.commit(folder, history, update, CONFIG)
         state.publish(folder, tmp_path / "out")
-        published = replace(result, articles=pl.read_parquet(tmp_path / "out" / "articles.parquet"))
+        published = replace(result, articles=write.read_articles(tmp_path / "out"))
         assert_same_as_one_run(published, pipeline.run(batches[:number], CONFIG))
         assert published.articles["duplicate_group"].n_unique() == 1  # the copies are one group
         monkeypatch.undo()
@@ -886,10 +886,10 @@ def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
     """Each chunk writes its own part of a keyed table, and the later chunks link it, not write it
     again; the parts of the published tables stay apart until the run ends, though every other
     table is compacted at each commit that changes it (COMPACT_SHARE 0), and publishing finds
-    them all: the outputs of the same run unchunked, row for row, also when the last
-    articles.parquet is streamed in batches of 7 rows."""
+    them all: the outputs of the same run unchunked, row for row, also when the published
+    texts are parts of 7 rows."""
     monkeypatch.setattr(state, "COMPACT_SHARE", 0.0)
-    monkeypatch.setattr(state, "PUBLISH_BATCH_ROWS", 7)
+    monkeypatch.setattr(write, "PUBLISHED_PART_ROWS", 7)
     *earlier, last = three_seed_batches(tmp_path)
     written: dict[str, int] = {}
 
@@ -907,7 +907,7 @@ def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
         before = {part.name for part in (out / "state" / "current" / "article_texts").glob("part-*")}
         chunked = Config(chunk_records=chunk)
         pipeline.run_on_state([last], out, out / "state", chunked, call=call if chunk else pipeline.direct)
-        outputs[chunk] = [pl.read_parquet(out / f"{name}.parquet") for name in ("articles", "stories", "pairs")]
+        outputs[chunk] = list(write.read_outputs(out))
     current = tmp_path / "out-20" / "state" / "current"
     chunks = [f"part-{n:06d}.parquet" for n in range(3, 6)]  # the last batch: 56 records, 3 chunks
     assert sorted(written) == chunks
@@ -975,7 +975,7 @@ def test_a_headline_whose_decoration_alone_changed_is_made_again_without_reading
     assert not {"1", "2"} & {article_id for _, rows, _ in read for article_id in rows}
     state.commit(folder, history, update, CONFIG)
     state.publish(folder, tmp_path / "out")
-    published = replace(result, articles=pl.read_parquet(tmp_path / "out" / "articles.parquet"))
+    published = replace(result, articles=write.read_articles(tmp_path / "out"))
     single = pipeline.run([first, second], CONFIG)
     assert_same_as_one_run(published, single)
     articles = published.articles.sort("article_id")

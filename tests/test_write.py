@@ -6,9 +6,10 @@ import polars as pl
 
 from dedupe import pipeline
 from dedupe.config import Config
-from dedupe.schema import ARTICLES, GROUPS, PAIRS, STORIES
+from dedupe import write
+from dedupe.schema import ARTICLE_TEXTS, ARTICLES, GROUPS, LIGHT_ARTICLES, PAIRS, STORIES
 from dedupe.stories import build_stories
-from dedupe.write import assemble_articles, render_report, summarize, write_outputs
+from dedupe.write import assemble_articles, read_articles, render_report, summarize, write_outputs
 from tests.conftest import SEED_ARTICLE, cleaned_frame
 
 
@@ -36,8 +37,9 @@ def test_every_record_once_with_its_status(tmp_path: Path) -> None:
     assert summary.rejected_reasons == {"malformed JSON line: Expecting value (column 1)": 1}
     assert summary.removed_lines == {"repeated_headline": 2}
     written = write_outputs(tmp_path / "out", articles, stories, pl.DataFrame(schema=PAIRS), summary)
-    assert [path.name for path in written] == ["articles.parquet", "stories.parquet", "pairs.parquet", "report.md"]
-    assert pl.read_parquet(tmp_path / "out" / "articles.parquet").equals(articles)
+    assert [path.name for path in written] == ["articles.parquet", "article_texts.parquet", "stories.parquet", "pairs.parquet", "report.md"]
+    assert dict(pl.read_parquet(tmp_path / "out" / "articles.parquet").schema) == LIGHT_ARTICLES
+    assert read_articles(tmp_path / "out").equals(articles)
     assert dict(pl.read_parquet(tmp_path / "out" / "stories.parquet").schema) == STORIES
     report = (tmp_path / "out" / "report.md").read_text()
     assert report == render_report(summary)
@@ -53,3 +55,30 @@ def test_id_clashes_and_encoding_guesses_are_counted_and_reported(tmp_path: Path
     assert result.summary.id_clashes == [f"id clash: x is also the id of {tmp_path / 'a.jsonl'}:1, renamed x~2"]
     report = render_report(result.summary)
     assert "| id clash | 1 |" in report and f"- id clash: x is also the id of {tmp_path / 'a.jsonl'}:1" in report
+
+
+def test_texts_are_parts_of_a_folder_swapped_whole_and_the_version_before_stays_until_the_next(tmp_path: Path) -> None:
+    """Parts of `part_rows` rows, in order; a second and third publication each swap the symlink,
+    keep the version before and remove older ones; a folder left by another layout is replaced."""
+    texts = pl.DataFrame({"article_id": [f"a{i}" for i in range(7)], "title_raw": "t", "text": "x", "removed_lines": [[]] * 7}, schema=ARTICLE_TEXTS)
+    target = tmp_path / "out" / write.TEXTS_OUTPUT
+    target.mkdir(parents=True)  # an older layout's folder
+    (target / "stale.parquet").write_bytes(b"")
+    versions = []
+    for version, rows in enumerate((texts, texts.head(3), texts.tail(2))):
+        folder = write.versions_of(target) / f".v{version}.tmp"
+        folder.mkdir(parents=True)
+        with write.ParquetParts(folder, ARTICLE_TEXTS, part_rows=3) as parts:
+            parts.write(rows.head(1))
+            parts.write(rows.slice(1))
+        assert [part.name for part in parts.written] == [write.part_name(i) for i in range(-(-rows.height // 3))]
+        assert [pl.read_parquet(part).height for part in parts.written] == [min(3, rows.height - 3 * i) for i in range(len(parts.written))]
+        write.publish_folder(folder, target, f"v{version}")
+        versions.append(f"v{version}")
+        assert target.is_symlink() and pl.read_parquet(target).equals(rows)
+        assert sorted(p.name for p in write.versions_of(target).iterdir()) == versions[-2:]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with write.ParquetParts(empty, ARTICLE_TEXTS):
+        pass
+    assert pl.read_parquet(empty).is_empty() and dict(pl.read_parquet(empty).schema) == ARTICLE_TEXTS
