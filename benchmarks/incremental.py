@@ -2,11 +2,14 @@
 next to one run over everything in the same process.
 
     python benchmarks/incremental.py [--history 1000,5000,20000,50000] [--batch 100] [--duplicates 0.3]
+        [--order shuffled|arrival] [--event-span 5000] [--set FIELD=VALUE ...]
     python benchmarks/incremental.py --profile 50000 [--top 40]
 
 The records come from `speed.build_corpus` (real aeb words and news-aggregator titles, 30% of
-the documents copies of another, see benchmarks/speed.py), in a fixed shuffled order: the batch
-is always the same last B records, the history the first H. The history is built with one
+the documents copies of another, see benchmarks/speed.py), in a fixed order (`ordered_corpus`):
+shuffled, every event spread over the whole corpus (the worst case), or in arrival order, each
+event's coverage within `--event-span` records. The batch is always the same last B records, the
+history the H records before it. `--set` gives every run (and the profile) other settings. The history is built with one
 update and committed; then the batch is timed against it (loading the state, each stage of
 `pipeline.update` (best of two), committing, publishing the outputs), and so is one run
 (`pipeline.run`) over the same H + B records. The peak resident memory of loading, updating,
@@ -42,7 +45,9 @@ import speed  # benchmarks/ is a folder of scripts, not a package
 from dedupe import cluster, pipeline, state, write
 from dedupe.config import Config
 
+SETTINGS: list[str] = []
 CONFIG = Config()
+"""The settings every run here uses (`--set`, as `python -m dedupe run --set`)."""
 TOTALS = (
     "load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
     "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "single s",
@@ -148,8 +153,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 sys.path.insert(0, {benchmarks!r})
-from incremental import CONFIG, peak_rss_mib, reset_peak_rss
+from incremental import peak_rss_mib, reset_peak_rss
 from dedupe import pipeline, state
+from dedupe.config import Config
+CONFIG = Config().with_settings({settings!r})
 folder, new, out = Path({folder!r}), Path({new!r}), Path({out!r})
 start = reset_peak_rss()
 with state.locked(folder):
@@ -167,7 +174,8 @@ def peak_rss_in_child(folder: Path, new: Path, work: Path) -> tuple[float, float
     copy = work / "child-state"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(folder, copy, symlinks=True)
-    code = CHILD.format(benchmarks=str(Path(__file__).resolve().parent), folder=str(copy), new=str(new), out=str(work / "child-out"))
+    code = CHILD.format(benchmarks=str(Path(__file__).resolve().parent), folder=str(copy), new=str(new), out=str(work / "child-out"),
+                        settings=SETTINGS)
     flags = ["-S"] if sys.flags.no_site else []  # a run of another checkout, see benchmarks/README.md
     done = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, check=True)
     start, peak = done.stdout.split()[-2:]
@@ -356,9 +364,14 @@ def main() -> None:
                         help="shuffled: events and copies spread over the whole corpus (the worst case); arrival: each"
                              " event's coverage within --event-span records")
     parser.add_argument("--event-span", type=int, default=5000, help="records an event's coverage arrives over (arrival order)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a config setting for every run, as `python -m dedupe run --set`")
     parser.add_argument("--profile", type=int, help="only profile one update against a history of this many records")
     parser.add_argument("--top", type=int, default=40, help="cumulative entries the profile prints")
     given = parser.parse_args()
+    global CONFIG
+    SETTINGS[:] = given.set
+    CONFIG = Config().with_settings(given.set)
     span = given.event_span if given.order == "arrival" else None
     if given.profile:
         with tempfile.TemporaryDirectory() as work:
@@ -384,7 +397,8 @@ def main() -> None:
         largest_generation = (Path(work) / f"state-{histories[-1]}" / "current").resolve()
         partner_reads = partner_read_costs(largest_generation, Path(work), partners)
     order = f"arrival order, events over {span:,} records" if span else "shuffled order"
-    print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}, {order}")
+    settings = f", settings {' '.join(given.set)}" if given.set else ""
+    print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}, {order}{settings}")
     print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
           f" {'rss before MiB':>15} {'peak rss MiB':>13} {'own process: start MiB':>23} {'peak MiB':>9}")
     for history, row in rows.items():
