@@ -489,6 +489,57 @@ def test_story_ids_are_never_reused_and_every_old_id_lives_on_or_is_merged(befor
     assert set(ids.registry["story_id"]) == set(old) | given_ids
 
 
+def story_ids_by_the_rule(
+    now: dict[str, list[str]], old: dict[str, list[str]], created: dict[str, datetime]
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """`stable_story_ids` written out plainly, one story at a time: each article's id and the merges."""
+    story_before = {article: story for story, members in old.items() for article in members}
+    shares: dict[str, dict[str, int]] = {}
+    for fresh, members in now.items():
+        for article in members:
+            if article in story_before:
+                counts = shares.setdefault(story_before[article], {})
+                counts[fresh] = counts.get(fresh, 0) + 1
+    claims: dict[str, list[str]] = {}
+    for story, counts in shares.items():
+        claims.setdefault(min(counts, key=lambda fresh: (-counts[fresh], fresh)), []).append(story)
+    names, merges, given_ids = {}, [], set(created)
+    for fresh in sorted(now):
+        if fresh in claims:
+            oldest, *others = sorted(claims[fresh], key=lambda story: (created[story], story))
+            names[fresh] = oldest
+            merges += [(other, oldest) for other in others]
+        else:
+            suffix, names[fresh] = 1, fresh
+            while names[fresh] in given_ids:
+                suffix += 1
+                names[fresh] = f"{fresh}-{suffix}"
+            given_ids.add(names[fresh])
+    return {article: names[fresh] for fresh, members in now.items() for article in members}, merges
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(st.integers(0, 5), min_size=1, max_size=12),
+    after=st.lists(st.integers(0, 7), min_size=12, max_size=16),
+    ages=st.lists(st.integers(0, 2), min_size=6, max_size=6),
+    gone=st.sets(st.sampled_from(["story-6", "story-7", "story-7-2", "story-7-3", "story-6-2-2"])),
+)
+def test_stable_story_ids_follow_the_rule(before: list[int], after: list[int], ages: list[int], gone: set[str]) -> None:
+    """Against the rule written out plainly: heirs by most articles, the oldest id kept (ties in
+    age by name), new stories named by their fresh ids, suffixed past every id given before
+    (`gone`: ids of stories merged away or emptied, never in this history's articles)."""
+    old = {f"story-{s}": [f"a{i}" for i, x in enumerate(before) if x == s] for s in set(before)}
+    created = {name: T0 + timedelta(minutes=ages[int(name[-1])]) for name in old} | {name: T0 for name in gone}
+    now = {f"story-{s}": [f"a{i}" for i, x in enumerate(after) if x == s] for s in set(after)}
+    history = history_with(old, created)
+    ids = state.stable_story_ids(groups_of(now), history, T0 + timedelta(hours=1))
+    expected_ids, expected_merges = story_ids_by_the_rule(now, old, created)
+    assert dict(ids.groups.select("article_id", "story_id").iter_rows()) == expected_ids
+    assert ids.merges.select("story_id", "merged_into").rows() == expected_merges
+    assert ids.registry["story_id"].to_list() == [*created, *sorted(set(expected_ids.values()) - set(created))]
+
+
 def story_pairs_of(edges: set[tuple[int, int]]) -> pl.DataFrame:
     rows = [(f"g{min(a, b):02d}", f"g{max(a, b):02d}", None, 80.0, "same_story") for a, b in sorted(edges) if a != b]
     frame = pl.DataFrame(rows, schema=PAIRS, orient="row")
