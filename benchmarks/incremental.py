@@ -62,7 +62,7 @@ def ordered_corpus(folder: Path, docs: int, duplicates: float, event_span: int |
     stories as old as the history. In arrival order: each event's coverage (its originals and
     their copies) arrives within `event_span` records from its start, the starts spread over the
     corpus, as a scraper meets news; in the labeled news-aggregator data every story's headlines
-    were fetched within the same hour (benchmarks/README.md, *Arrival order*)."""
+    are consecutive in time order (`labeled_arrival`)."""
     corpus = speed.build_corpus(folder, docs, duplicates, seed=docs)
     frame = pl.concat([pl.read_parquet(part) for part in sorted(corpus.glob("part-*.parquet"))])
     rank = frame["id"].map_elements(lambda i: xxhash.xxh3_64_intdigest(i.encode()), return_dtype=pl.UInt64)
@@ -73,6 +73,20 @@ def ordered_corpus(folder: Path, docs: int, duplicates: float, event_span: int |
     within = rank % max(event_span, 1)
     timed = frame.with_columns(rank=rank).join(events, on="id", how="left", maintain_order="left")
     return timed.with_columns(at=start + within).sort("at", "rank").drop("at", "rank", "event")
+
+
+def labeled_arrival(data: Path = speed.DATA) -> str:
+    """How the labeled news-aggregator stories arrive: sorted by published_at, the stories whose
+    headlines are consecutive records, and the seconds between a story's first and last."""
+    headlines = pl.read_csv(data / "news-aggregator/headlines.csv", infer_schema=False)
+    labeled = headlines.join(pl.read_csv(data / "news-aggregator/labels.csv", infer_schema=False), on="id")
+    timed = labeled.with_columns(at=pl.col("published_at").str.to_datetime(time_zone="UTC")).sort("at", "id").with_row_index("row")
+    spans = timed.group_by("cluster").agg(
+        consecutive=pl.col("row").max() - pl.col("row").min() + 1 == pl.len(),
+        seconds=(pl.col("at").max() - pl.col("at").min()).dt.total_milliseconds() / 1000,
+    )
+    return (f"news-aggregator in time order: {spans['consecutive'].sum()} of {spans.height} stories' headlines consecutive,"
+            f" each fetched within {spans['seconds'].median():.0f} s (median), {spans['seconds'].max():.0f} s (most)")
 
 
 def history_before(records: pl.DataFrame, history: int, batch: int) -> pl.DataFrame:
@@ -396,7 +410,7 @@ def main() -> None:
         partners = int(rows[histories[-1]]["counts"]["candidate partners read"])
         largest_generation = (Path(work) / f"state-{histories[-1]}" / "current").resolve()
         partner_reads = partner_read_costs(largest_generation, Path(work), partners)
-    order = f"arrival order, events over {span:,} records" if span else "shuffled order"
+    order = f"arrival order, events over {span:,} records ({labeled_arrival()})" if span else "shuffled order"
     settings = f", settings {' '.join(given.set)}" if given.set else ""
     print(f"batch of {given.batch} records against histories of {', '.join(f'{h:,}' for h in histories)}, {order}{settings}")
     print(f"{'history':>8} {'old copies':>10} {'incremental s':>14} {'one run s':>10} {'one run / incremental':>22}"
