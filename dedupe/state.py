@@ -170,8 +170,9 @@ KEYED = {
 """Tables stored as a base and one part per run with the rows it changed (schema, key)."""
 assert set(REPLACED) | set(STORY_TABLES) <= set(KEYED) and not set(REPLACED) & set(STORY_TABLES)
 PUBLISHED = ("articles", "article_texts")
-"""Keyed tables whose rows a run changed make the published articles.parquet: a run in chunks
-keeps each chunk's part of them apart until the run ends, and publishing reads them all."""
+"""Keyed tables whose rows a run changed give the published article_texts.parquet its new and
+changed texts (`_published_texts`): a run in chunks keeps each chunk's part of them apart until
+the run ends, and publishing reads them all."""
 COMPACT_SHARE = 0.5
 """Parts are folded into a new base once their rows exceed this share of the base's: a run then
 rewrites (1 + share) / share rows per row it changed, amortized, and a load reads at most
@@ -1006,7 +1007,7 @@ def stable_story_ids(groups: pl.DataFrame, history: History, run_at: datetime) -
         .with_columns(into=pl.col("old").first().over("fresh"))
     )
     if heirs["created_at"].null_count():
-        raise StateError(f"story ids: {heirs.filter(pl.col('created_at').is_null())['old'][0]} is not in the story registry")
+        raise StateError(f"story ids: {heirs.filter(pl.col('created_at').is_null())['old'][0]} has no creation time in the story registry")
     claimed = heirs.group_by("fresh").agg(name=pl.col("into").first())
     unclaimed = groups.select(fresh="story_id").unique().join(claimed, on="fresh", how="anti")["fresh"].sort()
     opened = _new_story_names(unclaimed, history.registry["story_id"])
@@ -1195,8 +1196,8 @@ def commit(
 ) -> Path:
     """Write the next generation beside the current one and make it current with one rename.
     What it writes follows the batch: the growing tables' new part, and a part per keyed table
-    with the rows this run changed (compacted now and then, see COMPACT_SHARE); the published
-    articles come after, in `publish`.
+    with the rows this run changed (compacted now and then, see COMPACT_SHARE), and the light
+    articles.parquet whole; the published texts (article_texts.parquet) come after, in `publish`.
 
     A run in chunks commits each chunk on top of the last one's generation (`history`), made
     current with the last chunk alone (`make_current`), so a run killed half-way leaves the
@@ -1208,7 +1209,7 @@ def commit(
     generations = state / "generations"
     temporary = generations / f".tmp-{generation:06d}-{os.getpid()}"
     previous = history.folder if run_from is not None else _current(state)
-    started = run_from.folder if run_from is not None else previous  # its articles.parquet is the published one
+    started = run_from.folder if run_from is not None else previous  # its article_texts.parquet is the published one
     run_after = (run_from or history).generation  # this run's parts are those of later generations
     if started is not None:
         _published_texts(started)  # a run killed before publishing left it to do
@@ -1358,7 +1359,7 @@ def _published_texts(generation: Path) -> Path:
     temporary.mkdir()
     for part, ids in zip(previous_parts[:-1] if open_last else previous_parts, old_ids, strict=False):
         if ids.is_in(changed["article_id"].implode()).any():
-            with write.ParquetParts(temporary, ARTICLE_TEXTS, write.part_index(part)) as one:
+            with write.ParquetParts(temporary, ARTICLE_TEXTS, write.part_index(part), part_rows=len(ids)) as one:  # never spills
                 one.write(_updated(pl.read_parquet(part), changed))
         else:
             _link(part, temporary / part.name)
@@ -1629,9 +1630,12 @@ def _compact_if_grown(folder: Path, key: list[str], generation: int, keep_after:
 
 
 def _link(source: Path, target: Path) -> None:
-    """A hard link (no copy: parts never change once written); a copy where links fail."""
+    """A hard link (no copy: parts never change once written); a copy where links fail (another
+    file system, too many links), never over a file already there."""
     try:
         os.link(source, target)
+    except FileExistsError:
+        raise
     except OSError:
         shutil.copy2(source, target)
 

@@ -136,9 +136,10 @@ def write_outputs(
     parts.mkdir(parents=True)
     with ParquetParts(parts, ARTICLE_TEXTS) as writer:
         writer.write(articles)
+    texts = publish_folder(parts, out / TEXTS_OUTPUT, version)  # first: a light row published is never without its text
     written = [
         _write_parquet(light_articles(articles), out / "articles.parquet"),
-        publish_folder(parts, out / TEXTS_OUTPUT, version),
+        texts,
         _write_parquet(check(stories, STORIES, "write stories"), out / "stories.parquet"),
         _write_parquet(check(pairs, PAIRS, "write pairs"), out / "pairs.parquet"),
     ]
@@ -228,6 +229,9 @@ def read_articles(out: Path) -> pl.DataFrame:
     """ARTICLES of an output folder: articles.parquet joined with article_texts.parquet."""
     light = pl.read_parquet(out / "articles.parquet")
     texts = pl.read_parquet(out / TEXTS_OUTPUT)
+    missing = light.join(texts, on="article_id", how="anti")
+    if missing.height:
+        raise ValueError(f"{out / TEXTS_OUTPUT}: no texts for {missing.height:,} articles of articles.parquet, e.g. {missing['article_id'][0]}")
     return check(light.join(texts, on="article_id", how="left", maintain_order="left").select(list(ARTICLES)), ARTICLES, f"articles of {out}")
 
 
@@ -244,19 +248,21 @@ def versions_of(target: Path) -> Path:
 def publish_folder(folder: Path, target: Path, version: str) -> Path:
     """Make `target` a relative symlink to `folder`, moved (renamed) to `versions_of(target)/VERSION`
     unless already there, with one rename; the version it linked to before stays until the next
-    call (a reader that listed its parts can still open them), the others are removed. A folder
-    at `target` that is not a symlink is replaced."""
+    call (a reader that listed its parts can still open them), the others are removed, and so are
+    links a killed call left. A folder at `target` that is not a symlink is moved among the
+    versions first, then removed."""
     versions = versions_of(target)
     versions.mkdir(exist_ok=True)
     kept = versions / version
     if folder != kept:
         os.replace(folder, kept)
     before = target.resolve().name if target.is_symlink() else None
+    for stale in target.parent.glob(f".{target.name}.link-*"):
+        stale.unlink(missing_ok=True)
     link = target.parent / f".{target.name}.link-{os.getpid()}"
-    link.unlink(missing_ok=True)
     link.symlink_to(kept.relative_to(target.parent))
     if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
+        os.replace(target, versions / f".replaced-{version}")
     os.replace(link, target)
     for old in versions.iterdir():
         if old.name not in (version, before):

@@ -533,11 +533,16 @@ def test_stable_story_ids_follow_the_rule(before: list[int], after: list[int], a
     created = {name: T0 + timedelta(minutes=ages[int(name[-1])]) for name in old} | {name: T0 for name in gone}
     now = {f"story-{s}": [f"a{i}" for i, x in enumerate(after) if x == s] for s in set(after)}
     history = history_with(old, created)
-    ids = state.stable_story_ids(groups_of(now), history, T0 + timedelta(hours=1))
+    run_at = T0 + timedelta(hours=1)
+    ids = state.stable_story_ids(groups_of(now), history, run_at)
     expected_ids, expected_merges = story_ids_by_the_rule(now, old, created)
     assert dict(ids.groups.select("article_id", "story_id").iter_rows()) == expected_ids
     assert ids.merges.select("story_id", "merged_into").rows() == expected_merges
-    assert ids.registry["story_id"].to_list() == [*created, *sorted(set(expected_ids.values()) - set(created))]
+    assert ids.merges["merged_at"].to_list() == [run_at] * len(expected_merges)
+    opened = sorted(set(expected_ids.values()) - set(created))
+    assert ids.registry.rows() == [
+        *((name, at, dict(expected_merges).get(name)) for name, at in created.items()), *((name, run_at, None) for name in opened)
+    ]
 
 
 def story_pairs_of(edges: set[tuple[int, int]]) -> pl.DataFrame:
@@ -970,6 +975,46 @@ def test_a_run_in_chunks_writes_each_chunk_s_part_once_and_publishes_them_all(
     assert sorted(path.name for path in (current / "story_keywords").iterdir()) == ["base-000003.parquet", "part-000005.parquet"]
     for chunked, unchunked in zip(outputs[20], outputs[0], strict=True):
         assert chunked.equals(unchunked)
+
+
+def test_published_texts_are_written_again_only_in_the_parts_a_run_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A third copy of an old story makes its two old copies cleaned again: the batch writes the
+    part holding them and the open last part (which takes its new text), and links the others
+    as they were (the same files: the same inodes). The published articles are those of one run."""
+    monkeypatch.setattr(write, "PUBLISHED_PART_ROWS", 5)
+    body = (
+        "The comet came closer to Earth than any in a century, astronomers said on Monday.\n"
+        "Its tail could be seen from both hemispheres for most of the night, they said.\n"
+        "Observatories on three continents followed it until it faded before dawn on Tuesday."
+    )
+    template = {"1": "Advertisement", "2": "Share this article on social media", "3": "Subscribe to our newsletter today"}
+    rows = [
+        {"id": number, "title": "Comet passes Earth", "text": f"{line}\n{body}", "url": f"https://{site}.example/comet"}
+        for (number, line), site in zip(template.items(), ["sky", "daily", "planet"], strict=True)
+    ]
+    topics = ["harbour", "orchard", "glacier", "library", "railway", "vineyard", "lighthouse", "marathon", "bakery",
+              "telescope", "festival", "quarry", "aqueduct", "monastery", "regatta", "carnival", "observatory", "dam"]
+    fillers = [
+        {"id": f"f{n}", "title": f"The {topic} reopens after {n + 2} years", "url": f"https://local{n}.example/{topic}",
+         "text": f"The {topic} in town {n} reopened on Friday.\nVisitors queued from early morning to see the {topic}."}
+        for n, topic in enumerate(topics)
+    ]
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("".join(json.dumps(row) + "\n" for row in [*rows[:2], *fillers]))  # 20 records: 4 full parts
+    second.write_text(json.dumps(rows[2]) + "\n")
+    folder = tmp_path / "state"
+    run_batch([first], folder)
+    texts = tmp_path / "out" / write.TEXTS_OUTPUT
+    parts_before = {part.name: part.stat().st_ino for part in texts.iterdir()}
+    assert sorted(parts_before) == [write.part_name(n) for n in range(4)]
+    result, _ = run_batch([second], folder, T0 + timedelta(minutes=15))
+    parts_after = {part.name: part.stat().st_ino for part in texts.iterdir()}
+    assert sorted(parts_after) == [write.part_name(n) for n in range(5)]
+    written = {name for name, inode in parts_after.items() if parts_before.get(name) != inode}
+    assert written == {write.part_name(0), write.part_name(4)}  # the old copies' part, the new text's
+    assert_same_as_one_run(result, pipeline.run([first, second], CONFIG))
 
 
 def test_a_new_title_teaches_decoration_to_old_titles_of_unchanged_groups(tmp_path: Path) -> None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pytest
 
-from dedupe import pipeline
+from dedupe import pipeline, write
 from dedupe.config import Config
-from dedupe import write
 from dedupe.schema import ARTICLE_TEXTS, ARTICLES, GROUPS, LIGHT_ARTICLES, PAIRS, STORIES
 from dedupe.stories import build_stories
 from dedupe.write import assemble_articles, read_articles, render_report, summarize, write_outputs
@@ -40,6 +40,12 @@ def test_every_record_once_with_its_status(tmp_path: Path) -> None:
     assert [path.name for path in written] == ["articles.parquet", "article_texts.parquet", "stories.parquet", "pairs.parquet", "report.md"]
     assert dict(pl.read_parquet(tmp_path / "out" / "articles.parquet").schema) == LIGHT_ARTICLES
     assert read_articles(tmp_path / "out").equals(articles)
+    write.light_articles(articles.head(1)).write_parquet(tmp_path / "out" / "articles.parquet")
+    write_outputs(tmp_path / "other", articles.tail(1), stories, pl.DataFrame(schema=PAIRS), summary)
+    (tmp_path / "out" / write.TEXTS_OUTPUT).unlink()
+    (tmp_path / "out" / write.TEXTS_OUTPUT).symlink_to((tmp_path / "other" / write.TEXTS_OUTPUT).resolve())
+    with pytest.raises(ValueError, match=f"no texts for 1 articles of articles.parquet, e.g. {articles['article_id'][0]}"):
+        read_articles(tmp_path / "out")  # texts of other articles
     assert dict(pl.read_parquet(tmp_path / "out" / "stories.parquet").schema) == STORIES
     report = (tmp_path / "out" / "report.md").read_text()
     assert report == render_report(summary)
@@ -66,6 +72,8 @@ def test_texts_are_parts_of_a_folder_swapped_whole_and_the_version_before_stays_
     (target / "stale.parquet").write_bytes(b"")
     versions = []
     for version, rows in enumerate((texts, texts.head(3), texts.tail(2))):
+        killed = target.parent / f".{target.name}.link-{version + 1_000_000}"  # a link a killed call left
+        killed.symlink_to(target.name)
         folder = write.versions_of(target) / f".v{version}.tmp"
         folder.mkdir(parents=True)
         with write.ParquetParts(folder, ARTICLE_TEXTS, part_rows=3) as parts:
@@ -77,6 +85,7 @@ def test_texts_are_parts_of_a_folder_swapped_whole_and_the_version_before_stays_
         versions.append(f"v{version}")
         assert target.is_symlink() and pl.read_parquet(target).equals(rows)
         assert sorted(p.name for p in write.versions_of(target).iterdir()) == versions[-2:]
+        assert not killed.is_symlink()
     empty = tmp_path / "empty"
     empty.mkdir()
     with write.ParquetParts(empty, ARTICLE_TEXTS):
