@@ -531,6 +531,8 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
             wall = time.perf_counter() - started
             time.sleep(0.2)  # one more look: a one-chunk run commits just before publishing
             chunks = watcher.stop()
+            memory.stop()
+            peak = max(peak_memory_gib(), memory.overall / 2**30)  # the run's, not the reading's below
             published = list(write.read_outputs(Path(out)))
             output_digest = _digest(*published)
             articles = published[0]
@@ -539,9 +541,10 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
         result = pipeline.run(parts, config)
         summary, articles = result.summary, result.articles
         wall = time.perf_counter() - started
+        memory.stop()
+        peak = max(peak_memory_gib(), memory.overall / 2**30)
         output_digest = _digest(articles, result.stories, result.pairs)
-    memory.stop()
-    figures: dict[str, object] = {"docs": docs, "wall_s": wall, "peak_gib": max(peak_memory_gib(), memory.overall / 2**30)}
+    figures: dict[str, object] = {"docs": docs, "wall_s": wall, "peak_gib": peak}
     figures["stages"] = summary.timings
     figures["candidates_per_doc"] = summary.candidates.get("duplicate", 0) / docs
     figures["output_digest"] = output_digest

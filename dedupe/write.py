@@ -226,9 +226,13 @@ def text_figures(texts: pl.DataFrame) -> pl.DataFrame:
 
 
 def read_articles(out: Path) -> pl.DataFrame:
-    """ARTICLES of an output folder: articles.parquet joined with article_texts.parquet."""
+    """ARTICLES of an output folder: articles.parquet with article_texts.parquet beside it, row
+    for row where both hold the articles in the same order (as a run publishes them: no copy of
+    the texts, where a join copied them all), else joined on article_id."""
     light = pl.read_parquet(out / "articles.parquet")
     texts = pl.read_parquet(out / TEXTS_OUTPUT)
+    if light["article_id"].equals(texts["article_id"]):
+        return check(pl.concat([light, texts.drop("article_id")], how="horizontal").select(list(ARTICLES)), ARTICLES, f"articles of {out}")
     missing = light.join(texts, on="article_id", how="anti")
     if missing.height:
         raise ValueError(f"{out / TEXTS_OUTPUT}: no texts for {missing.height:,} articles of articles.parquet, e.g. {missing['article_id'][0]}")
