@@ -1308,10 +1308,12 @@ def publish(state: Path, out: Path) -> list[Path]:
 
 def _publish_texts(parts: list[Path], target: Path, generation: str) -> Path:
     """`target` (out/article_texts.parquet) made the generation's texts: a new version of hard
-    links to its `parts` (`write.publish_folder`), unless it already links to the same files."""
+    links to its `parts` (`write.publish_folder`), unless it already links to the same files (then
+    versions older than the one before, left by a publish killed after its swap, go)."""
     if target.is_symlink() and target.is_dir():
         linked = _parts(target)
         if [part.name for part in linked] == [part.name for part in parts] and all(map(os.path.samefile, linked, parts)):
+            write.remove_versions(target)
             return target
     version = f"{generation}-{time.time_ns()}"
     folder = write.versions_of(target) / f".{version}.tmp"

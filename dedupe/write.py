@@ -268,10 +268,22 @@ def publish_folder(folder: Path, target: Path, version: str) -> Path:
     if target.is_dir() and not target.is_symlink():
         os.replace(target, versions / f".replaced-{version}")
     os.replace(link, target)
-    for old in versions.iterdir():
-        if old.name not in (version, before):
-            shutil.rmtree(old, ignore_errors=True)
+    remove_versions(target, keep={version, before})
     return target
+
+
+def remove_versions(target: Path, keep: set[str | None] | None = None) -> None:
+    """Remove the versions of a published folder `target` but those in `keep`; by default but the
+    one it links to and the newest other (the version before, which a reader may still hold): a
+    call killed after its swap left older ones."""
+    versions = versions_of(target)
+    if keep is None:
+        current = target.resolve().name
+        others = sorted((old for old in versions.iterdir() if old.name != current), key=lambda old: old.stat().st_mtime_ns)
+        keep = {current, *(old.name for old in others[-1:])}
+    for old in versions.iterdir():
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 class ParquetParts:
