@@ -78,9 +78,7 @@ def ordered_corpus(folder: Path, docs: int, duplicates: float, event_span: int |
 def labeled_arrival(data: Path = speed.DATA) -> str:
     """How the labeled news-aggregator stories arrive: sorted by published_at, the stories whose
     headlines are consecutive records, and the seconds between a story's first and last."""
-    headlines = pl.read_csv(data / "news-aggregator/headlines.csv", infer_schema=False)
-    labeled = headlines.join(pl.read_csv(data / "news-aggregator/labels.csv", infer_schema=False), on="id")
-    timed = labeled.with_columns(at=pl.col("published_at").str.to_datetime(time_zone="UTC")).sort("at", "id").with_row_index("row")
+    timed = speed.labeled_headlines(data).with_columns(at=pl.col("published_at").str.to_datetime(time_zone="UTC")).sort("at", "id").with_row_index("row")
     spans = timed.group_by("cluster").agg(
         consecutive=pl.col("row").max() - pl.col("row").min() + 1 == pl.len(),
         seconds=(pl.col("at").max() - pl.col("at").min()).dt.total_milliseconds() / 1000,

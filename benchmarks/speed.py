@@ -82,6 +82,12 @@ TEMPLATES = [
 ]
 
 
+def labeled_headlines(data: Path = DATA) -> pl.DataFrame:
+    """The news-aggregator headlines with their story labels (`cluster`), as strings."""
+    headlines = pl.read_csv(data / "news-aggregator/headlines.csv", infer_schema=False)
+    return headlines.join(pl.read_csv(data / "news-aggregator/labels.csv", infer_schema=False), on="id")
+
+
 def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
@@ -1018,9 +1024,7 @@ def story_buckets(corpus: Path, caps: list[int]) -> None:
               f"{pairs / len(sets):>8.2f} pairs per group")
     event = dict(pl.read_parquet(corpus / "stories.parquet.truth").iter_rows())
     sample = groups.head(3_000)
-    aggregator = pl.read_csv(DATA / "news-aggregator/headlines.csv", infer_schema=False).join(
-        pl.read_csv(DATA / "news-aggregator/labels.csv", infer_schema=False), on="id"
-    )
+    aggregator = labeled_headlines()
     for name, titles, events in [
         ("news-aggregator headlines (stories)", aggregator["title"].fill_null(""), aggregator["cluster"]),
         (f"{sample.height:,} originals of this corpus (events)", sample["title"], sample["id"].replace_strict(event)),

@@ -994,7 +994,8 @@ def stable_story_ids(groups: pl.DataFrame, history: History, run_at: datetime) -
 
     Joins and group-bys over every article; only the new stories' names are found in Python.
     Python dictionaries over every article made this step 0.29 s of a 1.36 s batch against
-    50,000 records (benchmarks/README.md, *Stable story ids in polars*)."""
+    50,000 records (benchmarks/README.md, *Published texts in parts, an arrival order, stable
+    story ids in polars*)."""
     check(groups, GROUPS, "stable ids input")
     before = history.articles.select("article_id", old="story_id").drop_nulls()
     created = history.registry.select(old="story_id", created_at="created_at")
@@ -1008,7 +1009,7 @@ def stable_story_ids(groups: pl.DataFrame, history: History, run_at: datetime) -
     )
     if heirs["created_at"].null_count():
         raise StateError(f"story ids: {heirs.filter(pl.col('created_at').is_null())['old'][0]} has no creation time in the story registry")
-    claimed = heirs.group_by("fresh").agg(name=pl.col("into").first())
+    claimed = heirs.select("fresh", name="into").unique("fresh")
     unclaimed = groups.select(fresh="story_id").unique().join(claimed, on="fresh", how="anti")["fresh"].sort()
     opened = _new_story_names(unclaimed, history.registry["story_id"])
     merges = heirs.filter(pl.col("old") != pl.col("into"))
