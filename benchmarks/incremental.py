@@ -3,7 +3,7 @@ next to one run over everything in the same process.
 
     python benchmarks/incremental.py [--history 1000,5000,20000,50000] [--batch 100] [--duplicates 0.3]
         [--order shuffled|arrival] [--event-span 5000] [--set FIELD=VALUE ...]
-    python benchmarks/incremental.py --profile 50000 [--top 40]
+    python benchmarks/incremental.py --profile 50000 [--top 40] [--sort cumulative|tottime]
 
 The records come from `speed.build_corpus` (real aeb words and news-aggregator titles, 30% of
 the documents copies of another, see benchmarks/speed.py), in a fixed order (`ordered_corpus`):
@@ -50,7 +50,7 @@ CONFIG = Config()
 """The settings every run here uses (`--set`, as `python -m dedupe run --set`)."""
 TOTALS = (
     "load state", "commit state", "publish outputs", "incremental", "full run", "old copies", "rss before MiB", "peak rss MiB",
-    "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "single s",
+    "child start MiB", "child peak MiB", "computed", "carried", "single computed", "replayed s", "compared s", "single s",
     "published", "counts",
 )
 """Rows of a measurement that are not stages of `pipeline.update`."""
@@ -127,7 +127,7 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
     peak = peak_rss_mib()
     counts = {name: float(loaded.counts[name]) for name in state.READ_COUNTS}
     layout = published_changes(previous, out, parts_before, update.ahead.rows["article_texts"])
-    (replayed, replay_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
+    (replayed, replay_seconds), (_, compared_seconds), (single, single_seconds) = attachment_work(result.articles, update, loaded)
     del loaded, tries, update
     started = time.perf_counter()
     pipeline.run([old, new], CONFIG)
@@ -140,17 +140,23 @@ def measure(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path
         "old copies": copies,
         "rss before MiB": rss_before, "peak rss MiB": peak, "child start MiB": child_start, "child peak MiB": child_peak,
         "computed": replayed.computed, "carried": replayed.carried, "single computed": single.computed,
-        "replayed s": replay_seconds, "single s": single_seconds, "published": layout, "counts": counts,
+        "replayed s": replay_seconds, "compared s": compared_seconds, "single s": single_seconds, "published": layout,
+        "counts": counts,
     }
 
 
 def attachment_work(articles: pl.DataFrame, update: state.Update, history: state.History) -> list[tuple[cluster.Attached, float]]:
     """The batch's story attachment again, outside the timed update: replaying the history's
-    rounds, and alone (best of two each); what each computed, and its seconds."""
+    rounds as the update does (told which articles' keywords it made again), replaying them with
+    every article's keywords compared to the stored ones, and alone (best of two each); what each
+    computed, and its seconds."""
     groups = articles.filter(pl.col("duplicate_group").is_not_null()).select("article_id", "duplicate_group", "duplicate_of")
     args = (groups, update.story_roots, update.story_keywords, CONFIG)
+    stored = history.story_keywords.rename({"keywords": "stored"})
+    lists = update.story_keywords.join(stored, on="article_id", how="left")
+    remade = lists.filter(pl.col("keywords").ne_missing(pl.col("stored")))["article_id"]  # as the update made them
     timed = []
-    for previous in (state.previous_attachment(history), None):
+    for previous in (state.previous_attachment(history, remade), state.previous_attachment(history), None):
         seconds = []
         for _ in range(2):
             started = time.perf_counter()
@@ -342,8 +348,8 @@ def published_changes(previous: Path, out: Path, parts_before: dict[str, int], t
     }
 
 
-def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path, top: int) -> None:
-    """The top `top` cumulative entries of a cProfile of the batch's update against a history of
+def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path, top: int, order: str = "cumulative") -> None:
+    """The top `top` entries by `order` (cumulative or tottime) of a cProfile of the batch's update against a history of
     `history` records (built and committed as `measure` does), then the update's stage seconds and
     a digest of its outputs (run it with PYTHONPATH at another checkout to compare the two)."""
     old, new, folder = work / "history.parquet", work / "batch.parquet", work / "state"
@@ -355,7 +361,7 @@ def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, wor
     loaded = state.load(folder, CONFIG)
     profiler = cProfile.Profile()
     result, _ = profiler.runcall(pipeline.update, [new], loaded, CONFIG, datetime.now(UTC))
-    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats(order).print_stats(top)
     print(", ".join(f"{name} {seconds:.3f} s" for name, seconds in result.summary.timings.items()))
     articles = result.articles.drop("source_file")  # a path in a temporary folder: another each run
     digest = speed._digest(articles, result.stories, result.pairs)
@@ -379,7 +385,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a config setting for every run, as `python -m dedupe run --set`")
     parser.add_argument("--profile", type=int, help="only profile one update against a history of this many records")
-    parser.add_argument("--top", type=int, default=40, help="cumulative entries the profile prints")
+    parser.add_argument("--top", type=int, default=40, help="entries the profile prints")
+    parser.add_argument("--sort", choices=("cumulative", "tottime"), default="cumulative", help="the order of the profile's entries")
     given = parser.parse_args()
     global CONFIG
     SETTINGS[:] = given.set
@@ -388,7 +395,7 @@ def main() -> None:
     if given.profile:
         with tempfile.TemporaryDirectory() as work:
             records = ordered_corpus(Path(work) / "corpus", given.profile + given.batch, given.duplicates, span)
-            profile_update(given.profile, records.tail(given.batch), records, Path(work), given.top)
+            profile_update(given.profile, records.tail(given.batch), records, Path(work), given.top, given.sort)
         return
     histories = [int(h) for h in given.history.split(",")]
     with tempfile.TemporaryDirectory() as work:
@@ -421,10 +428,13 @@ def main() -> None:
     print(f"{'history':>8}" + "".join(f"{name:>27}" for name in state.READ_COUNTS))
     for history, row in rows.items():
         print(f"{history:>8}" + "".join(f"{row['counts'][name]:>27,.0f}" for name in state.READ_COUNTS))
-    print("\nstory attachment of the batch's stories (cluster.attached_story_ids), replaying the history's rounds vs alone:")
-    print(f"{'history':>8} {'replayed s':>11} {'alone s':>8} {'alone / replayed':>17} {'story-rounds computed':>22} {'alone':>7} {'carried over':>13}")
+    print("\nstory attachment of the batch's stories (cluster.attached_story_ids): replaying the history's rounds as the update"
+          " does, replaying them with every article's keywords compared, and alone:")
+    print(f"{'history':>8} {'replayed s':>11} {'every list compared s':>22} {'alone s':>8} {'alone / replayed':>17}"
+          f" {'story-rounds computed':>22} {'alone':>7} {'carried over':>13}")
     for history, row in rows.items():
-        print(f"{history:>8} {row['replayed s']:>11.3f} {row['single s']:>8.3f} {row['single s'] / row['replayed s']:>17.1f} "
+        print(f"{history:>8} {row['replayed s']:>11.3f} {row['compared s']:>22.3f} {row['single s']:>8.3f}"
+              f" {row['single s'] / row['replayed s']:>17.1f} "
               f"{row['computed']:>22.0f} {row['single computed']:>7.0f} {row['carried']:>13.0f}")
     print("\npublished articles: rows of articles.parquet the batch changed, texts it wrote, parts of article_texts.parquet"
           f" ({write.PUBLISHED_PART_ROWS:,} rows each) written again or new, of all, with their rows")

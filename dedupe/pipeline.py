@@ -368,9 +368,9 @@ def _cluster_stories(
     """`cluster.story_ids` with what the last run found for records and story components that
     did not change, replaying the last run's attachment rounds (`cluster.attach_stories`), and
     the tables to store."""
-    keywords = state.story_keywords(cleaned, history)
+    keywords, remade = state.story_keywords(cleaned, history)
     roots = state.story_components(groups, story_pairs, history, config)
-    out, attached = cluster.attached_story_ids(groups, roots, keywords, config, state.previous_attachment(history))
+    out, attached = cluster.attached_story_ids(groups, roots, keywords, config, state.previous_attachment(history, remade))
     return out, {"story_keywords": keywords, "story_roots": roots, "story_rounds": attached.rounds}
 
 

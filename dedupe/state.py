@@ -721,17 +721,18 @@ def verify_story_candidates(
     return check(pl.concat([still, confirmed]).sort(PAIR), PAIRS, "story pairs")
 
 
-def story_keywords(cleaned: pl.DataFrame, history: History) -> pl.DataFrame:
+def story_keywords(cleaned: pl.DataFrame, history: History) -> tuple[pl.DataFrame, pl.Series]:
     """STORY_KEYWORDS of every record, to use and to keep: `cluster.story_keywords` made again
     only for the records whose headline is not the last run's (a record's URL never changes);
-    the others' are the stored lists, read as a column without a Python object per record."""
+    the others' are the stored lists, read as a column without a Python object per record. And
+    the article ids of those made again, for `previous_attachment`."""
     check(cleaned, CLEANED, "story keywords input")
     same = cleaned.select("article_id", "headline").join(
         history.articles.select("article_id", "headline"), on=["article_id", "headline"], how="semi", nulls_equal=True
     )
     kept = history.story_keywords.join(same, on="article_id", how="semi")
     made = cluster.story_keywords(cleaned.join(kept, on="article_id", how="anti"))
-    return check(pl.concat([kept, made]).sort("article_id"), STORY_KEYWORDS, "story keywords")
+    return check(pl.concat([kept, made]).sort("article_id"), STORY_KEYWORDS, "story keywords"), made["article_id"]
 
 
 def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: History, config: Config) -> pl.DataFrame:
@@ -758,11 +759,12 @@ def story_components(groups: pl.DataFrame, story_pairs: pl.DataFrame, history: H
     return check(roots, STORY_ROOTS, "story roots")
 
 
-def previous_attachment(history: History) -> cluster.Previous:
-    """What the last run's story attachment saw and decided, for `cluster.attach_stories` to replay."""
+def previous_attachment(history: History, remade: pl.Series | None = None) -> cluster.Previous:
+    """What the last run's story attachment saw and decided, for `cluster.attach_stories` to
+    replay; `remade`: the articles whose keywords this run made again (`story_keywords`)."""
     members = history.articles.filter(pl.col("duplicate_group").is_not_null()).select("article_id", "duplicate_group")
     placed = members.join(history.story_roots, on="duplicate_group").select("article_id", story="root")
-    return cluster.Previous(placed, history.story_keywords, history.story_rounds)
+    return cluster.Previous(placed, history.story_keywords, history.story_rounds, remade)
 
 
 def headline_decorations(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -598,21 +599,25 @@ def test_replayed_attachment_is_the_one_of_a_single_run(
     articles in old and new stories, articles whose keywords changed, articles counted by the IDF
     but in no story (rejected records). The same ends and the same decision in every round, with
     the attachment's claim off and on (`story_attach_claim`: then the claims move with the
-    document frequencies too)."""
+    document frequencies too), and with the replay told which articles' keywords were made again
+    (`Previous.remade`: it compares only those)."""
     config = Config(story_attach_claim=claim)
     members, texts = random_stories(seed, 60)
     runs = []
     for step in range(3):
+        made: list[str] = []
         if step:
             more_members, more_texts = random_stories(seed + step, added, first=1000 * step)
             for story, articles in more_members.items():
                 members.setdefault(story, []).extend(articles if not unattached or step != 2 else articles[:-1])
             texts |= more_texts
+            made = [*more_texts, *sorted(texts)[:rewritten]]
             for article in sorted(texts)[:rewritten]:
                 texts[article] = [*texts[article], f"w{(step + seed) % 14}"]
-        runs.append((member_frame({story: list(articles) for story, articles in members.items()}), keyword_frame(dict(texts))))
+        frame = member_frame({story: list(articles) for story, articles in members.items()})
+        runs.append((frame, keyword_frame(dict(texts)), pl.Series(made, dtype=pl.String)))
     previous = None
-    for frame, keywords in runs:
+    for frame, keywords, made in runs:
         single = attach_stories(frame, keywords, config)
         replayed = attach_stories(frame, keywords, config, previous)
         assert replayed.ends.sort("story").equals(single.ends.sort("story"))
@@ -620,6 +625,8 @@ def test_replayed_attachment_is_the_one_of_a_single_run(
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(cluster, "BLOCK_PAIRS", 3)  # a story or a few per block of pairs decided
             assert attach_stories(frame, keywords, config, previous).rounds.equals(replayed.rounds)
+        if previous is not None:
+            assert attach_stories(frame, keywords, config, replace(previous, remade=made)).rounds.equals(replayed.rounds)
         previous = Previous(frame, keywords, replayed.rounds)
 
 
