@@ -24,6 +24,7 @@ of H records and prints the top cumulative entries of a cProfile of the batch's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -168,6 +170,7 @@ def attachment_work(articles: pl.DataFrame, update: state.Update, history: state
 
 CHILD = """
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 sys.path.insert(0, {benchmarks!r})
@@ -349,9 +352,10 @@ def published_changes(previous: Path, out: Path, parts_before: dict[str, int], t
 
 
 def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, work: Path, top: int, order: str = "cumulative") -> None:
-    """The top `top` entries by `order` (cumulative or tottime) of a cProfile of the batch's update against a history of
-    `history` records (built and committed as `measure` does), then the update's stage seconds and
-    a digest of its outputs (run it with PYTHONPATH at another checkout to compare the two)."""
+    """The top `top` entries by `order` (cumulative or tottime) of a cProfile of the batch's
+    update against a history of `history` records (built and committed as `measure` does), the
+    chain split's levels in it, then the update's stage seconds and a digest of its outputs (run
+    it with PYTHONPATH at another checkout to compare the two)."""
     old, new, folder = work / "history.parquet", work / "batch.parquet", work / "state"
     history_before(records, history, batch.height).write_parquet(old)
     batch.write_parquet(new)
@@ -359,13 +363,35 @@ def profile_update(history: int, batch: pl.DataFrame, records: pl.DataFrame, wor
     assert update is not None
     state.commit(folder, state.History(), update, CONFIG)
     loaded = state.load(folder, CONFIG)
-    profiler = cProfile.Profile()
-    result, _ = profiler.runcall(pipeline.update, [new], loaded, CONFIG, datetime.now(UTC))
+    profiler, levels = cProfile.Profile(), []
+    with knit_levels(levels):
+        result, _ = profiler.runcall(pipeline.update, [new], loaded, CONFIG, datetime.now(UTC))
     pstats.Stats(profiler, stream=sys.stdout).sort_stats(order).print_stats(top)
+    print("the chain split's levels in the update (`cluster.split_chains`: pairs inside the open stories, support, seconds):")
+    print("; ".join(f"{pairs:,} at {support:.2f} {seconds:.3f} s" for pairs, support, seconds in levels))
     print(", ".join(f"{name} {seconds:.3f} s" for name, seconds in result.summary.timings.items()))
     articles = result.articles.drop("source_file")  # a path in a temporary folder: another each run
     digest = speed._digest(articles, result.stories, result.pairs)
     print(f"outputs of the update (articles less source_file, stories, pairs): {digest}")
+
+
+@contextlib.contextmanager
+def knit_levels(levels: list[tuple[int, float, float]]) -> Iterator[None]:
+    """Record each level `cluster.split_chains` knits (the pairs inside its open stories, its
+    support, seconds) in `levels` while inside."""
+    knit = cluster._Levels.knit
+
+    def timed(self: cluster._Levels, inside: np.ndarray, min_group: int, min_support: float) -> np.ndarray:
+        started = time.perf_counter()
+        pieces = knit(self, inside, min_group, min_support)
+        levels.append((int(inside.sum()), min_support, time.perf_counter() - started))
+        return pieces
+
+    cluster._Levels.knit = timed
+    try:
+        yield
+    finally:
+        cluster._Levels.knit = knit
 
 
 def slope_ms_per_1000(histories: list[int], seconds: list[float]) -> float:
