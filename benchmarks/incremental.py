@@ -170,7 +170,6 @@ def attachment_work(articles: pl.DataFrame, update: state.Update, history: state
 
 CHILD = """
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 sys.path.insert(0, {benchmarks!r})

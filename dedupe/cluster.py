@@ -861,10 +861,9 @@ class _Replay:
 def _rewritten(keywords: pl.DataFrame, previous: Previous) -> pl.DataFrame:
     """article_id, keywords, keywords_old of the articles whose keywords (STORY_KEYWORDS) are not
     the `previous` run's, new and gone ones included. Where the caller names the articles whose
-    keywords were made again (`Previous.remade`), only those are compared (comparing every list
-    was 0.19-0.21 s of the replay's set-up in a batch against 200,000 records, for the batch's
-    100; benchmarks/README.md, session 24), and gone articles are looked for only if the counts
-    say some are."""
+    keywords were made again (`Previous.remade`), only those are compared, and gone articles are
+    looked for only if the counts say some are: comparing every list, the replay of a batch of 100
+    against 200,000 records took 1.44 s, against 1.20 s (`benchmarks/incremental.py`, session 24)."""
     if previous.remade is None:
         with_words = keywords.join(previous.keywords, on="article_id", how="full", coalesce=True, suffix="_old")
     else:
@@ -873,7 +872,9 @@ def _rewritten(keywords: pl.DataFrame, previous: Previous) -> pl.DataFrame:
         if old.height + made["keywords_old"].null_count() == keywords.height:  # each other article kept its stored list
             with_words = made
         else:
-            gone = old.join(keywords, on="article_id", how="anti").select("article_id", pl.lit(None, keywords.schema["keywords"]).alias("keywords"), "keywords_old")
+            gone = old.join(keywords, on="article_id", how="anti").select(
+                "article_id", pl.lit(None, keywords.schema["keywords"]).alias("keywords"), "keywords_old"
+            )
             with_words = pl.concat([made, gone])
     return with_words.filter(pl.col("keywords").ne_missing(pl.col("keywords_old")))
 

@@ -29,7 +29,7 @@ from dedupe.cluster import (
 from dedupe.config import Config
 from dedupe import cluster, compiled, minhash, stories
 from dedupe.minhash import duplicate_candidates
-from dedupe.schema import GROUPS, PAIRS, STORY_KEYWORDS
+from dedupe.schema import GROUPS, PAIRS, STORY_KEYWORDS, STORY_ROUNDS
 from dedupe.verify import verify_duplicates
 from tests.conftest import SEEDS, cleaned_frame
 
@@ -628,6 +628,21 @@ def test_replayed_attachment_is_the_one_of_a_single_run(
         if previous is not None:
             assert attach_stories(frame, keywords, config, replace(previous, remade=made)).rounds.equals(replayed.rounds)
         previous = Previous(frame, keywords, replayed.rounds)
+
+
+def test_keywords_compared_where_made_again_are_the_changes_of_a_full_comparison() -> None:
+    """Told which articles' keywords were made again (`Previous.remade`), the replay compares
+    those alone, and finds the same changes as comparing every list: a changed list, a new
+    article, and an article gone since the last run (looked for when the counts say so)."""
+    before = keyword_frame({"a": ["x"], "b": ["y"], "c": ["z"], "e": ["v"]})
+    now = keyword_frame({"a": ["x"], "c": ["z", "w"], "d": ["q"], "e": ["v"]})
+    rounds = pl.DataFrame(schema=STORY_ROUNDS)
+    whole = cluster._rewritten(now, Previous(member_frame({}), before, rounds)).sort("article_id")
+    told = cluster._rewritten(now, Previous(member_frame({}), before, rounds, pl.Series(["c", "d", "e"]))).sort("article_id")
+    assert told.equals(whole) and whole["article_id"].to_list() == ["b", "c", "d"]
+    without_gone = keyword_frame({"a": ["x"], "b": ["y"], "c": ["z", "w"], "d": ["q"], "e": ["v"]})
+    told = cluster._rewritten(without_gone, Previous(member_frame({}), before, rounds, pl.Series(["c", "d"])))
+    assert told.sort("article_id")["article_id"].to_list() == ["c", "d"]
 
 
 def test_an_unchanged_history_replays_without_computing_fits() -> None:
