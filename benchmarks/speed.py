@@ -111,6 +111,12 @@ class TreeMemory:
         self._stop.set()
         self._thread.join()
 
+    def stop_at_peak_gib(self) -> float:
+        """Stop sampling; the run's peak in GiB: the largest sum seen, or this process's own
+        peak (ru_maxrss) where it was higher between two samples."""
+        self.stop()
+        return max(peak_memory_gib(), self.overall / 2**30)
+
     def _sample(self) -> None:
         while not self._stop.wait(self._every):
             now = sum(_rss_bytes(pid) for pid in _process_tree(os.getpid())) + _frames_in_flight()
@@ -537,8 +543,7 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
             wall = time.perf_counter() - started
             time.sleep(0.2)  # one more look: a one-chunk run commits just before publishing
             chunks = watcher.stop()
-            memory.stop()
-            peak = max(peak_memory_gib(), memory.overall / 2**30)  # the run's, not the reading's below
+            peak = memory.stop_at_peak_gib()  # the run's, not the reading's below
             published = list(write.read_outputs(Path(out)))
             output_digest = _digest(*published)
             articles = published[0]
@@ -547,8 +552,7 @@ def run_pipeline(corpus: Path, flow: bool, workers: int = 0, chunk: int | None =
         result = pipeline.run(parts, config)
         summary, articles = result.summary, result.articles
         wall = time.perf_counter() - started
-        memory.stop()
-        peak = max(peak_memory_gib(), memory.overall / 2**30)
+        peak = memory.stop_at_peak_gib()
         output_digest = _digest(articles, result.stories, result.pairs)
     figures: dict[str, object] = {"docs": docs, "wall_s": wall, "peak_gib": peak}
     figures["stages"] = summary.timings
