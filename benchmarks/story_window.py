@@ -1,0 +1,105 @@
+"""Would a time window on story pairs keep a batch's story work near the batch? (issue #7)
+
+    python benchmarks/story_window.py [--records 50100,200100] [--batch 100] [--windows 60000,30000,10000,5000]
+        [--event-span 5000]
+
+The chain split is exact for a story component only if it sees all of it, and on the arrival
+order of `incremental.py` a batch of 100 lands in a single-link component that holds most of the
+history's story pairs (benchmarks/README.md, session 24). One product answer would be a window:
+two duplicate groups may pair as one story only if their coverage lies within W of each other in
+time (a chain of coverage could still carry a story on). This script asks whether that would
+bound the component a batch touches, before anything is built: it runs the plain pipeline once
+over the last R records of one arrival order of as many records as the largest R
+(`incremental.ordered_corpus`, each event's coverage within `--event-span` records; the slices
+`incremental.py` times a batch against), takes a record's position as its time and a group's span as its
+members' first and last positions, drops the story pairs whose groups lie more than W records
+apart, and prints, per window, the story pairs kept, the groups and pairs of the single-link
+components the last `--batch` records' groups fall in (what `state.story_components` would split
+again), and the largest component.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import incremental  # benchmarks/ is a folder of scripts, not a package
+
+from dedupe import cluster, pipeline
+from dedupe.config import Config
+
+
+def group_spans(articles: pl.DataFrame, order: pl.Series) -> pl.DataFrame:
+    """duplicate_group, first, last: its members' first and last positions in `order` (article ids)."""
+    position = order.to_frame("article_id").with_row_index("at").with_columns(pl.col("at").cast(pl.Int64))
+    members = articles.filter(pl.col("duplicate_group").is_not_null()).join(position, on="article_id")
+    return members.group_by("duplicate_group").agg(first=pl.col("at").min(), last=pl.col("at").max()).sort("duplicate_group")
+
+
+def story_pair_gaps(pairs: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFrame:
+    """The story pairs as node numbers (rows of `spans`) a, b and the gap between their spans (0: overlapping)."""
+    numbered = spans.with_row_index("node")
+    story = pairs.filter(pl.col("relation") == "same_story")
+    for side in ("a", "b"):
+        story = story.join(
+            numbered.select(pl.col("duplicate_group").alias(f"article_id_{side}"), pl.col("node").alias(side),
+                            pl.col("first").alias(f"first_{side}"), pl.col("last").alias(f"last_{side}")),
+            on=f"article_id_{side}",
+        )
+    gap = pl.max_horizontal(pl.lit(0), pl.col("first_b") - pl.col("last_a"), pl.col("first_a") - pl.col("last_b"))
+    return story.select("a", "b", gap=gap)
+
+
+def touched(nodes: int, pairs: pl.DataFrame, seeds: np.ndarray) -> tuple[int, int, int]:
+    """Groups and pairs of the components holding `seeds`, and the largest component's groups."""
+    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    component = cluster.smallest_of_components(nodes, a, b)
+    inside = np.isin(component, component[seeds])
+    return int(inside.sum()), int(inside[a].sum()), int(np.bincount(component).max())
+
+
+def measure(corpus: pl.DataFrame, records: int, batch: int, windows: list[int], work: Path) -> None:
+    ordered = corpus.tail(records)  # a history and its batch, as `incremental.py` slices them
+    path = work / f"records-{records}.parquet"
+    ordered.write_parquet(path)
+    started = time.perf_counter()
+    result = pipeline.run([path], Config())
+    print(f"{records:,} records in arrival order: one run {time.perf_counter() - started:.1f} s")
+    spans = group_spans(result.articles, ordered["id"])
+    gaps = story_pair_gaps(result.pairs, spans)
+    batch_ids = ordered["id"].tail(batch).implode()
+    batch_groups = result.articles.filter(pl.col("article_id").is_in(batch_ids))["duplicate_group"].drop_nulls().unique()
+    seeds = spans.with_row_index("node").filter(pl.col("duplicate_group").is_in(batch_groups.implode()))["node"].to_numpy()
+    print("| window (records) | story pairs kept | groups split again | their pairs | largest component (groups) |")
+    print("|---|---:|---:|---:|---:|")
+    for window in [None, *windows]:
+        kept = gaps if window is None else gaps.filter(pl.col("gap") <= window)
+        groups, inside, largest = touched(spans.height, kept, seeds)
+        label = "none" if window is None else f"{window:,}"
+        print(f"| {label} | {kept.height:,} | {groups:,} of {spans.height:,} | {inside:,} | {largest:,} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", default="50100,200100", help="records in arrival order, the batch the last of them")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--windows", default="60000,30000,10000,5000", help="windows W, in records")
+    parser.add_argument("--event-span", type=int, default=5000, help="records an event's coverage arrives over")
+    given = parser.parse_args()
+    windows = [int(window) for window in given.windows.split(",")]
+    sizes = [int(size) for size in given.records.split(",")]
+    with tempfile.TemporaryDirectory(prefix="dedupe-window-") as work:
+        corpus = incremental.ordered_corpus(Path(work) / "corpus", max(sizes), 0.3, given.event_span)
+        for records in sizes:
+            measure(corpus, records, given.batch, windows, Path(work))
+
+
+if __name__ == "__main__":
+    main()
