@@ -16,6 +16,11 @@ members' first and last positions, drops the story pairs whose groups lie more t
 apart, and prints, per window, the story pairs kept, the groups and pairs of the single-link
 components the last `--batch` records' groups fall in (what `state.story_components` would split
 again), and the largest component.
+
+Whether a story graph chains depends on how often two groups of different events pair by chance.
+So it also prints, for those runs and for one run over news-aggregator's labeled headlines, the
+story pairs between groups of different events (a group's event: its canonical article's) per
+pair of such groups, and what that rate gives each group at the synthetic history's size.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import incremental  # benchmarks/ is a folder of scripts, not a package
+
+import speed
 
 from dedupe import cluster, pipeline
 from dedupe.config import Config
@@ -57,6 +64,20 @@ def story_pair_gaps(pairs: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFrame:
     return story.select("a", "b", gap=gap)
 
 
+def cross_event_rate(articles: pl.DataFrame, pairs: pl.DataFrame, events: pl.DataFrame) -> tuple[int, int, int, float]:
+    """Duplicate groups, story pairs, story pairs between groups of different events (`events`:
+    id, event), and those per pair of groups of different events."""
+    event_of = events.select(pl.col("id").alias("duplicate_group"), "event")
+    groups = articles.select("duplicate_group").drop_nulls().unique().join(event_of, on="duplicate_group")
+    story = pairs.filter(pl.col("relation") == "same_story")
+    for side in ("a", "b"):
+        story = story.join(event_of.rename({"duplicate_group": f"article_id_{side}", "event": f"event_{side}"}), on=f"article_id_{side}")
+    cross = story.filter(pl.col("event_a") != pl.col("event_b")).height
+    per_event = groups.group_by("event").len()["len"].cast(pl.Float64)
+    apart = (groups.height**2 - float((per_event**2).sum())) / 2
+    return groups.height, story.height, cross, cross / apart if apart else 0.0
+
+
 def touched(nodes: int, pairs: pl.DataFrame, seeds: np.ndarray) -> tuple[int, int, int]:
     """Groups and pairs of the components holding `seeds`, and the largest component's groups."""
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
@@ -65,7 +86,9 @@ def touched(nodes: int, pairs: pl.DataFrame, seeds: np.ndarray) -> tuple[int, in
     return int(inside.sum()), int(inside[a].sum()), int(np.bincount(component).max())
 
 
-def measure(corpus: pl.DataFrame, records: int, batch: int, windows: list[int], work: Path) -> None:
+def measure(corpus: pl.DataFrame, events: pl.DataFrame, records: int, batch: int, windows: list[int], work: Path) -> int:
+    """Prints the window table and the cross-event rate of the last `records` of `corpus`;
+    returns the number of its duplicate groups."""
     ordered = corpus.tail(records)  # a history and its batch, as `incremental.py` slices them
     path = work / f"records-{records}.parquet"
     ordered.write_parquet(path)
@@ -84,6 +107,20 @@ def measure(corpus: pl.DataFrame, records: int, batch: int, windows: list[int], 
         groups, inside, largest = touched(spans.height, kept, seeds)
         label = "none" if window is None else f"{window:,}"
         print(f"| {label} | {kept.height:,} | {groups:,} of {spans.height:,} | {inside:,} | {largest:,} |")
+    groups, story, cross, rate = cross_event_rate(result.articles, result.pairs, events)
+    print(f"\n{groups:,} groups, {story:,} story pairs, {cross:,} between groups of different events:"
+          f" {rate:.2e} per such pair of groups, {rate * groups:.2f} a group\n")
+    return groups
+
+
+def labeled_rate() -> float:
+    """`cross_event_rate` of one run over news-aggregator's headlines (their aggregator stories as events)."""
+    labeled = speed.labeled_headlines()
+    result = pipeline.run([speed.DATA / "news-aggregator/headlines.csv"], Config())
+    groups, story, cross, rate = cross_event_rate(result.articles, result.pairs, labeled.select("id", event="cluster"))
+    print(f"news-aggregator: {groups:,} groups, {story:,} story pairs, {cross:,} between groups of different stories:"
+          f" {rate:.2e} per such pair of groups")
+    return rate
 
 
 def main() -> None:
@@ -97,8 +134,12 @@ def main() -> None:
     sizes = [int(size) for size in given.records.split(",")]
     with tempfile.TemporaryDirectory(prefix="dedupe-window-") as work:
         corpus = incremental.ordered_corpus(Path(work) / "corpus", max(sizes), 0.3, given.event_span)
-        for records in sizes:
-            measure(corpus, records, given.batch, windows, Path(work))
+        events = pl.read_parquet(Path(work) / "corpus" / "stories.parquet.truth").select("id", event="cluster")
+        groups = [measure(corpus, events, records, given.batch, windows, Path(work)) for records in sizes]
+    real = labeled_rate()
+    for records, count in zip(sizes, groups):
+        print(f"at news-aggregator's rate, a group of the {records:,} records' {count:,} groups would pair with"
+              f" {real * count:.2f} of other events")
 
 
 if __name__ == "__main__":
