@@ -119,7 +119,7 @@ def labeled_rate() -> float:
     result = pipeline.run([speed.DATA / "news-aggregator/headlines.csv"], Config())
     groups, story, cross, rate = cross_event_rate(result.articles, result.pairs, labeled.select("id", event="cluster"))
     print(f"news-aggregator: {groups:,} groups, {story:,} story pairs, {cross:,} between groups of different stories:"
-          f" {rate:.2e} per such pair of groups")
+          f" {rate:.2e} per such pair of groups, {rate * groups:.2f} a group")
     return rate
 
 
