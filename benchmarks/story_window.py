@@ -1,6 +1,6 @@
 """Would a time window on story pairs keep a batch's story work near the batch? (issue #7)
 
-    python benchmarks/story_window.py [--records 50100,200100] [--batch 100] [--windows 60000,30000,10000,5000]
+    python benchmarks/story_window.py [--records 50100,200100] [--batch 100] [--windows 60000,30000,10000,7500,5000,2500]
         [--event-span 5000]
 
 The chain split is exact for a story component only if it sees all of it, and on the arrival
@@ -11,8 +11,8 @@ time (a chain of coverage could still carry a story on). This script asks whethe
 bound the component a batch touches, before anything is built: it runs the plain pipeline once
 over the last R records of one arrival order of as many records as the largest R
 (`incremental.ordered_corpus`, each event's coverage within `--event-span` records; the slices
-`incremental.py` times a batch against), takes a record's position as its time and a group's span as its
-members' first and last positions, drops the story pairs whose groups lie more than W records
+`incremental.py` times a batch against), takes a record's position as its time and a group's
+span as its members' first and last positions, drops the story pairs whose groups lie more than W records
 apart, and prints, per window, the story pairs kept, the groups and pairs of the single-link
 components the last `--batch` records' groups fall in (what `state.story_components` would split
 again), and the largest component.
@@ -36,7 +36,6 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import incremental  # benchmarks/ is a folder of scripts, not a package
-
 import speed
 
 from dedupe import cluster, pipeline
@@ -127,7 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", default="50100,200100", help="records in arrival order, the batch the last of them")
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--windows", default="60000,30000,10000,5000", help="windows W, in records")
+    parser.add_argument("--windows", default="60000,30000,10000,7500,5000,2500", help="windows W, in records")
     parser.add_argument("--event-span", type=int, default=5000, help="records an event's coverage arrives over")
     given = parser.parse_args()
     windows = [int(window) for window in given.windows.split(",")]
