@@ -156,7 +156,9 @@ def attachment_work(articles: pl.DataFrame, update: state.Update, history: state
     args = (groups, update.story_roots, update.story_keywords, CONFIG)
     stored = history.story_keywords.rename({"keywords": "stored"})
     lists = update.story_keywords.join(stored, on="article_id", how="left")
-    remade = lists.filter(pl.col("keywords").ne_missing(pl.col("stored")))["article_id"]  # as the update made them
+    # the lists that differ from the stored ones: the update's made-again ones less those made the
+    # same, which the replay's comparison would drop anyway
+    remade = lists.filter(pl.col("keywords").ne_missing(pl.col("stored")))["article_id"]
     timed = []
     for previous in (state.previous_attachment(history, remade), state.previous_attachment(history), None):
         seconds = []

@@ -49,18 +49,13 @@ def group_spans(articles: pl.DataFrame, order: pl.Series) -> pl.DataFrame:
     return members.group_by("duplicate_group").agg(first=pl.col("at").min(), last=pl.col("at").max()).sort("duplicate_group")
 
 
-def story_pair_gaps(pairs: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFrame:
-    """The story pairs as node numbers (rows of `spans`) a, b and the gap between their spans (0: overlapping)."""
-    numbered = spans.with_row_index("node")
-    story = pairs.filter(pl.col("relation") == "same_story")
-    for side in ("a", "b"):
-        story = story.join(
-            numbered.select(pl.col("duplicate_group").alias(f"article_id_{side}"), pl.col("node").alias(side),
-                            pl.col("first").alias(f"first_{side}"), pl.col("last").alias(f"last_{side}")),
-            on=f"article_id_{side}",
-        )
-    gap = pl.max_horizontal(pl.lit(0), pl.col("first_b") - pl.col("last_a"), pl.col("first_a") - pl.col("last_b"))
-    return story.select("a", "b", gap=gap)
+def story_pair_gaps(pairs: pl.DataFrame, spans: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The story pairs' ends as rows of `spans` (`cluster.numbered_pairs`), and the gap between
+    their spans (0: overlapping)."""
+    story = pairs.filter(pl.col("relation") == "same_story").select("article_id_a", "article_id_b")
+    a, b = cluster.numbered_pairs(spans["duplicate_group"], story)
+    first, last = spans["first"].to_numpy(), spans["last"].to_numpy()
+    return a, b, np.maximum(0, np.maximum(first[b] - last[a], first[a] - last[b]))
 
 
 def cross_event_rate(articles: pl.DataFrame, pairs: pl.DataFrame, events: pl.DataFrame) -> tuple[int, int, int, float]:
@@ -77,9 +72,9 @@ def cross_event_rate(articles: pl.DataFrame, pairs: pl.DataFrame, events: pl.Dat
     return groups.height, story.height, cross, cross / apart if apart else 0.0
 
 
-def touched(nodes: int, pairs: pl.DataFrame, seeds: np.ndarray) -> tuple[int, int, int]:
-    """Groups and pairs of the components holding `seeds`, and the largest component's groups."""
-    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+def touched(nodes: int, a: np.ndarray, b: np.ndarray, seeds: np.ndarray) -> tuple[int, int, int]:
+    """Groups and pairs of the components over the edges (a[i], b[i]) holding `seeds`, and the
+    largest component's groups."""
     component = cluster.smallest_of_components(nodes, a, b)
     inside = np.isin(component, component[seeds])
     return int(inside.sum()), int(inside[a].sum()), int(np.bincount(component).max())
@@ -95,17 +90,17 @@ def measure(corpus: pl.DataFrame, events: pl.DataFrame, records: int, batch: int
     result = pipeline.run([path], Config())
     print(f"{records:,} records in arrival order: one run {time.perf_counter() - started:.1f} s")
     spans = group_spans(result.articles, ordered["id"])
-    gaps = story_pair_gaps(result.pairs, spans)
+    a, b, gap = story_pair_gaps(result.pairs, spans)
     batch_ids = ordered["id"].tail(batch).implode()
     batch_groups = result.articles.filter(pl.col("article_id").is_in(batch_ids))["duplicate_group"].drop_nulls().unique()
     seeds = spans.with_row_index("node").filter(pl.col("duplicate_group").is_in(batch_groups.implode()))["node"].to_numpy()
     print("| window (records) | story pairs kept | groups split again | their pairs | largest component (groups) |")
     print("|---|---:|---:|---:|---:|")
     for window in [None, *windows]:
-        kept = gaps if window is None else gaps.filter(pl.col("gap") <= window)
-        groups, inside, largest = touched(spans.height, kept, seeds)
+        kept = np.ones(len(gap), dtype=bool) if window is None else gap <= window
+        groups, inside, largest = touched(spans.height, a[kept], b[kept], seeds)
         label = "none" if window is None else f"{window:,}"
-        print(f"| {label} | {kept.height:,} | {groups:,} of {spans.height:,} | {inside:,} | {largest:,} |")
+        print(f"| {label} | {int(kept.sum()):,} | {groups:,} of {spans.height:,} | {inside:,} | {largest:,} |")
     groups, story, cross, rate = cross_event_rate(result.articles, result.pairs, events)
     print(f"\n{groups:,} groups, {story:,} story pairs, {cross:,} between groups of different events:"
           f" {rate:.2e} per such pair of groups, {rate * groups:.2f} a group\n")
